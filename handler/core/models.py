@@ -1,0 +1,113 @@
+"""The messages of the detach flow (design.md "Messages"), as pydantic models.
+
+Versioned by addition: fields are added, never change meaning; unknown fields are ignored.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+PROJECT_ID_PATTERN = r"^[0-9a-fA-F]{32}$"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class DetachRequest(BaseModel):
+    """Take one EVS volume off one ECS server."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    server_id: str = Field(pattern=UUID_PATTERN, description="ECS server UUID")
+    volume_id: str = Field(pattern=UUID_PATTERN, description="EVS volume UUID")
+    project_id: str | None = Field(
+        default=None,
+        pattern=PROJECT_ID_PATTERN,
+        description="Project (32 hex); defaults to the credentials' project",
+    )
+    region: str | None = Field(default=None, max_length=64)
+    delete_flag: int = Field(default=0, ge=0, le=1, description="1 = force-detach a data disk")
+    reason: str | None = Field(default=None, max_length=1024)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
+    alert_id: str | None = Field(default=None, max_length=256, description="Originating alert")
+
+    @field_validator("server_id", "volume_id", "project_id")
+    @classmethod
+    def _lower(cls, value: str | None) -> str | None:
+        return value.lower() if value else value
+
+    @property
+    def subject(self) -> str:
+        return f"{self.server_id}/{self.volume_id}"
+
+
+class DetachAccepted(DetachRequest):
+    """The cloud accepted the detach: a job to follow (``ecs-detach.accepted``)."""
+
+    project_id: str = Field(pattern=PROJECT_ID_PATTERN)
+    job_id: str = Field(min_length=1, max_length=128)
+    request_id: str | None = Field(default=None, description="X-Request-Id of the detach call")
+    accepted_at: datetime
+    attempt: int = Field(default=0, ge=0, description="Job polls made so far")
+    not_before: datetime = Field(description="Next poll no earlier than this")
+    deadline: datetime = Field(description="Give up (timed_out) after this")
+
+
+class Outcome(str, Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    ALREADY_DETACHED = "already_detached"
+    REJECTED = "rejected"
+
+
+class DetachResult(DetachRequest):
+    """How a detach ended (``ecs-detach.{outcome}``), for the next workflow step."""
+
+    outcome: Outcome
+    job_id: str | None = None
+    request_id: str | None = None
+    status: str | None = Field(default=None, description="Last job status seen")
+    error_code: str | None = None
+    fail_reason: str | None = None
+    polls: int = 0
+    duration_s: float | None = Field(default=None, description="From acceptance to this result")
+    finished_at: datetime = Field(default_factory=utcnow)
+
+
+EVENT_REQUESTED = "ecs-detach.requested"
+EVENT_ACCEPTED = "ecs-detach.accepted"
+
+
+def result_event_type(outcome: Outcome) -> str:
+    return f"ecs-detach.{outcome.value}"
+
+
+DataT = TypeVar("DataT", bound=BaseModel)
+
+
+class CloudEvent(BaseModel, Generic[DataT]):
+    """A CloudEvents 1.0 envelope in structured JSON mode."""
+
+    model_config = ConfigDict(extra="allow")
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    source: str
+    type: str
+    subject: str | None = None
+    time: datetime = Field(default_factory=utcnow)
+    datacontenttype: str = "application/json"
+    data: DataT
+
+
+def envelope(data: DetachRequest, *, type_: str, source: str) -> CloudEvent[Any]:
+    """Wrap a message of the flow in a CloudEvent whose subject is ``server/volume``."""
+    return CloudEvent[Any](source=source, type=type_, subject=data.subject, data=data)

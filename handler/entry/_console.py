@@ -1,0 +1,56 @@
+"""Show the flow's log events to a person, one readable line each (``demo``, ``detach``, ``up``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from handler.log import LOGGER_NAME, event_fields
+
+
+def _describe(event: str, f: dict[str, Any]) -> str | None:
+    volume, server = f.get("volume_id"), f.get("server_id")
+    if event == "detach.requested":
+        force = " (force)" if f.get("force") else ""
+        return f"[cyan]→[/] detach requested{force}: volume {volume} from server {server}"
+    if event == "detach.accepted":
+        return f"[green]✓[/] accepted by ECS (HTTP {f.get('http_status')}): job [bold]{f.get('job_id')}[/]"
+    if event == "detach.retry_later":
+        return f"[yellow]↻[/] not now, retry in {f.get('retry_after_s')} s: {escape(str(f.get('reason')))}"
+    if event == "poll.status":
+        return f"[cyan]…[/] poll #{f.get('attempt')}: job {f.get('job_id')} is [bold]{f.get('status')}[/]"
+    if event == "detach.result":
+        ok = f.get("outcome") in ("succeeded", "already_detached")
+        mark = "[green]✓[/]" if ok else "[red]✗[/]"
+        detail = "" if ok else f" — {f.get('error_code')}: {escape(str(f.get('fail_reason')))}"
+        timing = f" after {f.get('polls')} polls, {f.get('duration_s')} s" if f.get("job_id") else ""
+        return f"{mark} result: [bold]{f.get('outcome')}[/]{timing}{detail}"
+    return None
+
+
+class ConsoleHandler(logging.Handler):
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self._console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = str(getattr(record, "event", record.getMessage()))
+        fields = event_fields(record)
+        line = _describe(event, fields)
+        if line is None:
+            if record.levelno < logging.WARNING:
+                return
+            details = ", ".join(f"{k}={v}" for k, v in fields.items())
+            line = f"[yellow]![/] {escape(event)} {escape(details)}"
+        self._console.print(line, highlight=False)
+
+
+def show_events(console: Console) -> None:
+    """Route the flow's log events to ``console`` as readable lines."""
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.handlers = [ConsoleHandler(console)]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False

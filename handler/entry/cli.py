@@ -1,0 +1,276 @@
+"""``ecs-detach``: emulator, up, demo, detach."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr, ValidationError
+
+if TYPE_CHECKING:
+    from emulator import EmulatorConfig
+
+EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
+DEMO_EVENT = EVENTS_DIR / "detach-request.json"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.run(args)
+    except (ValidationError, ValueError) as error:  # configuration the user can fix
+        print(f"ecs-detach: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ecs-detach", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    emu = commands.add_parser("emulator", help="serve the cloud emulator (ECS API) over HTTP")
+    emu.add_argument("--host", default="127.0.0.1")
+    emu.add_argument("--port", type=int, default=8081)
+    emu.add_argument("--seed", type=Path, help="seed JSON file (default: the built-in seed)")
+    emu.add_argument("--job-duration", type=float, help="seconds a detach/attach job runs")
+    emu.set_defaults(run=_emulator)
+
+    up = commands.add_parser("up", help="emulator + webhook endpoint + poll worker, until Ctrl-C")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8080, help="webhook endpoint port")
+    up.add_argument("--emulator-port", type=int, default=8081)
+    up.add_argument("--seed", type=Path)
+    up.add_argument("--job-duration", type=float)
+    up.add_argument("--concurrency", type=int, default=2, help="poll worker threads")
+    up.set_defaults(run=_up)
+
+    demo = commands.add_parser("demo", help="run one detach end to end on the embedded defaults")
+    demo.add_argument("--event", type=Path, default=DEMO_EVENT, help="detach request to send")
+    demo.add_argument("--job-duration", type=float, default=3.0)
+    demo.add_argument("--timeout", type=float, default=60.0, help="give up after this many seconds")
+    demo.set_defaults(run=_demo)
+
+    detach = commands.add_parser("detach", help="detach one volume now (real cloud or any endpoint)")
+    detach.add_argument("--server-id", required=True)
+    detach.add_argument("--volume-id", required=True)
+    detach.add_argument("--project-id")
+    detach.add_argument("--endpoint", help="ECS endpoint URL (default: from ECS_DETACH_REGION)")
+    detach.add_argument("--force", action="store_true", help="delete_flag=1: force-detach a data disk")
+    detach.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    detach.set_defaults(run=_detach)
+    return parser
+
+
+def _emulator_config(job_duration: float | None) -> EmulatorConfig:
+    from emulator import EmulatorConfig
+
+    return EmulatorConfig() if job_duration is None else EmulatorConfig(job_duration_s=job_duration)
+
+
+def _emulator(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from emulator import EcsBackend, create_app, credential_from_env, load_seed
+
+    config = _emulator_config(args.job_duration)
+    backend = EcsBackend.from_seed(load_seed(args.seed), credentials=[credential_from_env()], config=config)
+    print(f"ECS emulator on http://{args.host}:{args.port}")
+    for line in backend.describe_credentials():
+        print(f"  accepts {line}")
+    uvicorn.run(create_app(backend), host=args.host, port=args.port, log_level="warning")
+    return EXIT_OK
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+
+
+def _up(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from handler.entry._console import show_events
+    from handler.entry.local import LocalStack, StackOptions
+    from handler.settings import Settings
+
+    console = Console()
+    config = _emulator_config(args.job_duration)
+    options = StackOptions(
+        host=args.host,
+        http_port=args.port,
+        emulator_port=args.emulator_port,
+        seed=args.seed,
+        emulator_config=config,
+        concurrency=args.concurrency,
+    )
+    show_events(console)
+    with LocalStack(Settings(), options) as stack:
+        if stack.emulator is not None and stack.emulator_url:
+            console.print(f"ECS emulator      {stack.emulator_url}")
+            for line in stack.emulator.describe_credentials():
+                console.print(f"  accepts {line}")
+        console.print(f"webhook endpoint  {stack.webhook_url}/  (POST a detach request)")
+        console.print(f"jobs topic        {stack.settings.jobs_topic}")
+        console.print(f"results topic     {stack.settings.results_topic}")
+        console.print("Ctrl-C to stop")
+        _wait_for_signal()
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import httpx
+    from rich.console import Console
+
+    from emulator import EmulatorConfig
+    from handler.core.models import CloudEvent, DetachResult
+    from handler.entry._console import show_events
+    from handler.entry.local import LocalStack, StackOptions
+    from handler.settings import Settings
+
+    console = Console()
+    event = json.loads(args.event.read_text())
+    show_events(console)
+    with TemporaryDirectory(prefix="ecs-detach-demo-") as tmp:
+        db = f"sqlite:///{tmp}/topics.db"
+        settings = Settings(jobs_topic=f"{db}?topic=jobs", results_topic=f"{db}?topic=results")
+        options = StackOptions(
+            http_port=0,
+            emulator_config=EmulatorConfig(job_init_s=0.5, job_duration_s=args.job_duration),
+        )
+        with LocalStack(settings, options) as stack:
+            console.print(
+                f"[bold]ecs-detach demo[/]: emulator {stack.emulator_url}, webhook {stack.webhook_url}"
+            )
+            console.print(f"sending {args.event.name} to the webhook: {json.dumps(event)}")
+            answer = httpx.post(f"{stack.webhook_url}/", json=event, timeout=30)
+            console.print(f"webhook answered HTTP {answer.status_code}: {answer.text}")
+            if answer.status_code != 202:
+                return EXIT_FAILED
+            job_id = answer.json()["job_id"]
+            deadline = time.monotonic() + args.timeout
+            results = stack.runtime.results
+            while time.monotonic() < deadline:
+                for delivery in results.receive(1, wait=0.5):
+                    result = CloudEvent[DetachResult].model_validate_json(delivery.body)
+                    results.ack(delivery)
+                    if result.data.job_id != job_id:
+                        continue
+                    console.print(f"result event {result.type}: {result.data.model_dump_json()}")
+                    return EXIT_OK if result.data.outcome.value == "succeeded" else EXIT_FAILED
+            console.print(f"[red]no result for job {job_id} within {args.timeout} s[/]")
+            return EXIT_FAILED
+
+
+class _Inbox:
+    """A publisher that keeps messages in memory (the one-off CLI has no topics)."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def publish(self, body: str, *, delay: float = 0.0) -> str:
+        self.messages.append(body)
+        return str(len(self.messages))
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _detach(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from emulator import DEMO_CREDENTIAL
+    from handler.cloud import Credentials, EcsClient
+    from handler.core.models import DetachRequest, Outcome
+    from handler.detach import DetachFunction, DetachStatus
+    from handler.entry._console import show_events
+    from handler.entry.local import LocalStack, StackOptions
+    from handler.poll import PollFunction
+    from handler.settings import CloudCredentials, Settings
+
+    console = Console()
+    show_events(console)
+    settings = Settings()
+    endpoint = args.endpoint or settings.ecs_url()
+    credentials = CloudCredentials().credentials()
+    request = DetachRequest(
+        server_id=args.server_id,
+        volume_id=args.volume_id,
+        project_id=args.project_id,
+        delete_flag=1 if args.force else 0,
+    )
+    stack: LocalStack | None = None
+    if endpoint is None and credentials is None:
+        console.print("[yellow]no credentials and no endpoint configured: using a local emulator[/]")
+        stack = LocalStack(settings, StackOptions(http_port=0, concurrency=1)).start()
+        endpoint = stack.emulator_url
+    if credentials is None:
+        if endpoint is None or not _is_loopback(endpoint):
+            raise ValueError("set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK to call a real cloud")
+        credentials = Credentials(
+            access_key=DEMO_CREDENTIAL.access_key,
+            secret_key=SecretStr(DEMO_CREDENTIAL.secret_key),
+            project_id=DEMO_CREDENTIAL.project_id,
+        )
+    if endpoint is None:
+        raise ValueError("no endpoint: pass --endpoint or set ECS_DETACH_REGION")
+    ecs = EcsClient(endpoint, credentials)
+    schedule = settings.poll_schedule()
+    jobs, results = _Inbox(), _Inbox()
+    try:
+        detach = DetachFunction(
+            ecs,
+            jobs,
+            results,
+            default_project_id=credentials.project_id,
+            source="ecs-detach/cli",
+            schedule=schedule,
+            poll_timeout_s=settings.poll_timeout_s,
+            busy_retry_s=settings.busy_retry_s,
+        )
+        outcome = detach(request)
+        if outcome.status is not DetachStatus.ACCEPTED or outcome.accepted is None:
+            return EXIT_OK if outcome.status is DetachStatus.ALREADY_DETACHED else EXIT_FAILED
+        if not args.wait:
+            return EXIT_OK
+        poll = PollFunction(ecs, results, source="ecs-detach/cli", schedule=schedule)
+        message = outcome.accepted
+        while True:
+            step = poll(message)
+            if step.result is not None:
+                ok = step.result.outcome in (Outcome.SUCCEEDED, Outcome.ALREADY_DETACHED)
+                return EXIT_OK if ok else EXIT_FAILED
+            assert step.next is not None
+            time.sleep(step.delay_s)  # a person is waiting at a terminal: sleeping is right here
+            message = step.next
+    finally:
+        ecs.close()
+        if stack is not None:
+            stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The whole flow in one process on loopback: emulator, webhook endpoint, poll worker.
+
+Used by ``ecs-detach up`` and ``ecs-detach demo``. With no ECS endpoint configured the stack
+starts the emulator and signs with the credentials it accepts; with one (region or endpoint
+plus ``HUAWEICLOUD_SDK_*`` credentials) it runs against that cloud instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from emulator import EcsBackend, EmulatorConfig, create_app, credential_from_env, load_seed
+from handler.cloud import Credentials
+from handler.entry._serve import BackgroundServer
+from handler.entry.http import create_app as create_http_app
+from handler.entry.runtime import ConfigError, Runtime, build_runtime
+from handler.entry.worker import Worker, poll_job
+from handler.settings import CloudCredentials, Settings
+
+
+@dataclass
+class StackOptions:
+    host: str = "127.0.0.1"
+    http_port: int = 8080
+    emulator_port: int = 0  # 0: any free port
+    seed: Path | None = None
+    emulator_config: EmulatorConfig = field(default_factory=EmulatorConfig)
+    concurrency: int = 2
+
+
+class LocalStack:
+    def __init__(self, settings: Settings, options: StackOptions) -> None:
+        self.settings = settings
+        self.options = options
+        self.emulator: EcsBackend | None = None
+        self.emulator_url: str | None = None
+        self.webhook_url = ""
+        self._servers: list[BackgroundServer] = []
+        self._worker: Worker | None = None
+        self._runtime: Runtime | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            raise RuntimeError("the stack is not started")
+        return self._runtime
+
+    def start(self) -> LocalStack:
+        try:
+            settings, credentials = self._cloud()
+            self._runtime = build_runtime(settings, credentials)
+            http = self._serve(create_http_app(self._runtime.detach), self.options.http_port)
+            self.webhook_url = http.url
+            self._worker = Worker(
+                self._runtime.jobs, poll_job(self._runtime), concurrency=self.options.concurrency
+            ).start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+        for server in reversed(self._servers):
+            server.stop()
+        if self._runtime is not None:
+            self._runtime.close()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def _cloud(self) -> tuple[Settings, Credentials]:
+        if self.settings.ecs_url() is not None:
+            credentials = CloudCredentials().credentials()
+            if credentials is None:
+                raise ConfigError("an ECS endpoint is configured but HUAWEICLOUD_SDK_AK/SK are not set")
+            return self.settings, credentials
+        accepted = credential_from_env()
+        self.emulator = EcsBackend.from_seed(
+            load_seed(self.options.seed), credentials=[accepted], config=self.options.emulator_config
+        )
+        server = self._serve(create_app(self.emulator), self.options.emulator_port)
+        self.emulator_url = server.url
+        credentials = Credentials(
+            access_key=accepted.access_key,
+            secret_key=SecretStr(accepted.secret_key),
+            project_id=accepted.project_id,
+            security_token=SecretStr(accepted.security_token) if accepted.security_token else None,
+        )
+        return self.settings.model_copy(update={"ecs_endpoint": server.url}), credentials
+
+    def _serve(self, app: object, port: int) -> BackgroundServer:
+        server = BackgroundServer(app, host=self.options.host, port=port).start()
+        self._servers.append(server)
+        return server

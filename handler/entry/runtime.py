@@ -1,0 +1,73 @@
+"""The composition root: settings + credentials → cloud client, topics, and the two functions.
+
+Every entrypoint (FunctionGraph, HTTP, worker, CLI) builds its ``Runtime`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from handler.cloud import Credentials, EcsClient
+from handler.detach import DetachFunction
+from handler.poll import PollFunction
+from handler.settings import Settings
+from handler.topics import Topic, open_topic
+
+
+class ConfigError(ValueError):
+    """The configuration cannot work; the message says which setting to change."""
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    ecs: EcsClient
+    jobs: Topic
+    results: Topic
+    detach: DetachFunction
+    poll: PollFunction
+
+    def close(self) -> None:
+        self.ecs.close()
+        self.jobs.close()
+        self.results.close()
+
+
+def build_runtime(settings: Settings, credentials: Credentials) -> Runtime:
+    url = settings.ecs_url()
+    if url is None:
+        raise ConfigError(
+            "no ECS endpoint: set ECS_DETACH_REGION (and ECS_DETACH_CLOUD) or ECS_DETACH_ECS_ENDPOINT"
+        )
+    ecs = EcsClient(
+        url,
+        credentials,
+        timeout=httpx.Timeout(settings.http_timeout_s, connect=settings.connect_timeout_s),
+    )
+    jobs = open_topic(
+        settings.jobs_topic,
+        default_name="jobs",
+        visibility_timeout=settings.visibility_timeout_s,
+        max_deliveries=settings.max_deliveries,
+    )
+    results = open_topic(
+        settings.results_topic,
+        default_name="results",
+        visibility_timeout=settings.visibility_timeout_s,
+        max_deliveries=settings.max_deliveries,
+    )
+    schedule = settings.poll_schedule()
+    detach = DetachFunction(
+        ecs,
+        jobs,
+        results,
+        default_project_id=credentials.project_id,
+        source=settings.source,
+        schedule=schedule,
+        poll_timeout_s=settings.poll_timeout_s,
+        busy_retry_s=settings.busy_retry_s,
+    )
+    poll = PollFunction(ecs, results, source=settings.source, schedule=schedule)
+    return Runtime(settings, ecs, jobs, results, detach, poll)

@@ -1,0 +1,81 @@
+"""Typed configuration from the environment (pydantic-settings).
+
+``ECS_DETACH_*`` configures the functions; cloud credentials use the official SDKs' names
+(``HUAWEICLOUD_SDK_AK``, ``HUAWEICLOUD_SDK_SK``, ``HUAWEICLOUD_SDK_PROJECT_ID``,
+``HUAWEICLOUD_SDK_SECURITY_TOKEN``). The README's configuration table mirrors this file.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from handler.cloud import CloudName, Credentials, endpoint
+from handler.core.polling import PollSchedule
+
+DEFAULT_TOPICS_DB = "sqlite:///.ecs-detach/topics.db"
+
+
+class CloudCredentials(BaseSettings):
+    """``HUAWEICLOUD_SDK_*``: permanent AK/SK, or temporary ones with a security token."""
+
+    model_config = SettingsConfigDict(env_prefix="HUAWEICLOUD_SDK_", extra="ignore")
+
+    ak: str | None = None
+    sk: SecretStr | None = None
+    project_id: str | None = None
+    security_token: SecretStr | None = None
+
+    def credentials(self) -> Credentials | None:
+        """The configured credentials, or None when AK or SK is missing."""
+        if not self.ak or self.sk is None:
+            return None
+        return Credentials(
+            access_key=self.ak,
+            secret_key=self.sk,
+            project_id=self.project_id,
+            security_token=self.security_token,
+        )
+
+
+class Settings(BaseSettings):
+    """``ECS_DETACH_*``."""
+
+    model_config = SettingsConfigDict(env_prefix="ECS_DETACH_", extra="ignore")
+
+    region: str | None = Field(default=None, description="Region, e.g. ap-southeast-1")
+    cloud: CloudName = Field(default="huaweicloud", description="Endpoint pattern")
+    ecs_endpoint: str | None = Field(default=None, description="ECS URL; overrides region/cloud")
+    jobs_topic: str = Field(default=f"{DEFAULT_TOPICS_DB}?topic=jobs")
+    results_topic: str = Field(default=f"{DEFAULT_TOPICS_DB}?topic=results")
+    source: str = Field(default="ecs-detach", description="CloudEvents source of emitted events")
+    poll_timeout_s: float = Field(default=600.0, gt=0, description="Give up on a job after this")
+    first_poll_s: float = Field(default=2.0, ge=0)
+    poll_factor: float = Field(default=0.5, ge=0)
+    min_poll_delay_s: float = Field(default=1.0, gt=0)
+    max_poll_delay_s: float = Field(default=20.0, gt=0)
+    busy_retry_s: float = Field(default=30.0, gt=0, description="Wait when the server is busy")
+    http_timeout_s: float = Field(default=10.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    visibility_timeout_s: float = Field(default=60.0, gt=0)
+    max_deliveries: int = Field(default=5, ge=1)
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> Settings:
+        self.poll_schedule()  # raises ValueError with the reason
+        return self
+
+    def poll_schedule(self) -> PollSchedule:
+        return PollSchedule(
+            first_delay_s=self.first_poll_s,
+            factor=self.poll_factor,
+            min_delay_s=self.min_poll_delay_s,
+            max_delay_s=self.max_poll_delay_s,
+        )
+
+    def ecs_url(self) -> str | None:
+        """The ECS endpoint: explicit, else derived from region and cloud, else None."""
+        if self.ecs_endpoint:
+            return self.ecs_endpoint.rstrip("/")
+        return endpoint("ecs", self.region, self.cloud) if self.region else None

@@ -1,0 +1,322 @@
+"""A durable topic in one SQLite file, shared by the threads and processes of one machine.
+
+All topics of a file live in one table, told apart by the ``topic`` column, so jobs, results
+and their dead-letter topics can share one file. A message is due when
+``available_at <= now``; receiving it leases it by moving ``available_at`` to the end of the
+lease, so a lease that is not settled in time simply makes the message due again.
+
+A topic whose name ends in ``.dead`` is a dead-letter topic: its messages stay until acked,
+however often they are delivered.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ._base import Delivery, StaleDelivery, TopicError
+
+SCHEMA_VERSION = 1  # PRAGMA user_version of a file this code created
+_BUSY_TIMEOUT = 30.0  # s a connection waits for another one's write lock (thread or process)
+_POLL_INTERVAL = 0.05  # s a waiting receiver goes at most without looking at the file again
+_DEAD_SUFFIX = ".dead"
+
+_SCHEMA = (
+    """
+    CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY,          -- publish order: breaks ties between due times
+        id TEXT NOT NULL UNIQUE,
+        topic TEXT NOT NULL,
+        body TEXT NOT NULL,
+        available_at REAL NOT NULL,       -- due time; while leased, the end of the lease
+        deliveries INTEGER NOT NULL DEFAULT 0,
+        receipt TEXT,                     -- token of the current lease, NULL if none
+        last_error TEXT,                  -- reason given by the last nack
+        published_at REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX messages_due ON messages (topic, available_at, seq)",
+)
+
+# The last four parameters of each settling statement name the lease the caller must hold.
+_ACK = "DELETE FROM messages WHERE id = ? AND topic = ? AND receipt = ? AND available_at > ?"
+_NACK = (
+    "UPDATE messages SET available_at = ?, last_error = ?, receipt = NULL"
+    " WHERE id = ? AND topic = ? AND receipt = ? AND available_at > ?"
+)
+_REQUEUE = (
+    "UPDATE messages SET body = ?, available_at = ?, deliveries = 0, last_error = NULL,"
+    " receipt = NULL WHERE id = ? AND topic = ? AND receipt = ? AND available_at > ?"
+)
+_DEAD_LETTER = (
+    "UPDATE messages SET topic = ?, available_at = ?, last_error = ?, receipt = NULL"
+    " WHERE id = ? AND topic = ? AND receipt = ? AND available_at > ?"
+)
+
+
+class _Wakeup:
+    """Wakes the receivers of this process waiting on one file when a message may be due."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._generation = 0
+
+    def generation(self) -> int:
+        with self._condition:
+            return self._generation
+
+    def notify(self) -> None:
+        with self._condition:
+            self._generation += 1
+            self._condition.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> None:
+        """Sleep up to ``timeout`` s unless notified since ``generation()`` returned ``seen``."""
+        with self._condition:
+            self._condition.wait_for(lambda: self._generation != seen, timeout)
+
+
+_wakeups: dict[Path, _Wakeup] = {}
+_wakeups_lock = threading.Lock()
+
+
+def _wakeup_for(path: Path) -> _Wakeup:
+    with _wakeups_lock:
+        wakeup = _wakeups.get(path)
+        if wakeup is None:
+            wakeup = _wakeups[path] = _Wakeup()
+        return wakeup
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction that holds the write lock from its start."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _prepare(conn: sqlite3.Connection, path: Path) -> None:
+    conn.execute("PRAGMA journal_mode = WAL")
+    # FULL, not NORMAL: with WAL, NORMAL does not sync the log at each commit, so a power
+    # loss could drop a message whose publish had already returned.
+    conn.execute("PRAGMA synchronous = FULL")
+    with _immediate(conn):
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version == 0:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version != SCHEMA_VERSION:
+            raise TopicError(f"{path} has topic schema version {version}; this code knows {SCHEMA_VERSION}")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open ``path``, creating its directory and schema if missing."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # timeout= is SQLite's busy timeout: wait for other connections' locks, don't fail.
+        conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+    except (OSError, sqlite3.Error) as exc:
+        raise TopicError(f"cannot open topic file {path}: {exc}") from exc
+    try:
+        _prepare(conn, path)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise TopicError(f"cannot open topic file {path}: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_seconds(what: str, value: float) -> None:
+    if not 0 <= value < math.inf:
+        raise ValueError(f"{what} must be a finite number of seconds >= 0, got {value!r}")
+
+
+class SqliteTopic:
+    """One topic in a SQLite file; safe to share between threads (it serialises its calls).
+
+    Several instances, threads and processes may use the same file at once.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        name: str,
+        *,
+        visibility_timeout: float = 60.0,
+        max_deliveries: int = 5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not name:
+            raise ValueError("topic name must not be empty")
+        if not 0 < visibility_timeout < math.inf:
+            raise ValueError(
+                f"visibility_timeout must be a finite number of seconds > 0, got {visibility_timeout!r}"
+            )
+        if max_deliveries < 1:
+            raise ValueError(f"max_deliveries must be at least 1, got {max_deliveries!r}")
+        self._path = Path(path).resolve()
+        self._name = name
+        self._visibility_timeout = float(visibility_timeout)
+        self._max_deliveries = max_deliveries
+        self._clock = clock
+        self._dead_name = None if name.endswith(_DEAD_SUFFIX) else name + _DEAD_SUFFIX
+        self._wakeup = _wakeup_for(self._path)
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = _connect(self._path)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def path(self) -> Path:
+        """The absolute path of the file."""
+        return self._path
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._conn is None:
+                raise TopicError(f"topic {self._name!r} in {self._path} is closed")
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise TopicError(f"topic {self._name!r} in {self._path}: {exc}") from exc
+
+    def publish(self, body: str, *, delay: float = 0.0) -> str:
+        """Store ``body`` (on disk when this returns); deliverable after ``delay`` s."""
+        _check_seconds("delay", delay)
+        message_id = uuid.uuid4().hex
+        now = self._clock()
+        with self._connection() as conn:
+            conn.execute(
+                "INSERT INTO messages (id, topic, body, available_at, published_at) VALUES (?, ?, ?, ?, ?)",
+                (message_id, self._name, body, now + delay, now),
+            )
+        self._wakeup.notify()
+        return message_id
+
+    def receive(self, max_messages: int = 1, *, wait: float = 0.0) -> list[Delivery]:
+        """Lease up to ``max_messages`` due messages, oldest due first.
+
+        With ``wait`` > 0, wait up to that long for the first one: publishers in this process
+        wake the receiver at once, others are seen within ``_POLL_INTERVAL``.
+        """
+        if max_messages < 1:
+            raise ValueError(f"max_messages must be at least 1, got {max_messages!r}")
+        _check_seconds("wait", wait)
+        deadline = time.monotonic() + wait
+        while True:
+            seen = self._wakeup.generation()
+            leased, next_due = self._lease(max_messages)
+            remaining = deadline - time.monotonic()
+            if leased or remaining <= 0:
+                return leased
+            pause = min(remaining, _POLL_INTERVAL)
+            if next_due is not None:
+                pause = min(pause, max(next_due - self._clock(), 0.0))
+            self._wakeup.wait(seen, pause)
+
+    def _lease(self, max_messages: int) -> tuple[list[Delivery], float | None]:
+        """Dead-letter exhausted due messages, lease due ones; else say when the next is due."""
+        now = self._clock()
+        leased: list[Delivery] = []
+        with self._connection() as conn, _immediate(conn):
+            if self._dead_name is not None:
+                conn.execute(
+                    "UPDATE messages SET topic = ?, available_at = ?, receipt = NULL"
+                    " WHERE topic = ? AND available_at <= ? AND deliveries >= ?",
+                    (self._dead_name, now, self._name, now, self._max_deliveries),
+                )
+            rows = conn.execute(
+                "SELECT seq, id, body, deliveries FROM messages"
+                " WHERE topic = ? AND available_at <= ? ORDER BY available_at, seq LIMIT ?",
+                (self._name, now, max_messages),
+            ).fetchall()
+            for seq, message_id, body, deliveries in rows:
+                receipt = secrets.token_urlsafe(16)
+                conn.execute(
+                    "UPDATE messages SET available_at = ?, deliveries = ?, receipt = ? WHERE seq = ?",
+                    (now + self._visibility_timeout, deliveries + 1, receipt, seq),
+                )
+                leased.append(Delivery(message_id, body, deliveries + 1, receipt))
+            if leased:
+                return leased, None
+            (next_due,) = conn.execute(
+                "SELECT MIN(available_at) FROM messages WHERE topic = ?", (self._name,)
+            ).fetchone()
+        return leased, next_due
+
+    def _settle(self, delivery: Delivery, statement: str, values: tuple[object, ...]) -> None:
+        lease = (delivery.message_id, self._name, delivery.receipt, self._clock())
+        with self._connection() as conn:
+            changed = conn.execute(statement, (*values, *lease)).rowcount
+        if not changed:
+            raise StaleDelivery(
+                f"the lease on message {delivery.message_id} of topic {self._name!r} has expired"
+                " or was settled; the message may be with another consumer"
+            )
+
+    def ack(self, delivery: Delivery) -> None:
+        """Remove the message; raises ``StaleDelivery`` unless the lease is still ours."""
+        self._settle(delivery, _ACK, ())
+
+    def nack(self, delivery: Delivery, *, delay: float = 0.0, reason: str = "") -> None:
+        """Make the message due after ``delay`` s, recording ``reason``; the count stays."""
+        _check_seconds("delay", delay)
+        self._settle(delivery, _NACK, (self._clock() + delay, reason))
+        self._wakeup.notify()
+
+    def requeue(self, delivery: Delivery, body: str, *, delay: float) -> None:
+        """Replace the body, make it due after ``delay`` s and restart the delivery count."""
+        _check_seconds("delay", delay)
+        self._settle(delivery, _REQUEUE, (body, self._clock() + delay))
+        self._wakeup.notify()
+
+    def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
+        """Move the message to ``{name}.dead`` now, body unchanged, with ``reason``."""
+        if self._dead_name is None:
+            raise TopicError(f"{self._name!r} is a dead-letter topic and has none of its own")
+        self._settle(delivery, _DEAD_LETTER, (self._dead_name, self._clock(), reason))
+
+    def pending(self) -> int:
+        """Messages of this topic not yet acked, leased or not (exhausted ones included
+        until a receive moves them to the dead-letter topic)."""
+        with self._connection() as conn:
+            (count,) = conn.execute("SELECT COUNT(*) FROM messages WHERE topic = ?", (self._name,)).fetchone()
+        return int(count)
+
+    def dead_letter_topic(self) -> SqliteTopic:
+        """The ``{name}.dead`` topic in the same file, as a new instance the caller closes."""
+        if self._dead_name is None:
+            raise ValueError(f"{self._name!r} is a dead-letter topic and has none of its own")
+        return SqliteTopic(
+            self._path,
+            self._dead_name,
+            visibility_timeout=self._visibility_timeout,
+            max_deliveries=self._max_deliveries,
+            clock=self._clock,
+        )
+
+    def close(self) -> None:
+        """Close this instance's connection; later calls raise ``TopicError``."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

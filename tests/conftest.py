@@ -1,0 +1,69 @@
+"""Shared fixtures: the emulator on a real loopback port, and a runtime wired to it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from emulator import DEMO_CREDENTIAL, EcsBackend, EmulatorConfig, create_app, load_seed
+from handler.cloud import Credentials
+from handler.entry._serve import BackgroundServer
+from handler.entry.runtime import Runtime, build_runtime
+from handler.settings import Settings
+
+PROJECT = DEMO_CREDENTIAL.project_id
+WEB1 = "1b3c5e7f-0000-4000-8000-00000000aaaa"
+WEB1_VDB = "2c4d6e8f-0000-4000-8000-00000000bbbb"
+WEB1_VDC = "2c4d6e8f-0000-4000-8000-00000000cccc"
+DEMO_CREDENTIALS = Credentials(
+    access_key=DEMO_CREDENTIAL.access_key,
+    secret_key=SecretStr(DEMO_CREDENTIAL.secret_key),
+    project_id=DEMO_CREDENTIAL.project_id,
+)
+
+
+@dataclass
+class Emulator:
+    backend: EcsBackend
+    url: str
+
+    def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = httpx.request(method, f"{self.url}/_emulator/{path}", json=body, timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    config = EmulatorConfig(job_init_s=0.05, job_duration_s=0.4)
+    backend = EcsBackend.from_seed(load_seed(None), credentials=[DEMO_CREDENTIAL], config=config)
+    with BackgroundServer(create_app(backend)) as server:
+        yield Emulator(backend, server.url)
+
+
+def fast_settings(tmp_path: Path, endpoint: str, **overrides: Any) -> Settings:
+    db = f"sqlite:///{tmp_path}/topics.db"
+    values: dict[str, Any] = {
+        "ecs_endpoint": endpoint,
+        "jobs_topic": f"{db}?topic=jobs",
+        "results_topic": f"{db}?topic=results",
+        "first_poll_s": 0.1,
+        "min_poll_delay_s": 0.1,
+        "max_poll_delay_s": 0.3,
+        "visibility_timeout_s": 5.0,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, emulator: Emulator) -> Iterator[Runtime]:
+    rt = build_runtime(fast_settings(tmp_path, emulator.url), DEMO_CREDENTIALS)
+    yield rt
+    rt.close()

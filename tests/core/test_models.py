@@ -1,0 +1,85 @@
+"""Requests are validated with errors that name the field and the reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from handler.core.validation import InvalidInput, MalformedInput
+from handler.sources import parse_accepted, parse_request
+
+SERVER = "1b3c5e7f-0000-4000-8000-00000000aaaa"
+VOLUME = "2c4d6e8f-0000-4000-8000-00000000bbbb"
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+
+
+def test_plain_request_is_normalised() -> None:
+    request = parse_request({"server_id": SERVER.upper(), "volume_id": VOLUME, "delete_flag": "1"})
+    assert request.server_id == SERVER
+    assert request.delete_flag == 1
+    assert request.subject == f"{SERVER}/{VOLUME}"
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
+    assert parse_request({"server_id": SERVER, "volume_id": VOLUME, "added_in_v9": True}).volume_id == VOLUME
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "reason_part"),
+    [
+        ({"volume_id": VOLUME}, "server_id", "Field required"),
+        ({"server_id": "web-1", "volume_id": VOLUME}, "server_id", "pattern"),
+        (
+            {"server_id": SERVER, "volume_id": VOLUME, "delete_flag": 2},
+            "delete_flag",
+            "less than or equal to 1",
+        ),
+        ({"server_id": SERVER, "volume_id": VOLUME, "project_id": "nope"}, "project_id", "pattern"),
+    ],
+)
+def test_invalid_requests_name_field_and_reason(
+    body: dict[str, object], field: str, reason_part: str
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_request(body)
+    fields = {e.field: e.reason for e in caught.value.errors}
+    assert field in fields
+    assert reason_part in fields[field]
+
+
+def test_cloudevent_request_and_its_errors_have_data_paths() -> None:
+    event = {"specversion": "1.0", "id": "1", "source": "s", "type": "ecs-detach.requested"}
+    assert parse_request({**event, "data": {"server_id": SERVER, "volume_id": VOLUME}}).server_id == SERVER
+    with pytest.raises(InvalidInput) as caught:
+        parse_request({**event, "data": {"server_id": SERVER}})
+    assert [e.field for e in caught.value.errors] == ["data.volume_id"]
+    with pytest.raises(InvalidInput, match="unsupported CloudEvent type"):
+        parse_request({**event, "type": "other", "data": {"server_id": SERVER, "volume_id": VOLUME}})
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1]", b'"text"'])
+def test_malformed_bodies(raw: bytes) -> None:
+    with pytest.raises(MalformedInput):
+        parse_request(raw)
+
+
+def test_sample_events_parse() -> None:
+    for name in ("detach-request.json", "detach-requested.cloudevent.json"):
+        request = parse_request(json.loads((EVENTS / name).read_text()))
+        assert request.server_id == SERVER
+
+
+def test_accepted_event_must_carry_the_job() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_accepted(
+            {
+                "specversion": "1.0",
+                "id": "1",
+                "source": "s",
+                "type": "ecs-detach.accepted",
+                "data": {"server_id": SERVER, "volume_id": VOLUME},
+            }
+        )
+    assert {"data.job_id", "data.project_id", "data.deadline"} <= {e.field for e in caught.value.errors}

@@ -1,0 +1,97 @@
+"""``handler(event, context)`` and ``poll_handler`` as FunctionGraph calls them, agency credentials."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emulator import EcsBackend, EmulatorConfig, EmulatorCredential, create_app, load_seed
+from handler.entry import functiongraph
+from handler.entry._serve import BackgroundServer
+from tests.conftest import PROJECT, WEB1, WEB1_VDB
+
+AGENCY = EmulatorCredential(
+    access_key="AGENCYTEMPAK00000001",
+    secret_key="agency-temporary-secret-key-000000000001",
+    project_id=PROJECT,
+    security_token="agency-security-token-abc",
+)
+
+
+class FunctionGraphContext:
+    """Behaves like the runtime's context object: temporary agency credentials and the project."""
+
+    def __init__(self, token: str = AGENCY.security_token or "") -> None:
+        self._token = token
+
+    def getSecurityAccessKey(self) -> str:
+        return AGENCY.access_key
+
+    def getSecuritySecretKey(self) -> str:
+        return AGENCY.secret_key
+
+    def getSecurityToken(self) -> str:
+        return self._token
+
+    def getProjectID(self) -> str:
+        return PROJECT
+
+
+@pytest.fixture
+def function_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    backend = EcsBackend.from_seed(
+        load_seed(None), credentials=[AGENCY], config=EmulatorConfig(job_init_s=0.05, job_duration_s=0.3)
+    )
+    with BackgroundServer(create_app(backend)) as server:
+        db = f"sqlite:///{tmp_path}/topics.db"
+        monkeypatch.setenv("ECS_DETACH_ECS_ENDPOINT", server.url)
+        monkeypatch.setenv("ECS_DETACH_JOBS_TOPIC", f"{db}?topic=jobs")
+        monkeypatch.setenv("ECS_DETACH_RESULTS_TOPIC", f"{db}?topic=results")
+        monkeypatch.setenv("ECS_DETACH_FIRST_POLL_S", "0.1")
+        monkeypatch.setenv("ECS_DETACH_MIN_POLL_DELAY_S", "0.1")
+        for name in ("AK", "SK", "PROJECT_ID", "SECURITY_TOKEN"):
+            monkeypatch.delenv(f"HUAWEICLOUD_SDK_{name}", raising=False)
+        monkeypatch.setattr(functiongraph, "_runtime", None)
+        yield server.url
+        if functiongraph._runtime is not None:
+            functiongraph._runtime.close()
+
+
+def test_detach_then_poll_until_the_result(function_env: str) -> None:
+    context = FunctionGraphContext()
+    functiongraph.init(context)
+    answer = functiongraph.handler({"server_id": WEB1, "volume_id": WEB1_VDB}, context)
+    assert answer["status_code"] == 202, answer
+    runtime = functiongraph._runtime
+    assert runtime is not None
+
+    outcomes = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and "finished" not in outcomes:
+        for delivery in runtime.jobs.receive(1, wait=0.5):
+            reply = functiongraph.poll_handler(json.loads(delivery.body), context)
+            runtime.jobs.ack(delivery)  # the platform acks a trigger once the function returns
+            outcomes.append(reply["status"])
+            if reply["status"] == "finished":
+                assert reply["outcome"] == "succeeded"
+                assert reply["job_id"] == answer["job_id"]
+    assert outcomes[-1] == "finished"
+    assert "continued" in outcomes  # it re-published itself instead of sleeping
+
+
+def test_a_wrong_security_token_is_refused_by_the_gateway(function_env: str) -> None:
+    answer = functiongraph.handler(
+        {"server_id": WEB1, "volume_id": WEB1_VDB}, FunctionGraphContext(token="stolen-or-stale")
+    )
+    assert answer["status_code"] == 409
+    assert answer["error_code"] == "APIGW.0301"
+
+
+def test_an_invalid_event_returns_the_field_errors(function_env: str) -> None:
+    answer = functiongraph.handler({"server_id": WEB1}, FunctionGraphContext())
+    assert answer["status"] == 422
+    assert [e["field"] for e in answer["errors"]] == ["volume_id"]

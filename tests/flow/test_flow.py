@@ -1,0 +1,162 @@
+"""The whole flow over real loopback HTTP: webhook → detach → jobs topic → poll → result."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from handler.core.models import CloudEvent, DetachResult, Outcome
+from handler.detach import DetachStatus
+from handler.entry._serve import BackgroundServer
+from handler.entry.http import create_app
+from handler.entry.runtime import Runtime
+from handler.entry.worker import Worker, poll_job
+from handler.sources import parse_request
+from tests.conftest import PROJECT, WEB1, WEB1_VDB, WEB1_VDC, Emulator
+
+
+def attached(runtime: Runtime, server_id: str) -> set[str]:
+    return {device.volume_id for device in runtime.ecs.list_block_devices(server_id)}
+
+
+def next_result(runtime: Runtime, timeout: float = 15.0) -> CloudEvent[DetachResult]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for delivery in runtime.results.receive(1, wait=0.2):
+            runtime.results.ack(delivery)
+            return CloudEvent[DetachResult].model_validate_json(delivery.body)
+    raise AssertionError("no result event")
+
+
+@pytest.fixture
+def worker(runtime: Runtime) -> Iterator[Worker]:
+    w = Worker(runtime.jobs, poll_job(runtime), concurrency=2, wait_s=0.1).start()
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def webhook(runtime: Runtime) -> Iterator[str]:
+    with BackgroundServer(create_app(runtime.detach)) as server:
+        yield server.url
+
+
+def test_happy_path_webhook_to_result(runtime: Runtime, worker: Worker, webhook: str) -> None:
+    body = {"server_id": WEB1, "volume_id": WEB1_VDB, "idempotency_key": "k1", "alert_id": "a1"}
+    answer = httpx.post(f"{webhook}/", json=body, timeout=10)
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["job_id"]
+    assert answer.json()["project_id"] == PROJECT
+    assert WEB1_VDB in attached(runtime, WEB1)  # accepted is not detached
+
+    event = next_result(runtime)
+    assert event.type == "ecs-detach.succeeded"
+    assert event.subject == f"{WEB1}/{WEB1_VDB}"
+    result = event.data
+    assert (result.outcome, result.job_id, result.status) == (Outcome.SUCCEEDED, job_id, "SUCCESS")
+    assert (result.idempotency_key, result.alert_id) == ("k1", "a1")
+    assert result.request_id  # X-Request-Id of the detach call, for the audit chain
+    assert result.polls >= 1
+    assert result.duration_s is not None
+    assert result.duration_s >= 0.4
+    assert WEB1_VDB not in attached(runtime, WEB1)
+    assert runtime.jobs.pending() == 0
+
+
+def test_a_failing_job_reports_its_error(runtime: Runtime, worker: Worker, emulator: Emulator) -> None:
+    emulator.admin(
+        "PATCH",
+        f"volumes/{WEB1_VDB}",
+        {"detach_fails_with": {"error_code": "Ecs.1000", "fail_reason": "Nova timed out"}},
+    )
+    outcome = runtime.detach(parse_request({"server_id": WEB1, "volume_id": WEB1_VDB}))
+    assert outcome.status is DetachStatus.ACCEPTED
+    result = next_result(runtime)
+    assert result.type == "ecs-detach.failed"
+    assert (result.data.status, result.data.error_code) == ("FAIL", "Ecs.1000")
+    assert "Nova timed out" in (result.data.fail_reason or "")
+    assert WEB1_VDB in attached(runtime, WEB1)
+
+
+def test_a_job_that_outlives_the_deadline_times_out(
+    runtime: Runtime, worker: Worker, emulator: Emulator
+) -> None:
+    emulator.admin("PATCH", f"volumes/{WEB1_VDB}", {"job_duration_s": 30.0})
+    slow = runtime.detach.__class__(
+        runtime.ecs,
+        runtime.jobs,
+        runtime.results,
+        default_project_id=PROJECT,
+        source="test",
+        schedule=runtime.settings.poll_schedule(),
+        poll_timeout_s=1.0,
+        busy_retry_s=1.0,
+    )
+    assert slow(parse_request({"server_id": WEB1, "volume_id": WEB1_VDB})).status is DetachStatus.ACCEPTED
+    result = next_result(runtime)
+    assert result.type == "ecs-detach.timed_out"
+    assert result.data.status in ("INIT", "RUNNING")
+    assert result.data.error_code == "PollDeadline"
+    assert result.data.polls >= 2
+
+
+def test_second_detach_on_a_busy_server_is_retried_later(runtime: Runtime, webhook: str) -> None:
+    first = httpx.post(f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_VDB}, timeout=10)
+    assert first.status_code == 202
+    second = httpx.post(f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_VDC}, timeout=10)
+    assert second.status_code == 503
+    assert second.headers["Retry-After"] == str(int(runtime.settings.busy_retry_s))
+    assert second.json()["status"] == "retry"
+    assert "Ecs.0603" in second.json()["detail"]
+    assert runtime.results.receive(1) == []  # not a failure: nothing final was said
+
+
+def test_a_volume_not_attached_to_the_server_is_already_detached(runtime: Runtime, webhook: str) -> None:
+    first = httpx.post(f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_VDB}, timeout=10)
+    assert first.status_code == 202
+    time.sleep(0.6)  # the emulator's job takes 0.4 s
+    again = httpx.post(f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_VDB}, timeout=10)
+    assert again.status_code == 200
+    assert again.json()["status"] == "already_detached"
+    result = next_result(runtime)
+    assert result.type == "ecs-detach.already_detached"
+    assert result.data.error_code == "Ecs.0111"
+
+
+def test_an_unknown_server_is_rejected_with_the_cloud_error(runtime: Runtime, webhook: str) -> None:
+    unknown = "1b3c5e7f-0000-4000-8000-0000deadbeef"
+    answer = httpx.post(f"{webhook}/", json={"server_id": unknown, "volume_id": WEB1_VDB}, timeout=10)
+    assert answer.status_code == 409
+    assert answer.json()["error_code"] == "Ecs.0114"
+    result = next_result(runtime)
+    assert result.type == "ecs-detach.rejected"
+    assert result.data.server_id == unknown
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "field"),
+    [
+        (b'{"server_id": "x"}', "application/json", 422, "server_id"),
+        (b"{broken", "application/json", 400, "(root)"),
+        (b"server_id=x", "application/x-www-form-urlencoded", 415, None),
+    ],
+)
+def test_bad_input_gets_a_problem_document(
+    webhook: str, content: bytes, content_type: str, status: int, field: str | None
+) -> None:
+    answer = httpx.post(f"{webhook}/", content=content, headers={"Content-Type": content_type})
+    assert answer.status_code == status
+    assert answer.headers["content-type"] == "application/problem+json"
+    problem = answer.json()
+    assert problem["status"] == status
+    if field:
+        assert field in {e["field"] for e in problem["errors"]}
+
+
+def test_oversized_and_wrong_method(webhook: str) -> None:
+    big = httpx.post(f"{webhook}/", content=b"x" * 300_000, headers={"Content-Type": "application/json"})
+    assert big.status_code == 413
+    assert httpx.get(f"{webhook}/").status_code == 405
