@@ -116,6 +116,12 @@ class EcsClient:
     def close(self) -> None:
         self._http.close()
 
+    def __enter__(self) -> EcsClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def _path(self, project_id: str | None, *segments: str) -> str:
         project = project_id or self._project_id
         if not project:
