@@ -26,7 +26,12 @@ def _describe(event: str, f: dict[str, Any]) -> str | None:
         ok = f.get("outcome") in ("succeeded", "already_detached")
         mark = "[green]✓[/]" if ok else "[red]✗[/]"
         detail = "" if ok else f" — {f.get('error_code')}: {escape(str(f.get('fail_reason')))}"
-        timing = f" after {f.get('polls')} polls, {f.get('duration_s')} s" if f.get("job_id") else ""
+        polls = f.get("polls")
+        timing = (
+            f" after {polls} poll{'' if polls == 1 else 's'}, {f.get('duration_s')} s"
+            if f.get("job_id")
+            else ""
+        )
         return f"{mark} result: [bold]{f.get('outcome')}[/]{timing}{detail}"
     return None
 

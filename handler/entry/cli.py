@@ -139,6 +139,7 @@ def _up(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import httpx
     from rich.console import Console
+    from rich.markup import escape
 
     from emulator import EmulatorConfig
     from handler.core.models import CloudEvent, DetachResult
@@ -162,9 +163,10 @@ def _demo(args: argparse.Namespace) -> int:
             )
             console.print(f"sending {args.event.name} to the webhook: {json.dumps(event)}")
             answer = httpx.post(f"{stack.webhook_url}/", json=event, timeout=30)
-            console.print(f"webhook answered HTTP {answer.status_code}: {answer.text}")
             if answer.status_code != 202:
+                console.print(f"[red]webhook answered HTTP {answer.status_code}:[/] {escape(answer.text)}")
                 return EXIT_FAILED
+            console.print(f"webhook answered HTTP 202: job {answer.json()['job_id']} is being followed")
             job_id = answer.json()["job_id"]
             deadline = time.monotonic() + args.timeout
             results = stack.runtime.results
@@ -174,7 +176,9 @@ def _demo(args: argparse.Namespace) -> int:
                     results.ack(delivery)
                     if result.data.job_id != job_id:
                         continue
-                    console.print(f"result event {result.type}: {result.data.model_dump_json()}")
+                    console.print(f"result event [bold]{result.type}[/] ({result.id}):")
+                    for key, value in result.data.model_dump(mode="json", exclude_none=True).items():
+                        console.print(f"  {key:<16} {value}", highlight=False)
                     return EXIT_OK if result.data.outcome.value == "succeeded" else EXIT_FAILED
             console.print(f"[red]no result for job {job_id} within {args.timeout} s[/]")
             return EXIT_FAILED

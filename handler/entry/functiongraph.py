@@ -84,7 +84,7 @@ def handler(event: dict[str, Any], context: Context | None = None) -> dict[str, 
         request = parse_request(event)
     except InvalidInput as error:
         log_event("detach.invalid", reason=str(error))
-        return invalid_problem(error)
+        return {"status_code": 422, **invalid_problem(error)}
     status, body = outcome_body(runtime.detach(request))
     return {"status_code": status, **body}
 

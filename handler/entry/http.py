@@ -7,6 +7,7 @@ large, 415 not JSON, 422 invalid fields, each with the field path and reason).
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -20,6 +21,7 @@ from starlette.routing import Route
 from handler.core.validation import InvalidInput, MalformedInput
 from handler.detach import DetachFunction
 from handler.entry._outcomes import invalid_problem, outcome_body, problem
+from handler.log import log_event
 from handler.sources import parse_request
 
 PROBLEM_JSON = "application/problem+json"
@@ -35,12 +37,12 @@ def create_app(detach: DetachFunction, *, max_body_bytes: int = MAX_BODY_BYTES) 
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_body_bytes:
             raise HTTPException(413, f"body over {max_body_bytes} bytes")
-        body = b""
+        body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > max_body_bytes:
                 raise HTTPException(413, f"body over {max_body_bytes} bytes")
-        return body
+        return bytes(body)
 
     async def submit(request: Request) -> Response:
         content_type = request.headers.get("content-type", "")
@@ -62,6 +64,12 @@ def create_app(detach: DetachFunction, *, max_body_bytes: int = MAX_BODY_BYTES) 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def server_error(_: Request, exc: Exception) -> Response:
+        # The cause goes to the log (without secrets: errors here carry none); the caller gets
+        # a problem document, not a traceback.
+        log_event("http.error", level=logging.ERROR, error=f"{type(exc).__name__}: {exc}")
+        return _problem_response(problem(500, "Internal Server Error", "the request could not be handled"))
+
     async def http_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         headers = dict(exc.headers or {})
@@ -74,7 +82,7 @@ def create_app(detach: DetachFunction, *, max_body_bytes: int = MAX_BODY_BYTES) 
             Route("/", submit, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: http_error, Exception: server_error},
     )
 
 

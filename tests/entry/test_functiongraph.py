@@ -93,5 +93,5 @@ def test_a_wrong_security_token_is_refused_by_the_gateway(function_env: str) -> 
 
 def test_an_invalid_event_returns_the_field_errors(function_env: str) -> None:
     answer = functiongraph.handler({"server_id": WEB1}, FunctionGraphContext())
-    assert answer["status"] == 422
+    assert answer["status_code"] == 422
     assert [e["field"] for e in answer["errors"]] == ["volume_id"]
