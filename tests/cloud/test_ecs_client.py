@@ -1,0 +1,129 @@
+"""The ECS client against the emulator over loopback: every call, typed errors, timeouts."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from handler.cloud import ApiError, EcsClient, TransportError, endpoint
+from handler.core.resources import JobStatus
+from handler.settings import CloudCredentials, Settings
+from tests.conftest import DEMO_CREDENTIALS, PROJECT, WEB1, WEB1_VDB, Emulator
+
+
+@pytest.fixture
+def ecs(emulator: Emulator) -> EcsClient:
+    return EcsClient(emulator.url, DEMO_CREDENTIALS)
+
+
+def test_servers_block_devices_detach_and_job(ecs: EcsClient) -> None:
+    server = ecs.show_server(WEB1)
+    assert (server.name, server.status, server.root_device_name) == ("web-1", "ACTIVE", "/dev/vda")
+    assert "auto-remediation=true" in server.tags
+    assert any(v.id == WEB1_VDB and v.boot_index == "-1" for v in server.volumes_attached)
+    assert WEB1 in {s.id for s in ecs.list_servers()}
+    assert [s.id for s in ecs.list_servers(name="web-1")] == [WEB1]
+    devices = {d.volume_id: d for d in ecs.list_block_devices(WEB1)}
+    assert devices[WEB1_VDB].device == "/dev/vdb"
+
+    answer = ecs.detach_volume(WEB1, WEB1_VDB)
+    assert len(answer.job_id) == 32
+    assert answer.request_id
+    assert answer.status_code == 200
+    job = ecs.show_job(answer.job_id)
+    assert job.status in (JobStatus.INIT, JobStatus.RUNNING)
+    assert job.end_time is None  # "" while running, parsed leniently
+
+
+def test_errors_are_typed_with_code_and_request_id(ecs: EcsClient) -> None:
+    with pytest.raises(ApiError) as caught:
+        ecs.show_server("1b3c5e7f-0000-4000-8000-0000deadbeef")
+    assert (caught.value.status, caught.value.code) == (404, "Ecs.0114")
+    assert caught.value.request_id
+
+    with pytest.raises(ApiError) as caught:
+        ecs.show_job("0" * 32)
+    assert caught.value.status == 404
+
+
+def test_a_wrong_secret_is_a_gateway_error(emulator: Emulator) -> None:
+    wrong = DEMO_CREDENTIALS.model_copy(update={"secret_key": SecretStr("not-the-key")})
+    with EcsClient(emulator.url, wrong) as ecs, pytest.raises(ApiError) as caught:
+        ecs.show_server(WEB1)
+    assert (caught.value.status, caught.value.code) == (401, "APIGW.0301")
+    assert "not-the-key" not in str(caught.value)
+
+
+def test_no_answer_is_a_transport_error_within_the_timeout() -> None:
+    with socket.socket() as black_hole:
+        black_hole.bind(("127.0.0.1", 0))
+        black_hole.listen()
+        url = f"http://127.0.0.1:{black_hole.getsockname()[1]}"
+        with (
+            EcsClient(url, DEMO_CREDENTIALS, timeout=httpx.Timeout(0.3)) as ecs,
+            pytest.raises(TransportError) as caught,
+        ):
+            ecs.show_job("f" * 32)
+    assert caught.value.timeout
+
+
+def test_connection_refused_is_a_transport_error() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    with (
+        EcsClient(f"http://127.0.0.1:{port}", DEMO_CREDENTIALS) as ecs,
+        pytest.raises(TransportError) as caught,
+    ):
+        ecs.detach_volume(WEB1, WEB1_VDB)
+    assert not caught.value.timeout
+
+
+def test_a_project_is_required() -> None:
+    no_project = DEMO_CREDENTIALS.model_copy(update={"project_id": None})
+    with EcsClient("http://127.0.0.1:9", no_project) as ecs, pytest.raises(ValueError, match="project"):
+        ecs.show_job("x")
+    with EcsClient("http://127.0.0.1:9", no_project) as ecs:
+        assert ecs.endpoint == "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize(
+    ("cloud", "url"),
+    [
+        ("huaweicloud", "https://ecs.ap-southeast-1.myhuaweicloud.com"),
+        ("huaweicloud-eu", "https://ecs.ap-southeast-1.myhuaweicloud.eu"),
+        ("otc", "https://ecs.ap-southeast-1.otc.t-systems.com"),
+        ("flexibleengine", "https://ecs.ap-southeast-1.prod-cloud-ocb.orange-business.com"),
+    ],
+)
+def test_endpoints_per_cloud(cloud: str, url: str) -> None:
+    assert endpoint("ecs", "ap-southeast-1", cloud) == url  # type: ignore[arg-type]
+    assert Settings(region="ap-southeast-1", cloud=cloud).ecs_url() == url  # type: ignore[arg-type]
+
+
+def test_endpoint_errors_and_overrides() -> None:
+    with pytest.raises(ValueError, match="invalid region"):
+        endpoint("ecs", "eu-de/evil", "otc")
+    assert (
+        Settings(region="eu-de", ecs_endpoint="http://127.0.0.1:8081/").ecs_url() == "http://127.0.0.1:8081"
+    )
+    assert Settings().ecs_url() is None
+
+
+def test_credentials_come_from_the_sdk_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUAWEICLOUD_SDK_AK", "AK1")
+    monkeypatch.setenv("HUAWEICLOUD_SDK_SK", "very-secret")
+    monkeypatch.setenv("HUAWEICLOUD_SDK_PROJECT_ID", PROJECT)
+    monkeypatch.setenv("HUAWEICLOUD_SDK_SECURITY_TOKEN", "t0ken-value")
+    credentials = CloudCredentials().credentials()
+    assert credentials is not None
+    assert (credentials.access_key, credentials.project_id) == ("AK1", PROJECT)
+    assert credentials.security_token is not None
+    assert credentials.security_token.get_secret_value() == "t0ken-value"
+    assert "very-secret" not in repr(credentials)
+    assert "t0ken-value" not in repr(credentials)
+    monkeypatch.delenv("HUAWEICLOUD_SDK_SK")
+    assert CloudCredentials().credentials() is None
