@@ -17,10 +17,6 @@ from handler.entry._serve import BackgroundServer
 from handler.entry.runtime import Runtime, build_runtime
 from handler.settings import Settings
 
-PROJECT = DEMO_CREDENTIAL.project_id
-WEB1 = "1b3c5e7f-0000-4000-8000-00000000aaaa"
-WEB1_VDB = "2c4d6e8f-0000-4000-8000-00000000bbbb"
-WEB1_VDC = "2c4d6e8f-0000-4000-8000-00000000cccc"
 DEMO_CREDENTIALS = Credentials(
     access_key=DEMO_CREDENTIAL.access_key,
     secret_key=SecretStr(DEMO_CREDENTIAL.secret_key),

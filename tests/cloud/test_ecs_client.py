@@ -11,7 +11,8 @@ from pydantic import SecretStr
 from handler.cloud import ApiError, EcsClient, TransportError, endpoint
 from handler.core.resources import JobStatus
 from handler.settings import CloudCredentials, Settings
-from tests.conftest import DEMO_CREDENTIALS, PROJECT, WEB1, WEB1_VDB, Emulator
+from tests.conftest import DEMO_CREDENTIALS, Emulator
+from tests.support import PID, WEB1, WEB1_DATA
 
 
 @pytest.fixture
@@ -23,13 +24,13 @@ def test_servers_block_devices_detach_and_job(ecs: EcsClient) -> None:
     server = ecs.show_server(WEB1)
     assert (server.name, server.status, server.root_device_name) == ("web-1", "ACTIVE", "/dev/vda")
     assert "auto-remediation=true" in server.tags
-    assert any(v.id == WEB1_VDB and v.boot_index == "-1" for v in server.volumes_attached)
+    assert any(v.id == WEB1_DATA and v.boot_index == "-1" for v in server.volumes_attached)
     assert WEB1 in {s.id for s in ecs.list_servers()}
     assert [s.id for s in ecs.list_servers(name="web-1")] == [WEB1]
     devices = {d.volume_id: d for d in ecs.list_block_devices(WEB1)}
-    assert devices[WEB1_VDB].device == "/dev/vdb"
+    assert devices[WEB1_DATA].device == "/dev/vdb"
 
-    answer = ecs.detach_volume(WEB1, WEB1_VDB)
+    answer = ecs.detach_volume(WEB1, WEB1_DATA)
     assert len(answer.job_id) == 32
     assert answer.request_id
     assert answer.status_code == 200
@@ -78,7 +79,7 @@ def test_connection_refused_is_a_transport_error() -> None:
         EcsClient(f"http://127.0.0.1:{port}", DEMO_CREDENTIALS) as ecs,
         pytest.raises(TransportError) as caught,
     ):
-        ecs.detach_volume(WEB1, WEB1_VDB)
+        ecs.detach_volume(WEB1, WEB1_DATA)
     assert not caught.value.timeout
 
 
@@ -116,11 +117,11 @@ def test_endpoint_errors_and_overrides() -> None:
 def test_credentials_come_from_the_sdk_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HUAWEICLOUD_SDK_AK", "AK1")
     monkeypatch.setenv("HUAWEICLOUD_SDK_SK", "very-secret")
-    monkeypatch.setenv("HUAWEICLOUD_SDK_PROJECT_ID", PROJECT)
+    monkeypatch.setenv("HUAWEICLOUD_SDK_PROJECT_ID", PID)
     monkeypatch.setenv("HUAWEICLOUD_SDK_SECURITY_TOKEN", "t0ken-value")
     credentials = CloudCredentials().credentials()
     assert credentials is not None
-    assert (credentials.access_key, credentials.project_id) == ("AK1", PROJECT)
+    assert (credentials.access_key, credentials.project_id) == ("AK1", PID)
     assert credentials.security_token is not None
     assert credentials.security_token.get_secret_value() == "t0ken-value"
     assert "very-secret" not in repr(credentials)

@@ -22,7 +22,7 @@ from emulator import (
 )
 from handler.cloud import Credentials, SignerAuth
 from handler.entry._serve import BackgroundServer
-from tests.emulator.conftest import (
+from tests.support import (
     BATCH1_DATA,
     BATCH1_LOCKED,
     PID,

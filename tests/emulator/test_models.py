@@ -19,7 +19,7 @@ from emulator.models import (
     JobFailure,
     VolumeFault,
 )
-from tests.emulator.conftest import (
+from tests.support import (
     BATCH1_DATA,
     BATCH1_LOCKED,
     CLUSTER1,

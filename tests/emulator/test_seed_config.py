@@ -16,7 +16,7 @@ from emulator import (
     credential_from_env,
     load_seed,
 )
-from tests.emulator.conftest import (
+from tests.support import (
     BATCH1_LOCKED,
     CLUSTER1,
     CLUSTER2,

@@ -17,7 +17,8 @@ import pytest
 from handler.cloud import EcsClient
 from handler.core.models import CloudEvent, DetachResult
 from handler.topics import SqliteTopic
-from tests.conftest import DEMO_CREDENTIALS, WEB1, WEB1_VDB
+from tests.conftest import DEMO_CREDENTIALS
+from tests.support import WEB1, WEB1_DATA
 
 CLI = [sys.executable, "-m", "handler.entry.cli"]
 
@@ -70,7 +71,7 @@ def test_demo_runs_the_whole_flow_and_exits_zero(tmp_path: Path) -> None:
 
 
 def test_one_off_detach_waits_for_the_job(tmp_path: Path) -> None:
-    done = _run("detach", "--server-id", WEB1, "--volume-id", WEB1_VDB, "--wait", cwd=tmp_path)
+    done = _run("detach", "--server-id", WEB1, "--volume-id", WEB1_DATA, "--wait", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "using a local emulator" in done.stdout
     assert "result: succeeded" in done.stdout
@@ -85,7 +86,7 @@ def test_one_off_detach_of_a_system_disk_fails_with_the_reason(tmp_path: Path) -
 
 
 def test_one_off_detach_refuses_bad_ids_with_the_field(tmp_path: Path) -> None:
-    done = _run("detach", "--server-id", "web-1", "--volume-id", WEB1_VDB, cwd=tmp_path)
+    done = _run("detach", "--server-id", "web-1", "--volume-id", WEB1_DATA, cwd=tmp_path)
     assert done.returncode == 2
     assert "server_id" in done.stderr
 
@@ -103,7 +104,7 @@ def test_emulator_command_serves_signed_calls(
     assert "DEMOACCESSKEY0000000" in process.stdout.readline()
     _wait_for_http(f"http://127.0.0.1:{port}/_emulator/state")
     with EcsClient(f"http://127.0.0.1:{port}", DEMO_CREDENTIALS) as ecs:
-        assert WEB1_VDB in {d.volume_id for d in ecs.list_block_devices(WEB1)}
+        assert WEB1_DATA in {d.volume_id for d in ecs.list_block_devices(WEB1)}
 
 
 def test_up_serves_the_webhook_until_sigterm(tmp_path: Path, background: list[subprocess.Popen[str]]) -> None:
@@ -118,7 +119,7 @@ def test_up_serves_the_webhook_until_sigterm(tmp_path: Path, background: list[su
     )
     background.append(process)
     _wait_for_http(f"http://127.0.0.1:{port}/healthz")
-    answer = httpx.post(f"http://127.0.0.1:{port}/", json={"server_id": WEB1, "volume_id": WEB1_VDB})
+    answer = httpx.post(f"http://127.0.0.1:{port}/", json={"server_id": WEB1, "volume_id": WEB1_DATA})
     assert answer.status_code == 202, answer.text
 
     results = SqliteTopic(tmp_path / ".ecs-detach" / "topics.db", "results")

@@ -12,12 +12,12 @@ import pytest
 from emulator import EcsBackend, EmulatorConfig, EmulatorCredential, create_app, load_seed
 from handler.entry import functiongraph
 from handler.entry._serve import BackgroundServer
-from tests.conftest import PROJECT, WEB1, WEB1_VDB
+from tests.support import PID, WEB1, WEB1_DATA
 
 AGENCY = EmulatorCredential(
     access_key="AGENCYTEMPAK00000001",
     secret_key="agency-temporary-secret-key-000000000001",
-    project_id=PROJECT,
+    project_id=PID,
     security_token="agency-security-token-abc",
 )
 
@@ -38,7 +38,7 @@ class FunctionGraphContext:
         return self._token
 
     def getProjectID(self) -> str:
-        return PROJECT
+        return PID
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def function_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
 def test_detach_then_poll_until_the_result(function_env: str) -> None:
     context = FunctionGraphContext()
     functiongraph.init(context)
-    answer = functiongraph.handler({"server_id": WEB1, "volume_id": WEB1_VDB}, context)
+    answer = functiongraph.handler({"server_id": WEB1, "volume_id": WEB1_DATA}, context)
     assert answer["status_code"] == 202, answer
     runtime = functiongraph._runtime
     assert runtime is not None
@@ -85,7 +85,7 @@ def test_detach_then_poll_until_the_result(function_env: str) -> None:
 
 def test_a_wrong_security_token_is_refused_by_the_gateway(function_env: str) -> None:
     answer = functiongraph.handler(
-        {"server_id": WEB1, "volume_id": WEB1_VDB}, FunctionGraphContext(token="stolen-or-stale")
+        {"server_id": WEB1, "volume_id": WEB1_DATA}, FunctionGraphContext(token="stolen-or-stale")
     )
     assert answer["status_code"] == 409
     assert answer["error_code"] == "APIGW.0301"

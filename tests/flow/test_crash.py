@@ -15,8 +15,9 @@ from handler.detach import DetachStatus
 from handler.entry.runtime import Runtime
 from handler.entry.worker import Worker, poll_job
 from handler.sources import parse_request
-from tests.conftest import DEMO_CREDENTIALS, WEB1, WEB1_VDB
+from tests.conftest import DEMO_CREDENTIALS
 from tests.flow.test_flow import attached, next_result
+from tests.support import WEB1, WEB1_DATA
 
 WORKER_SCRIPT = textwrap.dedent(
     """
@@ -33,7 +34,7 @@ WORKER_SCRIPT = textwrap.dedent(
 
 
 def test_worker_killed_before_ack(tmp_path: Path, runtime: Runtime) -> None:
-    assert runtime.detach(parse_request({"server_id": WEB1, "volume_id": WEB1_VDB})).status is (
+    assert runtime.detach(parse_request({"server_id": WEB1, "volume_id": WEB1_DATA})).status is (
         DetachStatus.ACCEPTED
     )
     # The doomed worker's ECS endpoint accepts connections and never answers: it is caught
@@ -73,4 +74,4 @@ def test_worker_killed_before_ack(tmp_path: Path, runtime: Runtime) -> None:
         assert runtime.jobs.pending() == 0
     finally:
         survivor.stop()
-    assert WEB1_VDB not in attached(runtime, WEB1)
+    assert WEB1_DATA not in attached(runtime, WEB1)

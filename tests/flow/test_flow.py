@@ -15,7 +15,8 @@ from handler.entry.http import create_app
 from handler.entry.runtime import Runtime
 from handler.entry.worker import Worker, poll_job
 from handler.sources import parse_request
-from tests.conftest import PROJECT, WEB1, WEB1_VDB, WEB1_VDC, Emulator
+from tests.conftest import Emulator
+from tests.support import PID, WEB1, WEB1_DATA, WEB1_LOGS
 
 
 def attached(runtime: Runtime, server_id: str) -> set[str]:
@@ -45,16 +46,16 @@ def webhook(runtime: Runtime) -> Iterator[str]:
 
 
 def test_happy_path_webhook_to_result(runtime: Runtime, worker: Worker, webhook: str) -> None:
-    body = {"server_id": WEB1, "volume_id": WEB1_VDB, "idempotency_key": "k1", "alert_id": "a1"}
+    body = {"server_id": WEB1, "volume_id": WEB1_DATA, "idempotency_key": "k1", "alert_id": "a1"}
     answer = httpx.post(f"{webhook}/", json=body, timeout=10)
     assert answer.status_code == 202, answer.text
     job_id = answer.json()["job_id"]
-    assert answer.json()["project_id"] == PROJECT
-    assert WEB1_VDB in attached(runtime, WEB1)  # accepted is not detached
+    assert answer.json()["project_id"] == PID
+    assert WEB1_DATA in attached(runtime, WEB1)  # accepted is not detached
 
     event = next_result(runtime)
     assert event.type == "ecs-detach.succeeded"
-    assert event.subject == f"{WEB1}/{WEB1_VDB}"
+    assert event.subject == f"{WEB1}/{WEB1_DATA}"
     result = event.data
     assert (result.outcome, result.job_id, result.status) == (Outcome.SUCCEEDED, job_id, "SUCCESS")
     assert (result.idempotency_key, result.alert_id) == ("k1", "a1")
@@ -62,40 +63,40 @@ def test_happy_path_webhook_to_result(runtime: Runtime, worker: Worker, webhook:
     assert result.polls >= 1
     assert result.duration_s is not None
     assert result.duration_s >= 0.4
-    assert WEB1_VDB not in attached(runtime, WEB1)
+    assert WEB1_DATA not in attached(runtime, WEB1)
     assert runtime.jobs.pending() == 0
 
 
 def test_a_failing_job_reports_its_error(runtime: Runtime, worker: Worker, emulator: Emulator) -> None:
     emulator.admin(
         "PATCH",
-        f"volumes/{WEB1_VDB}",
+        f"volumes/{WEB1_DATA}",
         {"detach_fails_with": {"error_code": "Ecs.1000", "fail_reason": "Nova timed out"}},
     )
-    outcome = runtime.detach(parse_request({"server_id": WEB1, "volume_id": WEB1_VDB}))
+    outcome = runtime.detach(parse_request({"server_id": WEB1, "volume_id": WEB1_DATA}))
     assert outcome.status is DetachStatus.ACCEPTED
     result = next_result(runtime)
     assert result.type == "ecs-detach.failed"
     assert (result.data.status, result.data.error_code) == ("FAIL", "Ecs.1000")
     assert "Nova timed out" in (result.data.fail_reason or "")
-    assert WEB1_VDB in attached(runtime, WEB1)
+    assert WEB1_DATA in attached(runtime, WEB1)
 
 
 def test_a_job_that_outlives_the_deadline_times_out(
     runtime: Runtime, worker: Worker, emulator: Emulator
 ) -> None:
-    emulator.admin("PATCH", f"volumes/{WEB1_VDB}", {"job_duration_s": 30.0})
+    emulator.admin("PATCH", f"volumes/{WEB1_DATA}", {"job_duration_s": 30.0})
     slow = runtime.detach.__class__(
         runtime.ecs,
         runtime.jobs,
         runtime.results,
-        default_project_id=PROJECT,
+        default_project_id=PID,
         source="test",
         schedule=runtime.settings.poll_schedule(),
         poll_timeout_s=1.0,
         busy_retry_s=1.0,
     )
-    assert slow(parse_request({"server_id": WEB1, "volume_id": WEB1_VDB})).status is DetachStatus.ACCEPTED
+    assert slow(parse_request({"server_id": WEB1, "volume_id": WEB1_DATA})).status is DetachStatus.ACCEPTED
     result = next_result(runtime)
     assert result.type == "ecs-detach.timed_out"
     assert result.data.status in ("INIT", "RUNNING")
@@ -104,9 +105,9 @@ def test_a_job_that_outlives_the_deadline_times_out(
 
 
 def test_second_detach_on_a_busy_server_is_retried_later(runtime: Runtime, webhook: str) -> None:
-    first = httpx.post(f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_VDB}, timeout=10)
+    first = httpx.post(f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_DATA}, timeout=10)
     assert first.status_code == 202
-    second = httpx.post(f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_VDC}, timeout=10)
+    second = httpx.post(f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_LOGS}, timeout=10)
     assert second.status_code == 503
     assert second.headers["Retry-After"] == str(int(runtime.settings.busy_retry_s))
     assert second.json()["status"] == "retry"
@@ -115,10 +116,10 @@ def test_second_detach_on_a_busy_server_is_retried_later(runtime: Runtime, webho
 
 
 def test_a_volume_not_attached_to_the_server_is_already_detached(runtime: Runtime, webhook: str) -> None:
-    first = httpx.post(f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_VDB}, timeout=10)
+    first = httpx.post(f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_DATA}, timeout=10)
     assert first.status_code == 202
     time.sleep(0.6)  # the emulator's job takes 0.4 s
-    again = httpx.post(f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_VDB}, timeout=10)
+    again = httpx.post(f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_DATA}, timeout=10)
     assert again.status_code == 200
     assert again.json()["status"] == "already_detached"
     result = next_result(runtime)
@@ -128,7 +129,7 @@ def test_a_volume_not_attached_to_the_server_is_already_detached(runtime: Runtim
 
 def test_an_unknown_server_is_rejected_with_the_cloud_error(runtime: Runtime, webhook: str) -> None:
     unknown = "1b3c5e7f-0000-4000-8000-0000deadbeef"
-    answer = httpx.post(f"{webhook}/", json={"server_id": unknown, "volume_id": WEB1_VDB}, timeout=10)
+    answer = httpx.post(f"{webhook}/", json={"server_id": unknown, "volume_id": WEB1_DATA}, timeout=10)
     assert answer.status_code == 409
     assert answer.json()["error_code"] == "Ecs.0114"
     result = next_result(runtime)

@@ -26,19 +26,9 @@ from handler.topics import (
     open_topic,
 )
 from handler.topics import sqlite as sqlite_module
+from tests.support import FakeClock
 
 BODY = json.dumps({"specversion": "1.0", "data": {"volume": "vol-ü", "note": "a\nb\x00c"}})
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
