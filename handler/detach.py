@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
-from handler.cloud import ApiError, TransportError
+from handler.cloud import ApiError, DetachAnswer, TransportError
 from handler.core.errors import Disposition, classify_detach_error
 from handler.core.models import (
     EVENT_ACCEPTED,
@@ -36,6 +36,22 @@ class DetachStatus(str, Enum):
     ALREADY_DETACHED = "already_detached"
     REJECTED = "rejected"
     RETRY = "retry"
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """A request whose volume is known."""
+
+    request: DetachRequest
+    volume_id: str
+
+    @property
+    def server_id(self) -> str:
+        return self.request.server_id
+
+    @property
+    def delete_flag(self) -> int:
+        return self.request.delete_flag
 
 
 @dataclass(frozen=True)
@@ -99,6 +115,7 @@ class DetachFunction:
             "detach.requested",
             server_id=request.server_id,
             volume_id=request.volume_id,
+            device=request.device,
             project_id=project_id,
             force=bool(request.delete_flag),
             idempotency_key=request.idempotency_key,
@@ -106,26 +123,52 @@ class DetachFunction:
         )
         if project_id is None:
             return self._finish(
-                request,
-                Outcome.REJECTED,
-                "MissingProjectId",
-                "no project_id in the request or credentials",
+                request, Outcome.REJECTED, "MissingProjectId", "no project_id in the request or credentials"
             )
+        resolved = self._resolve_volume(request, project_id)
+        if isinstance(resolved, DetachOutcome):
+            return resolved
         try:
             answer = self._ecs.detach_volume(
-                request.server_id,
-                request.volume_id,
+                resolved.server_id,
+                resolved.volume_id,
                 project_id=project_id,
-                force=bool(request.delete_flag),
+                force=bool(resolved.delete_flag),
             )
+        except ApiError as error:
+            return self._on_error(resolved.request, project_id, error)
+        except TransportError as error:
+            return self._retry(resolved.request, _RETRY_SOON_S, f"no answer from ECS: {error}")
+        return self._accepted(resolved, project_id, answer)
+
+    def _resolve_volume(self, request: DetachRequest, project_id: str) -> _Resolved | DetachOutcome:
+        """The request with its volume ID, looked up by device on the server when only that is known."""
+        if request.volume_id is not None:
+            return _Resolved(request, request.volume_id)
+        try:
+            devices = self._ecs.list_block_devices(request.server_id, project_id=project_id)
         except ApiError as error:
             return self._on_error(request, project_id, error)
         except TransportError as error:
             return self._retry(request, _RETRY_SOON_S, f"no answer from ECS: {error}")
+        volume_id = next((d.volume_id for d in devices if d.device == request.device), None)
+        if volume_id is None:
+            return self._finish(
+                request,
+                Outcome.REJECTED,
+                "DeviceNotAttached",
+                f"no disk is attached at {request.device} on server {request.server_id}",
+                project_id=project_id,
+            )
+        log_event("detach.resolved", server_id=request.server_id, device=request.device, volume_id=volume_id)
+        return _Resolved(request.model_copy(update={"volume_id": volume_id}), volume_id)
+
+    def _accepted(self, resolved: _Resolved, project_id: str, answer: DetachAnswer) -> DetachOutcome:
+        request = resolved.request
         now = self._clock()
         first = timedelta(seconds=self._schedule.next_delay(0, 0.0))
         accepted = DetachAccepted(
-            **{**request_fields(request), "project_id": project_id},
+            **{**request_fields(request), "project_id": project_id, "volume_id": resolved.volume_id},
             job_id=answer.job_id,
             request_id=answer.request_id,
             accepted_at=now,
@@ -137,7 +180,7 @@ class DetachFunction:
         log_event(
             "detach.accepted",
             server_id=request.server_id,
-            volume_id=request.volume_id,
+            volume_id=resolved.volume_id,
             job_id=answer.job_id,
             request_id=answer.request_id,
             http_status=answer.status_code,

@@ -12,16 +12,18 @@ from handler.cloud import DetachAnswer
 from handler.core.resources import BlockDevice, Job
 
 
-class DetachApi(Protocol):
+class BlockDeviceApi(Protocol):
+    def list_block_devices(self, server_id: str, *, project_id: str | None = None) -> list[BlockDevice]: ...
+
+
+class DetachApi(BlockDeviceApi, Protocol):
     def detach_volume(
         self, server_id: str, volume_id: str, *, project_id: str | None = None, force: bool = False
     ) -> DetachAnswer: ...
 
 
-class JobApi(Protocol):
+class JobApi(BlockDeviceApi, Protocol):
     def show_job(self, job_id: str, *, project_id: str | None = None) -> Job: ...
-
-    def list_block_devices(self, server_id: str, *, project_id: str | None = None) -> list[BlockDevice]: ...
 
 
 class Publisher(Protocol):

@@ -10,10 +10,11 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 PROJECT_ID_PATTERN = r"^[0-9a-fA-F]{32}$"
+DEVICE_PATTERN = r"^(/dev/)?(x?vd|sd|hd|nvme)[a-z0-9]{1,6}$"
 
 
 def utcnow() -> datetime:
@@ -26,7 +27,17 @@ class DetachRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     server_id: str = Field(pattern=UUID_PATTERN, description="ECS server UUID")
-    volume_id: str = Field(pattern=UUID_PATTERN, description="EVS volume UUID")
+    device: str | None = Field(
+        default=None,
+        pattern=DEVICE_PATTERN,
+        description="Disk by its device on the server (vdb, /dev/vdb); resolved to its volume",
+    )
+    volume_id: str | None = Field(
+        default=None,
+        pattern=UUID_PATTERN,
+        validate_default=True,
+        description="EVS volume UUID (or give `device`)",
+    )
     project_id: str | None = Field(
         default=None,
         pattern=PROJECT_ID_PATTERN,
@@ -37,21 +48,39 @@ class DetachRequest(BaseModel):
     reason: str | None = Field(default=None, max_length=1024)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
     alert_id: str | None = Field(default=None, max_length=256, description="Originating alert")
+    origin: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Where the request came from (source, fingerprint, ticket…): the audit chain",
+    )
 
     @field_validator("server_id", "volume_id", "project_id")
     @classmethod
     def _lower(cls, value: str | None) -> str | None:
         return value.lower() if value else value
 
+    @field_validator("device")
+    @classmethod
+    def _device_path(cls, value: str | None) -> str | None:
+        return value if value is None or value.startswith("/dev/") else f"/dev/{value}"
+
+    @field_validator("volume_id")
+    @classmethod
+    def _names_a_disk(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("device") is None:
+            raise ValueError("volume_id or device is required")
+        return value
+
     @property
     def subject(self) -> str:
-        return f"{self.server_id}/{self.volume_id}"
+        return f"{self.server_id}/{self.volume_id or self.device}"
 
 
 class DetachAccepted(DetachRequest):
     """The cloud accepted the detach: a job to follow (``ecs-detach.accepted``)."""
 
     project_id: str = Field(pattern=PROJECT_ID_PATTERN)
+    volume_id: str = Field(pattern=UUID_PATTERN)
     job_id: str = Field(min_length=1, max_length=128)
     request_id: str | None = Field(default=None, description="X-Request-Id of the detach call")
     accepted_at: datetime

@@ -24,7 +24,15 @@ class InvalidInput(ValueError):
 
     @classmethod
     def from_validation(cls, summary: str, error: ValidationError, *, prefix: str = "") -> InvalidInput:
-        return cls(summary, [FieldError(_path(prefix, err["loc"]), err["msg"]) for err in error.errors()])
+        return cls(
+            summary,
+            [FieldError(_path(prefix, err["loc"]), _reason(err["msg"])) for err in error.errors()],
+        )
+
+
+def _reason(message: str) -> str:
+    """pydantic prefixes the messages of custom validators with 'Value error, '."""
+    return message.removeprefix("Value error, ")
 
 
 def _path(prefix: str, loc: tuple[int | str, ...]) -> str:
