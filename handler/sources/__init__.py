@@ -1,5 +1,66 @@
-"""Event sources: each turns a raw event into detach requests, or a precise error."""
+"""Event sources: each adapter turns a raw event into Records (a request, a precise error, or a skip).
 
-from handler.sources.plain import parse_accepted, parse_request
+Adapters other than ``plain`` load on first use, so a FunctionGraph cold start that needs none
+of them skips importing them (the ``cloudevents`` library alone takes about 20 ms).
+"""
 
-__all__ = ["parse_accepted", "parse_request"]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from handler.sources._base import Parsed, Record
+from handler.sources.plain import parse_accepted, parse_message, parse_plain, parse_request
+
+if TYPE_CHECKING:
+    from handler.sources.alertmanager import LabelNames, parse_alertmanager
+    from handler.sources.cloudevents_http import parse_cloudevent_http
+    from handler.sources.cloudeye import parse_smn_http, parse_smn_trigger
+    from handler.sources.grafana import parse_grafana
+    from handler.sources.tickets import MappingError, TicketMapping, load_mappings, parse_ticket
+    from handler.sources.triggers import ApigRequest, apig_response, detect_trigger
+
+_LAZY = {
+    "LabelNames": "alertmanager",
+    "parse_alertmanager": "alertmanager",
+    "parse_grafana": "grafana",
+    "parse_smn_http": "cloudeye",
+    "parse_smn_trigger": "cloudeye",
+    "MappingError": "tickets",
+    "TicketMapping": "tickets",
+    "load_mappings": "tickets",
+    "parse_ticket": "tickets",
+    "parse_cloudevent_http": "cloudevents_http",
+    "ApigRequest": "triggers",
+    "apig_response": "triggers",
+    "detect_trigger": "triggers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
+
+
+__all__ = [
+    "ApigRequest",
+    "LabelNames",
+    "MappingError",
+    "Parsed",
+    "Record",
+    "TicketMapping",
+    "apig_response",
+    "detect_trigger",
+    "load_mappings",
+    "parse_accepted",
+    "parse_alertmanager",
+    "parse_cloudevent_http",
+    "parse_grafana",
+    "parse_message",
+    "parse_plain",
+    "parse_request",
+    "parse_smn_http",
+    "parse_smn_trigger",
+    "parse_ticket",
+]

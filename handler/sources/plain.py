@@ -1,31 +1,120 @@
-"""The flow's own messages: a plain detach request (JSON), or one wrapped in a CloudEvent."""
+"""The flow's own messages: a plain detach request (JSON), or one wrapped in a CloudEvent.
+
+Also the helpers every adapter shares: loading JSON, re-rooting field paths of errors, fitting
+free text into the request's limits.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
+from annotated_types import MaxLen
+from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
 from handler.core.models import EVENT_ACCEPTED, EVENT_REQUESTED, CloudEvent, DetachAccepted, DetachRequest
 from handler.core.validation import FieldError, InvalidInput, MalformedInput
+from handler.sources._base import Parsed, Record
+
+ROOT = "(root)"
+_CE_REQUIRED = ("specversion", "id", "source", "type")
+_RFC3339: TypeAdapter[AwareDatetime] = TypeAdapter(AwareDatetime)
 
 
-def _load(raw: str | bytes | dict[str, Any]) -> dict[str, Any]:
+def load_json(raw: str | bytes) -> Any:
+    """The JSON value in ``raw``; ``MalformedInput`` naming why it is not JSON."""
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise MalformedInput("body is not valid JSON", [FieldError(ROOT, str(exc))]) from None
+    except RecursionError:
+        raise MalformedInput("body is not valid JSON", [FieldError(ROOT, "nested too deeply")]) from None
+
+
+def load_object(raw: object) -> dict[str, Any]:
+    """A JSON object from text, bytes or an already decoded dict; ``MalformedInput`` otherwise."""
     if isinstance(raw, dict):
         return raw
-    try:
-        value = json.loads(raw)
-    except ValueError as exc:
-        raise MalformedInput("body is not valid JSON", [FieldError("(root)", str(exc))]) from None
+    if not isinstance(raw, (str, bytes)):
+        raise MalformedInput("expected JSON text", [FieldError(ROOT, type(raw).__name__)])
+    value = load_json(raw)
     if not isinstance(value, dict):
-        raise MalformedInput("body must be a JSON object", [FieldError("(root)", type(value).__name__)])
+        raise MalformedInput("body must be a JSON object", [FieldError(ROOT, type(value).__name__)])
     return value
+
+
+def join_path(prefix: str, field: str) -> str:
+    """``records[0]`` + ``server_id`` → ``records[0].server_id``; ``(root)`` stands for the prefix."""
+    if not prefix or prefix == ROOT:
+        return field
+    if field == ROOT:
+        return prefix
+    return prefix + field if field.startswith("[") else f"{prefix}.{field}"
+
+
+def reroot(error: InvalidInput, prefix: str) -> InvalidInput:
+    """The same error with every field path under ``prefix`` (a record inside a batch)."""
+    errors = [FieldError(join_path(prefix, e.field), e.reason) for e in error.errors]
+    return type(error)(error.summary, errors or [FieldError(prefix or ROOT, error.summary)])
+
+
+def remap(error: InvalidInput, paths: Mapping[str, str], prefix: str = "") -> InvalidInput:
+    """Errors on request fields moved to where each value came from (``server_id`` → a label)."""
+    errors = []
+    for e in error.errors:
+        head = re.split(r"[.\[]", e.field, maxsplit=1)[0]
+        field = paths[head] + e.field[len(head) :] if head in paths else join_path(prefix, e.field)
+        errors.append(FieldError(field, e.reason))
+    return type(error)(error.summary, errors)
+
+
+def validate_request(
+    data: Mapping[str, Any], *, summary: str, paths: Mapping[str, str] | None = None, prefix: str = ""
+) -> DetachRequest:
+    """``DetachRequest`` from ``data``; errors name ``paths[field]`` (or ``prefix.field``)."""
+    try:
+        return DetachRequest.model_validate(data)
+    except ValidationError as exc:
+        error = InvalidInput.from_validation(summary, exc)
+    if data.get("device") is not None:  # "volume_id or device is required" only echoes a bad device
+        kept = [e for e in error.errors if not (e.field == "volume_id" and "or device" in e.reason)]
+        error = InvalidInput(summary, kept)
+    raise remap(error, paths or {}, prefix)
+
+
+def _max_length(field: str) -> int:
+    return next(m.max_length for m in DetachRequest.model_fields[field].metadata if isinstance(m, MaxLen))
+
+
+def fit(field: str, text: str) -> str:
+    """``text`` cut to the ``max_length`` of the request's ``field`` (ends with … when cut)."""
+    limit = _max_length(field)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def as_text(value: object) -> str:
+    """A string, or a number as text; anything else (null, bool, list, object) as ''."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return ""
+    return str(value)
+
+
+def tag(record: Record, **origin: str) -> Record:
+    """The record with the ``origin`` entries its request does not carry yet, if they fit."""
+    if record.request is None:
+        return record
+    merged = {**origin, **record.request.origin}
+    if len(merged) > _max_length("origin"):
+        return record
+    return Record.ok(record.ref, record.request.model_copy(update={"origin": merged}))
 
 
 def parse_request(raw: str | bytes | dict[str, Any]) -> DetachRequest:
     """A ``DetachRequest`` as JSON, or a structured CloudEvent of type ``ecs-detach.requested``."""
-    body = _load(raw)
+    body = load_object(raw)
     if "specversion" in body:
         try:
             event = CloudEvent[DetachRequest].model_validate(body)
@@ -42,10 +131,98 @@ def parse_request(raw: str | bytes | dict[str, Any]) -> DetachRequest:
         raise InvalidInput.from_validation("invalid detach request", exc) from None
 
 
+def check_cloudevent(attributes: Mapping[str, Any]) -> tuple[str, str]:
+    """``(source, id)`` of a CloudEvents 1.0 envelope of type ``ecs-detach.requested``.
+
+    Raises ``InvalidInput`` naming each missing or wrong attribute.
+    """
+    errors = [
+        FieldError(name, "required: a non-empty string")
+        for name in _CE_REQUIRED
+        if not isinstance(attributes.get(name), str) or not attributes[name]
+    ]
+    if not errors and attributes["specversion"] != "1.0":
+        errors.append(FieldError("specversion", f"expected '1.0', got {attributes['specversion']!r}"))
+    if not errors and attributes["type"] != EVENT_REQUESTED:
+        errors.append(FieldError("type", f"expected {EVENT_REQUESTED!r}, got {attributes['type']!r}"))
+    if "time" in attributes:
+        try:
+            _RFC3339.validate_python(attributes["time"])
+        except ValidationError:
+            errors.append(FieldError("time", "not an RFC 3339 time with a time zone"))
+    if errors:
+        raise InvalidInput(f"not an {EVENT_REQUESTED} CloudEvent", errors)
+    return attributes["source"], attributes["id"]
+
+
+def cloudevent_record(ref: str, path: str, source: str, event_id: str, data: object) -> Record:
+    """The request in a CloudEvent's ``data``; ``idempotency_key`` defaults to
+    ``cloudevent:{source}:{id}`` and ``origin`` gets ``ce_source``, ``ce_id``, ``ce_type``."""
+    where = join_path(path, "data")
+    if not isinstance(data, dict):
+        reason = "required" if data is None else f"expected a JSON object, got {type(data).__name__}"
+        return Record.bad(ref, InvalidInput("invalid detach request", [FieldError(where, reason)]))
+    try:
+        request = validate_request(data, summary="invalid detach request", prefix=where)
+        key = f"cloudevent:{source}:{event_id}"
+        if len(key) > 256:
+            key = "cloudevent:sha256:" + hashlib.sha256(f"{source}\n{event_id}".encode()).hexdigest()
+        update = {
+            "idempotency_key": request.idempotency_key or key,
+            "origin": {**request.origin, "ce_source": source, "ce_id": event_id, "ce_type": EVENT_REQUESTED},
+        }
+        return Record.ok(
+            ref,
+            validate_request(request.model_dump() | update, summary="invalid detach request", prefix=where),
+        )
+    except InvalidInput as error:
+        return Record.bad(ref, error)
+
+
+def _plain_record(body: dict[str, Any], *, ref: str, path: str, source: str) -> Record:
+    """Raises ``InvalidInput`` for a CloudEvent that is not ours; a bad request is a bad Record."""
+    if "specversion" in body:
+        ce_source, event_id = check_cloudevent(body)
+        record = cloudevent_record(ref, path, ce_source, event_id, body.get("data"))
+    else:
+        try:
+            record = Record.ok(ref, validate_request(body, summary="invalid detach request", prefix=path))
+        except InvalidInput as error:
+            record = Record.bad(ref, error)
+    return tag(record, source=source)
+
+
+def parse_plain(raw: str | bytes | dict[str, Any]) -> Parsed:
+    """A detach request or a structured ``ecs-detach.requested`` CloudEvent, as one Record.
+
+    Raises ``InvalidInput`` when the body is not a JSON object or not an ``ecs-detach.requested``
+    CloudEvent; an invalid request is a bad Record. ``origin.source`` defaults to ``plain``.
+    """
+    return Parsed("plain", [_plain_record(load_object(raw), ref=ROOT, path="", source="plain")])
+
+
+def message_record(body: object, *, ref: str, source: str, path: str | None = None) -> Record:
+    """One broker message as one Record, never raising: errors sit under ``path`` (default ``ref``)."""
+    where = ref if path is None else path
+    try:
+        return _plain_record(load_object(body), ref=ref, path=where, source=source)
+    except InvalidInput as error:
+        return Record.bad(ref, reroot(error, where))
+
+
+def parse_message(body: str | bytes, *, source: str = "message") -> Parsed:
+    """One broker message (a detach request or a structured CloudEvent) as one Record.
+
+    Unlike ``parse_plain`` it never raises: a message that is not even JSON is a bad Record too,
+    so a consumer can dead-letter it.
+    """
+    return Parsed(source, [message_record(body, ref=ROOT, source=source, path="")])
+
+
 def parse_accepted(raw: str | bytes | dict[str, Any]) -> CloudEvent[DetachAccepted]:
     """An ``ecs-detach.accepted`` CloudEvent from the jobs topic."""
     try:
-        event = CloudEvent[DetachAccepted].model_validate(_load(raw))
+        event = CloudEvent[DetachAccepted].model_validate(load_object(raw))
     except ValidationError as exc:
         raise InvalidInput.from_validation("invalid ecs-detach.accepted event", exc) from None
     if event.type != EVENT_ACCEPTED:
