@@ -7,13 +7,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from handler.cloud import CloudName, Credentials, endpoint
 from handler.core.polling import PollSchedule
+from handler.sources.alertmanager import LabelNames
 
 DEFAULT_TOPICS_DB = "sqlite:///.ecs-detach/topics.db"
+SMN_HOSTS = [
+    "smn.*.myhuaweicloud.com",
+    "smn.*.myhuaweicloud.eu",
+    "smn.*.otc.t-systems.com",
+    "smn.*.prod-cloud-ocb.orange-business.com",
+]
 
 
 class CloudCredentials(BaseSettings):
@@ -60,6 +69,15 @@ class Settings(BaseSettings):
     visibility_timeout_s: float = Field(default=60.0, gt=0)
     max_deliveries: int = Field(default=5, ge=1)
     log_level: str = "INFO"
+    max_body_bytes: int = Field(default=256 * 1024, gt=0, description="Larger webhook bodies get 413")
+    alert_labels: LabelNames = Field(
+        default_factory=LabelNames, description="Alert label names for each request field (JSON)"
+    )
+    ticket_mappings: Path | None = Field(default=None, description="JSON file of extra ticket mappings")
+    smn_confirm_hosts: list[str] = Field(
+        default_factory=lambda: list(SMN_HOSTS),
+        description="Hosts (patterns) whose SMN subscribe_url may be fetched to confirm (JSON list)",
+    )
 
     @model_validator(mode="after")
     def _delays_ordered(self) -> Settings:

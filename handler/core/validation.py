@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from handler.core.models import DEVICE_PATTERN, PROJECT_ID_PATTERN, UUID_PATTERN
 
 
 @dataclass(frozen=True)
@@ -24,15 +27,23 @@ class InvalidInput(ValueError):
 
     @classmethod
     def from_validation(cls, summary: str, error: ValidationError, *, prefix: str = "") -> InvalidInput:
-        return cls(
-            summary,
-            [FieldError(_path(prefix, err["loc"]), _reason(err["msg"])) for err in error.errors()],
-        )
+        return cls(summary, [FieldError(_path(prefix, err["loc"]), _reason(err)) for err in error.errors()])
 
 
-def _reason(message: str) -> str:
-    """pydantic prefixes the messages of custom validators with 'Value error, '."""
-    return message.removeprefix("Value error, ")
+_PATTERN_NAMES = {
+    UUID_PATTERN: "must be a UUID (8-4-4-4-12 hex digits)",
+    PROJECT_ID_PATTERN: "must be a project ID (32 hex digits)",
+    DEVICE_PATTERN: "must be a device name like vdb or /dev/vdb",
+}
+
+
+def _reason(error: ErrorDetails) -> str:
+    """pydantic's message, with known patterns named and the 'Value error, ' prefix dropped."""
+    if error["type"] == "string_pattern_mismatch":
+        pattern = (error.get("ctx") or {}).get("pattern")
+        if pattern in _PATTERN_NAMES:
+            return _PATTERN_NAMES[pattern]
+    return error["msg"].removeprefix("Value error, ")
 
 
 def _path(prefix: str, loc: tuple[int | str, ...]) -> str:

@@ -15,7 +15,8 @@ def _describe(event: str, f: dict[str, Any]) -> str | None:
     volume, server = f.get("volume_id"), f.get("server_id")
     if event == "detach.requested":
         force = " (force)" if f.get("force") else ""
-        return f"[cyan]→[/] detach requested{force}: volume {volume} from server {server}"
+        disk = f"volume {volume}" if volume else f"the disk at {f.get('device')}"
+        return f"[cyan]→[/] detach requested{force}: {disk} from server {server}"
     if event == "detach.accepted":
         return f"[green]✓[/] accepted by ECS (HTTP {f.get('http_status')}): job [bold]{f.get('job_id')}[/]"
     if event == "detach.retry_later":

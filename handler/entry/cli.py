@@ -18,7 +18,10 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr, ValidationError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from emulator import EmulatorConfig
+    from handler.entry.local import LocalStack
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
 DEMO_EVENT = EVENTS_DIR / "detach-request.json"
@@ -63,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--job-duration", type=float, default=3.0)
     demo.add_argument("--timeout", type=float, default=60.0, help="give up after this many seconds")
     demo.set_defaults(run=_demo)
+
+    invoke = commands.add_parser("invoke", help="run an event file through the detach function locally")
+    invoke.add_argument("file", type=Path, help="a sample event, e.g. events/alertmanager-firing.json")
+    invoke.add_argument("--path", help="webhook route for a webhook payload (default: guessed from it)")
+    invoke.add_argument("--follow", action="store_true", help="wait for the result of every job")
+    invoke.add_argument("--job-duration", type=float, default=3.0)
+    invoke.add_argument("--timeout", type=float, default=120.0)
+    invoke.set_defaults(run=_invoke)
 
     detach = commands.add_parser("detach", help="detach one volume now (real cloud or any endpoint)")
     detach.add_argument("--server-id", required=True)
@@ -166,8 +177,8 @@ def _demo(args: argparse.Namespace) -> int:
             if answer.status_code != 202:
                 console.print(f"[red]webhook answered HTTP {answer.status_code}:[/] {escape(answer.text)}")
                 return EXIT_FAILED
-            console.print(f"webhook answered HTTP 202: job {answer.json()['job_id']} is being followed")
-            job_id = answer.json()["job_id"]
+            (job_id,) = answer.json()["job_ids"]
+            console.print(f"webhook answered HTTP 202: job {job_id} is being followed")
             deadline = time.monotonic() + args.timeout
             results = stack.runtime.results
             while time.monotonic() < deadline:
@@ -182,6 +193,103 @@ def _demo(args: argparse.Namespace) -> int:
                     return EXIT_OK if result.data.outcome.value == "succeeded" else EXIT_FAILED
             console.print(f"[red]no result for job {job_id} within {args.timeout} s[/]")
             return EXIT_FAILED
+
+
+def guess_route(event: object) -> str | None:
+    """The webhook route for a webhook payload; None for a FunctionGraph trigger or a direct
+    invocation (a detach request or CloudEvent), which go through the FunctionGraph handler."""
+    if not isinstance(event, dict):
+        return None
+    if set(event) == {"headers", "body"}:
+        return "/"  # an HTTP request sample (binary-mode CloudEvent)
+    routes = (
+        ("/alertmanager", "groupKey" in event and event.get("version") == "4"),
+        ("/grafana", "alerts" in event and "orgId" in event),
+        ("/smn", "signing_cert_url" in event or "subscribe_url" in event),
+        ("/tickets/jira", "webhookEvent" in event),
+        ("/tickets/servicenow", "sys_id" in event),
+    )
+    return next((route for route, matches in routes if matches), None)
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    import httpx
+    from rich.console import Console
+
+    from emulator import EmulatorConfig
+    from handler.entry._console import show_events
+    from handler.entry.functiongraph import RetryLater, handle_event
+    from handler.entry.local import LocalStack, StackOptions
+    from handler.settings import Settings
+
+    console = Console()
+    event = json.loads(args.file.read_text())
+    route = args.path or guess_route(event)
+    show_events(console)
+    with TemporaryDirectory(prefix="ecs-detach-invoke-") as tmp:
+        db = f"sqlite:///{tmp}/topics.db"
+        settings = Settings(jobs_topic=f"{db}?topic=jobs", results_topic=f"{db}?topic=results")
+        options = StackOptions(
+            http_port=0, emulator_config=EmulatorConfig(job_init_s=0.5, job_duration_s=args.job_duration)
+        )
+        with LocalStack(settings, options) as stack:
+            if route is None:
+                console.print(f"{args.file.name} → the FunctionGraph handler")
+                try:
+                    reply = handle_event(stack.runtime, event)
+                except RetryLater as error:
+                    console.print(f"[yellow]the platform would retry this batch:[/] {error}")
+                    return EXIT_FAILED
+            else:
+                console.print(f"{args.file.name} → POST {route}")
+                sample = event if set(event) == {"headers", "body"} else {"headers": {}, "body": event}
+                answer = httpx.post(
+                    f"{stack.webhook_url}{route}",
+                    content=json.dumps(sample["body"]).encode(),
+                    headers={"Content-Type": "application/json", **sample["headers"]},
+                    timeout=30,
+                )
+                reply = {"status_code": answer.status_code, **answer.json()}
+            console.print_json(data=reply)
+            ok = _reply_ok(reply)
+            if not args.follow:
+                return EXIT_OK if ok else EXIT_FAILED
+            return EXIT_OK if _follow(stack, _job_ids(reply), args.timeout, console) and ok else EXIT_FAILED
+
+
+def _job_ids(reply: dict[str, object]) -> list[str]:
+    if isinstance(reply.get("body"), str):  # an APIG response: the report is in the body
+        return _job_ids(json.loads(str(reply["body"])))
+    ids = reply.get("job_ids")
+    return [str(i) for i in ids] if isinstance(ids, list) else []
+
+
+def _reply_ok(reply: dict[str, object]) -> bool:
+    """Every record ended well (accepted, already detached, or nothing to do)."""
+    if isinstance(reply.get("body"), str):  # an APIG response: the report is in the body
+        return _reply_ok(json.loads(str(reply["body"])))
+    records = reply.get("records")
+    if not isinstance(records, list):
+        return reply.get("confirmed") is True
+    return all(r.get("status") in ("accepted", "already_detached", "ignored") for r in records)
+
+
+def _follow(stack: LocalStack, job_ids: list[str], timeout: float, console: Console) -> bool:
+    """Wait for the result of every job; True when all ended detached."""
+    from handler.core.models import CloudEvent, DetachResult, Outcome
+
+    waiting, all_ok = set(job_ids), True
+    deadline = time.monotonic() + timeout
+    results = stack.runtime.results
+    while waiting and time.monotonic() < deadline:
+        for delivery in results.receive(1, wait=0.5):
+            results.ack(delivery)
+            result = CloudEvent[DetachResult].model_validate_json(delivery.body).data
+            waiting.discard(result.job_id or "")
+            all_ok &= result.outcome in (Outcome.SUCCEEDED, Outcome.ALREADY_DETACHED)
+    if waiting:
+        console.print(f"[red]no result within {timeout} s for job(s) {', '.join(sorted(waiting))}[/]")
+    return all_ok and not waiting
 
 
 class _Inbox:

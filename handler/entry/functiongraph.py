@@ -8,17 +8,21 @@ they rotate, so each invocation refreshes them. No web framework is imported her
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
 
+from handler.batch import process
 from handler.cloud import Credentials
-from handler.core.validation import InvalidInput
-from handler.entry._outcomes import invalid_problem, outcome_body
+from handler.core.validation import InvalidInput, MalformedInput
+from handler.detach import DetachStatus
+from handler.entry._problems import invalid_problem
 from handler.entry.runtime import ConfigError, Runtime, build_runtime
 from handler.log import configure, log_event
 from handler.settings import CloudCredentials, Settings
-from handler.sources import parse_accepted, parse_request
+from handler.sources import parse_accepted
+from handler.sources.triggers import ApigRequest, apig_response, detect_trigger
 
 # FunctionGraph's context object: read through getattr (getSecurityAccessKey, getProjectID, …),
 # since its methods differ between runtimes and local test harnesses.
@@ -77,16 +81,34 @@ def init(context: Context) -> None:
     _runtime_for(context)
 
 
+class RetryLater(Exception):
+    """Some records of a queue-triggered batch must be retried: raising lets the platform
+    redeliver the batch (records already accepted meet Ecs.0603 or Ecs.0111 the second time)."""
+
+
 def handler(event: dict[str, Any], context: Context | None = None) -> dict[str, Any]:
-    """Detach: the event is a detach request (JSON object) or an ``ecs-detach.requested`` CloudEvent."""
-    runtime = _runtime_for(context)
+    """Detach: any trigger (APIG, SMN, DMS Kafka/RabbitMQ, Timer) or a direct invocation with a
+    detach request or an ``ecs-detach.requested`` CloudEvent; see ``handler.sources.triggers``."""
+    return handle_event(_runtime_for(context), event)
+
+
+def handle_event(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
+    """What ``handler`` does once the runtime is there (also used by ``ecs-detach invoke``)."""
     try:
-        request = parse_request(event)
+        trigger = detect_trigger(event)
     except InvalidInput as error:
-        log_event("detach.invalid", reason=str(error))
-        return {"status_code": 422, **invalid_problem(error)}
-    status, body = outcome_body(runtime.detach(request))
-    return {"status_code": status, **body}
+        log_event("detach.invalid", level=logging.WARNING, reason=str(error))
+        status = 400 if isinstance(error, MalformedInput) else 422
+        return {"status_code": status, **invalid_problem(error, status)}
+    if isinstance(trigger, ApigRequest):
+        answer = runtime.router.handle(trigger)
+        headers = {"Content-Type": answer.content_type, **answer.headers}
+        return apig_response(answer.status, answer.body, headers)
+    report = process(trigger, runtime.detach)
+    retries = report.count(DetachStatus.RETRY.value)
+    if retries:
+        raise RetryLater(f"{retries} of {len(report.records)} record(s) must be retried later")
+    return {"status_code": report.http_status(), **report.as_dict()}
 
 
 def poll_handler(event: dict[str, Any], context: Context | None = None) -> dict[str, Any]:

@@ -52,7 +52,8 @@ class LocalStack:
         try:
             settings, credentials = self._cloud()
             self._runtime = build_runtime(settings, credentials)
-            http = self._serve(create_http_app(self._runtime.detach), self.options.http_port)
+            app = create_http_app(self._runtime.router, max_body_bytes=settings.max_body_bytes)
+            http = self._serve(app, self.options.http_port)
             self.webhook_url = http.url
             self._worker = Worker(
                 self._runtime.jobs, poll_job(self._runtime), concurrency=self.options.concurrency

@@ -6,6 +6,8 @@ Every entrypoint (FunctionGraph, HTTP, worker, CLI) builds its ``Runtime`` here 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -14,6 +16,9 @@ from handler.detach import DetachFunction
 from handler.poll import PollFunction
 from handler.settings import Settings
 from handler.topics import Topic, open_topic
+
+if TYPE_CHECKING:
+    from handler.entry.webhooks import WebhookRouter
 
 
 class ConfigError(ValueError):
@@ -28,6 +33,26 @@ class Runtime:
     results: Topic
     detach: DetachFunction
     poll: PollFunction
+
+    @cached_property
+    def router(self) -> WebhookRouter:
+        """The webhook routes; built on first use (a queue-triggered function never needs them)."""
+        # Imported here so that a cold start of a queue-triggered function skips the adapters.
+        from handler.entry._smn import SubscriptionConfirmer  # noqa: PLC0415
+        from handler.entry.webhooks import WebhookRouter  # noqa: PLC0415
+        from handler.sources import MappingError, load_mappings  # noqa: PLC0415
+
+        try:
+            mappings = load_mappings(self.settings.ticket_mappings)
+        except MappingError as error:
+            raise ConfigError(f"ECS_DETACH_TICKET_MAPPINGS: {error}") from None
+        return WebhookRouter(
+            self.detach,
+            labels=self.settings.alert_labels,
+            mappings=mappings,
+            max_body_bytes=self.settings.max_body_bytes,
+            confirm_subscription=SubscriptionConfirmer(self.settings.smn_confirm_hosts),
+        )
 
     def close(self) -> None:
         self.ecs.close()

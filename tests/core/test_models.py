@@ -30,13 +30,13 @@ def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
     ("body", "field", "reason_part"),
     [
         ({"volume_id": VOLUME}, "server_id", "Field required"),
-        ({"server_id": "web-1", "volume_id": VOLUME}, "server_id", "pattern"),
+        ({"server_id": "web-1", "volume_id": VOLUME}, "server_id", "must be a UUID"),
         (
             {"server_id": SERVER, "volume_id": VOLUME, "delete_flag": 2},
             "delete_flag",
             "less than or equal to 1",
         ),
-        ({"server_id": SERVER, "volume_id": VOLUME, "project_id": "nope"}, "project_id", "pattern"),
+        ({"server_id": SERVER, "volume_id": VOLUME, "project_id": "nope"}, "project_id", "32 hex digits"),
     ],
 )
 def test_invalid_requests_name_field_and_reason(

@@ -130,7 +130,7 @@ def test_up_serves_the_webhook_until_sigterm(tmp_path: Path, background: list[su
             deliveries = results.receive(1, wait=0.5)
         assert deliveries, "no result event from the running stack"
         event = CloudEvent[DetachResult].model_validate_json(deliveries[0].body)
-        assert event.data.job_id == answer.json()["job_id"]
+        assert [event.data.job_id] == answer.json()["job_ids"]
         assert event.type == "ecs-detach.succeeded"
     finally:
         results.close()

@@ -78,7 +78,7 @@ def test_detach_then_poll_until_the_result(function_env: str) -> None:
             outcomes.append(reply["status"])
             if reply["status"] == "finished":
                 assert reply["outcome"] == "succeeded"
-                assert reply["job_id"] == answer["job_id"]
+                assert [reply["job_id"]] == answer["job_ids"]
     assert outcomes[-1] == "finished"
     assert "continued" in outcomes  # it re-published itself instead of sleeping
 
@@ -88,10 +88,14 @@ def test_a_wrong_security_token_is_refused_by_the_gateway(function_env: str) -> 
         {"server_id": WEB1, "volume_id": WEB1_DATA}, FunctionGraphContext(token="stolen-or-stale")
     )
     assert answer["status_code"] == 409
-    assert answer["error_code"] == "APIGW.0301"
+    assert answer["records"][0]["error_code"] == "APIGW.0301"
 
 
 def test_an_invalid_event_returns_the_field_errors(function_env: str) -> None:
     answer = functiongraph.handler({"server_id": WEB1}, FunctionGraphContext())
     assert answer["status_code"] == 422
-    assert [e["field"] for e in answer["errors"]] == ["volume_id"]
+    (record,) = answer["records"]
+    assert record["status"] == "invalid"
+    assert [(e["field"], e["reason"]) for e in record["errors"]] == [
+        ("volume_id", "volume_id or device is required")
+    ]

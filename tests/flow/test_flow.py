@@ -41,7 +41,9 @@ def worker(runtime: Runtime) -> Iterator[Worker]:
 
 @pytest.fixture
 def webhook(runtime: Runtime) -> Iterator[str]:
-    with BackgroundServer(create_app(runtime.detach)) as server:
+    with BackgroundServer(
+        create_app(runtime.router, max_body_bytes=runtime.settings.max_body_bytes)
+    ) as server:
         yield server.url
 
 
@@ -49,8 +51,10 @@ def test_happy_path_webhook_to_result(runtime: Runtime, worker: Worker, webhook:
     body = {"server_id": WEB1, "volume_id": WEB1_DATA, "idempotency_key": "k1", "alert_id": "a1"}
     answer = httpx.post(f"{webhook}/", json=body, timeout=10)
     assert answer.status_code == 202, answer.text
-    job_id = answer.json()["job_id"]
-    assert answer.json()["project_id"] == PID
+    (record,) = answer.json()["records"]
+    job_id = record["job_id"]
+    assert answer.json()["job_ids"] == [job_id]
+    assert (record["status"], record["server_id"], record["volume_id"]) == ("accepted", WEB1, WEB1_DATA)
     assert WEB1_DATA in attached(runtime, WEB1)  # accepted is not detached
 
     event = next_result(runtime)
@@ -110,8 +114,9 @@ def test_second_detach_on_a_busy_server_is_retried_later(runtime: Runtime, webho
     second = httpx.post(f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_LOGS}, timeout=10)
     assert second.status_code == 503
     assert second.headers["Retry-After"] == str(int(runtime.settings.busy_retry_s))
-    assert second.json()["status"] == "retry"
-    assert "Ecs.0603" in second.json()["detail"]
+    (record,) = second.json()["records"]
+    assert record["status"] == "retry"
+    assert "Ecs.0603" in record["detail"]
     assert runtime.results.receive(1) == []  # not a failure: nothing final was said
 
 
@@ -121,7 +126,7 @@ def test_a_volume_not_attached_to_the_server_is_already_detached(runtime: Runtim
     time.sleep(0.6)  # the emulator's job takes 0.4 s
     again = httpx.post(f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_DATA}, timeout=10)
     assert again.status_code == 200
-    assert again.json()["status"] == "already_detached"
+    assert again.json()["records"][0]["status"] == "already_detached"
     result = next_result(runtime)
     assert result.type == "ecs-detach.already_detached"
     assert result.data.error_code == "Ecs.0111"
@@ -131,7 +136,7 @@ def test_an_unknown_server_is_rejected_with_the_cloud_error(runtime: Runtime, we
     unknown = "1b3c5e7f-0000-4000-8000-0000deadbeef"
     answer = httpx.post(f"{webhook}/", json={"server_id": unknown, "volume_id": WEB1_DATA}, timeout=10)
     assert answer.status_code == 409
-    assert answer.json()["error_code"] == "Ecs.0114"
+    assert answer.json()["records"][0]["error_code"] == "Ecs.0114"
     result = next_result(runtime)
     assert result.type == "ecs-detach.rejected"
     assert result.data.server_id == unknown
@@ -154,7 +159,8 @@ def test_bad_input_gets_a_problem_document(
     problem = answer.json()
     assert problem["status"] == status
     if field:
-        assert field in {e["field"] for e in problem["errors"]}
+        errors = problem.get("errors") or problem["records"][0]["errors"]
+        assert field in {e["field"] for e in errors}
 
 
 def test_oversized_and_wrong_method(webhook: str) -> None:

@@ -188,7 +188,7 @@ def test_without_alarm_time_the_smn_message_id_is_the_idempotency_key() -> None:
         ),
         (
             {"alarm_state": "alarm", "dimension": "disk_name:web-1-vdb"},
-            ("message.dimensions.disk_name", "String should match pattern"),
+            ("message.dimensions.disk_name", "must be a UUID"),
         ),
         (
             {"alarm_state": "alarm", "namespace": "SYS.RDS", "dimension": "rds_cluster_id:abc"},

@@ -1,0 +1,168 @@
+"""The webhook routes, independent of any web framework.
+
+``WebhookRouter.handle`` takes a request (method, path, headers, body) and returns a status,
+headers and a JSON body. The Starlette app (``up``), the functions-framework target (containers)
+and FunctionGraph's APIG trigger all adapt to it, so every way in behaves the same:
+
+- ``POST /``: a detach request (JSON) or a CloudEvent (binary or structured mode);
+- ``POST /alertmanager``, ``POST /grafana``, ``POST /smn``, ``POST /tickets/{mapping}``.
+
+Answers: the per-record report (202 if anything was accepted, 200 if there was nothing to do,
+409 if the cloud refused all, 503 with ``Retry-After`` if something must be retried), or an
+RFC 9457 problem document: 400 malformed, 404 unknown route or mapping, 405 wrong method,
+413 too large, 415 unsupported content type, 422 invalid (every record, with field paths).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from handler.batch import BatchReport, process
+from handler.core.validation import InvalidInput, MalformedInput
+from handler.detach import DetachFunction
+from handler.entry._problems import invalid_problem, problem
+from handler.entry._smn import ConfirmationFailed
+from handler.sources import (
+    LabelNames,
+    TicketMapping,
+    parse_alertmanager,
+    parse_cloudevent_http,
+    parse_grafana,
+    parse_plain,
+    parse_smn_http,
+    parse_ticket,
+)
+from handler.sources._base import Parsed
+
+PROBLEM_JSON = "application/problem+json"
+_ROUTES = ("/", "/alertmanager", "/grafana", "/smn")
+_TICKETS = "/tickets/"
+# SMN's HTTP messages are JSON whatever content type they declare.
+_JSON_TYPES = ("application/json", "application/cloudevents+json", "application/cloudevents-batch+json")
+
+
+class Incoming(Protocol):
+    """An HTTP request as any adapter hands it over (``WebRequest``, APIG's ``ApigRequest``)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...  # lower-cased names
+    @property
+    def body(self) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class WebRequest:
+    method: str
+    path: str
+    headers: Mapping[str, str]  # lower-cased names
+    body: bytes
+
+
+@dataclass(frozen=True)
+class WebResponse:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def content_type(self) -> str:
+        return PROBLEM_JSON if "title" in self.body and self.status >= 400 else "application/json"
+
+
+def _problem(status: int, title: str, detail: str = "", **extra: Any) -> WebResponse:
+    headers = {"Allow": "POST"} if status == 405 else {}
+    return WebResponse(status, problem(status, title, detail, **extra), headers)
+
+
+class WebhookRouter:
+    def __init__(
+        self,
+        detach: DetachFunction,
+        *,
+        labels: LabelNames,
+        mappings: Mapping[str, TicketMapping],
+        max_body_bytes: int,
+        confirm_subscription: Callable[[str], None],
+    ) -> None:
+        self._detach = detach
+        self._labels = labels
+        self._mappings = mappings
+        self._max_body_bytes = max_body_bytes
+        self._confirm = confirm_subscription
+
+    def handle(self, request: Incoming) -> WebResponse:
+        path = request.path.rstrip("/") or "/"
+        refused = self._refuse(request, path)
+        if refused is not None:
+            return refused
+        try:
+            parsed = self._parse(path, request)
+        except InvalidInput as error:
+            status = 400 if isinstance(error, MalformedInput) else 422
+            return WebResponse(status, invalid_problem(error, status))
+        if parsed.confirm_url is not None:
+            return self._confirm_subscription(parsed.source, parsed.confirm_url)
+        return _answer(process(parsed, self._detach))
+
+    def _refuse(self, request: Incoming, path: str) -> WebResponse | None:
+        """The answer for a request that cannot be read at all: route, method, size, type."""
+        if path not in _ROUTES and not path.startswith(_TICKETS):
+            known = f"{', '.join(_ROUTES)} or {_TICKETS}{{mapping}}"
+            return _problem(404, "Not Found", f"no route {path}; POST to {known}")
+        if path.startswith(_TICKETS) and path.removeprefix(_TICKETS) not in self._mappings:
+            known = ", ".join(sorted(self._mappings))
+            return _problem(
+                404, "Not Found", f"no ticket mapping {path.removeprefix(_TICKETS)!r}; known: {known}"
+            )
+        if request.method.upper() != "POST":
+            return _problem(405, "Method Not Allowed", f"{path} accepts POST only")
+        if len(request.body) > self._max_body_bytes:
+            return _problem(413, "Content Too Large", f"body over {self._max_body_bytes} bytes")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if path != "/smn" and content_type not in _JSON_TYPES and not content_type.endswith("+json"):
+            detail = f"expected application/json, got {content_type or 'none'}"
+            return _problem(415, "Unsupported Media Type", detail)
+        return None
+
+    def _confirm_subscription(self, source: str, url: str) -> WebResponse:
+        try:
+            self._confirm(url)
+        except InvalidInput as error:
+            return WebResponse(422, invalid_problem(error))
+        except ConfirmationFailed as error:
+            return _problem(502, "Bad Gateway", f"the subscription confirmation failed: {error}")
+        return WebResponse(200, {"source": source, "confirmed": True})
+
+    def _parse(self, path: str, request: Incoming) -> Parsed:
+        if path == "/alertmanager":
+            return parse_alertmanager(request.body, self._labels)
+        if path == "/grafana":
+            return parse_grafana(request.body, self._labels)
+        if path == "/smn":
+            return parse_smn_http(request.headers, request.body)
+        if path.startswith(_TICKETS):
+            return parse_ticket(request.body, self._mappings[path.removeprefix(_TICKETS)])
+        if "ce-specversion" in request.headers or "cloudevents" in request.headers.get("content-type", ""):
+            return parse_cloudevent_http(request.headers, request.body)
+        return parse_plain(request.body)
+
+
+def _answer(report: BatchReport) -> WebResponse:
+    status = report.http_status()
+    if status == 422:
+        return WebResponse(
+            422,
+            problem(422, "No valid detach request", f"all {len(report.records)} record(s) are invalid")
+            | {"records": [r.as_dict() for r in report.records]},
+        )
+    headers = {}
+    if status == 503 and report.retry_after_s is not None:
+        headers["Retry-After"] = str(math.ceil(report.retry_after_s))
+    return WebResponse(status, report.as_dict(), headers)
