@@ -208,3 +208,43 @@ def test_an_all_bad_batch_says_so(stack: LocalStack) -> None:
     problem = answer.json()
     assert problem["title"] == "No valid detach request"
     assert [r["status"] for r in problem["records"]] == ["invalid", "invalid"]
+
+
+def test_a_user_mapping_file_adds_a_ticket_system(tmp_path: Path) -> None:
+    mappings = tmp_path / "mappings.json"
+    mappings.write_text(
+        json.dumps(
+            [
+                {
+                    "name": "desk",
+                    "ticket": "ticket.id",
+                    "when": "ticket.state == 'approved'",
+                    "fields": {
+                        "server_id": "ticket.custom.server",
+                        "device": "ticket.custom.disk",
+                        "reason": "ticket.title",
+                        "idempotency_key": "join(':', ['desk', ticket.id])",
+                    },
+                }
+            ]
+        )
+    )
+    options = StackOptions(http_port=0, emulator_config=EmulatorConfig(job_init_s=0.05, job_duration_s=0.3))
+    with LocalStack(_settings(tmp_path, ticket_mappings=mappings), options) as running:
+        ticket = {
+            "ticket": {
+                "id": "D-7",
+                "state": "approved",
+                "title": "replace disk",
+                "custom": {"server": "1b3c5e7f-0000-4000-8000-00000000a002", "disk": "vdb"},
+            }
+        }
+        answer = httpx.post(f"{running.webhook_url}/tickets/desk", json=ticket, timeout=10)
+        assert answer.status_code == 202, answer.text
+        (record,) = answer.json()["records"]
+        assert record["volume_id"] == "2c4d6e8f-0000-4000-8000-00000000b002"  # resolved from vdb
+        _assert_report(answer.json(), ["accepted"], running)
+        pending = httpx.post(
+            f"{running.webhook_url}/tickets/desk", json={"ticket": {**ticket["ticket"], "state": "new"}}
+        )
+        assert pending.json()["records"][0]["status"] == "ignored"

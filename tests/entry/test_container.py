@@ -1,0 +1,77 @@
+"""The functions-framework target serves the same webhook routes in a container."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from emulator import DEMO_CREDENTIAL
+from tests.conftest import Emulator
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_functions_framework_target(tmp_path: Path, emulator: Emulator) -> None:
+    port = _free_port()
+    db = f"sqlite:///{tmp_path}/topics.db"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("ECS_DETACH_", "HUAWEICLOUD_SDK_"))},
+        "ECS_DETACH_ECS_ENDPOINT": emulator.url,
+        "ECS_DETACH_JOBS_TOPIC": f"{db}?topic=jobs",
+        "ECS_DETACH_RESULTS_TOPIC": f"{db}?topic=results",
+        "HUAWEICLOUD_SDK_AK": DEMO_CREDENTIAL.access_key,
+        "HUAWEICLOUD_SDK_SK": DEMO_CREDENTIAL.secret_key,
+        "HUAWEICLOUD_SDK_PROJECT_ID": DEMO_CREDENTIAL.project_id,
+    }
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "functions-framework"),
+            "--source",
+            str(ROOT / "handler" / "entry" / "container.py"),
+            "--target",
+            "webhook",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                assert time.monotonic() < deadline, "functions-framework did not start"
+                time.sleep(0.2)
+        alert = json.loads((ROOT / "events" / "alertmanager-firing.json").read_text())
+        answer = httpx.post(f"{url}/alertmanager", json=alert, timeout=10)
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["records"][0]["status"] == "accepted"
+        bad = httpx.post(f"{url}/", content=b"{", headers={"Content-Type": "application/json"}, timeout=10)
+        assert bad.status_code == 400
+        assert bad.headers["content-type"].startswith("application/problem+json")
+    finally:
+        server.terminate()
+        server.wait(10)
