@@ -136,3 +136,20 @@ def test_up_serves_the_webhook_until_sigterm(tmp_path: Path, background: list[su
         results.close()
     process.send_signal(signal.SIGTERM)
     assert process.wait(20) == 0
+
+
+def test_invoke_runs_a_sample_to_its_result(tmp_path: Path) -> None:
+    sample = Path(__file__).resolve().parents[2] / "events" / "alertmanager-firing.json"
+    done = _run("invoke", str(sample), "--follow", "--job-duration", "0.5", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "POST /alertmanager" in done.stdout
+    assert '"status": "accepted"' in done.stdout
+    assert "result: succeeded" in done.stdout
+
+
+def test_invoke_exits_nonzero_when_a_record_is_invalid(tmp_path: Path) -> None:
+    sample = Path(__file__).resolve().parents[2] / "events" / "fg-rabbitmq-batch-one-bad.json"
+    done = _run("invoke", str(sample), "--job-duration", "0.5", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "the FunctionGraph handler" in done.stdout
+    assert "records[0].messages[1].volume_id" in done.stdout
