@@ -16,7 +16,7 @@ from handler.core.validation import InvalidInput
 from handler.entry.runtime import Runtime
 from handler.log import log_event
 from handler.sources import parse_accepted
-from handler.topics import Delivery, StaleDelivery, Topic
+from handler.topics import Delivery, StaleDelivery, Topic, TopicError
 
 Handle = Callable[[Delivery], None]
 
@@ -110,3 +110,10 @@ class Worker:
                 )
             except StaleDelivery:
                 log_event("worker.lease_lost", level=logging.WARNING, message_id=delivery.message_id)
+            except TopicError as nack_error:  # the broker is down: the lease expires, the message returns
+                log_event(
+                    "worker.nack_failed",
+                    level=logging.ERROR,
+                    message_id=delivery.message_id,
+                    error=str(nack_error),
+                )

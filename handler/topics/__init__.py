@@ -1,4 +1,8 @@
-"""Topics: durable queues with at-least-once delivery, opened by URL."""
+"""Topics: durable queues with at-least-once delivery, opened by URL.
+
+The broker backends import their client library only when a URL asks for them, so each needs
+only its own extra installed (``redis``, ``nats``, ``rabbitmq``).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,12 @@ from pathlib import Path
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from ._base import Delivery, StaleDelivery, Topic, TopicError
+from ._url import redact as _redact
 from .sqlite import SqliteTopic
 
 __all__ = ["Delivery", "SqliteTopic", "StaleDelivery", "Topic", "TopicError", "open_topic"]
 
-SUPPORTED_SCHEMES = ("sqlite",)
+SUPPORTED_SCHEMES = ("sqlite", "redis", "rediss", "nats", "tls", "amqp", "amqps")
 
 
 def open_topic(
@@ -22,14 +27,50 @@ def open_topic(
 ) -> Topic:
     """Open the topic ``url`` names; ``?topic=NAME`` picks it, else ``default_name``.
 
-    ``sqlite:///relative/path.db`` (relative to the current directory) or
-    ``sqlite:////absolute/path.db``.
+    * ``sqlite:///relative/path.db`` (relative to the current directory) or
+      ``sqlite:////absolute/path.db``
+    * ``redis://[[user]:password@]host[:port][/db]``, ``rediss://…`` (TLS)
+    * ``nats://[user:password@]host[:port]``, ``tls://…`` (TLS)
+    * ``amqp://[user:password@]host[:port][/vhost]``, ``amqps://…`` (TLS)
+
+    The TLS forms take ``&ca=/path/ca.pem``; the broker modules describe their other options.
+    Credentials never appear in messages: URLs are echoed without userinfo and query.
     """
     try:
         parts = urlsplit(url)
     except ValueError:
         raise TopicError(f"malformed topic URL {_redact(url)}") from None
-    if parts.scheme not in SUPPORTED_SCHEMES:
+    if parts.scheme in ("redis", "rediss"):
+        from .redis import RedisTopic  # noqa: PLC0415 (needs the redis extra)
+
+        return RedisTopic.from_url(
+            url,
+            parts,
+            default_name=default_name,
+            visibility_timeout=visibility_timeout,
+            max_deliveries=max_deliveries,
+        )
+    if parts.scheme in ("nats", "tls"):
+        from .nats import NatsTopic  # noqa: PLC0415 (needs the nats extra)
+
+        return NatsTopic.from_url(
+            url,
+            parts,
+            default_name=default_name,
+            visibility_timeout=visibility_timeout,
+            max_deliveries=max_deliveries,
+        )
+    if parts.scheme in ("amqp", "amqps"):
+        from .amqp import AmqpTopic  # noqa: PLC0415 (needs the rabbitmq extra)
+
+        return AmqpTopic.from_url(
+            url,
+            parts,
+            default_name=default_name,
+            visibility_timeout=visibility_timeout,
+            max_deliveries=max_deliveries,
+        )
+    if parts.scheme != "sqlite":
         scheme = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
         raise TopicError(
             f"topic URL {_redact(url)} has {scheme}; supported: "
@@ -56,18 +97,3 @@ def _sqlite_location(url: str, parts: SplitResult, default_name: str) -> tuple[P
     if len(names) != 1 or not names[0]:
         raise TopicError(f"sqlite topic URL {_redact(url)} needs one non-empty topic name: {usage}")
     return Path(unquote(parts.path[1:])), names[0]
-
-
-def _redact(url: str) -> str:
-    """``url`` without userinfo, query and fragment: safe to show in a message or a log.
-
-    Works on malformed URLs too, erring towards cutting too much.
-    """
-    head, separator, rest = url.partition("://")
-    if not separator:
-        head, rest = "", url
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
-    for mark in "?#":
-        rest = rest.partition(mark)[0]
-    return head + separator + rest

@@ -1,0 +1,83 @@
+"""Reading topic URLs, and echoing them without their secrets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import SplitResult, parse_qs, unquote
+
+from ._base import TopicError
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where a broker is and how to log in, read from ``scheme://[user[:password]@]host[:port]/path``."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str  # unquoted, without the leading "/"
+    username: str | None
+    password: str | None
+    safe_url: str  # the URL without userinfo, query and fragment: fit for messages and logs
+
+
+def redact(url: str) -> str:
+    """``url`` without userinfo, query and fragment: safe to show in a message or a log.
+
+    Works on malformed URLs too, erring towards cutting too much.
+    """
+    head, separator, rest = url.partition("://")
+    if not separator:
+        head, rest = "", url
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    for mark in "?#":
+        rest = rest.partition(mark)[0]
+    return head + separator + rest
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """``text`` with ``secret`` replaced by ``***``: broker error messages, in case one quotes it."""
+    return text.replace(secret, "***") if secret else text
+
+
+def query_options(url: str, parts: SplitResult, allowed: tuple[str, ...], usage: str) -> dict[str, str]:
+    """The query of ``url`` as single values; unknown or repeated names are errors."""
+    kind = parts.scheme
+    try:
+        query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise TopicError(f"malformed query in {kind} topic URL {redact(url)}: {usage}") from None
+    unknown = sorted(set(query) - set(allowed))
+    if unknown:
+        raise TopicError(f"unknown parameter {', '.join(unknown)} in {kind} topic URL {redact(url)}: {usage}")
+    options: dict[str, str] = {}
+    for key, values in query.items():
+        if len(values) != 1 or not values[0]:
+            raise TopicError(f"{kind} topic URL {redact(url)} needs one non-empty {key}: {usage}")
+        options[key] = values[0]
+    return options
+
+
+def broker_address(url: str, parts: SplitResult, default_port: int, usage: str) -> BrokerAddress:
+    """Host, port, path and credentials of a broker URL, checked."""
+    malformed = f"malformed {parts.scheme} topic URL {redact(url)}: {usage}"
+    if parts.fragment:
+        raise TopicError(malformed)
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise TopicError(malformed) from None
+    if not host:
+        raise TopicError(malformed)
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    return BrokerAddress(
+        scheme=parts.scheme,
+        host=host,
+        port=port or default_port,
+        path=unquote(parts.path[1:]),
+        username=username,
+        password=password,
+        safe_url=redact(url),
+    )

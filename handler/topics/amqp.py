@@ -1,0 +1,471 @@
+"""Topics on RabbitMQ (AMQP 0-9-1, no plugins: Huawei DMS for RabbitMQ included).
+
+URL: ``amqp://[user:password@]host[:port][/vhost][?topic=NAME]``, ``amqps://…`` for TLS
+(``&ca=/path/ca.pem`` adds a CA bundle); the vhost is percent-encoded (``/%2F`` for ``/``).
+
+* Topic ``jobs`` is the durable classic queue ``jobs``; its dead letters the queue ``jobs.dead``.
+  Messages are persistent, published with publisher confirms through the default exchange.
+  A message carries its id (``message_id``), the headers ``ecs-detach-failures`` (failed
+  deliveries before this copy) and, once dead, ``ecs-detach-reason``.
+* Delays use no plugin: a delayed message goes to the queue ``jobs.delay.<ms>`` whose
+  ``x-message-ttl`` is the delay rounded up to two significant digits (at most 10 % late,
+  never early), whose dead-letter target is ``jobs``, and which ``x-expires`` a minute after its
+  TTL once unused. It is declared again before each publish into it, which keeps it alive.
+* Receiving is ``basic.get`` (a pull), polled with a back-off of 10 to 200 ms while waiting: a
+  consumer holds exactly the messages it was handed, nothing is prefetched into a process that
+  is not asking (the prefetch is the ``max_messages`` of each receive), and ``redelivered``
+  means that a consumer lost its channel with the message.
+* Deliveries = failures + 1: every copy is handed out once; a redelivered copy is replaced
+  (its lost delivery counted) before anyone gets it. ``nack``, ``requeue``, ``dead_letter``,
+  an expired lease and that replacement all publish a successor copy
+  (with the count raised, unless a requeue) and ack the old one in one AMQP transaction on the
+  receiving channel, so the replacement is atomic (RabbitMQ makes a transaction atomic per
+  queue: a broker crash during the commit could still leave both). Past ``max_deliveries`` the
+  successor goes to ``jobs.dead`` instead.
+* RabbitMQ has no visibility timeout: this process starts a timer per delivery and, when it
+  fires unsettled, replaces the copy as above; a later settle raises ``StaleDelivery``. If the
+  process dies, the broker requeues at once when the connection closes (``redelivered``); a
+  process that hangs entirely keeps its messages until RabbitMQ's ``consumer_timeout``.
+* ``pending()`` counts the messages ready in ``jobs`` and in the delay queues this instance
+  used, plus the deliveries this instance holds: messages held by other consumers and delayed
+  by other processes are not seen (AMQP cannot list queues).
+* Reconnects: a call that meets a dead connection drops it and runs once more on a new one;
+  deliveries of the old connection are stale (the broker has requeued them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import secrets
+import ssl
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import SplitResult
+
+import aio_pika
+import aiormq.exceptions
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from aio_pika.connection import make_url
+from pamqp.common import FieldTable
+
+from . import _loop
+from ._base import Delivery, TopicError
+from ._common import (
+    check_receive,
+    check_seconds,
+    check_topic,
+    is_dead_letter_topic,
+    no_dead_letter_topic,
+    stale,
+)
+from ._url import BrokerAddress, broker_address, query_options, scrub
+
+T = TypeVar("T")
+
+FAILURES = "ecs-detach-failures"
+REASON = "ecs-detach-reason"
+_USAGE = "use amqp[s]://[user:password@]host[:port][/vhost][?topic=NAME][&ca=/path/ca.pem]"
+_TIMEOUT = 10.0  # s for one broker operation
+_FIRST_PAUSE, _LONGEST_PAUSE = 0.01, 0.2  # s between two basic.get while waiting
+_EXPIRY_MARGIN_MS = 60_000  # a delay queue outlives its last declaration by its TTL plus this
+_MAX_TTL_MS = 2**32 - 1
+_LEASE_EXPIRED = "not settled within the visibility timeout"
+_CONNECTION_LOST = "its consumer lost the connection before settling it"
+_ERRORS = (
+    aiormq.exceptions.AMQPError,
+    RuntimeError,  # aio-pika's "connection closed", ChannelInvalidStateError included
+    OSError,
+    asyncio.TimeoutError,
+    TimeoutError,
+)
+
+
+@dataclass
+class _Lease:
+    message: AbstractIncomingMessage
+    deliveries: int
+    timer: asyncio.TimerHandle
+
+
+def delay_bucket_ms(delay: float) -> int:
+    """``delay`` s in ms, rounded up to two significant digits (0: no delay queue)."""
+    ms = math.ceil(round(delay * 1000, 6))  # 0.3 s is 300 ms, not 300.00000000000006
+    if ms > 99:
+        step = 10 ** (len(str(ms)) - 2)
+        ms = -(-ms // step) * step
+    if ms > _MAX_TTL_MS:
+        raise ValueError(f"delay must be at most {_MAX_TTL_MS // 1000} s on RabbitMQ, got {delay!r}")
+    return ms
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class AmqpTopic:
+    """One topic on RabbitMQ; safe to share between threads (all work runs on one loop)."""
+
+    def __init__(
+        self,
+        address: BrokerAddress,
+        name: str,
+        *,
+        ca_file: str | None = None,
+        visibility_timeout: float = 60.0,
+        max_deliveries: int = 5,
+    ) -> None:
+        check_topic(name, visibility_timeout, max_deliveries)
+        if name.startswith("amq.") or len(name) > 200:
+            raise ValueError(f"RabbitMQ queue names cannot start with amq. or be this long: {name!r}")
+        self._address = address
+        self._ca_file = ca_file
+        self._name = name
+        self._visibility_timeout = float(visibility_timeout)
+        self._max_deliveries = max_deliveries
+        self._dead_queue = None if is_dead_letter_topic(name) else name + ".dead"
+        self._connection: AbstractConnection | None = None
+        self._publisher: AbstractChannel | None = None  # publisher confirms
+        self._receiver: AbstractChannel | None = None  # transactional: basic.get and settling
+        self._queue: AbstractQueue | None = None  # ``name`` on the receiving channel
+        self._opening = asyncio.Lock()  # binds to the shared loop at first use
+        self._settling = asyncio.Lock()
+        self._leases: dict[str, _Lease] = {}
+        self._buckets: set[int] = set()
+        self._expiring: set[asyncio.Future[None]] = set()
+        self._closed = False
+        self._call(self._publishing_channel)  # fail at open if the broker or the URL is wrong
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        parts: SplitResult,
+        *,
+        default_name: str,
+        visibility_timeout: float,
+        max_deliveries: int,
+    ) -> AmqpTopic:
+        options = query_options(url, parts, ("topic", "ca"), _USAGE)
+        address = broker_address(url, parts, 5672, _USAGE)
+        if "ca" in options and parts.scheme != "amqps":
+            raise TopicError(f"amqp topic URL {address.safe_url}: ca= needs amqps://")
+        return cls(
+            address,
+            options.get("topic", default_name),
+            ca_file=options.get("ca"),
+            visibility_timeout=visibility_timeout,
+            max_deliveries=max_deliveries,
+        )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"AmqpTopic({self._address.safe_url!r}, name={self._name!r})"
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _call(
+        self, work: Callable[[], Coroutine[Any, Any, T]], timeout: float = _TIMEOUT, *, retry: bool = True
+    ) -> T:
+        """Run ``work()`` on the shared loop; broker errors become ``TopicError``.
+
+        aio-pika may notice a dead connection only when it is used: after such an error the
+        connection is dropped and ``work()`` runs once more on a new one (a settle then finds
+        its lease gone: ``StaleDelivery``, as the broker has requeued the message).
+        """
+        if self._closed:
+            raise TopicError(f"topic {self._name!r} at {self._address.safe_url} is closed")
+        try:
+            return _loop.run(work(), timeout)
+        except _ERRORS as exc:
+            with contextlib.suppress(Exception):
+                _loop.run(self._disconnect(grace=1.0), _TIMEOUT)
+            if retry and not isinstance(exc, TimeoutError):
+                return self._call(work, timeout, retry=False)
+            detail = scrub(_describe(exc), self._address.password)
+            raise TopicError(f"amqp topic {self._name!r} at {self._address.safe_url}: {detail}") from exc
+
+    async def _open(self) -> AbstractConnection:
+        if self._connection is None or self._connection.is_closed:
+            address = self._address
+            context = ssl.create_default_context(cafile=self._ca_file) if address.scheme == "amqps" else None
+            url = make_url(
+                host=address.host,
+                port=address.port,
+                login=address.username or "guest",
+                password=address.password or "guest",
+                virtualhost=address.path or "/",
+                ssl=context is not None,
+            )
+            properties: FieldTable = {"connection_name": f"ecs-detach {self._name}"}
+            connection = aio_pika.Connection(url, ssl_context=context, client_properties=properties)
+            try:
+                await connection.connect(timeout=_TIMEOUT / 2)
+            except BaseException:
+                with contextlib.suppress(*_ERRORS):
+                    await connection.close()
+                raise
+            self._connection = connection
+        return self._connection
+
+    async def _publishing_channel(self) -> AbstractChannel:
+        async with self._opening:
+            if self._publisher is None or self._publisher.is_closed:
+                connection = await self._open()
+                channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                for queue in (self._name, self._dead_queue):
+                    if queue is not None:
+                        await channel.declare_queue(queue, durable=True)
+                self._publisher = channel
+            return self._publisher
+
+    async def _receiving_queue(self) -> AbstractQueue:
+        """``name`` on the transactional channel; reopening it voids the leases of the old one."""
+        async with self._opening:
+            if self._receiver is None or self._receiver.is_closed or self._queue is None:
+                self._drop_leases()
+                connection = await self._open()
+                channel = await connection.channel(publisher_confirms=False)
+                await channel.transaction().select()
+                self._queue = await channel.declare_queue(self._name, durable=True)
+                self._receiver = channel
+            return self._queue
+
+    def _drop_leases(self) -> None:
+        for lease in self._leases.values():
+            lease.timer.cancel()
+        self._leases.clear()
+
+    async def _declare_delay_queue(self, channel: AbstractChannel, ttl_ms: int) -> AbstractQueue:
+        self._buckets.add(ttl_ms)
+        return await channel.declare_queue(
+            f"{self._name}.delay.{ttl_ms}",
+            durable=True,
+            arguments={
+                "x-message-ttl": ttl_ms,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": self._name,
+                "x-expires": ttl_ms + _EXPIRY_MARGIN_MS,
+            },
+        )
+
+    async def _route(self, channel: AbstractChannel, delay: float) -> str:
+        """The queue to publish into for ``delay``, declaring its delay queue if it has one."""
+        ttl_ms = delay_bucket_ms(delay)
+        if ttl_ms == 0:
+            return self._name
+        return (await self._declare_delay_queue(channel, ttl_ms)).name
+
+    # --- the Topic interface ----------------------------------------------------------------
+
+    def publish(self, body: str, *, delay: float = 0.0) -> str:
+        """Publish ``body`` (confirmed by the broker when this returns); due after ``delay`` s."""
+        check_seconds("delay", delay)
+        delay_bucket_ms(delay)
+        message_id = uuid.uuid4().hex
+        self._call(lambda: self._publish(body.encode(), message_id, delay))
+        return message_id
+
+    async def _publish(self, body: bytes, message_id: str, delay: float) -> None:
+        channel = await self._publishing_channel()
+        message = _message(body, message_id, failures=0)
+        routing_key = await self._route(channel, delay)
+        await channel.default_exchange.publish(message, routing_key=routing_key, mandatory=True)
+
+    def receive(self, max_messages: int = 1, *, wait: float = 0.0) -> list[Delivery]:
+        """Lease up to ``max_messages`` messages, waiting up to ``wait`` s for the first."""
+        check_receive(max_messages, wait)
+        return self._call(lambda: self._receive(max_messages, wait), wait + _TIMEOUT)
+
+    async def _receive(self, max_messages: int, wait: float) -> list[Delivery]:
+        deadline = time.monotonic() + wait
+        pause = _FIRST_PAUSE
+        while True:
+            deliveries: list[Delivery] = []
+            while len(deliveries) < max_messages:
+                queue = await self._receiving_queue()
+                message = await queue.get(no_ack=False, fail=False, timeout=_TIMEOUT)
+                if message is None:
+                    break
+                delivery = await self._accept(message)
+                if delivery is not None:
+                    deliveries.append(delivery)
+            remaining = deadline - time.monotonic()
+            if deliveries or remaining <= 0:
+                return deliveries
+            await asyncio.sleep(min(pause, remaining))
+            pause = min(pause * 2, _LONGEST_PAUSE)
+
+    async def _accept(self, message: AbstractIncomingMessage) -> Delivery | None:
+        """A leased delivery of ``message``, or None if it was redelivered and is replaced."""
+        failures = _failures(message)
+        if message.redelivered:
+            await self._replace(message, failures + 1, reason=_CONNECTION_LOST)
+            return None
+        receipt = secrets.token_urlsafe(12)
+        timer = asyncio.get_running_loop().call_later(self._visibility_timeout, self._lease_ended, receipt)
+        self._leases[receipt] = _Lease(message, failures + 1, timer)
+        return Delivery(message.message_id or "", message.body.decode(), failures + 1, receipt)
+
+    def _lease_ended(self, receipt: str) -> None:
+        task = asyncio.ensure_future(self._expire(receipt))
+        self._expiring.add(task)
+        task.add_done_callback(self._expiring.discard)
+
+    async def _expire(self, receipt: str) -> None:
+        lease = self._leases.pop(receipt, None)
+        if lease is not None:
+            with contextlib.suppress(*_ERRORS):  # else the broker requeues it with the channel
+                await self._replace(lease.message, lease.deliveries, reason=_LEASE_EXPIRED)
+
+    async def _replace(
+        self,
+        message: AbstractIncomingMessage,
+        failures: int,
+        *,
+        reason: str = "",
+        body: bytes | None = None,
+        delay: float = 0.0,
+        dead: bool = False,
+    ) -> bool:
+        """Publish the successor of ``message`` and ack it, in one transaction; False if the
+        channel of ``message`` is gone (the broker has requeued it).
+
+        The successor goes to the dead-letter queue if ``dead`` or if it has used up its
+        deliveries, else to ``name`` (or its delay queue).
+        """
+        async with self._settling:
+            channel = self._receiver
+            if channel is None or channel.is_closed:
+                return False
+            exhausted = failures >= self._max_deliveries and self._dead_queue is not None
+            if dead or exhausted:
+                assert self._dead_queue is not None
+                routing_key = self._dead_queue
+            else:
+                routing_key = await self._route(channel, delay)
+            if self._dead_queue is None:  # a dead letter keeps why it died unless told anew
+                reason = reason or _reason(message)
+            elif routing_key != self._dead_queue:
+                reason = ""
+            successor = _message(
+                message.body if body is None else body,
+                message.message_id or "",
+                failures=failures,
+                reason=reason,
+            )
+            await channel.default_exchange.publish(successor, routing_key=routing_key)
+            await message.ack()
+            await channel.transaction().commit(timeout=_TIMEOUT)
+            return True
+
+    def _take(self, delivery: Delivery) -> _Lease:
+        """The lease of ``delivery`` if it is still ours (it ends the lease)."""
+        lease = self._leases.pop(delivery.receipt, None)
+        if lease is None:
+            raise stale(self._name, delivery.message_id)
+        lease.timer.cancel()
+        return lease
+
+    async def _ack(self, delivery: Delivery) -> None:
+        lease = self._take(delivery)
+        async with self._settling:
+            channel = self._receiver
+            if channel is None or channel.is_closed:
+                raise stale(self._name, delivery.message_id)
+            await lease.message.ack()
+            await channel.transaction().commit(timeout=_TIMEOUT)
+
+    def ack(self, delivery: Delivery) -> None:
+        """Remove the message; raises ``StaleDelivery`` unless the lease is still ours."""
+        self._call(lambda: self._ack(delivery))
+
+    async def _settle(self, delivery: Delivery, failures: int, **successor: Any) -> None:
+        if not await self._replace(self._take(delivery).message, failures, **successor):
+            raise stale(self._name, delivery.message_id)
+
+    def nack(self, delivery: Delivery, *, delay: float = 0.0, reason: str = "") -> None:
+        """Deliver again after ``delay`` s, counting this failure (the last one dead-letters)."""
+        check_seconds("delay", delay)
+        delay_bucket_ms(delay)
+        self._call(lambda: self._settle(delivery, delivery.deliveries, reason=reason, delay=delay))
+
+    def requeue(self, delivery: Delivery, body: str, *, delay: float) -> None:
+        """Atomically replace the message by ``body``, due after ``delay`` s, count restarted."""
+        check_seconds("delay", delay)
+        delay_bucket_ms(delay)
+        self._call(lambda: self._settle(delivery, 0, body=body.encode(), delay=delay))
+
+    def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
+        """Move the message to ``{name}.dead`` now, body unchanged, with ``reason``."""
+        if self._dead_queue is None:
+            raise no_dead_letter_topic(self._name)
+        self._call(lambda: self._settle(delivery, delivery.deliveries, reason=reason, dead=True))
+
+    async def _pending(self) -> int:
+        channel = await self._publishing_channel()
+        queues = [await channel.declare_queue(self._name, durable=True)]
+        queues += [await self._declare_delay_queue(channel, ttl_ms) for ttl_ms in sorted(self._buckets)]
+        ready = 0
+        for queue in queues:
+            ready += queue.declaration_result.message_count or 0
+        return ready + len(self._leases)
+
+    def pending(self) -> int:
+        """Ready messages here and in the delay queues used here, plus the deliveries held here."""
+        return self._call(self._pending)
+
+    def dead_letter_topic(self) -> AmqpTopic:
+        """The ``{name}.dead`` topic on the same broker, as a new instance the caller closes."""
+        if self._dead_queue is None:
+            raise ValueError(f"{self._name!r} is a dead-letter topic and has none of its own")
+        return AmqpTopic(
+            self._address,
+            self._dead_queue,
+            ca_file=self._ca_file,
+            visibility_timeout=self._visibility_timeout,
+            max_deliveries=self._max_deliveries,
+        )
+
+    async def _disconnect(self, grace: float = _TIMEOUT / 2) -> None:
+        """Forget the connection, its channels and its leases (the broker requeues those);
+        give a graceful close ``grace`` s (a dead connection never answers)."""
+        self._drop_leases()
+        connection, self._connection = self._connection, None
+        self._publisher = self._receiver = self._queue = None
+        if connection is not None and not connection.is_closed:
+            with contextlib.suppress(*_ERRORS):
+                await asyncio.wait_for(connection.close(), grace)
+
+    def close(self) -> None:
+        """Close the connection; the broker requeues unsettled deliveries at once."""
+        if not self._closed:
+            self._call(self._disconnect)
+            self._closed = True
+
+
+def _failures(message: AbstractIncomingMessage) -> int:
+    value = (message.headers or {}).get(FAILURES, 0)
+    return int(value) if isinstance(value, (int, str)) else 0
+
+
+def _reason(message: AbstractIncomingMessage) -> str:
+    value = (message.headers or {}).get(REASON, "")
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _message(body: bytes, message_id: str, *, failures: int, reason: str = "") -> aio_pika.Message:
+    headers: dict[str, Any] = {FAILURES: failures}
+    if reason:
+        headers[REASON] = reason
+    return aio_pika.Message(
+        body, message_id=message_id, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+    )

@@ -1,0 +1,503 @@
+"""Topics on NATS JetStream (nats-server 2.9 or later).
+
+URL: ``nats://[user:password@|token@]host[:port][?topic=NAME]``, ``tls://…`` for TLS
+(``&ca=/path/ca.pem`` adds a CA bundle). Topic names are letters, digits, ``-`` and ``_``,
+with ``.dead`` for a dead-letter topic.
+
+* Topic ``jobs`` and its dead letters ``jobs.dead`` share the stream ``ecs-detach-jobs``
+  (subjects ``ecs-detach.jobs`` and ``ecs-detach.jobs.dead``; file storage, work-queue
+  retention: an acked message is gone). Each topic has one durable pull consumer (``jobs``,
+  ``jobs-dead``) shared by all its instances: explicit acks, ``ack_wait`` = the visibility
+  timeout, no server-side delivery limit and no limit on unacked messages (delayed messages
+  wait as unacked). Stream and consumer are created if missing; opening a topic with another
+  visibility timeout updates the consumer's ``ack_wait`` for all of them.
+* A message carries headers: ``Ecs-Detach-Id`` (stable across requeues),
+  ``Ecs-Detach-Failures`` (failed deliveries of the message before this copy),
+  ``Ecs-Detach-Delay`` (s after its stream timestamp before it is due) and, in the dead-letter
+  subject, ``Ecs-Detach-Reason``. Deliveries = failures + the server's count for the copy.
+* JetStream cannot delay a publish. A delayed copy that is fetched early is nak'ed with the
+  remaining delay; once due it is republished without the delay and acked, never handed out.
+  So early fetches never count: a copy handed out is counted by the server from its first
+  delivery on. Due times compare this host's clock with the server's stream timestamp.
+* ``nack`` naks with the delay, so the server keeps the count; only the reason of the last
+  allowed delivery survives, as that ``nack`` moves the message to the dead letters itself.
+  A lease that expires too often moves it there on the next fetch.
+* ``requeue``, ``dead_letter`` and those moves publish the successor, then ack the old copy:
+  not atomic. A crash in between leaves the old copy to be redelivered; its successor is
+  published again with the same ``Nats-Msg-Id`` (derived from the old copy's sequence), which
+  the stream drops as a duplicate within its duplicate window (2 minutes by default), so a
+  duplicate continuation needs the crash plus a redelivery later than that.
+* JetStream accepts the ack of an expired lease without complaint, so leases are kept here:
+  a delivery settles only until its visibility timeout (less a margin) has passed since it
+  arrived, else ``StaleDelivery`` and nothing is sent. Each fetch uses its own reply inbox and
+  waits for the server's end-of-request status, so a message is never left in a closed inbox.
+* nats-py reconnects by itself (forever, once a second); acks and naks work across reconnects.
+  It upgrades to TLS only if the server's INFO asks for it: with ``tls://`` a server that does
+  not is refused, before any credential is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import secrets
+import ssl
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import SplitResult
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import api
+
+from handler.log import log_event
+
+from . import _loop
+from ._base import Delivery, TopicError
+from ._common import (
+    check_receive,
+    check_seconds,
+    check_topic,
+    is_dead_letter_topic,
+    no_dead_letter_topic,
+    stale,
+)
+from ._url import BrokerAddress, broker_address, query_options, scrub
+
+T = TypeVar("T")
+
+ID = "Ecs-Detach-Id"
+FAILURES = "Ecs-Detach-Failures"
+DELAY = "Ecs-Detach-Delay"
+REASON = "Ecs-Detach-Reason"
+_NAME = re.compile(r"[A-Za-z0-9_-]+(\.dead)?")
+_USAGE = "use nats://[user:password@]host[:port][?topic=NAME] or tls://…[&ca=/path/ca.pem]"
+_TIMEOUT = 10.0  # s for one broker operation
+_GRACE = 2.0  # s past a fetch's expiry to wait for the server's end-of-request status
+_LEASE_EXPIRED = "not settled within the visibility timeout"
+
+
+@dataclass
+class _Lease:
+    msg: Msg
+    deadline: float  # time.monotonic() after which the lease may be with another consumer
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class NatsTopic:
+    """One topic on NATS JetStream; safe to share between threads (all work runs on one loop)."""
+
+    def __init__(
+        self,
+        address: BrokerAddress,
+        name: str,
+        *,
+        ca_file: str | None = None,
+        visibility_timeout: float = 60.0,
+        max_deliveries: int = 5,
+    ) -> None:
+        check_topic(name, visibility_timeout, max_deliveries)
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"NATS topic names are letters, digits, - and _ (and .dead), got {name!r}")
+        self._address = address
+        self._ca_file = ca_file
+        self._name = name
+        self._visibility_timeout = float(visibility_timeout)
+        self._lease_span = visibility_timeout - min(1.0, visibility_timeout / 10)
+        self._max_deliveries = max_deliveries
+        base = name.removesuffix(".dead")
+        self._stream = f"ecs-detach-{base}"
+        self._stream_subjects = [f"ecs-detach.{base}", f"ecs-detach.{base}.dead"]
+        self._subject = f"ecs-detach.{name}"
+        self._dead_subject = None if is_dead_letter_topic(name) else f"ecs-detach.{name}.dead"
+        self._durable = name.replace(".", "-")
+        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{self._durable}"
+        self._client: Client | None = None
+        self._connecting = asyncio.Lock()  # binds to the shared loop at first use
+        self._leases: dict[str, _Lease] = {}
+        self._closed = False
+        self._call(self._connection())  # fail at open if the broker or the URL is wrong
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        parts: SplitResult,
+        *,
+        default_name: str,
+        visibility_timeout: float,
+        max_deliveries: int,
+    ) -> NatsTopic:
+        options = query_options(url, parts, ("topic", "ca"), _USAGE)
+        address = broker_address(url, parts, 4222, _USAGE)
+        if address.path:
+            raise TopicError(f"nats topic URL {address.safe_url} has a path: {_USAGE}")
+        if "ca" in options and parts.scheme != "tls":
+            raise TopicError(f"nats topic URL {address.safe_url}: ca= needs tls://")
+        return cls(
+            address,
+            options.get("topic", default_name),
+            ca_file=options.get("ca"),
+            visibility_timeout=visibility_timeout,
+            max_deliveries=max_deliveries,
+        )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"NatsTopic({self._address.safe_url!r}, name={self._name!r})"
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _call(self, coroutine: Coroutine[Any, Any, T], timeout: float = _TIMEOUT) -> T:
+        """Run ``coroutine`` on the shared loop; broker errors become ``TopicError``."""
+        if self._closed:
+            coroutine.close()
+            raise TopicError(f"topic {self._name!r} at {self._address.safe_url} is closed")
+        try:
+            return _loop.run(coroutine, timeout)
+        except (nats.errors.Error, OSError, asyncio.TimeoutError, TimeoutError) as exc:
+            detail = scrub(_describe(exc), self._address.password)
+            raise TopicError(f"nats topic {self._name!r} at {self._address.safe_url}: {detail}") from exc
+
+    async def _connection(self) -> Client:
+        """The connected client, connecting (and declaring stream and consumer) if needed."""
+        if self._client is not None and not self._client.is_closed:
+            return self._client
+        async with self._connecting:
+            if self._client is None or self._client.is_closed:
+                self._client = await self._connect()
+            return self._client
+
+    async def _connect(self) -> Client:
+        address = self._address
+        host = f"[{address.host}]" if ":" in address.host else address.host
+        token = address.username if address.password is None else None
+        user = None if token else address.username
+        client = Client()
+        tls = address.scheme == "tls"
+        try:
+            # The first connect fails at once (nats-py would retry it like a reconnect);
+            # once connected, the client reconnects forever.
+            await asyncio.wait_for(
+                client.connect(
+                    servers=[f"{address.scheme}://{host}:{address.port}"],
+                    user=self._over_tls(client, user) if tls and user else user,
+                    password=self._over_tls(client, address.password) if tls else address.password,
+                    token=self._over_tls(client, token) if tls and token else token,
+                    tls=ssl.create_default_context(cafile=self._ca_file) if tls else None,
+                    name="ecs-detach",
+                    connect_timeout=5,
+                    allow_reconnect=False,
+                    reconnect_time_wait=1,
+                    max_reconnect_attempts=-1,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                ),
+                _TIMEOUT,
+            )
+            if tls:
+                self._over_tls(client, "")()
+            client.options["allow_reconnect"] = True
+            await self._declare(client)
+        except BaseException:
+            with contextlib.suppress(Exception):  # closing a half-open client can hang
+                await asyncio.wait_for(client.close(), 1.0)
+            raise
+        return client
+
+    def _over_tls(self, client: Client, secret: str | None) -> Callable[[], str]:
+        """``secret``, handed to nats-py only once the connection is TLS.
+
+        nats-py upgrades to TLS only when the server's INFO asks for it, and would otherwise
+        go on in clear: a ``tls://`` URL refuses that, before any credential is sent.
+        """
+
+        def checked() -> str:
+            if not client._server_info.get("tls_required"):
+                raise TopicError(f"{self._address.safe_url}: the server does not offer TLS")
+            return secret or ""
+
+        return checked
+
+    async def _declare(self, client: Client) -> None:
+        js = client.jetstream()
+        try:
+            await js.stream_info(self._stream)
+        except nats.js.errors.NotFoundError:
+            await js.add_stream(
+                name=self._stream,
+                subjects=self._stream_subjects,
+                retention=api.RetentionPolicy.WORK_QUEUE,
+                storage=api.StorageType.FILE,
+            )
+        await js.add_consumer(
+            self._stream,
+            api.ConsumerConfig(
+                durable_name=self._durable,
+                filter_subject=self._subject,
+                deliver_policy=api.DeliverPolicy.ALL,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=self._visibility_timeout,
+                max_deliver=-1,
+                max_ack_pending=-1,
+            ),
+        )
+
+    async def _on_error(self, exc: Exception) -> None:
+        """Connection errors reach callers as ``TopicError``; this only keeps nats-py quiet."""
+
+    async def _on_disconnected(self) -> None:
+        log_event(
+            "topic.disconnected", level=logging.WARNING, topic=self._name, broker=self._address.safe_url
+        )
+
+    async def _on_reconnected(self) -> None:
+        log_event("topic.reconnected", topic=self._name, broker=self._address.safe_url)
+
+    async def _reply(self, msg: Msg, payload: bytes) -> None:
+        """Ack or nak ``msg`` and wait until the server has it."""
+        client = await self._connection()
+        await client.request(msg.reply, payload, timeout=_TIMEOUT)
+
+    async def _publish(
+        self,
+        subject: str,
+        body: bytes,
+        *,
+        message_id: str,
+        dedup_id: str,
+        failures: int = 0,
+        delay: float = 0.0,
+        reason: str = "",
+    ) -> None:
+        headers = {ID: message_id, FAILURES: str(failures), "Nats-Msg-Id": dedup_id}
+        if delay > 0:
+            headers[DELAY] = repr(delay)
+        if reason:
+            headers[REASON] = reason
+        client = await self._connection()
+        await client.jetstream().publish(subject, body, headers=headers, timeout=_TIMEOUT)
+
+    async def _replace(
+        self,
+        msg: Msg,
+        subject: str,
+        op: str,
+        *,
+        body: bytes | None = None,
+        failures: int = 0,
+        delay: float = 0.0,
+        reason: str = "",
+    ) -> None:
+        """Publish the successor of ``msg`` (deduplicated per old copy), then ack ``msg``."""
+        message_id = _message_id(msg)
+        await self._publish(
+            subject,
+            msg.data if body is None else body,
+            message_id=message_id,
+            dedup_id=f"{message_id}.{op}.{msg.metadata.sequence.stream}",
+            failures=failures,
+            delay=delay,
+            reason=reason,
+        )
+        await self._reply(msg, b"+ACK")
+
+    # --- the Topic interface ----------------------------------------------------------------
+
+    def publish(self, body: str, *, delay: float = 0.0) -> str:
+        """Publish ``body`` (stored when this returns); due after ``delay`` s."""
+        check_seconds("delay", delay)
+        message_id = uuid.uuid4().hex
+        coroutine = self._publish(
+            self._subject, body.encode(), message_id=message_id, dedup_id=message_id, delay=delay
+        )
+        self._call(coroutine)
+        return message_id
+
+    def receive(self, max_messages: int = 1, *, wait: float = 0.0) -> list[Delivery]:
+        """Lease up to ``max_messages`` due messages, waiting up to ``wait`` s for the first."""
+        check_receive(max_messages, wait)
+        return self._call(self._receive(max_messages, wait), wait + _GRACE + _TIMEOUT)
+
+    async def _receive(self, max_messages: int, wait: float) -> list[Delivery]:
+        deadline = time.monotonic() + wait
+        self._forget_expired_leases()
+        lingering = False
+        while True:
+            client = await self._connection()
+            remaining = deadline - time.monotonic()
+            # First take what is there at once; only then wait, for one message.
+            if lingering and remaining > 0:
+                msgs = await self._fetch(client, 1, remaining)
+            else:
+                msgs = await self._fetch(client, max_messages, 0.0)
+            deliveries: list[Delivery] = []
+            moved = False
+            for msg in msgs:
+                delivery = await self._accept(msg)
+                if delivery is None:
+                    moved = True
+                else:
+                    deliveries.append(delivery)
+            if deliveries:
+                return deliveries
+            if not moved:
+                if (lingering and time.monotonic() >= deadline) or wait <= 0:
+                    return []
+                lingering = True
+
+    async def _fetch(self, client: Client, batch: int, wait: float) -> list[Msg]:
+        """One pull request: at most ``batch`` messages, waiting up to ``wait`` s for them."""
+        inbox = client.new_inbox()
+        subscription = await client.subscribe(inbox)
+        request: dict[str, Any] = {"batch": batch}
+        if wait > 0:
+            request["expires"] = int(wait * 1e9)
+        else:
+            request["no_wait"] = True
+        try:
+            await client.publish(self._next, json.dumps(request).encode(), reply=inbox)
+            msgs: list[Msg] = []
+            end = time.monotonic() + wait + _GRACE
+            while len(msgs) < batch:
+                try:
+                    msg = await subscription.next_msg(timeout=max(end - time.monotonic(), 0.001))
+                except nats.errors.TimeoutError:
+                    break  # no end-of-request status: the connection dropped meanwhile
+                status = (msg.headers or {}).get("Status")
+                if status is None:
+                    msgs.append(msg)
+                elif status in ("404", "408"):
+                    break  # no (more) messages, or the request expired
+                elif status != "100":
+                    description = (msg.headers or {}).get("Description", "")
+                    raise TopicError(f"nats consumer {self._durable!r}: {status} {description}")
+            return msgs
+        finally:
+            await subscription.unsubscribe()
+
+    async def _accept(self, msg: Msg) -> Delivery | None:
+        """A delivery for ``msg``, or None after deferring, promoting or dead-lettering it."""
+        headers = msg.headers or {}
+        if DELAY in headers:
+            due = msg.metadata.timestamp.timestamp() + float(headers[DELAY])
+            remaining = due - time.time()
+            if remaining > 0:
+                await self._reply(msg, b'-NAK {"delay": %d}' % int(remaining * 1e9))
+            else:
+                failures = int(headers.get(FAILURES, "0"))
+                await self._replace(msg, self._subject, "due", failures=failures)
+            return None
+        deliveries = int(headers.get(FAILURES, "0")) + msg.metadata.num_delivered
+        if self._dead_subject is not None and deliveries > self._max_deliveries:
+            await self._replace(
+                msg, self._dead_subject, "dead", failures=deliveries - 1, reason=_LEASE_EXPIRED
+            )
+            return None
+        receipt = secrets.token_urlsafe(12)
+        self._leases[receipt] = _Lease(msg, time.monotonic() + self._lease_span)
+        return Delivery(_message_id(msg), msg.data.decode(), deliveries, receipt)
+
+    def _forget_expired_leases(self) -> None:
+        now = time.monotonic()
+        for receipt in [r for r, lease in self._leases.items() if lease.deadline <= now]:
+            del self._leases[receipt]
+
+    def _take(self, delivery: Delivery) -> Msg:
+        """The message of ``delivery`` if its lease is still ours (it ends the lease)."""
+        lease = self._leases.pop(delivery.receipt, None)
+        if lease is None or time.monotonic() >= lease.deadline:
+            raise stale(self._name, delivery.message_id)
+        return lease.msg
+
+    async def _ack(self, delivery: Delivery) -> None:
+        await self._reply(self._take(delivery), b"+ACK")
+
+    def ack(self, delivery: Delivery) -> None:
+        """Remove the message; raises ``StaleDelivery`` unless the lease is still ours."""
+        self._call(self._ack(delivery))
+
+    async def _nack(self, delivery: Delivery, delay: float, reason: str) -> None:
+        msg = self._take(delivery)
+        if self._dead_subject is not None and delivery.deliveries >= self._max_deliveries:
+            await self._replace(msg, self._dead_subject, "dead", failures=delivery.deliveries, reason=reason)
+        else:
+            await self._reply(msg, b'-NAK {"delay": %d}' % int(delay * 1e9))
+
+    def nack(self, delivery: Delivery, *, delay: float = 0.0, reason: str = "") -> None:
+        """Deliver again after ``delay`` s, counting this failure (the last one dead-letters)."""
+        check_seconds("delay", delay)
+        self._call(self._nack(delivery, delay, reason))
+
+    async def _requeue(self, delivery: Delivery, body: str, delay: float) -> None:
+        msg = self._take(delivery)
+        await self._replace(msg, self._subject, "requeue", body=body.encode(), delay=delay)
+
+    def requeue(self, delivery: Delivery, body: str, *, delay: float) -> None:
+        """Replace the message by ``body``, due after ``delay`` s, count restarted."""
+        check_seconds("delay", delay)
+        self._call(self._requeue(delivery, body, delay))
+
+    async def _dead_letter(self, delivery: Delivery, reason: str, subject: str) -> None:
+        msg = self._take(delivery)
+        await self._replace(msg, subject, "dead", failures=delivery.deliveries, reason=reason)
+
+    def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
+        """Move the message to ``{name}.dead`` now, body unchanged, with ``reason``."""
+        if self._dead_subject is None:
+            raise no_dead_letter_topic(self._name)
+        self._call(self._dead_letter(delivery, reason, self._dead_subject))
+
+    async def _pending(self) -> int:
+        client = await self._connection()
+        info = await client.jetstream().stream_info(self._stream, subjects_filter=self._subject)
+        return (info.state.subjects or {}).get(self._subject, 0)
+
+    def pending(self) -> int:
+        """Messages of this subject in the stream: unacked ones, delayed or leased included."""
+        return self._call(self._pending())
+
+    def dead_letter_topic(self) -> NatsTopic:
+        """The ``{name}.dead`` topic on the same server, as a new instance the caller closes."""
+        if self._dead_subject is None:
+            raise ValueError(f"{self._name!r} is a dead-letter topic and has none of its own")
+        return NatsTopic(
+            self._address,
+            self._name + ".dead",
+            ca_file=self._ca_file,
+            visibility_timeout=self._visibility_timeout,
+            max_deliveries=self._max_deliveries,
+        )
+
+    async def _close(self) -> None:
+        client, self._client = self._client, None
+        self._leases.clear()
+        if client is not None:
+            await client.close()
+
+    def close(self) -> None:
+        """Close the connection; unsettled deliveries come back after the visibility timeout."""
+        if not self._closed:
+            self._call(self._close())
+            self._closed = True
+
+
+def _message_id(msg: Msg) -> str:
+    return (msg.headers or {}).get(ID) or f"seq-{msg.metadata.sequence.stream}"
