@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from emulator import EmulatorConfig
+    from handler.cloud import Credentials
     from handler.entry.local import LocalStack
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
@@ -59,7 +60,17 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--seed", type=Path)
     up.add_argument("--job-duration", type=float)
     up.add_argument("--concurrency", type=int, default=2, help="poll worker threads")
+    up.add_argument("--topics", help="broker or database URL for the jobs and results topics")
     up.set_defaults(run=_up)
+
+    worker = commands.add_parser("worker", help="run the poll function (and the detach function) on topics")
+    worker.add_argument("--jobs", help="jobs topic URL (default: ECS_DETACH_JOBS_TOPIC)")
+    worker.add_argument("--results", help="results topic URL (default: ECS_DETACH_RESULTS_TOPIC)")
+    worker.add_argument("--requests", help="also consume detach requests from this topic URL")
+    worker.add_argument("--concurrency", type=int, default=4, help="threads per topic")
+    worker.add_argument("--host", default="127.0.0.1", help="address of /healthz and /metrics")
+    worker.add_argument("--health-port", type=int, default=8088)
+    worker.set_defaults(run=_worker)
 
     demo = commands.add_parser("demo", help="run one detach end to end on the embedded defaults")
     demo.add_argument("--event", type=Path, default=DEMO_EVENT, help="detach request to send")
@@ -122,6 +133,7 @@ def _up(args: argparse.Namespace) -> int:
     from handler.entry._console import show_events
     from handler.entry.local import LocalStack, StackOptions
     from handler.settings import Settings
+    from handler.topics._url import redact
 
     console = Console()
     config = _emulator_config(args.job_duration)
@@ -134,14 +146,24 @@ def _up(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
     )
     show_events(console)
-    with LocalStack(Settings(), options) as stack:
+    settings = Settings()
+    if args.topics:
+        from handler.topics import topic_url
+
+        settings = settings.model_copy(
+            update={
+                "jobs_topic": topic_url(args.topics, "jobs"),
+                "results_topic": topic_url(args.topics, "results"),
+            }
+        )
+    with LocalStack(settings, options) as stack:
         if stack.emulator is not None and stack.emulator_url:
             console.print(f"ECS emulator      {stack.emulator_url}")
             for line in stack.emulator.describe_credentials():
                 console.print(f"  accepts {line}")
         console.print(f"webhook endpoint  {stack.webhook_url}/  (POST a detach request)")
-        console.print(f"jobs topic        {stack.settings.jobs_topic}")
-        console.print(f"results topic     {stack.settings.results_topic}")
+        console.print(f"jobs topic        {redact(stack.settings.jobs_topic)}")
+        console.print(f"results topic     {redact(stack.settings.results_topic)}")
         console.print("Ctrl-C to stop")
         _wait_for_signal()
     return EXIT_OK
@@ -292,6 +314,60 @@ def _follow(stack: LocalStack, job_ids: list[str], timeout: float, console: Cons
     return all_ok and not waiting
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from handler.entry.runtime import ConfigError, build_runtime
+    from handler.entry.service import WorkerService
+    from handler.log import configure, log_event
+    from handler.settings import CloudCredentials, Settings
+    from handler.topics import open_topic
+
+    settings = Settings()
+    update = {"jobs_topic": args.jobs, "results_topic": args.results}
+    settings = settings.model_copy(update={k: v for k, v in update.items() if v})
+    configure(settings.log_level)
+    credentials = CloudCredentials().credentials()
+    endpoint = settings.ecs_url()
+    if credentials is None and endpoint is not None and _is_loopback(endpoint):
+        credentials = _demo_credentials()
+    if credentials is None:
+        raise ConfigError("set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK")
+    runtime = build_runtime(settings, credentials)
+    requests = None
+    if args.requests:
+        requests = open_topic(
+            args.requests,
+            default_name="requests",
+            visibility_timeout=settings.visibility_timeout_s,
+            max_deliveries=settings.max_deliveries,
+        )
+    service = WorkerService(
+        runtime, concurrency=args.concurrency, requests=requests, host=args.host, health_port=args.health_port
+    )
+    service.start()
+    log_event("worker.started", health=service.url, concurrency=args.concurrency, requests=bool(requests))
+    try:
+        _wait_for_signal()
+    finally:
+        log_event("worker.draining")
+        service.stop()
+        runtime.close()
+        if requests is not None:
+            requests.close()
+        log_event("worker.stopped")
+    return EXIT_OK
+
+
+def _demo_credentials() -> Credentials:
+    from emulator import DEMO_CREDENTIAL
+    from handler.cloud import Credentials
+
+    return Credentials(
+        access_key=DEMO_CREDENTIAL.access_key,
+        secret_key=SecretStr(DEMO_CREDENTIAL.secret_key),
+        project_id=DEMO_CREDENTIAL.project_id,
+    )
+
+
 class _Inbox:
     """A publisher that keeps messages in memory (the one-off CLI has no topics)."""
 
@@ -314,8 +390,7 @@ def _is_loopback(url: str) -> bool:
 def _detach(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from emulator import DEMO_CREDENTIAL
-    from handler.cloud import Credentials, EcsClient
+    from handler.cloud import EcsClient
     from handler.core.models import DetachRequest, Outcome
     from handler.detach import DetachFunction, DetachStatus
     from handler.entry._console import show_events
@@ -342,11 +417,7 @@ def _detach(args: argparse.Namespace) -> int:
     if credentials is None:
         if endpoint is None or not _is_loopback(endpoint):
             raise ValueError("set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK to call a real cloud")
-        credentials = Credentials(
-            access_key=DEMO_CREDENTIAL.access_key,
-            secret_key=SecretStr(DEMO_CREDENTIAL.secret_key),
-            project_id=DEMO_CREDENTIAL.project_id,
-        )
+        credentials = _demo_credentials()
     if endpoint is None:
         raise ValueError("no endpoint: pass --endpoint or set ECS_DETACH_REGION")
     ecs = EcsClient(endpoint, credentials)

@@ -1,46 +1,87 @@
-"""Long-running consumers: the poll function on the jobs topic, for containers, VMs and `up`.
+"""Long-running consumers, for containers, VMs and `up`: the poll function on the jobs topic and
+the detach function on a requests topic.
 
-A delivery is acknowledged only after its work is handed on (the result published, or the
-continuation requeued); an exception nacks it, so it comes back and, after the topic's
-``max_deliveries``, lands in the dead-letter topic. A message that can never be processed
-(not a valid event) goes to the dead-letter topic at once, with the reason.
+A delivery is acknowledged only after its work is handed on (the result published, the job
+accepted, or the continuation requeued); an exception nacks it, so it comes back and, after the
+topic's ``max_deliveries``, lands in the dead-letter topic. A message that can never be
+processed (not a valid event) goes to the dead-letter topic at once, with the reason. Each
+handler says what it did (``continued``, ``succeeded``, ``accepted``, ``dead_letter``…), which
+the worker counts.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from typing import Protocol
 
+from handler.batch import process
 from handler.core.validation import InvalidInput
 from handler.entry.runtime import Runtime
 from handler.log import log_event
-from handler.sources import parse_accepted
+from handler.sources import parse_accepted, parse_message
 from handler.topics import Delivery, StaleDelivery, Topic, TopicError
 
-Handle = Callable[[Delivery], None]
+Handle = Callable[[Delivery], str]
+DEAD_LETTER = "dead_letter"
+
+
+def _dead_letter(topic: Topic, delivery: Delivery, reason: str) -> str:
+    topic.dead_letter(delivery, reason=reason)
+    log_event("worker.dead_letter", level=logging.ERROR, message_id=delivery.message_id, reason=reason)
+    return DEAD_LETTER
 
 
 def poll_job(runtime: Runtime) -> Handle:
     """Handle one delivery of the jobs topic: poll once, then finish or come back later."""
 
-    def handle(delivery: Delivery) -> None:
+    def handle(delivery: Delivery) -> str:
         try:
             event = parse_accepted(delivery.body)
         except InvalidInput as error:
-            runtime.jobs.dead_letter(delivery, reason=str(error))
-            log_event(
-                "worker.dead_letter", level=logging.ERROR, message_id=delivery.message_id, reason=str(error)
-            )
-            return
+            return _dead_letter(runtime.jobs, delivery, str(error))
         outcome = runtime.poll(event.data)
-        if outcome.next is None:
+        if outcome.result is not None:
             runtime.jobs.ack(delivery)
-            return
+            return outcome.result.outcome.value
         continuation = event.model_copy(update={"data": outcome.next})
         runtime.jobs.requeue(delivery, continuation.model_dump_json(), delay=outcome.delay_s)
+        return "continued"
 
     return handle
+
+
+def detach_request(runtime: Runtime, requests: Topic) -> Handle:
+    """Handle one delivery of a requests topic (a detach request or a CloudEvent per message).
+
+    Records that must be retried (server busy, throttled) bring the message back after their
+    delay without counting as a failure; records already accepted meet ``Ecs.0603``/``Ecs.0111``
+    the second time, so nothing is detached twice. A message with no valid record is
+    dead-lettered with the reasons.
+    """
+
+    def handle(delivery: Delivery) -> str:
+        report = process(parse_message(delivery.body, source="requests"), runtime.detach)
+        if report.retry_after_s is not None:
+            requests.requeue(delivery, delivery.body, delay=report.retry_after_s)
+            return "retry"
+        if report.http_status() == 422 or not report.records:
+            reasons = "; ".join(f"{r.ref}: {r.detail}" for r in report.records) or "no record"
+            return _dead_letter(requests, delivery, reasons)
+        requests.ack(delivery)
+        return "accepted" if report.count("accepted") else "settled"
+
+    return handle
+
+
+class Observer(Protocol):
+    """What a worker reports as it goes (``handler.entry.metrics.WorkerMetrics`` counts it)."""
+
+    def received(self, topic: str, delivery: Delivery) -> None: ...
+    def handled(self, topic: str, what: str, seconds: float) -> None: ...
+    def failed(self, topic: str) -> None: ...
 
 
 class Worker:
@@ -54,9 +95,12 @@ class Worker:
         concurrency: int = 1,
         wait_s: float = 0.5,
         retry_delay_s: float = 5.0,
+        observer: Observer | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        self._observer = observer
+        self.last_receive_ok = time.monotonic()  # for health checks: is the broker answering?
         self._topic = topic
         self._handle = handle
         self._wait_s = wait_s
@@ -78,6 +122,10 @@ class Worker:
         for thread in self._threads:
             thread.join(timeout)
 
+    @property
+    def alive(self) -> bool:
+        return all(thread.is_alive() for thread in self._threads)
+
     def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
@@ -88,15 +136,24 @@ class Worker:
                 )
                 self._stopping.wait(self._retry_delay_s)
                 continue
+            self.last_receive_ok = time.monotonic()
             for delivery in deliveries:
                 self._handle_one(delivery)
 
     def _handle_one(self, delivery: Delivery) -> None:
+        name = self._topic.name
+        if self._observer:
+            self._observer.received(name, delivery)
+        started = time.monotonic()
         try:
-            self._handle(delivery)
+            what = self._handle(delivery)
+            if self._observer:
+                self._observer.handled(name, what, time.monotonic() - started)
         except StaleDelivery:
             log_event("worker.lease_lost", level=logging.WARNING, message_id=delivery.message_id)
         except Exception as error:
+            if self._observer:
+                self._observer.failed(name)
             log_event(
                 "worker.failed",
                 level=logging.ERROR,

@@ -7,15 +7,27 @@ only its own extra installed (``redis``, ``nats``, ``rabbitmq``).
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from ._base import Delivery, StaleDelivery, Topic, TopicError
 from ._url import redact as _redact
 from .sqlite import SqliteTopic
 
-__all__ = ["Delivery", "SqliteTopic", "StaleDelivery", "Topic", "TopicError", "open_topic"]
+__all__ = ["Delivery", "SqliteTopic", "StaleDelivery", "Topic", "TopicError", "open_topic", "topic_url"]
 
 SUPPORTED_SCHEMES = ("sqlite", "redis", "rediss", "nats", "tls", "amqp", "amqps")
+
+
+def topic_url(base: str, name: str) -> str:
+    """``base`` (a broker or database URL) naming the topic ``name``: ``…?topic=name``, or
+    ``…?topic=PREFIX-name`` when ``base`` already names a topic ``PREFIX`` (one namespace per
+    environment on a shared broker)."""
+    parts = urlsplit(base)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((v for k, v in pairs if k == "topic" and v), None)
+    query = [(k, v) for k, v in pairs if k != "topic"]
+    topic = f"{prefix}-{name}" if prefix else name
+    return urlunsplit(parts._replace(query=urlencode([*query, ("topic", topic)])))
 
 
 def open_topic(
