@@ -14,15 +14,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from handler.cloud import CloudName, Credentials, endpoint
 from handler.core.polling import PollSchedule
+from handler.security import DEFAULT_SMN_CERT_HOSTS, WebhookAuthConfig
 from handler.sources.alertmanager import LabelNames
 
 DEFAULT_TOPICS_DB = "sqlite:///.ecs-detach/topics.db"
-SMN_HOSTS = [
-    "smn.*.myhuaweicloud.com",
-    "smn.*.myhuaweicloud.eu",
-    "smn.*.otc.t-systems.com",
-    "smn.*.prod-cloud-ocb.orange-business.com",
-]
 
 
 class CloudCredentials(BaseSettings):
@@ -75,9 +70,19 @@ class Settings(BaseSettings):
     )
     ticket_mappings: Path | None = Field(default=None, description="JSON file of extra ticket mappings")
     smn_confirm_hosts: list[str] = Field(
-        default_factory=lambda: list(SMN_HOSTS),
+        default_factory=lambda: list(DEFAULT_SMN_CERT_HOSTS),
         description="Hosts (patterns) whose SMN subscribe_url may be fetched to confirm (JSON list)",
     )
+    # Webhook authentication (handler/security): every list takes several secrets, for rotation.
+    webhook_auth_disabled: bool = Field(default=False, description="Accept unauthenticated webhooks")
+    webhook_bearer_tokens: list[SecretStr] = Field(default_factory=list)
+    webhook_basic_credentials: list[SecretStr] = Field(default_factory=list)
+    webhook_hmac_secrets: list[SecretStr] = Field(default_factory=list)
+    webhook_standard_secrets: list[SecretStr] = Field(default_factory=list)
+    webhook_hmac_require_timestamp: bool = False
+    webhook_replay_window_s: int = Field(default=300, gt=0, le=86400)
+    webhook_verify_smn: bool = True
+    smn_cert_hosts: list[str] = Field(default_factory=lambda: list(DEFAULT_SMN_CERT_HOSTS))
 
     @model_validator(mode="after")
     def _delays_ordered(self) -> Settings:
@@ -90,6 +95,19 @@ class Settings(BaseSettings):
             factor=self.poll_factor,
             min_delay_s=self.min_poll_delay_s,
             max_delay_s=self.max_poll_delay_s,
+        )
+
+    def webhook_auth(self) -> WebhookAuthConfig:
+        return WebhookAuthConfig(
+            disabled=self.webhook_auth_disabled,
+            bearer_tokens=self.webhook_bearer_tokens,
+            basic_credentials=self.webhook_basic_credentials,
+            hmac_secrets=self.webhook_hmac_secrets,
+            standard_webhooks_secrets=self.webhook_standard_secrets,
+            hmac_require_timestamp=self.webhook_hmac_require_timestamp,
+            replay_window_s=self.webhook_replay_window_s,
+            smn_cert_hosts=self.smn_cert_hosts,
+            verify_smn=self.webhook_verify_smn,
         )
 
     def ecs_url(self) -> str | None:

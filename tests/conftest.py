@@ -17,6 +17,8 @@ from handler.entry._serve import BackgroundServer
 from handler.entry.runtime import Runtime, build_runtime
 from handler.settings import Settings
 
+WEBHOOK_TOKEN = "test-webhook-token-0123456789"
+AUTH = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
 DEMO_CREDENTIALS = Credentials(
     access_key=DEMO_CREDENTIAL.access_key,
     secret_key=SecretStr(DEMO_CREDENTIAL.secret_key),
@@ -53,6 +55,7 @@ def fast_settings(tmp_path: Path, endpoint: str, **overrides: Any) -> Settings:
         "min_poll_delay_s": 0.1,
         "max_poll_delay_s": 0.3,
         "visibility_timeout_s": 5.0,
+        "webhook_bearer_tokens": [WEBHOOK_TOKEN],
         **overrides,
     }
     return Settings(**values)

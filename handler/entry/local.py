@@ -18,6 +18,7 @@ from handler.entry._serve import BackgroundServer
 from handler.entry.http import create_app as create_http_app
 from handler.entry.runtime import ConfigError, Runtime, build_runtime
 from handler.entry.worker import Worker, poll_job
+from handler.security import generate_local_secret
 from handler.settings import CloudCredentials, Settings
 
 
@@ -29,6 +30,7 @@ class StackOptions:
     seed: Path | None = None
     emulator_config: EmulatorConfig = field(default_factory=EmulatorConfig)
     concurrency: int = 2
+    token_file: Path | None = None  # where a generated webhook token is written for other programs
 
 
 class LocalStack:
@@ -38,6 +40,7 @@ class LocalStack:
         self.emulator: EcsBackend | None = None
         self.emulator_url: str | None = None
         self.webhook_url = ""
+        self.webhook_token: str | None = None
         self._servers: list[BackgroundServer] = []
         self._worker: Worker | None = None
         self._runtime: Runtime | None = None
@@ -51,6 +54,7 @@ class LocalStack:
     def start(self) -> LocalStack:
         try:
             settings, credentials = self._cloud()
+            settings = self._local_webhook_secret(settings)
             self._runtime = build_runtime(settings, credentials)
             app = create_http_app(self._runtime.router, max_body_bytes=settings.max_body_bytes)
             http = self._serve(app, self.options.http_port)
@@ -96,6 +100,21 @@ class LocalStack:
             security_token=SecretStr(accepted.security_token) if accepted.security_token else None,
         )
         return self.settings.model_copy(update={"ecs_endpoint": server.url}), credentials
+
+    def _local_webhook_secret(self, settings: Settings) -> Settings:
+        """With no webhook authentication configured, a generated bearer token (secure by
+        default, also on a laptop): kept in ``webhook_token`` and, for other programs, in
+        ``token_file`` (mode 0600). Never printed."""
+        auth = settings.webhook_auth()
+        configured = auth.bearer_tokens or auth.basic_credentials or auth.hmac_secrets
+        if auth.disabled or configured or auth.standard_webhooks_secrets:
+            return settings
+        self.webhook_token = generate_local_secret()
+        if self.options.token_file is not None:
+            self.options.token_file.parent.mkdir(parents=True, exist_ok=True)
+            self.options.token_file.touch(mode=0o600)
+            self.options.token_file.write_text(self.webhook_token + "\n")
+        return settings.model_copy(update={"webhook_bearer_tokens": [SecretStr(self.webhook_token)]})
 
     def _serve(self, app: object, port: int) -> BackgroundServer:
         server = BackgroundServer(app, host=self.options.host, port=port).start()

@@ -40,6 +40,7 @@ class Runtime:
         # Imported here so that a cold start of a queue-triggered function skips the adapters.
         from handler.entry._smn import SubscriptionConfirmer  # noqa: PLC0415
         from handler.entry.webhooks import WebhookRouter  # noqa: PLC0415
+        from handler.security import WebhookAuthenticator  # noqa: PLC0415
         from handler.sources import MappingError, load_mappings  # noqa: PLC0415
 
         try:
@@ -48,6 +49,7 @@ class Runtime:
             raise ConfigError(f"ECS_DETACH_TICKET_MAPPINGS: {error}") from None
         return WebhookRouter(
             self.detach,
+            authenticator=WebhookAuthenticator(self.settings.webhook_auth()),
             labels=self.settings.alert_labels,
             mappings=mappings,
             max_body_bytes=self.settings.max_body_bytes,

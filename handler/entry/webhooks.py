@@ -7,9 +7,10 @@ and FunctionGraph's APIG trigger all adapt to it, so every way in behaves the sa
 - ``POST /``: a detach request (JSON) or a CloudEvent (binary or structured mode);
 - ``POST /alertmanager``, ``POST /grafana``, ``POST /smn``, ``POST /tickets/{mapping}``.
 
+Every request is authenticated on its raw bytes before anything parses it (401 otherwise).
 Answers: the per-record report (202 if anything was accepted, 200 if there was nothing to do,
 409 if the cloud refused all, 503 with ``Retry-After`` if something must be retried), or an
-RFC 9457 problem document: 400 malformed, 404 unknown route or mapping, 405 wrong method,
+RFC 9457 problem document: 400 malformed, 401 unauthenticated, 404 unknown route or mapping, 405 wrong method,
 413 too large, 415 unsupported content type, 422 invalid (every record, with field paths).
 """
 
@@ -25,6 +26,7 @@ from handler.core.validation import InvalidInput, MalformedInput
 from handler.detach import DetachFunction
 from handler.entry._problems import invalid_problem, problem
 from handler.entry._smn import ConfirmationFailed
+from handler.security import Unauthenticated, WebhookAuthenticator
 from handler.sources import (
     LabelNames,
     TicketMapping,
@@ -86,12 +88,14 @@ class WebhookRouter:
         self,
         detach: DetachFunction,
         *,
+        authenticator: WebhookAuthenticator,
         labels: LabelNames,
         mappings: Mapping[str, TicketMapping],
         max_body_bytes: int,
         confirm_subscription: Callable[[str], None],
     ) -> None:
         self._detach = detach
+        self._authenticator = authenticator
         self._labels = labels
         self._mappings = mappings
         self._max_body_bytes = max_body_bytes
@@ -99,7 +103,9 @@ class WebhookRouter:
 
     def handle(self, request: Incoming) -> WebResponse:
         path = request.path.rstrip("/") or "/"
-        refused = self._refuse(request, path)
+        refused = (
+            self._refuse(request, path) or self._unauthenticated(request, path) or _unsupported(request, path)
+        )
         if refused is not None:
             return refused
         try:
@@ -112,7 +118,7 @@ class WebhookRouter:
         return _answer(process(parsed, self._detach))
 
     def _refuse(self, request: Incoming, path: str) -> WebResponse | None:
-        """The answer for a request that cannot be read at all: route, method, size, type."""
+        """The answer for a request that cannot be taken at all: route, mapping, method, size."""
         if path not in _ROUTES and not path.startswith(_TICKETS):
             known = f"{', '.join(_ROUTES)} or {_TICKETS}{{mapping}}"
             return _problem(404, "Not Found", f"no route {path}; POST to {known}")
@@ -125,10 +131,14 @@ class WebhookRouter:
             return _problem(405, "Method Not Allowed", f"{path} accepts POST only")
         if len(request.body) > self._max_body_bytes:
             return _problem(413, "Content Too Large", f"body over {self._max_body_bytes} bytes")
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if path != "/smn" and content_type not in _JSON_TYPES and not content_type.endswith("+json"):
-            detail = f"expected application/json, got {content_type or 'none'}"
-            return _problem(415, "Unsupported Media Type", detail)
+        return None
+
+    def _unauthenticated(self, request: Incoming, path: str) -> WebResponse | None:
+        """Checked on the raw bytes, before anything parses them."""
+        try:
+            self._authenticator.check(path, request.headers, request.body)
+        except Unauthenticated as refused:
+            return _problem(401, "Unauthorized", refused.reason)
         return None
 
     def _confirm_subscription(self, source: str, url: str) -> WebResponse:
@@ -152,6 +162,14 @@ class WebhookRouter:
         if "ce-specversion" in request.headers or "cloudevents" in request.headers.get("content-type", ""):
             return parse_cloudevent_http(request.headers, request.body)
         return parse_plain(request.body)
+
+
+def _unsupported(request: Incoming, path: str) -> WebResponse | None:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if path != "/smn" and content_type not in _JSON_TYPES and not content_type.endswith("+json"):
+        detail = f"expected application/json, got {content_type or 'none'}"
+        return _problem(415, "Unsupported Media Type", detail)
+    return None
 
 
 def _answer(report: BatchReport) -> WebResponse:

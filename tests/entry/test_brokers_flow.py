@@ -72,7 +72,12 @@ def test_up_runs_the_flow_on_a_broker(tmp_path: Path, namespace: tuple[str, str]
         except AssertionError:
             stack.kill()
             raise AssertionError(stack.communicate()[0]) from None
-        answer = httpx.post(f"http://127.0.0.1:{port}/", json={"server_id": WEB1, "volume_id": WEB1_DATA})
+        token = (tmp_path / ".ecs-detach" / "webhook-token").read_text().strip()
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/",
+            json={"server_id": WEB1, "volume_id": WEB1_DATA},
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert answer.status_code == 202, answer.text
         result = _result(results)
         assert result.outcome.value == "succeeded"

@@ -119,7 +119,17 @@ def test_up_serves_the_webhook_until_sigterm(tmp_path: Path, background: list[su
     )
     background.append(process)
     _wait_for_http(f"http://127.0.0.1:{port}/healthz")
-    answer = httpx.post(f"http://127.0.0.1:{port}/", json={"server_id": WEB1, "volume_id": WEB1_DATA})
+    token = (tmp_path / ".ecs-detach" / "webhook-token").read_text().strip()
+    assert (tmp_path / ".ecs-detach" / "webhook-token").stat().st_mode & 0o077 == 0  # owner only
+    unauthenticated = httpx.post(
+        f"http://127.0.0.1:{port}/", json={"server_id": WEB1, "volume_id": WEB1_DATA}
+    )
+    assert unauthenticated.status_code == 401
+    answer = httpx.post(
+        f"http://127.0.0.1:{port}/",
+        json={"server_id": WEB1, "volume_id": WEB1_DATA},
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert answer.status_code == 202, answer.text
 
     results = SqliteTopic(tmp_path / ".ecs-detach" / "topics.db", "results")

@@ -32,6 +32,7 @@ def test_functions_framework_target(tmp_path: Path, emulator: Emulator) -> None:
         "ECS_DETACH_ECS_ENDPOINT": emulator.url,
         "ECS_DETACH_JOBS_TOPIC": f"{db}?topic=jobs",
         "ECS_DETACH_RESULTS_TOPIC": f"{db}?topic=results",
+        "ECS_DETACH_WEBHOOK_BEARER_TOKENS": json.dumps(["old-token", "new-token"]),
         "HUAWEICLOUD_SDK_AK": DEMO_CREDENTIAL.access_key,
         "HUAWEICLOUD_SDK_SK": DEMO_CREDENTIAL.secret_key,
         "HUAWEICLOUD_SDK_PROJECT_ID": DEMO_CREDENTIAL.project_id,
@@ -66,10 +67,15 @@ def test_functions_framework_target(tmp_path: Path, emulator: Emulator) -> None:
                 assert time.monotonic() < deadline, "functions-framework did not start"
                 time.sleep(0.2)
         alert = json.loads((ROOT / "events" / "alertmanager-firing.json").read_text())
-        answer = httpx.post(f"{url}/alertmanager", json=alert, timeout=10)
+        refused = httpx.post(f"{url}/alertmanager", json=alert, timeout=10)
+        assert refused.status_code == 401
+        auth = {"Authorization": "Bearer new-token"}
+        answer = httpx.post(f"{url}/alertmanager", json=alert, headers=auth, timeout=10)
         assert answer.status_code == 202, answer.text
         assert answer.json()["records"][0]["status"] == "accepted"
-        bad = httpx.post(f"{url}/", content=b"{", headers={"Content-Type": "application/json"}, timeout=10)
+        bad = httpx.post(
+            f"{url}/", content=b"{", headers={"Content-Type": "application/json", **auth}, timeout=10
+        )
         assert bad.status_code == 400
         assert bad.headers["content-type"].startswith("application/problem+json")
     finally:

@@ -79,8 +79,16 @@ def _settings(tmp_path: Path, **extra: Any) -> Settings:
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[LocalStack]:
     options = StackOptions(http_port=0, emulator_config=EmulatorConfig(job_init_s=0.05, job_duration_s=0.3))
-    with LocalStack(_settings(tmp_path, smn_confirm_hosts=["127.0.0.1"]), options) as running:
+    # The samples' SMN signatures are placeholders: SMN messages are authenticated by the
+    # generated bearer token here; signed SMN messages are tested against the emulator's SMN.
+    settings = _settings(tmp_path, smn_confirm_hosts=["127.0.0.1"], webhook_verify_smn=False)
+    with LocalStack(settings, options) as running:
         yield running
+
+
+def _auth(stack: LocalStack) -> dict[str, str]:
+    assert stack.webhook_token, "the local stack generates a webhook token when none is configured"
+    return {"Authorization": f"Bearer {stack.webhook_token}"}
 
 
 def _results(stack: LocalStack, job_ids: list[str], timeout: float = 20.0) -> dict[str, DetachResult]:
@@ -116,7 +124,7 @@ def test_webhook_sample(stack: LocalStack, sample: str, route: str, status: int,
     answer = httpx.post(
         f"{stack.webhook_url}{route}",
         content=json.dumps(request["body"]).encode(),
-        headers={"Content-Type": "application/json", **request["headers"]},
+        headers={"Content-Type": "application/json", **_auth(stack), **request["headers"]},
         timeout=30,
     )
     assert answer.status_code == status, answer.text
@@ -129,6 +137,7 @@ def function(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     monkeypatch.setenv("ECS_DETACH_ECS_ENDPOINT", stack.emulator_url or "")
     monkeypatch.setenv("ECS_DETACH_JOBS_TOPIC", stack.settings.jobs_topic)
     monkeypatch.setenv("ECS_DETACH_RESULTS_TOPIC", stack.settings.results_topic)
+    monkeypatch.setenv("ECS_DETACH_WEBHOOK_BEARER_TOKENS", json.dumps([stack.webhook_token]))
     monkeypatch.setattr(functiongraph, "_runtime", None)
     yield
     if functiongraph._runtime is not None:
@@ -146,7 +155,10 @@ def test_trigger_sample(stack: LocalStack, sample: str, statuses: list[str]) -> 
 
 @pytest.mark.usefixtures("function")
 def test_apig_sample_answers_in_the_apig_shape(stack: LocalStack) -> None:
-    reply = functiongraph.handler(json.loads((EVENTS / "fg-apig.json").read_text()), DemoContext())
+    event = json.loads((EVENTS / "fg-apig.json").read_text())
+    assert functiongraph.handler(event, DemoContext())["statusCode"] == 401  # APIG passes headers on
+    event["headers"]["authorization"] = _auth(stack)["Authorization"]
+    reply = functiongraph.handler(event, DemoContext())
     assert reply["statusCode"] == 202
     assert reply["isBase64Encoded"] is False
     assert reply["headers"]["Content-Type"] == "application/json"
@@ -172,7 +184,7 @@ def test_smn_subscription_is_confirmed_on_an_allowed_host(stack: LocalStack) -> 
     try:
         body = json.loads((EVENTS / "smn-subscription-confirmation.json").read_text())
         body["subscribe_url"] = f"http://127.0.0.1:{server.server_port}/smn/subscription/confirm?token=t1"
-        answer = httpx.post(f"{stack.webhook_url}/smn", json=body, timeout=10)
+        answer = httpx.post(f"{stack.webhook_url}/smn", json=body, headers=_auth(stack), timeout=10)
         assert answer.status_code == 200, answer.text
         assert answer.json()["confirmed"] is True
         assert _SmnConfirmations.seen == ["/smn/subscription/confirm?token=t1"]
@@ -183,7 +195,7 @@ def test_smn_subscription_is_confirmed_on_an_allowed_host(stack: LocalStack) -> 
 def test_smn_subscription_on_another_host_is_refused_without_fetching(stack: LocalStack) -> None:
     body = json.loads((EVENTS / "smn-subscription-confirmation.json").read_text())
     body["subscribe_url"] = "http://169.254.169.254/latest/meta-data"  # never fetched
-    answer = httpx.post(f"{stack.webhook_url}/smn", json=body, timeout=10)
+    answer = httpx.post(f"{stack.webhook_url}/smn", json=body, headers=_auth(stack), timeout=10)
     assert answer.status_code == 422
     assert answer.json()["errors"][0]["field"] == "subscribe_url"
 
@@ -193,7 +205,7 @@ def test_smn_subscription_on_another_host_is_refused_without_fetching(stack: Loc
     [("GET", "/alertmanager", 405), ("POST", "/nowhere", 404), ("POST", "/tickets/unknown", 404)],
 )
 def test_routes_methods_and_mappings(stack: LocalStack, method: str, path: str, status: int) -> None:
-    answer = httpx.request(method, f"{stack.webhook_url}{path}", json={}, timeout=10)
+    answer = httpx.request(method, f"{stack.webhook_url}{path}", json={}, headers=_auth(stack), timeout=10)
     assert answer.status_code == status
     assert answer.headers["content-type"] == "application/problem+json"
     if status == 405:
@@ -203,7 +215,7 @@ def test_routes_methods_and_mappings(stack: LocalStack, method: str, path: str, 
 def test_an_all_bad_batch_says_so(stack: LocalStack) -> None:
     alerts = json.loads((EVENTS / "alertmanager-batch-one-bad.json").read_text())
     alerts["alerts"] = [alerts["alerts"][2]] * 2  # only the alert without a server label, twice
-    answer = httpx.post(f"{stack.webhook_url}/alertmanager", json=alerts, timeout=10)
+    answer = httpx.post(f"{stack.webhook_url}/alertmanager", json=alerts, headers=_auth(stack), timeout=10)
     assert answer.status_code == 422
     problem = answer.json()
     assert problem["title"] == "No valid detach request"
@@ -239,12 +251,26 @@ def test_a_user_mapping_file_adds_a_ticket_system(tmp_path: Path) -> None:
                 "custom": {"server": "1b3c5e7f-0000-4000-8000-00000000a002", "disk": "vdb"},
             }
         }
-        answer = httpx.post(f"{running.webhook_url}/tickets/desk", json=ticket, timeout=10)
+        answer = httpx.post(
+            f"{running.webhook_url}/tickets/desk", json=ticket, headers=_auth(running), timeout=10
+        )
         assert answer.status_code == 202, answer.text
         (record,) = answer.json()["records"]
         assert record["volume_id"] == "2c4d6e8f-0000-4000-8000-00000000b002"  # resolved from vdb
         _assert_report(answer.json(), ["accepted"], running)
         pending = httpx.post(
-            f"{running.webhook_url}/tickets/desk", json={"ticket": {**ticket["ticket"], "state": "new"}}
+            f"{running.webhook_url}/tickets/desk",
+            json={"ticket": {**ticket["ticket"], "state": "new"}},
+            headers=_auth(running),
         )
         assert pending.json()["records"][0]["status"] == "ignored"
+
+
+def test_unauthenticated_webhooks_are_refused_before_any_cloud_call(stack: LocalStack) -> None:
+    alert = json.loads((EVENTS / "alertmanager-firing.json").read_text())
+    for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": "Basic dTpw"}):
+        answer = httpx.post(f"{stack.webhook_url}/alertmanager", json=alert, headers=headers, timeout=10)
+        assert answer.status_code == 401, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+    ledger = httpx.get(f"{stack.emulator_url}/_emulator/calls", timeout=5).json()
+    assert ledger["calls"] == []  # not one cloud call

@@ -15,7 +15,7 @@ from handler.entry.http import create_app
 from handler.entry.runtime import Runtime
 from handler.entry.worker import Worker, poll_job
 from handler.sources import parse_request
-from tests.conftest import Emulator
+from tests.conftest import AUTH, Emulator
 from tests.support import PID, WEB1, WEB1_DATA, WEB1_LOGS
 
 
@@ -49,7 +49,7 @@ def webhook(runtime: Runtime) -> Iterator[str]:
 
 def test_happy_path_webhook_to_result(runtime: Runtime, worker: Worker, webhook: str) -> None:
     body = {"server_id": WEB1, "volume_id": WEB1_DATA, "idempotency_key": "k1", "alert_id": "a1"}
-    answer = httpx.post(f"{webhook}/", json=body, timeout=10)
+    answer = httpx.post(f"{webhook}/", json=body, headers=AUTH, timeout=10)
     assert answer.status_code == 202, answer.text
     (record,) = answer.json()["records"]
     job_id = record["job_id"]
@@ -109,9 +109,13 @@ def test_a_job_that_outlives_the_deadline_times_out(
 
 
 def test_second_detach_on_a_busy_server_is_retried_later(runtime: Runtime, webhook: str) -> None:
-    first = httpx.post(f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_DATA}, timeout=10)
+    first = httpx.post(
+        f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_DATA}, headers=AUTH, timeout=10
+    )
     assert first.status_code == 202
-    second = httpx.post(f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_LOGS}, timeout=10)
+    second = httpx.post(
+        f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_LOGS}, headers=AUTH, timeout=10
+    )
     assert second.status_code == 503
     assert second.headers["Retry-After"] == str(int(runtime.settings.busy_retry_s))
     (record,) = second.json()["records"]
@@ -121,10 +125,14 @@ def test_second_detach_on_a_busy_server_is_retried_later(runtime: Runtime, webho
 
 
 def test_a_volume_not_attached_to_the_server_is_already_detached(runtime: Runtime, webhook: str) -> None:
-    first = httpx.post(f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_DATA}, timeout=10)
+    first = httpx.post(
+        f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_DATA}, headers=AUTH, timeout=10
+    )
     assert first.status_code == 202
     time.sleep(0.6)  # the emulator's job takes 0.4 s
-    again = httpx.post(f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_DATA}, timeout=10)
+    again = httpx.post(
+        f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_DATA}, headers=AUTH, timeout=10
+    )
     assert again.status_code == 200
     assert again.json()["records"][0]["status"] == "already_detached"
     result = next_result(runtime)
@@ -134,7 +142,9 @@ def test_a_volume_not_attached_to_the_server_is_already_detached(runtime: Runtim
 
 def test_an_unknown_server_is_rejected_with_the_cloud_error(runtime: Runtime, webhook: str) -> None:
     unknown = "1b3c5e7f-0000-4000-8000-0000deadbeef"
-    answer = httpx.post(f"{webhook}/", json={"server_id": unknown, "volume_id": WEB1_DATA}, timeout=10)
+    answer = httpx.post(
+        f"{webhook}/", json={"server_id": unknown, "volume_id": WEB1_DATA}, headers=AUTH, timeout=10
+    )
     assert answer.status_code == 409
     assert answer.json()["records"][0]["error_code"] == "Ecs.0114"
     result = next_result(runtime)
@@ -153,7 +163,7 @@ def test_an_unknown_server_is_rejected_with_the_cloud_error(runtime: Runtime, we
 def test_bad_input_gets_a_problem_document(
     webhook: str, content: bytes, content_type: str, status: int, field: str | None
 ) -> None:
-    answer = httpx.post(f"{webhook}/", content=content, headers={"Content-Type": content_type})
+    answer = httpx.post(f"{webhook}/", content=content, headers={"Content-Type": content_type, **AUTH})
     assert answer.status_code == status
     assert answer.headers["content-type"] == "application/problem+json"
     problem = answer.json()
@@ -164,6 +174,8 @@ def test_bad_input_gets_a_problem_document(
 
 
 def test_oversized_and_wrong_method(webhook: str) -> None:
-    big = httpx.post(f"{webhook}/", content=b"x" * 300_000, headers={"Content-Type": "application/json"})
+    big = httpx.post(
+        f"{webhook}/", content=b"x" * 300_000, headers={"Content-Type": "application/json", **AUTH}
+    )
     assert big.status_code == 413
     assert httpx.get(f"{webhook}/").status_code == 405

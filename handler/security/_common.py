@@ -1,0 +1,56 @@
+"""What every scheme shares: the refusal, constant-time comparison and the replay-window check."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+from typing import Protocol
+
+_UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
+_HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+class Unauthenticated(Exception):
+    """The request is refused. ``reason`` may be sent to the caller: it never holds a secret
+    or an expected signature, only which check failed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Scheme(Protocol):
+    """One way a sender proves itself, checked on the raw body before anything parses it."""
+
+    @property
+    def name(self) -> str: ...  # returned by ``WebhookAuthenticator.check`` when it accepts
+    @property
+    def header(self) -> str: ...  # what the sender must send, for refusal reasons
+
+    def present(self, headers: Mapping[str, str]) -> bool: ...
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None: ...
+
+
+def same(given: bytes, expected: bytes) -> bool:
+    """Constant-time equality that hides the expected length too (compares SHA-256 digests)."""
+    return hmac.compare_digest(hashlib.sha256(given).digest(), hashlib.sha256(expected).digest())
+
+
+def hex_sha256(value: str, header: str) -> bytes:
+    """The 32 bytes of a hex HMAC-SHA256 sent in ``header``."""
+    if not _HEX_SHA256.fullmatch(value):
+        raise Unauthenticated(f"{header} is not a hex HMAC-SHA256")
+    return bytes.fromhex(value)
+
+
+def fresh_timestamp(value: str, header: str, window_s: int, now: float) -> None:
+    """Refuse a Unix-seconds timestamp more than ``window_s`` in the past or in the future."""
+    if not _UNIX_SECONDS.fullmatch(value):
+        raise Unauthenticated(f"{header} must be a Unix time in seconds")
+    age = now - int(value)
+    if age > window_s:
+        raise Unauthenticated(f"{header} is older than the {window_s} s replay window")
+    if -age > window_s:
+        raise Unauthenticated(f"{header} is more than {window_s} s in the future")

@@ -1,0 +1,55 @@
+"""``Authorization: Bearer …`` and ``Authorization: Basic …`` (Alertmanager's ``http_config``).
+
+Neither signs the body nor carries a time, so neither has a replay window: use them over TLS.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping, Sequence
+
+from pydantic import SecretStr
+
+from handler.security._common import Unauthenticated, same
+
+
+def _credentials(headers: Mapping[str, str], scheme: str) -> str | None:
+    """What follows ``scheme`` in the Authorization header, or None for another scheme."""
+    kind, _, rest = headers.get("authorization", "").strip().partition(" ")
+    return rest.strip() if kind.lower() == scheme else None
+
+
+class BearerToken:
+    name = "bearer"
+    header = "Authorization: Bearer"
+
+    def __init__(self, tokens: Sequence[SecretStr]) -> None:
+        self._tokens = tuple(tokens)
+
+    def present(self, headers: Mapping[str, str]) -> bool:
+        return _credentials(headers, "bearer") is not None
+
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None:
+        given = (_credentials(headers, "bearer") or "").encode()
+        if not any(same(given, token.get_secret_value().encode()) for token in self._tokens):
+            raise Unauthenticated("the bearer token is not accepted")
+
+
+class BasicAuth:
+    name = "basic"
+    header = "Authorization: Basic"
+
+    def __init__(self, credentials: Sequence[SecretStr]) -> None:
+        self._credentials = tuple(credentials)  # "user:password"
+
+    def present(self, headers: Mapping[str, str]) -> bool:
+        return _credentials(headers, "basic") is not None
+
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None:
+        try:
+            given = base64.b64decode(_credentials(headers, "basic") or "", validate=True)
+        except binascii.Error:
+            raise Unauthenticated("Authorization: Basic is not base64 of user:password") from None
+        if not any(same(given, pair.get_secret_value().encode()) for pair in self._credentials):
+            raise Unauthenticated("the basic-auth user and password are not accepted")

@@ -1,0 +1,203 @@
+"""The router's one entry point: ``WebhookAuthenticator.check(path, headers, body)``.
+
+It runs on the raw bytes before any parsing. A request passes when any configured scheme whose
+headers it carries verifies; on ``/smn`` (with ``verify_smn``) a request that claims to be an
+SMN message must pass the SMN signature check, and that check alone suffices, while any other
+request there needs one of the other schemes. With no scheme configured every request is
+refused (on ``/smn``, SMN-signed messages still pass while ``verify_smn`` is on); ``disabled``
+accepts everything and logs a warning once.
+
+Replay window (``replay_window_s``): timestamped forms (Standard Webhooks, generic HMAC, Grafana
+with its timestamp header) are refused outside it. Within it a captured request verifies again:
+there is no nonce store, as FunctionGraph instances share no memory. Untimed forms (GitHub
+style, Grafana without a timestamp header, bearer, basic) have no window; see ``_hmac.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from handler.log import log_event
+from handler.security._common import Scheme, Unauthenticated
+from handler.security._hmac import GenericHmac, GitHubHmac, GrafanaHmac
+from handler.security._standard import StandardWebhooks, signer
+from handler.security._tokens import BasicAuth, BearerToken
+from handler.security.smn_signature import (
+    DEFAULT_SMN_CERT_HOSTS,
+    CertificateFetcher,
+    SmnSignatureVerifier,
+    fetch_certificate,
+    smn_envelope,
+)
+
+SMN_SCHEME = "smn-signature"
+DISABLED = "disabled"
+# What an operator sets; named in refusals and the banner (the settings layer maps them).
+SETTINGS_HINT = (
+    "set ECS_DETACH_WEBHOOK_BEARER_TOKENS, ECS_DETACH_WEBHOOK_BASIC_CREDENTIALS, "
+    "ECS_DETACH_WEBHOOK_HMAC_SECRETS or ECS_DETACH_WEBHOOK_STANDARD_SECRETS "
+    "(or ECS_DETACH_WEBHOOK_AUTH_DISABLED=true on a trusted network only)"
+)
+
+
+class WebhookAuthConfig(BaseModel):
+    """Each secret list takes several entries so a secret can be rotated without downtime."""
+
+    # A validation error must not echo the secrets it was given.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    disabled: bool = False
+    bearer_tokens: list[SecretStr] = Field(default_factory=list)
+    basic_credentials: list[SecretStr] = Field(default_factory=list, description='"user:password" pairs')
+    hmac_secrets: list[SecretStr] = Field(default_factory=list, description="GitHub, Grafana, generic")
+    standard_webhooks_secrets: list[SecretStr] = Field(default_factory=list, description="whsec_…")
+    hmac_require_timestamp: bool = Field(default=False, description="Refuse untimed HMAC forms")
+    replay_window_s: int = Field(default=300, gt=0, le=86400)
+    smn_cert_hosts: list[str] = Field(default_factory=lambda: list(DEFAULT_SMN_CERT_HOSTS))
+    verify_smn: bool = True
+
+    @field_validator("bearer_tokens", "basic_credentials", "hmac_secrets", "standard_webhooks_secrets")
+    @classmethod
+    def _no_empty_secret(cls, values: list[SecretStr]) -> list[SecretStr]:
+        for index, value in enumerate(values):
+            if not value.get_secret_value().strip():
+                raise ValueError(f"entry {index} is empty")
+        return values
+
+    @field_validator("basic_credentials")
+    @classmethod
+    def _user_and_password(cls, values: list[SecretStr]) -> list[SecretStr]:
+        for index, value in enumerate(values):
+            user, colon, password = value.get_secret_value().partition(":")
+            if not (user and colon and password):
+                raise ValueError(f"entry {index} is not user:password")
+        return values
+
+    @field_validator("smn_cert_hosts")
+    @classmethod
+    def _host_patterns(cls, values: list[str]) -> list[str]:
+        for index, value in enumerate(values):
+            if not value.strip():
+                raise ValueError(f"entry {index} is empty")
+        return values
+
+    @field_validator("standard_webhooks_secrets")
+    @classmethod
+    def _whsec(cls, values: list[SecretStr]) -> list[SecretStr]:
+        for index, value in enumerate(values):
+            try:
+                signer(value)
+            except Exception:  # the library raises several types; none may echo the secret
+                raise ValueError(f"entry {index} is not a whsec_… (base64) secret") from None
+        return values
+
+
+def generate_local_secret() -> str:
+    """A random secret for the local demo, usable as a bearer token (256 bits, URL-safe)."""
+    return secrets.token_urlsafe(32)
+
+
+def _schemes(config: WebhookAuthConfig) -> tuple[Scheme, ...]:
+    window = config.replay_window_s
+    found: list[Scheme] = []
+    if config.bearer_tokens:
+        found.append(BearerToken(config.bearer_tokens))
+    if config.basic_credentials:
+        found.append(BasicAuth(config.basic_credentials))
+    if config.standard_webhooks_secrets:
+        found.append(StandardWebhooks(config.standard_webhooks_secrets, window_s=window))
+    if config.hmac_secrets:
+        require = config.hmac_require_timestamp
+        for form in (GitHubHmac, GrafanaHmac, GenericHmac):
+            found.append(form(config.hmac_secrets, window_s=window, require_timestamp=require))
+    return tuple(found)
+
+
+class WebhookAuthenticator:
+    def __init__(
+        self,
+        config: WebhookAuthConfig,
+        *,
+        fetch: CertificateFetcher = fetch_certificate,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._clock = clock
+        self._schemes = _schemes(config)
+        self._smn = (
+            SmnSignatureVerifier(config.smn_cert_hosts, fetch=fetch, clock=clock)
+            if config.verify_smn and config.smn_cert_hosts
+            else None
+        )
+        if config.disabled:
+            log_event(
+                "webhook.auth_disabled",
+                level=logging.WARNING,
+                warning="webhook authentication is disabled: every request is accepted",
+            )
+
+    def check(self, path: str, headers: Mapping[str, str], body: bytes) -> str:
+        """The name of the scheme that accepts the request, or ``Unauthenticated``."""
+        if self._config.disabled:
+            return DISABLED
+        route = path.rstrip("/") or "/"
+        lowered = {name.lower(): value for name, value in headers.items()}
+        try:
+            return self._check(route, lowered, body)
+        except Unauthenticated as refused:
+            log_event("webhook.unauthenticated", level=logging.WARNING, path=route, reason=refused.reason)
+            raise
+
+    def describe(self) -> str:
+        """The configured schemes with counts, for the start-up banner (never a secret)."""
+        config = self._config
+        if config.disabled:
+            return "webhook authentication DISABLED: every request is accepted"
+        counts = {
+            "bearer": len(config.bearer_tokens),
+            "basic": len(config.basic_credentials),
+            "hmac (GitHub, Grafana, generic)": len(config.hmac_secrets),
+            "standard-webhooks": len(config.standard_webhooks_secrets),
+        }
+        parts = [f"{name} ×{count}" for name, count in counts.items() if count]
+        if self._smn is not None:
+            parts.append(f"{SMN_SCHEME} on /smn ({self._smn.host_patterns} certificate host patterns)")
+        if not parts:
+            return f"webhook authentication: nothing configured, every request is refused; {SETTINGS_HINT}"
+        if not self._schemes:
+            return f"webhook authentication: {parts[0]} only, every other request is refused; {SETTINGS_HINT}"
+        return f"webhook authentication: {', '.join(parts)}; replay window {config.replay_window_s} s"
+
+    def _check(self, route: str, headers: Mapping[str, str], body: bytes) -> str:
+        if route == "/smn" and self._smn is not None:
+            envelope = smn_envelope(headers, body)
+            if envelope is not None:
+                self._smn.verify(envelope)
+                return SMN_SCHEME
+        if not self._schemes:
+            if route == "/smn" and self._smn is not None:
+                raise Unauthenticated(
+                    f"/smn accepts signed SMN messages only, no other scheme is configured: {SETTINGS_HINT}"
+                )
+            raise Unauthenticated(
+                f"webhook authentication is not configured, every request is refused: {SETTINGS_HINT}"
+            )
+        present = [scheme for scheme in self._schemes if scheme.present(headers)]
+        if not present:
+            expected = "; ".join(dict.fromkeys(scheme.header for scheme in self._schemes))
+            raise Unauthenticated(f"no credentials: send one of: {expected}")
+        now = self._clock()
+        reasons = []
+        for scheme in present:
+            try:
+                scheme.verify(headers, body, now)
+            except Unauthenticated as refused:
+                reasons.append(refused.reason)
+            else:
+                return scheme.name
+        raise Unauthenticated("; ".join(reasons))
