@@ -57,6 +57,10 @@ class EcsError(Exception):
         self.message = message
 
 
+class NovaError(EcsError):
+    """An OpenStack-style error (EVS v2): ``code`` is the body's key, e.g. ``itemNotFound``."""
+
+
 def invalid_parameter(message: str) -> EcsError:
     """400 ``Ecs.0005``; ``message`` names the parameter."""
     return EcsError(400, "Ecs.0005", f"Invalid parameter: {message}")
@@ -107,6 +111,8 @@ class Attachment:
     boot_index: int
     bus: str
     pci_address: str
+    attachment_id: str
+    attached_at: float
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,14 @@ class AttachedVolume:
 
     attachment: Attachment
     volume: Volume
+
+
+@dataclass(frozen=True)
+class VolumeDetail:
+    """A volume with its attachments, oldest first."""
+
+    volume: Volume
+    attachments: tuple[Attachment, ...]
 
 
 @dataclass(frozen=True)
@@ -328,7 +342,7 @@ class EcsBackend:
             state.jobs[job.id] = replace(job, status=SUCCESS, end=job.ends_at)
         else:
             state.attachments[(job.server_id, job.volume_id)] = _attachment(
-                job.server_id, job.volume_id, job.device, -1, _bus(job.device)
+                job.server_id, job.volume_id, job.device, -1, _bus(job.device), attached_at=job.ends_at
             )
             state.jobs[job.id] = replace(job, status=SUCCESS, end=job.ends_at)
         attached = any(volume_id == job.volume_id for _, volume_id in state.attachments)
@@ -435,6 +449,16 @@ class EcsBackend:
             start = (max(offset, 1) - 1) * limit
             page = [self._detail(server) for server in matching[start : start + limit]]
             return len(matching), page
+
+    def get_volume(self, project_id: str, volume_id: str) -> VolumeDetail:
+        """One EVS disk with its attachments (404 ``itemNotFound`` if unknown, as EVS answers)."""
+        with self._advanced():
+            volume = self._state.volumes.get(volume_id)
+            if volume is None or volume.project_id != project_id:
+                raise NovaError(404, "itemNotFound", f"Volume {volume_id} could not be found.")
+            attachments = [a for (_, vid), a in self._state.attachments.items() if vid == volume_id]
+            attachments.sort(key=lambda a: (a.attached_at, a.server_id))
+            return VolumeDetail(volume, tuple(attachments))
 
     def get_attachment(self, project_id: str, server_id: str, volume_id: str) -> AttachedVolume:
         """One disk of a server (404 ``Ecs.0111`` if not attached to it)."""
@@ -590,16 +614,19 @@ def _state_from_seed(seed: Seed, project_id: str) -> _State:
             if boot is None:
                 boot = 0 if sa.device == ss.root_device_name else -1
             state.attachments[(ss.id, sa.volume_id)] = _attachment(
-                ss.id, sa.volume_id, sa.device, boot, sa.bus
+                ss.id, sa.volume_id, sa.device, boot, sa.bus, attached_at=created
             )
             state.volumes[sa.volume_id] = replace(state.volumes[sa.volume_id], status=IN_USE)
     return state
 
 
-def _attachment(server_id: str, volume_id: str, device: str, boot: int, bus: str) -> Attachment:
+def _attachment(
+    server_id: str, volume_id: str, device: str, boot: int, bus: str, *, attached_at: float
+) -> Attachment:
     slot = ord(device[-1]) - ord("a") + 1
     bus_number = 1 if bus == "scsi" else 2
-    return Attachment(server_id, volume_id, device, boot, bus, f"0000:{bus_number:02x}:{slot:02x}.0")
+    pci_address = f"0000:{bus_number:02x}:{slot:02x}.0"
+    return Attachment(server_id, volume_id, device, boot, bus, pci_address, str(uuid.uuid4()), attached_at)
 
 
 def _bus(device: str) -> str:

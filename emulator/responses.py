@@ -1,9 +1,9 @@
-"""HTTP ↔ backend translation (moto's ``responses.py``): signed ECS endpoints and the admin API.
+"""HTTP ↔ backend translation (moto's ``responses.py``): signed ECS and EVS endpoints, the admin API.
 
 Every response is JSON and carries a fresh ``X-Request-Id``. Signed endpoints check, in the
 gateway's order: the route exists (else 404 ``APIGW.0101``), the signature (401
 ``APIGW.0301``), the URL's project against the credential's (400 ``Ecs.0023``); then the
-backend answers or raises ``EcsError``.
+backend answers or raises ``EcsError`` (``NovaError`` for EVS, in the OpenStack shape).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from emulator.auth import AuthError, ReceivedRequest, verify
+from emulator.config import EmulatorCredential
 from emulator.models import (
     FAIL,
     AttachedVolume,
@@ -26,8 +28,10 @@ from emulator.models import (
     EcsError,
     Job,
     JobFailure,
+    NovaError,
     ServerDetail,
     Snapshot,
+    VolumeDetail,
     VolumeFault,
     invalid_parameter,
     iso_ms,
@@ -67,8 +71,40 @@ def gateway_error(request: Request, status: int, code: str, message: str) -> Res
 
 
 def ecs_error(request: Request, error: EcsError) -> Response:
-    """The ECS v1 error shape (``{"error": {"code", "message"}}``)."""
-    return json_response(request, {"error": {"code": error.code, "message": error.message}}, error.status)
+    """The ECS v1 error shape (``{"error": {"code", "message"}}``), or for a ``NovaError`` the
+    OpenStack one (``{"itemNotFound": {"code": 404, "message"}}``)."""
+    if isinstance(error, NovaError):
+        body = {error.code: {"code": error.status, "message": error.message}}
+    else:
+        body = {"error": {"code": error.code, "message": error.message}}
+    return json_response(request, body, error.status)
+
+
+def authenticate(
+    request: Request, body: bytes, backend: EcsBackend
+) -> tuple[ReceivedRequest, EmulatorCredential]:
+    """The request as received and the credential that signed it (``AuthError`` if refused)."""
+    scope = request.scope
+    received = ReceivedRequest(
+        method=request.method,
+        raw_path=scope.get("raw_path") or scope["path"].encode("utf-8"),
+        raw_query=scope.get("query_string", b""),
+        headers=scope["headers"],
+        body=body,
+    )
+    credential = verify(
+        received,
+        backend.credential,
+        now=backend.now(),
+        max_skew_s=backend.config.max_clock_skew_s,
+    )
+    return received, credential
+
+
+def project_allowed(received: ReceivedRequest, project_id: str, credential: EmulatorCredential) -> bool:
+    """The URL's project is the credential's, and so is ``X-Project-Id`` when it is sent."""
+    header = received.header("x-project-id")
+    return project_id == credential.project_id and header in (None, project_id)
 
 
 # -- views of backend records ------------------------------------------------------------------
@@ -114,6 +150,43 @@ def block_device_view(attached: AttachedVolume) -> dict[str, Any]:
         "bootIndex": attachment.boot_index,
         "pciAddress": attachment.pci_address,
         "bus": attachment.bus,
+    }
+
+
+def evs_time(timestamp: float) -> str:
+    """``2024-01-10T08:00:00.000000``: EVS's time format (no zone)."""
+    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def volume_view(detail: VolumeDetail) -> dict[str, Any]:
+    """A volume as EVS ``GET /v2/{project_id}/cloudvolumes/{volume_id}`` shows it.
+
+    ``metadata`` carries ``hw:passthrough`` (SCSI mode) when the disk is attached on the SCSI bus.
+    """
+    volume = detail.volume
+    scsi = any(a.bus == "scsi" for a in detail.attachments)
+    return {
+        "id": volume.id,
+        "name": volume.name,
+        "status": volume.status,
+        "size": volume.size,
+        "bootable": "true" if volume.bootable else "false",
+        "multiattach": volume.multiattach,
+        "shareable": "true" if volume.multiattach else "false",
+        "attachments": [
+            {
+                "id": a.volume_id,
+                "attachment_id": a.attachment_id,
+                "server_id": a.server_id,
+                "volume_id": a.volume_id,
+                "device": a.device,
+                "host_name": None,
+                "attached_at": evs_time(a.attached_at),
+            }
+            for a in detail.attachments
+        ],
+        "metadata": {"hw:passthrough": "true"} if scsi else {},
+        "os-vol-tenant-attr:tenant_id": volume.project_id,
     }
 
 
@@ -198,11 +271,6 @@ def _int_query(call: ApiCall, name: str, default: int) -> int:
         raise invalid_parameter(f"{name} '{value}' is not an integer") from None
 
 
-def _header_project_differs(received: ReceivedRequest, project_id: str) -> bool:
-    header = received.header("x-project-id")
-    return header is not None and header != project_id
-
-
 def _first_error(error: ValidationError) -> str:
     detail = error.errors()[0]
     location = ".".join(str(part) for part in detail["loc"])
@@ -226,27 +294,13 @@ class EcsApi:
         return signed_endpoint
 
     def _dispatch(self, request: Request, body: bytes, handler: Handler) -> _Outcome:
-        scope = request.scope
-        received = ReceivedRequest(
-            method=request.method,
-            raw_path=scope.get("raw_path") or scope["path"].encode("utf-8"),
-            raw_query=scope.get("query_string", b""),
-            headers=scope["headers"],
-            body=body,
-        )
-        backend = self._backend
         try:
-            credential = verify(
-                received,
-                backend.credential,
-                now=backend.now(),
-                max_skew_s=backend.config.max_clock_skew_s,
-            )
+            received, credential = authenticate(request, body, self._backend)
         except AuthError as exc:
             return _Outcome(gateway_error(request, 401, "APIGW.0301", str(exc)), "APIGW.0301")
         project_id = request.path_params["project_id"]
         try:
-            if project_id != credential.project_id or _header_project_differs(received, project_id):
+            if not project_allowed(received, project_id, credential):
                 raise EcsError(400, "Ecs.0023", "The project in the URL does not match the credential's.")
             call = ApiCall(project_id, request.path_params, request.query_params, body)
             result = handler(call)
@@ -347,6 +401,11 @@ class EcsApi:
             call.project_id, call.params["server_id"], call.params["volume_id"]
         )
         return ApiResult({"volumeAttachment": block_device_view(attached)})
+
+    def show_volume(self, call: ApiCall) -> ApiResult:
+        """EVS ``GET /v2/{project_id}/cloudvolumes/{volume_id}``."""
+        detail = self._backend.get_volume(call.project_id, call.params["volume_id"])
+        return ApiResult({"volume": volume_view(detail)})
 
 
 # -- the unsigned admin API --------------------------------------------------------------------

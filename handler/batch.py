@@ -21,7 +21,7 @@ IGNORED = "ignored"
 @dataclass(frozen=True)
 class RecordReport:
     ref: str
-    status: str  # accepted, already_detached, rejected, retry, invalid, ignored
+    status: str  # accepted, duplicate, already_detached, rejected, dry_run, retry, invalid, ignored
     server_id: str | None = None
     volume_id: str | None = None
     job_id: str | None = None
@@ -64,13 +64,14 @@ class BatchReport:
             return 422
         if statuses == {DetachStatus.REJECTED.value}:
             return 409
-        return 202 if DetachStatus.ACCEPTED.value in statuses else 200
+        started = {DetachStatus.ACCEPTED.value, DetachStatus.DUPLICATE.value}
+        return 202 if statuses & started else 200
 
     def as_dict(self) -> dict[str, object]:
         return {
             "source": self.source,
             "accepted": self.count(DetachStatus.ACCEPTED.value),
-            "job_ids": [r.job_id for r in self.records if r.status == "accepted"],
+            "job_ids": [r.job_id for r in self.records if r.job_id],
             "records": [r.as_dict() for r in self.records],
         }
 
@@ -87,7 +88,7 @@ def process(parsed: Parsed, detach: DetachFunction) -> BatchReport:
                     outcome.status.value,
                     server_id=record.request.server_id,
                     volume_id=outcome.accepted.volume_id if outcome.accepted else record.request.volume_id,
-                    job_id=outcome.accepted.job_id if outcome.accepted else None,
+                    job_id=outcome.job_id,
                     error_code=result.error_code if result else None,
                     detail=(result.fail_reason if result else None) or outcome.reason or None,
                     retry_after_s=outcome.retry_after_s,

@@ -24,8 +24,10 @@ from handler.core.models import DetachAccepted, DetachResult, Outcome, utcnow
 from handler.core.polling import PollSchedule
 from handler.core.resources import Job, JobStatus
 from handler.detach import publish_result, request_fields
+from handler.idempotency import Guard
 from handler.log import log_event
 from handler.ports import JobApi, Publisher
+from handler.store import ClaimState
 
 
 @dataclass(frozen=True)
@@ -45,12 +47,14 @@ class PollFunction:
         *,
         source: str,
         schedule: PollSchedule,
+        guard: Guard | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._ecs = ecs
         self._results = results
         self._source = source
         self._schedule = schedule
+        self._guard = guard
         self._clock = clock
 
     def __call__(self, message: DetachAccepted) -> PollOutcome:
@@ -135,6 +139,15 @@ class PollFunction:
         reason: str | None,
     ) -> PollOutcome:
         now = self._clock()
+        if self._guard is not None:
+            claim = self._guard.claim_result(message.job_id)
+            if claim.state is ClaimState.IN_PROGRESS:  # another delivery is reporting it right now
+                wait = max(claim.expires_in_s or 1.0, 1.0)
+                return PollOutcome(next=message, delay_s=wait)
+            if claim.state is ClaimState.DONE:  # reported before this delivery came back: once only
+                log_event("poll.already_reported", job_id=message.job_id)
+                self._unlock(message)
+                return PollOutcome(result=DetachResult.model_validate(claim.record))
         result = DetachResult(
             **request_fields(message),
             outcome=outcome,
@@ -148,4 +161,15 @@ class PollFunction:
             finished_at=now,
         )
         publish_result(self._results, result, source=self._source)
+        if self._guard is not None:
+            self._guard.result_reported(
+                message.job_id, message.idempotency_key or "", result.model_dump(mode="json")
+            )
+            self._unlock(message)
         return PollOutcome(result=result)
+
+    def _unlock(self, message: DetachAccepted) -> None:
+        """The job ended: the server and the volume are free for the next detach."""
+        assert self._guard is not None
+        owner = message.idempotency_key or ""
+        self._guard.unlock(self._guard.locks(message.project_id, message.server_id, message.volume_id, owner))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from handler.cloud import DetachAnswer
-from handler.core.resources import BlockDevice, Job
+from handler.core.resources import BlockDevice, Job, Server
 
 
 class BlockDeviceApi(Protocol):
@@ -17,6 +17,8 @@ class BlockDeviceApi(Protocol):
 
 
 class DetachApi(BlockDeviceApi, Protocol):
+    def show_server(self, server_id: str, *, project_id: str | None = None) -> Server: ...
+
     def detach_volume(
         self, server_id: str, volume_id: str, *, project_id: str | None = None, force: bool = False
     ) -> DetachAnswer: ...

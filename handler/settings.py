@@ -13,11 +13,13 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from handler.cloud import CloudName, Credentials, endpoint
+from handler.core.policy import SafetyPolicy
 from handler.core.polling import PollSchedule
 from handler.security import DEFAULT_SMN_CERT_HOSTS, WebhookAuthConfig
 from handler.sources.alertmanager import LabelNames
 
 DEFAULT_TOPICS_DB = "sqlite:///.ecs-detach/topics.db"
+DEFAULT_STORE = "sqlite:///.ecs-detach/store.db"
 
 
 class CloudCredentials(BaseSettings):
@@ -64,6 +66,24 @@ class Settings(BaseSettings):
     visibility_timeout_s: float = Field(default=60.0, gt=0)
     max_deliveries: int = Field(default=5, ge=1)
     log_level: str = "INFO"
+    # Exactly once (handler/idempotency.py): records and locks in this store.
+    store: str = Field(default=DEFAULT_STORE, description="Idempotency/lock store URL (sqlite, redis)")
+    record_ttl_s: float = Field(
+        default=86400.0, gt=0, description="How long a finished request is remembered"
+    )
+    invocation_timeout_s: float = Field(
+        default=60.0, gt=0, description="The function timeout: an unfinished claim lapses after it"
+    )
+    dry_run: bool = Field(default=False, description="Check everything, report the detach, never make it")
+    # Safety policy (handler/core/policy.py), evaluated before any mutating call.
+    allowed_projects: list[str] = Field(default_factory=list, description="JSON list; empty = any")
+    allowed_servers: list[str] = Field(default_factory=list, description="JSON list; empty = any")
+    required_tag: str | None = Field(
+        default=None, description='Server tag required, e.g. "auto-remediation=true"'
+    )
+    allow_system_disk_when_stopped: bool = False
+    allow_shared_disks: bool = False
+    allow_force: bool = False
     max_body_bytes: int = Field(default=256 * 1024, gt=0, description="Larger webhook bodies get 413")
     alert_labels: LabelNames = Field(
         default_factory=LabelNames, description="Alert label names for each request field (JSON)"
@@ -95,6 +115,16 @@ class Settings(BaseSettings):
             factor=self.poll_factor,
             min_delay_s=self.min_poll_delay_s,
             max_delay_s=self.max_poll_delay_s,
+        )
+
+    def policy(self) -> SafetyPolicy:
+        return SafetyPolicy(
+            allowed_projects=self.allowed_projects,
+            allowed_servers=self.allowed_servers,
+            required_tag=self.required_tag,
+            allow_system_disk_when_stopped=self.allow_system_disk_when_stopped,
+            allow_shared_disks=self.allow_shared_disks,
+            allow_force=self.allow_force,
         )
 
     def webhook_auth(self) -> WebhookAuthConfig:

@@ -1,10 +1,13 @@
-"""Huawei Cloud API client: AK/SK signing, endpoints, typed errors, the ECS calls."""
+"""Huawei Cloud API clients: AK/SK signing, endpoints, typed errors, the ECS, EVS and SMN calls."""
 
+from handler.cloud._client import DEFAULT_TIMEOUT
 from handler.cloud._credentials import Credentials
-from handler.cloud._ecs import DEFAULT_TIMEOUT, DetachAnswer, EcsClient
+from handler.cloud._ecs import DetachAnswer, EcsClient
 from handler.cloud._endpoints import CloudName, endpoint
 from handler.cloud._errors import ApiError, CloudError, TransportError
+from handler.cloud._evs import EvsClient
 from handler.cloud._signer import SignerAuth, sign
+from handler.cloud._smn import SmnClient
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -14,7 +17,9 @@ __all__ = [
     "Credentials",
     "DetachAnswer",
     "EcsClient",
+    "EvsClient",
     "SignerAuth",
+    "SmnClient",
     "TransportError",
     "endpoint",
     "sign",

@@ -48,6 +48,7 @@ class DetachRequest(BaseModel):
     reason: str | None = Field(default=None, max_length=1024)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
     alert_id: str | None = Field(default=None, max_length=256, description="Originating alert")
+    dry_run: bool = Field(default=False, description="Check everything, report the detach, do not make it")
     origin: dict[str, str] = Field(
         default_factory=dict,
         max_length=32,
@@ -95,6 +96,7 @@ class Outcome(str, Enum):
     TIMED_OUT = "timed_out"
     ALREADY_DETACHED = "already_detached"
     REJECTED = "rejected"
+    DRY_RUN = "dry_run"
 
 
 class DetachResult(DetachRequest):

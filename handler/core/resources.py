@@ -108,3 +108,21 @@ class Server(_Lenient):
     volumes_attached: list[AttachedVolume] = Field(
         default_factory=list, alias="os-extended-volumes:volumes_attached"
     )
+
+
+class VolumeAttachment(_Lenient):
+    """One entry of an EVS volume's ``attachments``."""
+
+    server_id: str
+    device: str | None = None
+    attachment_id: str | None = None
+
+
+class Volume(_Lenient):
+    """``GET /v2/{project_id}/cloudvolumes/{volume_id}`` (EVS); ``bootable`` arrives as "true"/"false"."""
+
+    id: str
+    status: str
+    bootable: bool = False
+    multiattach: bool = False
+    attachments: list[VolumeAttachment] = Field(default_factory=list)

@@ -190,7 +190,11 @@ def _demo(args: argparse.Namespace) -> int:
     show_events(console)
     with TemporaryDirectory(prefix="ecs-detach-demo-") as tmp:
         db = f"sqlite:///{tmp}/topics.db"
-        settings = Settings(jobs_topic=f"{db}?topic=jobs", results_topic=f"{db}?topic=results")
+        settings = Settings(
+            jobs_topic=f"{db}?topic=jobs",
+            results_topic=f"{db}?topic=results",
+            store=f"sqlite:///{tmp}/store.db",
+        )
         options = StackOptions(
             http_port=0,
             emulator_config=EmulatorConfig(job_init_s=0.5, job_duration_s=args.job_duration),
@@ -257,7 +261,10 @@ def _invoke(args: argparse.Namespace) -> int:
         db = f"sqlite:///{tmp}/topics.db"
         # The samples' SMN signatures are placeholders: SMN messages are not verified here.
         settings = Settings(
-            jobs_topic=f"{db}?topic=jobs", results_topic=f"{db}?topic=results", webhook_verify_smn=False
+            jobs_topic=f"{db}?topic=jobs",
+            results_topic=f"{db}?topic=results",
+            store=f"sqlite:///{tmp}/store.db",
+            webhook_verify_smn=False,
         )
         options = StackOptions(
             http_port=0, emulator_config=EmulatorConfig(job_init_s=0.5, job_duration_s=args.job_duration)
@@ -305,7 +312,10 @@ def _reply_ok(reply: dict[str, object]) -> bool:
     records = reply.get("records")
     if not isinstance(records, list):
         return reply.get("confirmed") is True
-    return all(r.get("status") in ("accepted", "already_detached", "ignored") for r in records)
+    return all(
+        r.get("status") in ("accepted", "duplicate", "already_detached", "dry_run", "ignored")
+        for r in records
+    )
 
 
 def _follow(stack: LocalStack, job_ids: list[str], timeout: float, console: Console) -> bool:

@@ -13,8 +13,10 @@ import httpx
 
 from handler.cloud import Credentials, EcsClient
 from handler.detach import DetachFunction
+from handler.idempotency import Guard
 from handler.poll import PollFunction
 from handler.settings import Settings
+from handler.store import Store, open_store
 from handler.topics import Topic, open_topic
 
 if TYPE_CHECKING:
@@ -31,6 +33,7 @@ class Runtime:
     ecs: EcsClient
     jobs: Topic
     results: Topic
+    store: Store
     detach: DetachFunction
     poll: PollFunction
 
@@ -60,6 +63,7 @@ class Runtime:
         self.ecs.close()
         self.jobs.close()
         self.results.close()
+        self.store.close()
 
 
 def build_runtime(settings: Settings, credentials: Credentials) -> Runtime:
@@ -85,6 +89,13 @@ def build_runtime(settings: Settings, credentials: Credentials) -> Runtime:
         visibility_timeout=settings.visibility_timeout_s,
         max_deliveries=settings.max_deliveries,
     )
+    store = open_store(settings.store)
+    guard = Guard(
+        store,
+        in_progress_ttl_s=settings.invocation_timeout_s,
+        record_ttl_s=settings.record_ttl_s,
+        lock_ttl_s=settings.poll_timeout_s + settings.invocation_timeout_s,
+    )
     schedule = settings.poll_schedule()
     detach = DetachFunction(
         ecs,
@@ -95,6 +106,9 @@ def build_runtime(settings: Settings, credentials: Credentials) -> Runtime:
         schedule=schedule,
         poll_timeout_s=settings.poll_timeout_s,
         busy_retry_s=settings.busy_retry_s,
+        policy=settings.policy(),
+        guard=guard,
+        dry_run=settings.dry_run,
     )
-    poll = PollFunction(ecs, results, source=settings.source, schedule=schedule)
-    return Runtime(settings, ecs, jobs, results, detach, poll)
+    poll = PollFunction(ecs, results, source=settings.source, schedule=schedule, guard=guard)
+    return Runtime(settings, ecs, jobs, results, store, detach, poll)

@@ -51,6 +51,7 @@ def function_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
         monkeypatch.setenv("ECS_DETACH_ECS_ENDPOINT", server.url)
         monkeypatch.setenv("ECS_DETACH_JOBS_TOPIC", f"{db}?topic=jobs")
         monkeypatch.setenv("ECS_DETACH_RESULTS_TOPIC", f"{db}?topic=results")
+        monkeypatch.setenv("ECS_DETACH_STORE", f"sqlite:///{tmp_path}/store.db")
         monkeypatch.setenv("ECS_DETACH_FIRST_POLL_S", "0.1")
         monkeypatch.setenv("ECS_DETACH_MIN_POLL_DELAY_S", "0.1")
         for name in ("AK", "SK", "PROJECT_ID", "SECURITY_TOKEN"):

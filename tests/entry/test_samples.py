@@ -69,6 +69,7 @@ def _settings(tmp_path: Path, **extra: Any) -> Settings:
     return Settings(
         jobs_topic=f"{db}?topic=jobs",
         results_topic=f"{db}?topic=results",
+        store=f"sqlite:///{tmp_path}/store.db",
         first_poll_s=0.1,
         min_poll_delay_s=0.1,
         max_poll_delay_s=0.3,
@@ -137,6 +138,7 @@ def function(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     monkeypatch.setenv("ECS_DETACH_ECS_ENDPOINT", stack.emulator_url or "")
     monkeypatch.setenv("ECS_DETACH_JOBS_TOPIC", stack.settings.jobs_topic)
     monkeypatch.setenv("ECS_DETACH_RESULTS_TOPIC", stack.settings.results_topic)
+    monkeypatch.setenv("ECS_DETACH_STORE", stack.settings.store)
     monkeypatch.setenv("ECS_DETACH_WEBHOOK_BEARER_TOKENS", json.dumps([stack.webhook_token]))
     monkeypatch.setattr(functiongraph, "_runtime", None)
     yield

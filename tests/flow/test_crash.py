@@ -48,6 +48,7 @@ def test_worker_killed_before_ack(tmp_path: Path, runtime: Runtime) -> None:
             "ECS_DETACH_ECS_ENDPOINT": f"http://127.0.0.1:{black_hole.getsockname()[1]}",
             "ECS_DETACH_JOBS_TOPIC": runtime.settings.jobs_topic,
             "ECS_DETACH_RESULTS_TOPIC": runtime.settings.results_topic,
+            "ECS_DETACH_STORE": runtime.settings.store,
             "ECS_DETACH_VISIBILITY_TIMEOUT_S": "2",
             "HUAWEICLOUD_SDK_AK": DEMO_CREDENTIALS.access_key,
             "HUAWEICLOUD_SDK_SK": DEMO_CREDENTIALS.secret_key.get_secret_value(),

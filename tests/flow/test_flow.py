@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from handler.core.models import CloudEvent, DetachResult, Outcome
-from handler.detach import DetachStatus
+from handler.detach import DetachFunction, DetachStatus
 from handler.entry._serve import BackgroundServer
 from handler.entry.http import create_app
 from handler.entry.runtime import Runtime
@@ -90,7 +90,7 @@ def test_a_job_that_outlives_the_deadline_times_out(
     runtime: Runtime, worker: Worker, emulator: Emulator
 ) -> None:
     emulator.admin("PATCH", f"volumes/{WEB1_DATA}", {"job_duration_s": 30.0})
-    slow = runtime.detach.__class__(
+    slow = DetachFunction(
         runtime.ecs,
         runtime.jobs,
         runtime.results,
@@ -108,7 +108,9 @@ def test_a_job_that_outlives_the_deadline_times_out(
     assert result.data.polls >= 2
 
 
-def test_second_detach_on_a_busy_server_is_retried_later(runtime: Runtime, webhook: str) -> None:
+def test_second_detach_on_a_busy_server_is_retried_later(
+    runtime: Runtime, webhook: str, emulator: Emulator
+) -> None:
     first = httpx.post(
         f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_DATA}, headers=AUTH, timeout=10
     )
@@ -120,24 +122,47 @@ def test_second_detach_on_a_busy_server_is_retried_later(runtime: Runtime, webho
     assert second.headers["Retry-After"] == str(int(runtime.settings.busy_retry_s))
     (record,) = second.json()["records"]
     assert record["status"] == "retry"
-    assert "Ecs.0603" in record["detail"]
+    assert "another detach on server" in record["detail"]  # our lock, before the cloud refuses
+    calls = emulator.admin("GET", "calls")["calls"]
+    assert [c["method"] for c in calls].count("DELETE") == 1
     assert runtime.results.receive(1) == []  # not a failure: nothing final was said
 
 
-def test_a_volume_not_attached_to_the_server_is_already_detached(runtime: Runtime, webhook: str) -> None:
+def test_a_volume_not_attached_to_the_server_is_already_detached(
+    runtime: Runtime, webhook: str, worker: Worker
+) -> None:
     first = httpx.post(
         f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_DATA}, headers=AUTH, timeout=10
     )
     assert first.status_code == 202
-    time.sleep(0.6)  # the emulator's job takes 0.4 s
+    assert next_result(runtime).type == "ecs-detach.succeeded"  # the job ended: locks are free
     again = httpx.post(
-        f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_DATA}, headers=AUTH, timeout=10
+        f"{webhook}/",
+        json={"server_id": WEB1, "volume_id": WEB1_DATA, "idempotency_key": "another-request"},
+        headers=AUTH,
+        timeout=10,
     )
     assert again.status_code == 200
     assert again.json()["records"][0]["status"] == "already_detached"
     result = next_result(runtime)
     assert result.type == "ecs-detach.already_detached"
     assert result.data.error_code == "Ecs.0111"
+
+
+def test_a_duplicate_gets_the_original_job_and_makes_no_call(
+    runtime: Runtime, webhook: str, emulator: Emulator
+) -> None:
+    body = {"server_id": WEB1, "volume_id": WEB1_DATA, "idempotency_key": "alert-42"}
+    first = httpx.post(f"{webhook}/", json=body, headers=AUTH, timeout=10)
+    again = httpx.post(f"{webhook}/", json=body, headers=AUTH, timeout=10)
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.json()["records"][0]["status"] == "duplicate"
+    assert again.json()["job_ids"] == first.json()["job_ids"]
+    changed = httpx.post(f"{webhook}/", json={**body, "volume_id": WEB1_LOGS}, headers=AUTH, timeout=10)
+    assert changed.status_code == 409
+    assert changed.json()["records"][0]["error_code"] == "IdempotencyConflict"
+    calls = emulator.admin("GET", "calls")["calls"]
+    assert [c["method"] for c in calls].count("DELETE") == 1
 
 
 def test_an_unknown_server_is_rejected_with_the_cloud_error(runtime: Runtime, webhook: str) -> None:
@@ -179,3 +204,22 @@ def test_oversized_and_wrong_method(webhook: str) -> None:
     )
     assert big.status_code == 413
     assert httpx.get(f"{webhook}/").status_code == 405
+
+
+def test_the_clouds_busy_answer_is_retried_later_too(runtime: Runtime) -> None:
+    unguarded = DetachFunction(
+        runtime.ecs,
+        runtime.jobs,
+        runtime.results,
+        default_project_id=PID,
+        source="test",
+        schedule=runtime.settings.poll_schedule(),
+        poll_timeout_s=60,
+        busy_retry_s=7,
+    )
+    first = unguarded(parse_request({"server_id": WEB1, "volume_id": WEB1_DATA}))
+    assert first.status is DetachStatus.ACCEPTED
+    second = unguarded(parse_request({"server_id": WEB1, "volume_id": WEB1_LOGS}))
+    assert second.status is DetachStatus.RETRY
+    assert second.retry_after_s == 7
+    assert "Ecs.0603" in second.reason

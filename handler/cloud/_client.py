@@ -1,0 +1,120 @@
+"""What every service client shares: a signed ``httpx.Client``, timeouts and typed errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from handler.cloud._credentials import Credentials
+from handler.cloud._errors import ApiError, TransportError
+from handler.cloud._signer import SignerAuth
+
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+USER_AGENT = "ecs-detach/0.1"
+
+_Client = TypeVar("_Client", bound="SignedClient")
+
+
+class SignedClient:
+    """One service endpoint, every request signed with AK/SK. Every call has a timeout and
+    raises ``ApiError`` (an error answer) or ``TransportError`` (no answer).
+
+    Subclasses set ``api_version``, the first path segment (``v1``, ``v2``).
+    """
+
+    api_version: ClassVar[str]
+
+    def __init__(
+        self,
+        endpoint: str,
+        credentials: Credentials,
+        *,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._auth = SignerAuth(credentials)
+        self._project_id = credentials.project_id
+        self._http = httpx.Client(
+            base_url=endpoint.rstrip("/"),
+            auth=self._auth,
+            timeout=timeout,
+            transport=transport,
+            headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"},
+        )
+
+    @property
+    def endpoint(self) -> str:
+        return str(self._http.base_url).rstrip("/")
+
+    def use_credentials(self, credentials: Credentials) -> None:
+        """Swap in fresh (e.g. rotated temporary) credentials; the connection pool stays."""
+        self._auth = SignerAuth(credentials)
+        self._http.auth = self._auth
+        self._project_id = credentials.project_id
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self: _Client) -> _Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _path(self, project_id: str | None, *segments: str) -> str:
+        """``/{api_version}/{project}/{segments}``, each segment percent-encoded (``:`` → ``%3A``)."""
+        project = project_id or self._project_id
+        if not project:
+            raise ValueError("no project ID: set HUAWEICLOUD_SDK_PROJECT_ID or pass project_id")
+        return f"/{self.api_version}/" + "/".join(quote(part, safe="") for part in (project, *segments))
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        content = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
+        try:
+            response = self._http.request(method, path, params=params, content=content)
+        except httpx.TimeoutException as exc:
+            raise TransportError(f"{method} {path}: timed out ({type(exc).__name__})", timeout=True) from exc
+        except httpx.TransportError as exc:
+            raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 400:
+            raise ApiError.from_response(response)
+        return response
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """The answer's JSON object (``ApiError`` ``InvalidResponse`` if it is not one)."""
+    try:
+        body = json.loads(response.content) if response.content else {}
+    except ValueError as exc:
+        raise ApiError(
+            response.status_code,
+            "InvalidResponse",
+            f"answer is not JSON: {response.text[:200]!r}",
+            request_id=response.headers.get("x-request-id"),
+        ) from exc
+    if not isinstance(body, dict):
+        raise ApiError(response.status_code, "InvalidResponse", "answer is not a JSON object")
+    return body
+
+
+def required_str(response: httpx.Response, body: dict[str, Any], key: str, call: str) -> str:
+    """``body[key]`` when it is a non-empty string, else ``ApiError`` ``InvalidResponse``."""
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise ApiError(
+            response.status_code,
+            "InvalidResponse",
+            f"{call} answered without a {key}",
+            request_id=response.headers.get("x-request-id"),
+        )
+    return value

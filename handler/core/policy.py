@@ -1,0 +1,99 @@
+"""What may be detached: the safety policy, evaluated before any mutating call.
+
+Pure decision logic over the request and what the cloud says about the server and the disk.
+Every refusal has a stable code (for the ``rejected`` result event) and a reason a person can
+act on. The order is fixed: scope (project, server allowlists, required tag) before the disk's
+own rules (system disk, shared disk, force), so the cheapest and broadest refusals come first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from handler.core.models import DetachRequest
+from handler.core.resources import BlockDevice, Server
+
+STOPPED = "SHUTOFF"
+
+
+class SafetyPolicy(BaseModel):
+    """The operator's rules. Empty allowlists mean every project / server."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    allowed_projects: list[str] = Field(default_factory=list)
+    allowed_servers: list[str] = Field(default_factory=list)
+    required_tag: str | None = Field(default=None, description='e.g. "auto-remediation=true"')
+    allow_system_disk_when_stopped: bool = False
+    allow_shared_disks: bool = False
+    allow_force: bool = False
+
+
+@dataclass(frozen=True)
+class DiskFacts:
+    """What the cloud says, read just before deciding."""
+
+    server: Server
+    devices: list[BlockDevice]
+    shared: bool  # attached to more than one server, or a multi-attach volume
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    code: str = ""
+    reason: str = ""
+
+
+ALLOW = Verdict(True)
+
+
+def _refuse(code: str, reason: str) -> Verdict:
+    return Verdict(False, code, reason)
+
+
+def check_scope(request: DetachRequest, project_id: str, policy: SafetyPolicy) -> Verdict:
+    """Rules that need no cloud call: project and server allowlists, force."""
+    if policy.allowed_projects and project_id not in policy.allowed_projects:
+        return _refuse("PolicyProjectNotAllowed", f"project {project_id} is not in the allowed projects")
+    if policy.allowed_servers and request.server_id not in policy.allowed_servers:
+        return _refuse("PolicyServerNotAllowed", f"server {request.server_id} is not in the allowed servers")
+    if request.delete_flag and not policy.allow_force:
+        return _refuse("PolicyForceNotAllowed", "force-detach (delete_flag=1) is not allowed by the policy")
+    return ALLOW
+
+
+def is_system_disk(volume_id: str, facts: DiskFacts) -> bool:
+    """The server's root device or boot index 0 (cloud-api.md §9); block devices corroborate."""
+    server = facts.server
+    for attached in server.volumes_attached:
+        if attached.id == volume_id and attached.boot_index == "0":
+            return True
+    device = next((d for d in facts.devices if d.volume_id == volume_id), None)
+    if device is None:
+        return False
+    return bool(server.root_device_name) and device.device == server.root_device_name
+
+
+def check_disk(request: DetachRequest, volume_id: str, facts: DiskFacts, policy: SafetyPolicy) -> Verdict:
+    """Rules about this server and disk: required tag, system disk, shared disk."""
+    server = facts.server
+    if policy.required_tag and policy.required_tag not in server.tags:
+        return _refuse(
+            "PolicyTagMissing", f"server {server.id} does not carry the required tag {policy.required_tag!r}"
+        )
+    if is_system_disk(volume_id, facts):
+        if not policy.allow_system_disk_when_stopped:
+            return _refuse("PolicySystemDisk", f"volume {volume_id} is the system disk of server {server.id}")
+        if server.status != STOPPED:
+            return _refuse(
+                "PolicySystemDiskRunning",
+                f"volume {volume_id} is the system disk; server {server.id} is {server.status}, not stopped",
+            )
+        if request.delete_flag:
+            return _refuse("PolicySystemDiskForce", "a system disk cannot be force-detached")
+    if facts.shared and not policy.allow_shared_disks:
+        return _refuse("PolicySharedDisk", f"volume {volume_id} is shared by several servers")
+    return ALLOW

@@ -1,0 +1,92 @@
+"""Exactly once on at-least-once delivery: idempotency records and per-server/volume locks.
+
+The detach function opts in by taking a ``Guard``. A request's key is its explicit
+``idempotency_key`` (sources derive one from the webhook id, the CloudEvent source and id,
+the Alertmanager fingerprint and startsAt…), else ``{project}/{server}/{volume or device}``.
+Its fingerprint is the content that matters (project, server, disk, force): the same key with
+other content is refused. Locks (``server:…`` and ``volume:…``, owned by the key) are held from
+before the detach call until the poll function sees the job end, because the cloud refuses
+parallel detaches on one server; a request that finds them held waits (retry later).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from handler.core.models import DetachRequest
+from handler.store import Claim, ClaimLost, Store
+
+
+@dataclass(frozen=True)
+class Locks:
+    names: tuple[str, ...]
+    owner: str
+
+
+def request_key(request: DetachRequest, project_id: str) -> str:
+    disk = request.volume_id or request.device
+    return request.idempotency_key or f"{project_id}/{request.server_id}/{disk}"
+
+
+def fingerprint(request: DetachRequest, project_id: str) -> str:
+    content = [project_id, request.server_id, request.volume_id, request.device, request.delete_flag]
+    return hashlib.sha256(json.dumps(content).encode()).hexdigest()
+
+
+class Guard:
+    def __init__(
+        self, store: Store, *, in_progress_ttl_s: float, record_ttl_s: float, lock_ttl_s: float
+    ) -> None:
+        self._store = store
+        self._in_progress_ttl_s = in_progress_ttl_s
+        self._record_ttl_s = record_ttl_s
+        self._lock_ttl_s = lock_ttl_s
+
+    def claim(self, key: str, request: DetachRequest, project_id: str) -> Claim:
+        return self._store.begin(
+            key, fingerprint(request, project_id), in_progress_ttl_s=self._in_progress_ttl_s
+        )
+
+    def note(self, key: str, progress: dict[str, Any]) -> None:
+        self._store.note(key, progress)
+
+    def complete(self, key: str, record: dict[str, Any]) -> None:
+        self._store.complete(key, record, ttl_s=self._record_ttl_s)
+
+    def release(self, key: str) -> None:
+        self._store.release(key)
+
+    @staticmethod
+    def locks(project_id: str, server_id: str, volume_id: str, owner: str) -> Locks:
+        return Locks((f"server:{project_id}:{server_id}", f"volume:{project_id}:{volume_id}"), owner)
+
+    def acquire(self, locks: Locks) -> bool:
+        """Both locks, or neither (the first is given back when the second is held by another)."""
+        taken: list[str] = []
+        for name in locks.names:
+            if not self._store.acquire(name, locks.owner, ttl_s=self._lock_ttl_s):
+                for held in taken:
+                    self._store.release_lock(held, locks.owner)
+                return False
+            taken.append(name)
+        return True
+
+    def unlock(self, locks: Locks) -> None:
+        for name in locks.names:
+            self._store.release_lock(name, locks.owner)
+
+    def claim_result(self, job_id: str) -> Claim:
+        """NEW: report job ``job_id`` now; DONE: it was reported (a redelivered poll);
+        IN_PROGRESS: another poll is reporting it right now (come back later)."""
+        return self._store.begin(f"result:{job_id}", "result", in_progress_ttl_s=self._in_progress_ttl_s)
+
+    def result_reported(self, job_id: str, key: str, result: dict[str, Any]) -> None:
+        self._store.complete(f"result:{job_id}", result, ttl_s=self._record_ttl_s)
+        # The request's record gains the result, for duplicates that arrive later; it may have
+        # expired already, then there is nothing to update.
+        with contextlib.suppress(ClaimLost):
+            self._store.complete(key, result, ttl_s=self._record_ttl_s)

@@ -1,0 +1,137 @@
+"""The idempotency and lock store: its protocol and value types.
+
+An idempotency key goes through these records:
+
+* none → ``begin`` makes an *in-progress* record owned by the caller until its claim lapses
+  (``in_progress_ttl_s``, matched to the function timeout);
+* in progress → ``note`` adds progress data (the job id right after the detach call);
+  ``complete`` turns it into a *completed* record kept ``ttl_s``; ``release`` deletes it;
+* a lapsed claim (its owner died) keeps its progress for ``keep_abandoned_s`` so the next
+  ``begin`` can take it over and resume; after that the record is gone.
+
+Locks are separate named leases with one owner each, freed by their owner or by their expiry.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+DEFAULT_RECORD_TTL_S = 24 * 3600.0  # how long callers keep completed records unless configured
+DEFAULT_KEEP_ABANDONED_S = 24 * 3600.0  # how long a lapsed claim keeps its progress
+
+
+class StoreError(Exception):
+    """The store failed (unreachable, corrupt, closed); messages never contain credentials."""
+
+
+class ClaimLost(StoreError):
+    """``note`` found no in-progress record of its key, or ``complete`` no record at all."""
+
+
+class ClaimState(enum.Enum):
+    NEW = "new"
+    """The caller owns the key now; ``progress`` holds what an earlier, lapsed owner noted."""
+    IN_PROGRESS = "in_progress"
+    """Another caller owns the key and its claim has not lapsed; it may have noted ``progress``."""
+    DONE = "done"
+    """The key was completed with ``record``."""
+    CONFLICT = "conflict"
+    """The key has a record (in progress, lapsed or completed) with a different fingerprint."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What ``Store.begin`` found, and (for ``NEW``) took."""
+
+    state: ClaimState
+    progress: dict[str, Any] = field(default_factory=dict)
+    """NEW, IN_PROGRESS: the data noted so far (empty for a fresh key)."""
+    record: dict[str, Any] | None = None
+    """DONE: the completed record."""
+    attempt: int = 0
+    """NEW, IN_PROGRESS: how many times the key has been claimed; above 1, an earlier owner's
+    claim lapsed (it may have called the API without noting it)."""
+    expires_in_s: float | None = None
+    """IN_PROGRESS: seconds until the other owner's claim lapses."""
+
+
+class Store(Protocol):
+    """Idempotency records and locks in one backing store, safe for threads and processes.
+
+    Records and progress are JSON objects (``dict[str, Any]`` with JSON-serialisable values).
+    """
+
+    def begin(self, key: str, fingerprint: str, *, in_progress_ttl_s: float) -> Claim:
+        """Claim ``key`` for ``in_progress_ttl_s`` unless someone holds it or completed it.
+
+        A lapsed claim is taken over: ``NEW`` with the progress noted before it lapsed.
+        """
+        ...
+
+    def note(self, key: str, data: dict[str, Any]) -> None:
+        """Merge ``data`` into the progress of in-progress ``key`` (top-level keys replace).
+
+        Raises ``ClaimLost`` if ``key`` has no in-progress record.
+        """
+        ...
+
+    def complete(self, key: str, record: dict[str, Any], *, ttl_s: float) -> None:
+        """Store ``record`` as the result of ``key``, kept ``ttl_s``; replaces an earlier one.
+
+        Raises ``ClaimLost`` if ``key`` has no record.
+        """
+        ...
+
+    def release(self, key: str) -> None:
+        """Delete the in-progress record of ``key`` with its progress; completed ones stay."""
+        ...
+
+    def acquire(self, name: str, owner: str, *, ttl_s: float) -> bool:
+        """Hold lock ``name`` for ``owner`` for ``ttl_s`` if it is free, expired or already
+        ``owner``'s (then its expiry moves); whether ``owner`` holds it now."""
+        ...
+
+    def release_lock(self, name: str, owner: str) -> bool:
+        """Free lock ``name`` if ``owner`` holds it; whether it did."""
+        ...
+
+    def holder(self, name: str) -> str | None:
+        """The owner of lock ``name``, or None if it is free."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection; further calls raise ``StoreError``."""
+        ...
+
+
+def check_key(what: str, value: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty string, got {value!r}")
+
+
+def check_ttl(what: str, value: float) -> None:
+    if not 0 < value < math.inf:
+        raise ValueError(f"{what} must be a finite number of seconds > 0, got {value!r}")
+
+
+def check_keep(value: float) -> None:
+    if not 0 <= value < math.inf:
+        raise ValueError(f"keep_abandoned_s must be a finite number of seconds >= 0, got {value!r}")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without userinfo, query and fragment: safe to show in a message or a log.
+
+    Works on malformed URLs too, erring towards cutting too much.
+    """
+    head, separator, rest = url.partition("://")
+    if not separator:
+        head, rest = "", url
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    for mark in "?#":
+        rest = rest.partition(mark)[0]
+    return head + separator + rest

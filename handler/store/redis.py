@@ -1,0 +1,272 @@
+"""The store on Redis (5.0 or later, Huawei DCS included).
+
+URL: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS (``?ca=/path/ca.pem``
+adds a CA bundle, e.g. the one DCS offers for download).
+
+Keys, after the prefix (``ecs-detach:`` by default):
+
+* ``idem:KEY``, a hash per idempotency key: ``fp`` (fingerprint), ``state`` (``run`` or
+  ``done``), ``until`` (ms, Redis time, when an in-progress claim lapses), ``token`` (of the
+  ``begin`` call that claimed it), ``attempt``, ``record`` (JSON) and one ``p:NAME`` field per
+  noted progress value (JSON). Its Redis expiry is the record's: the claim plus
+  ``keep_abandoned_s`` while in progress, ``ttl_s`` once completed.
+* ``lock:NAME``, a string: the owner, with the lock's expiry as its Redis expiry.
+
+Every operation is one Lua script on one key, so it is atomic and works on cluster proxies.
+Times come from Redis (``TIME``), not from the clients' clocks. redis-py retries a command
+whose connection dropped; a retried ``begin`` recognises its own claim by its token.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from ._base import (
+    DEFAULT_KEEP_ABANDONED_S,
+    Claim,
+    ClaimLost,
+    ClaimState,
+    StoreError,
+    check_keep,
+    check_key,
+    check_ttl,
+    redact_url,
+)
+
+_USAGE = "use redis[s]://[[user]:password@]host[:port][/db][?ca=/path/ca.pem]"
+_PROGRESS = "p:"  # prefix of the hash fields holding noted progress
+
+# KEYS record; ARGV fingerprint, ttl_ms, keep_ms, token.
+# Returns {'conflict'}, {'done', record}, or {'in_progress' or 'new', attempt, ms left, HGETALL}.
+_BEGIN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local key = KEYS[1]
+local f = redis.call('HMGET', key, 'fp', 'state', 'until', 'token', 'attempt', 'record')
+local attempt = 1
+if f[1] then
+  if f[1] ~= ARGV[1] then return {'conflict'} end
+  if f[2] == 'done' then return {'done', f[6]} end
+  attempt = tonumber(f[5])
+  if f[4] ~= ARGV[4] then
+    local left = tonumber(f[3]) - now
+    if left > 0 then return {'in_progress', attempt, left, redis.call('HGETALL', key)} end
+    attempt = attempt + 1
+  end
+end
+local ttl = tonumber(ARGV[2])
+redis.call('HSET', key, 'fp', ARGV[1], 'state', 'run', 'until', now + ttl, 'token', ARGV[4],
+  'attempt', attempt)
+redis.call('PEXPIRE', key, ttl + tonumber(ARGV[3]))
+return {'new', attempt, 0, redis.call('HGETALL', key)}
+"""
+
+# KEYS record; ARGV field, value, field, value... Returns 1, or 0 if not in progress.
+_NOTE = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'run' then return 0 end
+if #ARGV > 0 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
+return 1
+"""
+
+# KEYS record; ARGV record, ttl_ms. Returns 1, or 0 if there is no record.
+_COMPLETE = """
+local f = redis.call('HMGET', KEYS[1], 'fp', 'attempt')
+if not f[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'fp', f[1], 'state', 'done', 'attempt', f[2], 'record', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS record. Deletes it if in progress.
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'state') == 'run' then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS lock; ARGV owner, ttl_ms. Returns 1 if the owner holds it now, else 0.
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS lock; ARGV owner. Returns 1 if it deleted the owner's lock, else 0.
+_RELEASE_LOCK = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
+def _ms(seconds: float) -> int:
+    """Whole milliseconds, rounded up, at least 1: Redis expiries are in ms."""
+    return max(math.ceil(seconds * 1000), 1)
+
+
+def _progress(flat: list[str]) -> dict[str, Any]:
+    """The progress fields of a record's HGETALL, decoded."""
+    pairs = zip(flat[::2], flat[1::2], strict=True)
+    return {name[len(_PROGRESS) :]: json.loads(value) for name, value in pairs if name.startswith(_PROGRESS)}
+
+
+class RedisStore:
+    """The store on the Redis at ``url``; safe to share between threads (redis-py pools
+    connections). Several instances and processes may use the same keys at once."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "ecs-detach:",
+        keep_abandoned_s: float = DEFAULT_KEEP_ABANDONED_S,
+    ) -> None:
+        check_keep(keep_abandoned_s)
+        self._safe_url = redact_url(url)
+        malformed = f"malformed redis store URL {self._safe_url}: {_USAGE}"
+        try:
+            parts = urlsplit(url)
+            host, port = parts.hostname, parts.port or 6379
+            query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+        except ValueError:
+            raise ValueError(malformed) from None
+        db = parts.path.removeprefix("/") or "0"
+        if parts.scheme not in ("redis", "rediss") or parts.fragment or not host:
+            raise ValueError(malformed)
+        if not (db.isascii() and db.isdigit()) or set(query) - {"ca"}:
+            raise ValueError(malformed)
+        if any(len(values) != 1 or not values[0] for values in query.values()):
+            raise ValueError(malformed)
+        ca_file = query["ca"][0] if "ca" in query else None
+        if ca_file is not None and parts.scheme != "rediss":
+            raise ValueError(f"redis store URL {self._safe_url}: ca= needs rediss://")
+        self._password = unquote(parts.password) if parts.password else None
+        self._prefix = prefix
+        self._keep_ms = round(keep_abandoned_s * 1000)
+        self._client: redis.Redis | None = redis.Redis(
+            host=host,
+            port=port,
+            db=int(db),
+            username=unquote(parts.username) if parts.username else None,
+            password=self._password,
+            ssl=parts.scheme == "rediss",
+            ssl_ca_certs=ca_file,
+            socket_timeout=5.0,
+            socket_connect_timeout=5.0,
+            health_check_interval=30,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
+            client_name="ecs-detach",
+            decode_responses=True,
+        )
+        self._begin = self._client.register_script(_BEGIN)
+        self._note = self._client.register_script(_NOTE)
+        self._complete = self._client.register_script(_COMPLETE)
+        self._release = self._client.register_script(_RELEASE)
+        self._acquire = self._client.register_script(_ACQUIRE)
+        self._release_lock = self._client.register_script(_RELEASE_LOCK)
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self._safe_url!r}, prefix={self._prefix!r})"
+
+    @contextmanager
+    def _redis(self) -> Iterator[redis.Redis]:
+        """The client, with Redis errors turned into ``StoreError`` (credentials scrubbed)."""
+        if self._client is None:
+            raise StoreError(f"store {self._safe_url} is closed")
+        try:
+            yield self._client
+        except redis.RedisError as exc:
+            detail = str(exc)
+            cause: BaseException | None = exc
+            if self._password and self._password in detail:
+                detail, cause = detail.replace(self._password, "***"), None
+            raise StoreError(f"redis store {self._safe_url}: {detail}") from cause
+
+    def _record(self, key: str) -> str:
+        return f"{self._prefix}idem:{key}"
+
+    def _lock(self, name: str) -> str:
+        return f"{self._prefix}lock:{name}"
+
+    def begin(self, key: str, fingerprint: str, *, in_progress_ttl_s: float) -> Claim:
+        check_key("key", key)
+        check_key("fingerprint", fingerprint)
+        check_ttl("in_progress_ttl_s", in_progress_ttl_s)
+        token = uuid.uuid4().hex
+        with self._redis():
+            reply = self._begin(
+                keys=[self._record(key)],
+                args=[fingerprint, _ms(in_progress_ttl_s), self._keep_ms, token],
+            )
+        state = ClaimState(reply[0])
+        if state is ClaimState.CONFLICT:
+            return Claim(state)
+        if state is ClaimState.DONE:
+            return Claim(state, record=json.loads(reply[1]))
+        attempt, left_ms, flat = int(reply[1]), int(reply[2]), reply[3]
+        if state is ClaimState.NEW:
+            return Claim(state, progress=_progress(flat), attempt=attempt)
+        return Claim(state, progress=_progress(flat), attempt=attempt, expires_in_s=left_ms / 1000)
+
+    def note(self, key: str, data: dict[str, Any]) -> None:
+        check_key("key", key)
+        args: list[str] = []
+        for name, value in data.items():
+            args += [_PROGRESS + name, json.dumps(value)]
+        with self._redis():
+            noted = self._note(keys=[self._record(key)], args=args)
+        if not noted:
+            raise ClaimLost(f"no in-progress record of idempotency key {key!r} to note progress on")
+
+    def complete(self, key: str, record: dict[str, Any], *, ttl_s: float) -> None:
+        check_key("key", key)
+        check_ttl("ttl_s", ttl_s)
+        text = json.dumps(record)
+        with self._redis():
+            completed = self._complete(keys=[self._record(key)], args=[text, _ms(ttl_s)])
+        if not completed:
+            raise ClaimLost(f"no record of idempotency key {key!r} to complete")
+
+    def release(self, key: str) -> None:
+        check_key("key", key)
+        with self._redis():
+            self._release(keys=[self._record(key)])
+
+    def acquire(self, name: str, owner: str, *, ttl_s: float) -> bool:
+        check_key("lock name", name)
+        check_key("owner", owner)
+        check_ttl("ttl_s", ttl_s)
+        with self._redis():
+            return bool(self._acquire(keys=[self._lock(name)], args=[owner, _ms(ttl_s)]))
+
+    def release_lock(self, name: str, owner: str) -> bool:
+        check_key("lock name", name)
+        check_key("owner", owner)
+        with self._redis():
+            return bool(self._release_lock(keys=[self._lock(name)], args=[owner]))
+
+    def holder(self, name: str) -> str | None:
+        check_key("lock name", name)
+        with self._redis() as client:
+            owner = client.get(self._lock(name))
+        return None if owner is None else str(owner)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

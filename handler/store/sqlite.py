@@ -1,0 +1,252 @@
+"""The store in one SQLite file, shared by the threads and processes of one machine.
+
+Each operation is one ``BEGIN IMMEDIATE`` transaction, so operations on one file are serialised
+across connections, threads and processes (WAL journal, 30 s busy timeout). Times are the
+injected clock's. A row whose ``expires_at`` has passed counts as absent; such rows are deleted
+by a write at most once a minute per instance.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ._base import (
+    DEFAULT_KEEP_ABANDONED_S,
+    Claim,
+    ClaimLost,
+    ClaimState,
+    StoreError,
+    check_keep,
+    check_key,
+    check_ttl,
+)
+
+SCHEMA_VERSION = 1  # PRAGMA user_version of a file this code created
+APPLICATION_ID = 0x45444953  # PRAGMA application_id ("EDIS") marks a store file
+_BUSY_TIMEOUT = 30.0  # s a connection waits for another one's write lock (thread or process)
+_PURGE_INTERVAL = 60.0  # s between deletions of expired rows by one instance
+
+_SCHEMA = (
+    """
+    CREATE TABLE claims (
+        key TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        done INTEGER NOT NULL,            -- 0 in progress, 1 completed
+        claim_until REAL,                 -- in progress: when the owner's claim lapses
+        expires_at REAL NOT NULL,         -- the row counts as absent from then on
+        attempt INTEGER NOT NULL,         -- how many times the key was claimed
+        progress TEXT NOT NULL,           -- JSON object noted while in progress
+        record TEXT                       -- JSON object: the completed record
+    )
+    """,
+    "CREATE INDEX claims_expiry ON claims (expires_at)",
+    "CREATE TABLE locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL)",
+    "CREATE INDEX locks_expiry ON locks (expires_at)",
+)
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction that holds the write lock from its start."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _prepare(conn: sqlite3.Connection, path: Path) -> None:
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")  # a claim on disk before the detach call
+    with _immediate(conn):
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        (application,) = conn.execute("PRAGMA application_id").fetchone()
+        (tables,) = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        if version == 0 and application == 0 and tables == 0:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif application != APPLICATION_ID:
+            raise StoreError(f"{path} is not an ecs-detach store file")
+        elif version != SCHEMA_VERSION:
+            raise StoreError(f"{path} has store schema version {version}; this code knows {SCHEMA_VERSION}")
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open ``path``, creating its directory and schema if missing."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # timeout= is SQLite's busy timeout: wait for other connections' locks, don't fail.
+        conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"cannot open store file {path}: {exc}") from exc
+    try:
+        _prepare(conn, path)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(f"cannot open store file {path}: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class SqliteStore:
+    """The store in the SQLite file ``path``; safe to share between threads (it serialises its
+    calls). Several instances, threads and processes may use the same file at once."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        keep_abandoned_s: float = DEFAULT_KEEP_ABANDONED_S,
+    ) -> None:
+        check_keep(keep_abandoned_s)
+        self._path = Path(path).resolve()
+        self._clock = clock
+        self._keep_abandoned_s = float(keep_abandoned_s)
+        self._next_purge = -float("inf")
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = _connect(self._path)
+
+    @property
+    def path(self) -> Path:
+        """The absolute path of the file."""
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self._path)!r})"
+
+    @contextmanager
+    def _transaction(self) -> Iterator[tuple[sqlite3.Connection, float]]:
+        """The connection in a write transaction, and the time; expired rows purged if due."""
+        with self._lock:
+            if self._conn is None:
+                raise StoreError(f"store {self._path} is closed")
+            try:
+                with _immediate(self._conn):
+                    now = self._clock()
+                    purge = now >= self._next_purge
+                    if purge:
+                        self._conn.execute("DELETE FROM claims WHERE expires_at <= ?", (now,))
+                        self._conn.execute("DELETE FROM locks WHERE expires_at <= ?", (now,))
+                    yield self._conn, now
+                if purge:
+                    self._next_purge = now + _PURGE_INTERVAL
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self._path}: {exc}") from exc
+
+    def begin(self, key: str, fingerprint: str, *, in_progress_ttl_s: float) -> Claim:
+        check_key("key", key)
+        check_key("fingerprint", fingerprint)
+        check_ttl("in_progress_ttl_s", in_progress_ttl_s)
+        with self._transaction() as (conn, now):
+            row = conn.execute(
+                "SELECT fingerprint, done, claim_until, attempt, progress, record FROM claims"
+                " WHERE key = ? AND expires_at > ?",
+                (key, now),
+            ).fetchone()
+            attempt, progress = 1, "{}"
+            if row is not None:
+                stored_fingerprint, done, claim_until, attempt, progress, record = row
+                if stored_fingerprint != fingerprint:
+                    return Claim(ClaimState.CONFLICT)
+                if done:
+                    return Claim(ClaimState.DONE, record=json.loads(record))
+                if claim_until > now:
+                    return Claim(
+                        ClaimState.IN_PROGRESS,
+                        progress=json.loads(progress),
+                        attempt=attempt,
+                        expires_in_s=claim_until - now,
+                    )
+                attempt += 1
+            claim_until = now + in_progress_ttl_s
+            conn.execute(
+                "INSERT OR REPLACE INTO claims"
+                " (key, fingerprint, done, claim_until, expires_at, attempt, progress, record)"
+                " VALUES (?, ?, 0, ?, ?, ?, ?, NULL)",
+                (key, fingerprint, claim_until, claim_until + self._keep_abandoned_s, attempt, progress),
+            )
+            return Claim(ClaimState.NEW, progress=json.loads(progress), attempt=attempt)
+
+    def note(self, key: str, data: dict[str, Any]) -> None:
+        check_key("key", key)
+        with self._transaction() as (conn, now):
+            row = conn.execute(
+                "SELECT progress FROM claims WHERE key = ? AND done = 0 AND expires_at > ?", (key, now)
+            ).fetchone()
+            if row is None:
+                raise ClaimLost(f"no in-progress record of idempotency key {key!r} to note progress on")
+            progress = json.loads(row[0])
+            progress.update(data)
+            conn.execute("UPDATE claims SET progress = ? WHERE key = ?", (json.dumps(progress), key))
+
+    def complete(self, key: str, record: dict[str, Any], *, ttl_s: float) -> None:
+        check_key("key", key)
+        check_ttl("ttl_s", ttl_s)
+        text = json.dumps(record)
+        with self._transaction() as (conn, now):
+            updated = conn.execute(
+                "UPDATE claims SET done = 1, claim_until = NULL, expires_at = ?, progress = '{}',"
+                " record = ? WHERE key = ? AND expires_at > ?",
+                (now + ttl_s, text, key, now),
+            ).rowcount
+            if not updated:
+                raise ClaimLost(f"no record of idempotency key {key!r} to complete")
+
+    def release(self, key: str) -> None:
+        check_key("key", key)
+        with self._transaction() as (conn, _):
+            conn.execute("DELETE FROM claims WHERE key = ? AND done = 0", (key,))
+
+    def acquire(self, name: str, owner: str, *, ttl_s: float) -> bool:
+        check_key("lock name", name)
+        check_key("owner", owner)
+        check_ttl("ttl_s", ttl_s)
+        with self._transaction() as (conn, now):
+            row = conn.execute(
+                "SELECT owner FROM locks WHERE name = ? AND expires_at > ?", (name, now)
+            ).fetchone()
+            if row is not None and row[0] != owner:
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO locks (name, owner, expires_at) VALUES (?, ?, ?)",
+                (name, owner, now + ttl_s),
+            )
+            return True
+
+    def release_lock(self, name: str, owner: str) -> bool:
+        check_key("lock name", name)
+        check_key("owner", owner)
+        with self._transaction() as (conn, now):
+            deleted = conn.execute(
+                "DELETE FROM locks WHERE name = ? AND owner = ? AND expires_at > ?", (name, owner, now)
+            ).rowcount
+            return deleted > 0
+
+    def holder(self, name: str) -> str | None:
+        check_key("lock name", name)
+        with self._transaction() as (conn, now):
+            row = conn.execute(
+                "SELECT owner FROM locks WHERE name = ? AND expires_at > ?", (name, now)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

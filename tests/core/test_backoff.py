@@ -1,0 +1,47 @@
+"""Backoff arithmetic and Retry-After parsing."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from handler.core.backoff import Backoff, retry_after_seconds
+
+NOW = datetime(2024, 1, 15, 8, 30, 0, tzinfo=timezone.utc)
+
+
+def test_full_jitter_grows_exponentially_up_to_the_cap() -> None:
+    backoff = Backoff(base_s=0.5, cap_s=20)
+    assert [backoff.ceiling(n) for n in range(8)] == [0.5, 1, 2, 4, 8, 16, 20, 20]
+    assert backoff.delay(3, rand=lambda: 0.0) == 0.0
+    assert backoff.delay(3, rand=lambda: 0.5) == 2.0
+    assert backoff.ceiling(10_000) == 20  # no overflow for absurd attempts
+
+
+def test_jitter_spreads_over_the_whole_interval() -> None:
+    delays = [Backoff(base_s=1, cap_s=8).delay(3) for _ in range(2000)]
+    assert 0 <= min(delays) < 0.5
+    assert 7.5 < max(delays) <= 8
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("5", 5.0),
+        (" 120 ", 120.0),
+        ("Mon, 15 Jan 2024 08:30:30 GMT", 30.0),
+        ("Mon, 15 Jan 2024 08:29:00 GMT", 0.0),  # in the past: now
+        (None, None),
+        ("", None),
+        ("soon", None),
+        ("-3", None),
+    ],
+)
+def test_retry_after_both_forms(value: str | None, seconds: float | None) -> None:
+    assert retry_after_seconds(value, now=NOW) == seconds
+
+
+def test_nonsense_backoff_is_refused() -> None:
+    with pytest.raises(ValueError, match="backoff"):
+        Backoff(base_s=0)

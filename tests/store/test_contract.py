@@ -1,0 +1,250 @@
+"""The behaviour every store shares, run against SQLite and Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from handler.store import Claim, ClaimLost, ClaimState, Store, StoreError
+from tests.store.conftest import Backend
+
+LONG = 60.0  # s: a claim or lock that does not lapse during a test
+SHORT = 0.3  # s: one that lapses when the test lets time pass
+PAST_SHORT = 0.35
+
+
+def test_a_fresh_key_is_new_and_owned(store: Store) -> None:
+    assert store.begin("k", "fp", in_progress_ttl_s=LONG) == Claim(ClaimState.NEW, attempt=1)
+
+
+def test_a_duplicate_finds_the_key_in_progress(backend: Backend) -> None:
+    first, second = backend.make(), backend.make()
+    first.begin("k", "fp", in_progress_ttl_s=LONG)
+
+    claim = second.begin("k", "fp", in_progress_ttl_s=LONG)
+
+    assert claim.state is ClaimState.IN_PROGRESS
+    assert claim.attempt == 1
+    assert claim.progress == {}
+    assert claim.expires_in_s is not None
+    assert 0 < claim.expires_in_s <= LONG
+
+
+def test_a_duplicate_sees_the_progress_noted_so_far(store: Store) -> None:
+    store.begin("k", "fp", in_progress_ttl_s=LONG)
+    store.note("k", {"job_id": "job-1"})
+
+    claim = store.begin("k", "fp", in_progress_ttl_s=LONG)
+
+    assert claim.state is ClaimState.IN_PROGRESS
+    assert claim.progress == {"job_id": "job-1"}
+
+
+def test_notes_merge_at_the_top_level(store: Store) -> None:
+    store.begin("k", "fp", in_progress_ttl_s=SHORT)
+    store.note("k", {"job_id": "job-1", "phase": "called"})
+    store.note("k", {"phase": "published", "at": {"s": 1}})
+    store.note("k", {})
+
+    assert store.begin("k", "fp", in_progress_ttl_s=LONG).progress == {
+        "job_id": "job-1",
+        "phase": "published",
+        "at": {"s": 1},
+    }
+
+
+def test_the_same_key_with_other_content_is_a_conflict(store: Store) -> None:
+    store.begin("k", "fp", in_progress_ttl_s=LONG)
+    assert store.begin("k", "other", in_progress_ttl_s=LONG) == Claim(ClaimState.CONFLICT)
+
+    store.complete("k", {"job_id": "job-1"}, ttl_s=LONG)
+    assert store.begin("k", "other", in_progress_ttl_s=LONG) == Claim(ClaimState.CONFLICT)
+    assert store.begin("k", "fp", in_progress_ttl_s=LONG).state is ClaimState.DONE
+
+
+def test_a_lapsed_claim_is_taken_over_with_its_progress(backend: Backend) -> None:
+    """The crash between the detach call and the publish: the next claimant gets the job id."""
+    dead, heir = backend.make(), backend.make()
+    dead.begin("k", "fp", in_progress_ttl_s=SHORT)
+    dead.note("k", {"job_id": "job-1"})
+    backend.advance(PAST_SHORT)
+
+    claim = heir.begin("k", "fp", in_progress_ttl_s=LONG)
+
+    assert claim == Claim(ClaimState.NEW, progress={"job_id": "job-1"}, attempt=2)
+    again = dead.begin("k", "fp", in_progress_ttl_s=LONG)
+    assert again.state is ClaimState.IN_PROGRESS
+    assert again.attempt == 2
+    assert again.progress == {"job_id": "job-1"}
+
+
+def test_a_lapsed_claim_without_notes_is_new_again(backend: Backend) -> None:
+    store = backend.make()
+    store.begin("k", "fp", in_progress_ttl_s=SHORT)
+    backend.advance(PAST_SHORT)
+
+    assert store.begin("k", "fp", in_progress_ttl_s=LONG) == Claim(ClaimState.NEW, attempt=2)
+
+
+def test_a_lapsed_claim_is_forgotten_after_keep_abandoned(backend: Backend) -> None:
+    store = backend.make(keep_abandoned_s=SHORT)
+    store.begin("k", "fp", in_progress_ttl_s=SHORT)
+    store.note("k", {"job_id": "job-1"})
+    backend.advance(SHORT + PAST_SHORT)
+
+    assert store.begin("k", "other", in_progress_ttl_s=LONG) == Claim(ClaimState.NEW, attempt=1)
+
+
+def test_a_completed_key_returns_its_record(backend: Backend) -> None:
+    record: dict[str, Any] = {"job_id": "job-1", "result": None, "tags": ["a", "é"], "n": 1.5}
+    first = backend.make()
+    first.begin("k", "fp", in_progress_ttl_s=LONG)
+    first.note("k", {"job_id": "job-1"})
+    first.complete("k", record, ttl_s=LONG)
+
+    assert backend.make().begin("k", "fp", in_progress_ttl_s=LONG) == Claim(ClaimState.DONE, record=record)
+
+
+def test_complete_replaces_an_earlier_record(store: Store) -> None:
+    store.begin("k", "fp", in_progress_ttl_s=LONG)
+    store.complete("k", {"job_id": "job-1"}, ttl_s=LONG)
+    store.complete("k", {"job_id": "job-1", "result": "detached"}, ttl_s=LONG)
+
+    claim = store.begin("k", "fp", in_progress_ttl_s=LONG)
+    assert claim.record == {"job_id": "job-1", "result": "detached"}
+
+
+def test_a_completed_record_expires_after_its_ttl(backend: Backend) -> None:
+    store = backend.make()
+    store.begin("k", "fp", in_progress_ttl_s=LONG)
+    store.complete("k", {"job_id": "job-1"}, ttl_s=SHORT)
+    assert store.begin("k", "fp", in_progress_ttl_s=LONG).state is ClaimState.DONE
+    backend.advance(PAST_SHORT)
+
+    assert store.begin("k", "other", in_progress_ttl_s=LONG) == Claim(ClaimState.NEW, attempt=1)
+
+
+def test_release_drops_a_claim_and_its_progress(store: Store) -> None:
+    store.begin("k", "fp", in_progress_ttl_s=LONG)
+    store.note("k", {"job_id": "job-1"})
+    store.release("k")
+
+    assert store.begin("k", "other", in_progress_ttl_s=LONG) == Claim(ClaimState.NEW, attempt=1)
+
+
+def test_release_keeps_a_completed_record_and_ignores_unknown_keys(store: Store) -> None:
+    store.begin("k", "fp", in_progress_ttl_s=LONG)
+    store.complete("k", {"job_id": "job-1"}, ttl_s=LONG)
+    store.release("k")
+    store.release("unknown")
+
+    assert store.begin("k", "fp", in_progress_ttl_s=LONG).state is ClaimState.DONE
+
+
+def test_note_needs_an_in_progress_record(store: Store) -> None:
+    with pytest.raises(ClaimLost):
+        store.note("unknown", {"job_id": "job-1"})
+    store.begin("k", "fp", in_progress_ttl_s=LONG)
+    store.complete("k", {"job_id": "job-1"}, ttl_s=LONG)
+    with pytest.raises(ClaimLost):
+        store.note("k", {"job_id": "job-2"})
+    assert store.begin("k", "fp", in_progress_ttl_s=LONG).record == {"job_id": "job-1"}
+
+
+def test_complete_needs_a_record(store: Store) -> None:
+    with pytest.raises(ClaimLost):
+        store.complete("unknown", {"job_id": "job-1"}, ttl_s=LONG)
+    assert store.begin("unknown", "fp", in_progress_ttl_s=LONG).state is ClaimState.NEW
+
+
+def test_a_slow_owner_can_still_note_and_complete_a_lapsed_claim(backend: Backend) -> None:
+    store = backend.make()
+    store.begin("k", "fp", in_progress_ttl_s=SHORT)
+    backend.advance(PAST_SHORT)
+    store.note("k", {"job_id": "job-1"})
+    store.complete("k", {"job_id": "job-1"}, ttl_s=LONG)
+
+    assert store.begin("k", "fp", in_progress_ttl_s=LONG).record == {"job_id": "job-1"}
+
+
+def test_keys_and_locks_are_independent(store: Store) -> None:
+    assert store.begin("a", "fp", in_progress_ttl_s=LONG).state is ClaimState.NEW
+    assert store.begin("b", "fp", in_progress_ttl_s=LONG).state is ClaimState.NEW
+    assert store.acquire("a", "owner", ttl_s=LONG)
+    assert store.begin("a", "fp", in_progress_ttl_s=LONG).state is ClaimState.IN_PROGRESS
+
+
+def test_a_lock_is_exclusive(backend: Backend) -> None:
+    first, second = backend.make(), backend.make()
+    assert first.holder("server:p:s1") is None
+    assert first.acquire("server:p:s1", "req-1", ttl_s=LONG)
+
+    assert not second.acquire("server:p:s1", "req-2", ttl_s=LONG)
+    assert second.acquire("server:p:s2", "req-2", ttl_s=LONG)
+    assert second.holder("server:p:s1") == "req-1"
+    assert second.holder("server:p:s2") == "req-2"
+
+
+def test_a_lock_is_reentrant_for_its_owner_and_refreshed(backend: Backend) -> None:
+    store = backend.make()
+    assert store.acquire("volume:p:v", "req-1", ttl_s=0.5)
+    backend.advance(0.3)
+    assert store.acquire("volume:p:v", "req-1", ttl_s=0.5)
+    backend.advance(0.3)  # past the first expiry, within the refreshed one
+
+    assert store.holder("volume:p:v") == "req-1"
+    assert not store.acquire("volume:p:v", "req-2", ttl_s=LONG)
+
+
+def test_only_the_owner_releases_a_lock(store: Store) -> None:
+    store.acquire("server:p:s", "req-1", ttl_s=LONG)
+
+    assert not store.release_lock("server:p:s", "req-2")
+    assert store.holder("server:p:s") == "req-1"
+    assert store.release_lock("server:p:s", "req-1")
+    assert store.holder("server:p:s") is None
+    assert not store.release_lock("server:p:s", "req-1")
+    assert store.acquire("server:p:s", "req-2", ttl_s=LONG)
+
+
+def test_an_expired_lock_frees_itself(backend: Backend) -> None:
+    store = backend.make()
+    store.acquire("server:p:s", "req-1", ttl_s=SHORT)
+    backend.advance(PAST_SHORT)
+
+    assert store.holder("server:p:s") is None
+    assert not store.release_lock("server:p:s", "req-1")
+    assert store.acquire("server:p:s", "req-2", ttl_s=LONG)
+    assert store.holder("server:p:s") == "req-2"
+
+
+@pytest.mark.parametrize("ttl", [0.0, -1.0, float("inf"), float("nan")])
+def test_ttls_must_be_positive_and_finite(store: Store, ttl: float) -> None:
+    with pytest.raises(ValueError, match="seconds > 0"):
+        store.begin("k", "fp", in_progress_ttl_s=ttl)
+    with pytest.raises(ValueError, match="seconds > 0"):
+        store.complete("k", {}, ttl_s=ttl)
+    with pytest.raises(ValueError, match="seconds > 0"):
+        store.acquire("l", "o", ttl_s=ttl)
+
+
+def test_keys_names_and_owners_must_not_be_empty(store: Store) -> None:
+    with pytest.raises(ValueError, match="key"):
+        store.begin("", "fp", in_progress_ttl_s=LONG)
+    with pytest.raises(ValueError, match="fingerprint"):
+        store.begin("k", "", in_progress_ttl_s=LONG)
+    with pytest.raises(ValueError, match="owner"):
+        store.acquire("l", "", ttl_s=LONG)
+    with pytest.raises(ValueError, match="lock name"):
+        store.holder("")
+
+
+def test_a_closed_store_refuses_calls(backend: Backend) -> None:
+    store = backend.make()
+    store.close()
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.begin("k", "fp", in_progress_ttl_s=LONG)
+    with pytest.raises(StoreError, match="closed"):
+        store.holder("l")

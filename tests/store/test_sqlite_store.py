@@ -1,0 +1,122 @@
+"""What only the SQLite store does: its file, schema and purge."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from handler.store import ClaimState, SqliteStore, StoreError
+from handler.store.sqlite import APPLICATION_ID, SCHEMA_VERSION
+from tests.store.conftest import FakeClock
+
+
+def _pragma(path: Path, name: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        (value,) = conn.execute(f"PRAGMA {name}").fetchone()
+    finally:
+        conn.close()
+    return int(value)
+
+
+def _rows(path: Path, table: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        (count,) = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    finally:
+        conn.close()
+    return int(count)
+
+
+def test_creates_the_directory_and_a_versioned_wal_schema(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "store.db"
+    store = SqliteStore(path)
+    store.close()
+
+    assert _pragma(path, "user_version") == SCHEMA_VERSION
+    assert _pragma(path, "application_id") == APPLICATION_ID
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        conn.close()
+
+
+def test_reopening_keeps_the_records(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.db")
+    store.begin("k", "fp", in_progress_ttl_s=60)
+    store.close()
+
+    reopened = SqliteStore(tmp_path / "store.db")
+    try:
+        assert reopened.begin("k", "fp", in_progress_ttl_s=60).state is ClaimState.IN_PROGRESS
+    finally:
+        reopened.close()
+
+
+def test_refuses_a_file_of_another_schema(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE messages (id TEXT)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+
+    with pytest.raises(StoreError, match="not an ecs-detach store file"):
+        SqliteStore(path)
+
+
+def test_refuses_a_newer_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    SqliteStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}"):
+        SqliteStore(path)
+
+
+def test_cannot_open_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="cannot open store file"):
+        SqliteStore(tmp_path)
+
+
+def test_expired_rows_are_purged_by_a_later_write(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    clock = FakeClock()
+    store = SqliteStore(path, clock=clock, keep_abandoned_s=10)
+    try:
+        store.begin("done", "fp", in_progress_ttl_s=10)
+        store.complete("done", {"job_id": "job-1"}, ttl_s=10)
+        store.begin("abandoned", "fp", in_progress_ttl_s=10)
+        store.begin("running", "fp", in_progress_ttl_s=3600)
+        store.acquire("expired", "o", ttl_s=10)
+        store.acquire("held", "o", ttl_s=3600)
+        clock.now += 59
+        store.holder("held")
+        assert (_rows(path, "claims"), _rows(path, "locks")) == (3, 2)  # purged at most once a minute
+
+        clock.now += 2
+        store.holder("held")
+
+        assert (_rows(path, "claims"), _rows(path, "locks")) == (1, 1)
+        assert store.begin("running", "fp", in_progress_ttl_s=10).state is ClaimState.IN_PROGRESS
+        assert store.holder("held") == "o"
+    finally:
+        store.close()
+
+
+def test_repr_names_the_file(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.db")
+    try:
+        assert repr(store) == f"SqliteStore({str(tmp_path / 'store.db')!r})"
+        assert store.path == tmp_path / "store.db"
+    finally:
+        store.close()
+
+
+def test_keep_abandoned_must_be_finite(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="keep_abandoned_s"):
+        SqliteStore(tmp_path / "store.db", keep_abandoned_s=-1)
