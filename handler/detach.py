@@ -34,7 +34,7 @@ from handler.core.policy import DiskFacts, SafetyPolicy, Verdict, check_disk, ch
 from handler.core.polling import PollSchedule
 from handler.idempotency import Guard, Locks, request_key
 from handler.log import log_event
-from handler.ports import DetachApi, Publisher
+from handler.ports import DetachApi, Publisher, VolumeApi
 from handler.store import Claim, ClaimState
 
 _RETRY_SOON_S = 5.0  # throttling or no answer: the first backoff step
@@ -116,6 +116,7 @@ class DetachFunction:
         busy_retry_s: float,
         policy: SafetyPolicy | None = None,
         guard: Guard | None = None,
+        volumes: VolumeApi | None = None,
         dry_run: bool = False,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -129,6 +130,7 @@ class DetachFunction:
         self._busy_retry_s = busy_retry_s
         self._policy = policy or SafetyPolicy()
         self._guard = guard
+        self._volumes = volumes
         self._dry_run = dry_run
         self._clock = clock
 
@@ -222,14 +224,19 @@ class DetachFunction:
 
     def _resolve_and_check(self, call: _Call) -> DetachOutcome | None:
         """Resolve the volume, read the server and its disks, apply the policy, take the locks."""
-        request = call.request
         try:
-            server = self._ecs.show_server(request.server_id, project_id=call.project_id)
-            devices = self._ecs.list_block_devices(request.server_id, project_id=call.project_id)
+            refused = self._check(call)
         except ApiError as error:
-            return self._on_error(request, error)
+            return self._on_error(call.request, error)
         except TransportError as error:
-            return self._retry(request, _RETRY_SOON_S, f"no answer from ECS: {error}")
+            return self._retry(call.request, _RETRY_SOON_S, f"no answer from the cloud: {error}")
+        return refused or self._lock(call)
+
+    def _check(self, call: _Call) -> DetachOutcome | None:
+        """The policy's disk rules on what the cloud says now; raises the cloud's errors."""
+        request = call.request
+        server = self._ecs.show_server(request.server_id, project_id=call.project_id)
+        devices = self._ecs.list_block_devices(request.server_id, project_id=call.project_id)
         volume_id = request.volume_id or next(
             (d.volume_id for d in devices if d.device == request.device), None
         )
@@ -241,19 +248,32 @@ class DetachFunction:
                 "detach.resolved", server_id=request.server_id, device=request.device, volume_id=volume_id
             )
             call.request = request = request.model_copy(update={"volume_id": volume_id})
-        attachments = sum(1 for d in devices if d.volume_id == volume_id)
-        verdict = check_disk(
-            request, volume_id, DiskFacts(server, devices, shared=attachments > 1), self._policy
-        )
-        if not verdict.allowed:
-            return self._refused(request, verdict)
-        if self._guard is not None:
-            locks = self._guard.locks(call.project_id, request.server_id, volume_id, call.key)
-            if not self._guard.acquire(locks):
-                reason = f"another detach on server {request.server_id} or volume {volume_id} is in progress"
-                return self._retry(request, self._busy_retry_s, reason)
-            call.locks = locks
+        facts = DiskFacts(server, devices, shared=self._shared(volume_id, call.project_id))
+        verdict = check_disk(request, volume_id, facts, self._policy)
+        return None if verdict.allowed else self._refused(request, verdict)
+
+    def _lock(self, call: _Call) -> DetachOutcome | None:
+        """The server and volume locks, or ``retry``: another detach there is in progress."""
+        if self._guard is None:
+            return None
+        request = call.request
+        assert request.volume_id is not None
+        locks = self._guard.locks(call.project_id, request.server_id, request.volume_id, call.key)
+        if not self._guard.acquire(locks):
+            reason = (
+                f"another detach on server {request.server_id} or volume {request.volume_id} is in progress"
+            )
+            return self._retry(request, self._busy_retry_s, reason)
+        call.locks = locks
         return None
+
+    def _shared(self, volume_id: str, project_id: str) -> bool:
+        """A multi-attach volume, or one attached to several servers (EVS knows; without an EVS
+        client the cloud's own refusal is the only guard)."""
+        if self._volumes is None:
+            return False
+        volume = self._volumes.show_volume(volume_id, project_id=project_id)
+        return volume.multiattach or len({a.server_id for a in volume.attachments}) > 1
 
     def _settle(self, call: _Call, outcome: DetachOutcome) -> None:
         """Record the outcome for duplicates; give back what a finished request held."""

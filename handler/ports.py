@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from handler.cloud import DetachAnswer
-from handler.core.resources import BlockDevice, Job, Server
+from handler.core.resources import BlockDevice, Job, Server, Volume
 
 
 class BlockDeviceApi(Protocol):
@@ -26,6 +26,10 @@ class DetachApi(BlockDeviceApi, Protocol):
 
 class JobApi(BlockDeviceApi, Protocol):
     def show_job(self, job_id: str, *, project_id: str | None = None) -> Job: ...
+
+
+class VolumeApi(Protocol):
+    def show_volume(self, volume_id: str, *, project_id: str | None = None) -> Volume: ...
 
 
 class Publisher(Protocol):

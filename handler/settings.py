@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     region: str | None = Field(default=None, description="Region, e.g. ap-southeast-1")
     cloud: CloudName = Field(default="huaweicloud", description="Endpoint pattern")
     ecs_endpoint: str | None = Field(default=None, description="ECS URL; overrides region/cloud")
+    evs_endpoint: str | None = Field(
+        default=None, description="EVS URL; default: from region, else the ECS URL"
+    )
     jobs_topic: str = Field(default=f"{DEFAULT_TOPICS_DB}?topic=jobs")
     results_topic: str = Field(default=f"{DEFAULT_TOPICS_DB}?topic=results")
     source: str = Field(default="ecs-detach", description="CloudEvents source of emitted events")
@@ -139,6 +142,14 @@ class Settings(BaseSettings):
             smn_cert_hosts=self.smn_cert_hosts,
             verify_smn=self.webhook_verify_smn,
         )
+
+    def evs_url(self) -> str | None:
+        """The EVS endpoint: explicit, else from region and cloud, else the ECS URL (the emulator)."""
+        if self.evs_endpoint:
+            return self.evs_endpoint.rstrip("/")
+        if self.ecs_endpoint:
+            return self.ecs_endpoint.rstrip("/")
+        return endpoint("evs", self.region, self.cloud) if self.region else None
 
     def ecs_url(self) -> str | None:
         """The ECS endpoint: explicit, else derived from region and cloud, else None."""

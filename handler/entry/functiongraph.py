@@ -73,6 +73,7 @@ def _runtime_for(context: Context | None) -> Runtime:
             _runtime = build_runtime(settings, credentials)
         else:
             _runtime.ecs.use_credentials(credentials)
+            _runtime.evs.use_credentials(credentials)
         return _runtime
 
 

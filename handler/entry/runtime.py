@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from handler.cloud import Credentials, EcsClient
+from handler.cloud import Credentials, EcsClient, EvsClient
 from handler.detach import DetachFunction
 from handler.idempotency import Guard
 from handler.poll import PollFunction
@@ -31,6 +31,7 @@ class ConfigError(ValueError):
 class Runtime:
     settings: Settings
     ecs: EcsClient
+    evs: EvsClient
     jobs: Topic
     results: Topic
     store: Store
@@ -61,6 +62,7 @@ class Runtime:
 
     def close(self) -> None:
         self.ecs.close()
+        self.evs.close()
         self.jobs.close()
         self.results.close()
         self.store.close()
@@ -72,11 +74,9 @@ def build_runtime(settings: Settings, credentials: Credentials) -> Runtime:
         raise ConfigError(
             "no ECS endpoint: set ECS_DETACH_REGION (and ECS_DETACH_CLOUD) or ECS_DETACH_ECS_ENDPOINT"
         )
-    ecs = EcsClient(
-        url,
-        credentials,
-        timeout=httpx.Timeout(settings.http_timeout_s, connect=settings.connect_timeout_s),
-    )
+    timeout = httpx.Timeout(settings.http_timeout_s, connect=settings.connect_timeout_s)
+    ecs = EcsClient(url, credentials, timeout=timeout)
+    evs = EvsClient(settings.evs_url() or url, credentials, timeout=timeout)
     jobs = open_topic(
         settings.jobs_topic,
         default_name="jobs",
@@ -108,7 +108,8 @@ def build_runtime(settings: Settings, credentials: Credentials) -> Runtime:
         busy_retry_s=settings.busy_retry_s,
         policy=settings.policy(),
         guard=guard,
+        volumes=evs,
         dry_run=settings.dry_run,
     )
     poll = PollFunction(ecs, results, source=settings.source, schedule=schedule, guard=guard)
-    return Runtime(settings, ecs, jobs, results, store, detach, poll)
+    return Runtime(settings, ecs, evs, jobs, results, store, detach, poll)
