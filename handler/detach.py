@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
+from handler.blast import BlastRadius
 from handler.cloud import ApiError, DetachAnswer, TransportError
 from handler.core.errors import Disposition, classify_detach_error
 from handler.core.models import (
@@ -117,6 +118,7 @@ class DetachFunction:
         policy: SafetyPolicy | None = None,
         guard: Guard | None = None,
         volumes: VolumeApi | None = None,
+        blast: BlastRadius | None = None,
         dry_run: bool = False,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -131,6 +133,7 @@ class DetachFunction:
         self._policy = policy or SafetyPolicy()
         self._guard = guard
         self._volumes = volumes
+        self._blast = blast
         self._dry_run = dry_run
         self._clock = clock
 
@@ -155,6 +158,11 @@ class DetachFunction:
         refused = check_scope(request, project_id, self._policy)
         if not refused.allowed:
             return self._refused(request, refused)
+        if self._blast is not None and self._blast.breaker_open(project_id):
+            reason = (
+                f"too many detach jobs failed recently in project {project_id}: not acting until they age out"
+            )
+            return self._refused(request, Verdict(False, "CircuitOpen", reason))
         call = _Call(request, project_id, request_key(request, project_id))
         if self._guard is not None:
             earlier = self._earlier(call, self._guard.claim(call.key, request, project_id))
@@ -202,6 +210,17 @@ class DetachFunction:
                 f"would detach volume {request.volume_id} from server {request.server_id}"
                 + (" (force)" if request.delete_flag else ""),
             )
+        return self._mutate(call)
+
+    def _mutate(self, call: _Call) -> DetachOutcome:
+        """The one mutating call, within the blast radius; its job id noted before publishing."""
+        request = call.request
+        assert request.volume_id is not None
+        if self._blast is not None and not self._blast.take(call.project_id, call.key):
+            reason = (
+                f"the blast-radius limit of project {call.project_id} is reached: no more detaches for now"
+            )
+            return self._refused(request, Verdict(False, "BlastRadiusLimit", reason))
         try:
             answer = self._ecs.detach_volume(
                 request.server_id,
@@ -210,9 +229,11 @@ class DetachFunction:
                 force=bool(request.delete_flag),
             )
         except ApiError as error:
-            return self._on_error(request, error)
+            return self._not_detached(call, self._on_error(request, error))
         except TransportError as error:
-            return self._retry(request, _RETRY_SOON_S, f"no answer from ECS: {error}")
+            return self._not_detached(
+                call, self._retry(request, _RETRY_SOON_S, f"no answer from ECS: {error}")
+            )
         if self._guard is not None:  # before publishing: a crash now is resumed, not repeated
             progress = {
                 "job_id": answer.job_id,
@@ -266,6 +287,12 @@ class DetachFunction:
             return self._retry(request, self._busy_retry_s, reason)
         call.locks = locks
         return None
+
+    def _not_detached(self, call: _Call, outcome: DetachOutcome) -> DetachOutcome:
+        """The detach call failed: it does not count towards the blast radius."""
+        if self._blast is not None:
+            self._blast.give_back(call.project_id, call.key)
+        return outcome
 
     def _shared(self, volume_id: str, project_id: str) -> bool:
         """A multi-attach volume, or one attached to several servers (EVS knows; without an EVS

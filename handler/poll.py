@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from handler.blast import BlastRadius
 from handler.cloud import ApiError, TransportError
 from handler.core.errors import is_retryable
 from handler.core.models import DetachAccepted, DetachResult, Outcome, utcnow
@@ -48,6 +49,7 @@ class PollFunction:
         source: str,
         schedule: PollSchedule,
         guard: Guard | None = None,
+        blast: BlastRadius | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._ecs = ecs
@@ -55,6 +57,7 @@ class PollFunction:
         self._source = source
         self._schedule = schedule
         self._guard = guard
+        self._blast = blast
         self._clock = clock
 
     def __call__(self, message: DetachAccepted) -> PollOutcome:
@@ -161,6 +164,8 @@ class PollFunction:
             finished_at=now,
         )
         publish_result(self._results, result, source=self._source)
+        if self._blast is not None and outcome in (Outcome.FAILED, Outcome.TIMED_OUT):
+            self._blast.record_failure(message.project_id, message.idempotency_key or message.job_id)
         if self._guard is not None:
             self._guard.result_reported(
                 message.job_id, message.idempotency_key or "", result.model_dump(mode="json")

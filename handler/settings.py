@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     allow_system_disk_when_stopped: bool = False
     allow_shared_disks: bool = False
     allow_force: bool = False
+    max_detaches_per_window: int = Field(default=10, ge=1, description="Blast radius, per project")
+    detach_window_s: float = Field(default=600.0, gt=0)
+    breaker_failures: int = Field(
+        default=3, ge=1, description="Failed jobs in the window that stop all acting"
+    )
+    breaker_window_s: float = Field(default=600.0, gt=0)
     max_body_bytes: int = Field(default=256 * 1024, gt=0, description="Larger webhook bodies get 413")
     alert_labels: LabelNames = Field(
         default_factory=LabelNames, description="Alert label names for each request field (JSON)"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from handler.blast import BlastRadius
 from handler.cloud import Credentials, EcsClient, EvsClient
 from handler.detach import DetachFunction
 from handler.idempotency import Guard
@@ -96,6 +97,13 @@ def build_runtime(settings: Settings, credentials: Credentials) -> Runtime:
         record_ttl_s=settings.record_ttl_s,
         lock_ttl_s=settings.poll_timeout_s + settings.invocation_timeout_s,
     )
+    blast = BlastRadius(
+        store,
+        max_per_window=settings.max_detaches_per_window,
+        window_s=settings.detach_window_s,
+        breaker_failures=settings.breaker_failures,
+        breaker_window_s=settings.breaker_window_s,
+    )
     schedule = settings.poll_schedule()
     detach = DetachFunction(
         ecs,
@@ -109,7 +117,8 @@ def build_runtime(settings: Settings, credentials: Credentials) -> Runtime:
         policy=settings.policy(),
         guard=guard,
         volumes=evs,
+        blast=blast,
         dry_run=settings.dry_run,
     )
-    poll = PollFunction(ecs, results, source=settings.source, schedule=schedule, guard=guard)
+    poll = PollFunction(ecs, results, source=settings.source, schedule=schedule, guard=guard, blast=blast)
     return Runtime(settings, ecs, evs, jobs, results, store, detach, poll)

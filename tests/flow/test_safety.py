@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 from handler.core.models import Outcome
 from handler.detach import DetachStatus
 from handler.entry.runtime import Runtime, build_runtime
+from handler.entry.worker import Worker, poll_job
 from handler.sources import parse_request
 from tests.conftest import DEMO_CREDENTIALS, Emulator, fast_settings
 from tests.support import (
@@ -26,6 +29,8 @@ from tests.support import (
     WEB1,
     WEB1_DATA,
     WEB1_SYSTEM,
+    WEB2,
+    WEB2_DATA,
 )
 
 
@@ -146,3 +151,40 @@ def test_a_thousand_concurrent_identical_deliveries_detach_once(
     assert set(statuses) <= {DetachStatus.ACCEPTED, DetachStatus.DUPLICATE, DetachStatus.RETRY}
     assert _deletes(emulator) == 1
     assert runtime.jobs.pending() == 1  # one job to follow
+
+
+def test_the_blast_radius_limits_detaches_per_window(make_runtime: Any, emulator: Emulator) -> None:
+    runtime = make_runtime(max_detaches_per_window=1)
+    not_attached = _detach(runtime, server_id=WEB1, volume_id=WEB2_DATA)  # Ecs.0111: nothing detached
+    assert not_attached.status is DetachStatus.ALREADY_DETACHED
+    assert _detach(runtime, server_id=WEB1, volume_id=WEB1_DATA).status is DetachStatus.ACCEPTED
+    limited = _detach(runtime, server_id=WEB2, volume_id=WEB2_DATA)
+    assert limited.status is DetachStatus.REJECTED
+    assert limited.result.error_code == "BlastRadiusLimit"
+    assert _deletes(emulator) == 2  # the refused one never reached the cloud
+
+
+def test_the_circuit_breaker_stops_acting_after_failures(make_runtime: Any, emulator: Emulator) -> None:
+    runtime = make_runtime(breaker_failures=1)
+    emulator.admin(
+        "PATCH",
+        f"volumes/{WEB1_DATA}",
+        {"detach_fails_with": {"error_code": "Ecs.1000", "fail_reason": "Nova timed out"}},
+    )
+    accepted = _detach(runtime, server_id=WEB1, volume_id=WEB1_DATA)
+    assert accepted.status is DetachStatus.ACCEPTED
+    worker = Worker(runtime.jobs, poll_job(runtime), wait_s=0.1).start()
+    try:
+        deadline = time.monotonic() + 10
+        outcome = None
+        while outcome is None and time.monotonic() < deadline:
+            for delivery in runtime.results.receive(1, wait=0.2):
+                runtime.results.ack(delivery)
+                outcome = json.loads(delivery.body)["data"]["outcome"]
+    finally:
+        worker.stop()
+    assert outcome == "failed"
+    refused = _detach(runtime, server_id=WEB2, volume_id=WEB2_DATA)
+    assert refused.status is DetachStatus.REJECTED
+    assert refused.result.error_code == "CircuitOpen"
+    assert _deletes(emulator) == 1
