@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from handler._sqlite import connect
+
 from ._base import (
     DEFAULT_KEEP_ABANDONED_S,
     Claim,
@@ -30,7 +32,6 @@ from ._base import (
 
 SCHEMA_VERSION = 1  # PRAGMA user_version of a file this code created
 APPLICATION_ID = 0x45444953  # PRAGMA application_id ("EDIS") marks a store file
-_BUSY_TIMEOUT = 30.0  # s a connection waits for another one's write lock (thread or process)
 _PURGE_INTERVAL = 60.0  # s between deletions of expired rows by one instance
 
 _SCHEMA = (
@@ -85,21 +86,7 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open ``path``, creating its directory and schema if missing."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # timeout= is SQLite's busy timeout: wait for other connections' locks, don't fail.
-        conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-    except (OSError, sqlite3.Error) as exc:
-        raise StoreError(f"cannot open store file {path}: {exc}") from exc
-    try:
-        _prepare(conn, path)
-    except sqlite3.Error as exc:
-        conn.close()
-        raise StoreError(f"cannot open store file {path}: {exc}") from exc
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    return connect(path, _prepare, StoreError, "store file")
 
 
 class SqliteStore:

@@ -21,10 +21,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from handler._sqlite import connect
+
 from ._base import Delivery, StaleDelivery, TopicError
 
 SCHEMA_VERSION = 1  # PRAGMA user_version of a file this code created
-_BUSY_TIMEOUT = 30.0  # s a connection waits for another one's write lock (thread or process)
 _POLL_INTERVAL = 0.05  # s a waiting receiver goes at most without looking at the file again
 _DEAD_SUFFIX = ".dead"
 
@@ -125,21 +126,7 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open ``path``, creating its directory and schema if missing."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # timeout= is SQLite's busy timeout: wait for other connections' locks, don't fail.
-        conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-    except (OSError, sqlite3.Error) as exc:
-        raise TopicError(f"cannot open topic file {path}: {exc}") from exc
-    try:
-        _prepare(conn, path)
-    except sqlite3.Error as exc:
-        conn.close()
-        raise TopicError(f"cannot open topic file {path}: {exc}") from exc
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    return connect(path, _prepare, TopicError, "topic file")
 
 
 def _check_seconds(what: str, value: float) -> None:
