@@ -126,6 +126,10 @@ class Settings(BaseSettings):
             max_delay_s=self.max_poll_delay_s,
         )
 
+    def worker_budget_s(self) -> float:
+        """What a worker may spend on one delivery: settled well before its lease runs out."""
+        return max(self.visibility_timeout_s - 5.0, 1.0)
+
     def policy(self) -> SafetyPolicy:
         return SafetyPolicy(
             allowed_projects=self.allowed_projects,

@@ -1,5 +1,6 @@
 """Huawei Cloud API clients: AK/SK signing, endpoints, typed errors, the ECS, EVS and SMN calls."""
 
+from handler.cloud._budget import time_budget
 from handler.cloud._client import DEFAULT_TIMEOUT
 from handler.cloud._credentials import Credentials
 from handler.cloud._ecs import DetachAnswer, EcsClient
@@ -23,4 +24,5 @@ __all__ = [
     "TransportError",
     "endpoint",
     "sign",
+    "time_budget",
 ]

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote
 
 import httpx
 
+from handler.cloud._budget import remaining
 from handler.cloud._credentials import Credentials
 from handler.cloud._errors import ApiError, TransportError
 from handler.cloud._signer import SignerAuth
+from handler.core.backoff import RetryPolicy, retryable
+from handler.log import log_event
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+DEFAULT_RETRY = RetryPolicy()
 USER_AGENT = "ecs-detach/0.1"
 
 _Client = TypeVar("_Client", bound="SignedClient")
@@ -34,7 +39,10 @@ class SignedClient:
         *,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
+        self._retry = retry
+        self._timeout = timeout
         self._auth = SignerAuth(credentials)
         self._project_id = credentials.project_id
         self._http = httpx.Client(
@@ -79,9 +87,45 @@ class SignedClient:
         params: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
     ) -> httpx.Response:
+        """One call, tried again while the failure is retryable (429, 5xx, no answer), the
+        retry policy has tries left and the time budget allows the wait."""
         content = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
+        attempt = 0
+        while True:
+            try:
+                return self._send_once(method, path, params, content)
+            except (ApiError, TransportError) as error:
+                status = error.status if isinstance(error, ApiError) else None
+                code = error.code if isinstance(error, ApiError) else None
+                retry_after = error.retry_after_s if isinstance(error, ApiError) else None
+                delay = self._retry.delay(attempt, retry_after) if retryable(status, code) else None
+                left = remaining()
+                if delay is None or (left is not None and delay >= left):
+                    raise
+                log_event(
+                    "cloud.retry",
+                    method=method,
+                    path=path,
+                    attempt=attempt + 1,
+                    delay_s=round(delay, 3),
+                    error=str(error),
+                )
+                time.sleep(delay)
+                attempt += 1
+
+    def _send_once(
+        self, method: str, path: str, params: dict[str, str] | None, content: bytes | None
+    ) -> httpx.Response:
+        timeout: httpx.Timeout | float = self._timeout
+        left = remaining()
+        if left is not None:
+            if left <= 0:
+                raise TransportError(
+                    f"{method} {path}: the invocation's time budget is used up", timeout=True
+                )
+            timeout = min(left, self._timeout.read or left)
         try:
-            response = self._http.request(method, path, params=params, content=content)
+            response = self._http.request(method, path, params=params, content=content, timeout=timeout)
         except httpx.TimeoutException as exc:
             raise TransportError(f"{method} {path}: timed out ({type(exc).__name__})", timeout=True) from exc
         except httpx.TransportError as exc:

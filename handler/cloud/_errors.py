@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 
+from handler.core.backoff import retry_after_seconds
+
 
 class CloudError(Exception):
     """Any failure of a cloud call."""
@@ -35,6 +37,7 @@ class ApiError(CloudError):
         *,
         request_id: str | None = None,
         details: list[dict[str, Any]] | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(f"HTTP {status} {code}: {message}" + (f" [{request_id}]" if request_id else ""))
         self.status = status
@@ -42,6 +45,7 @@ class ApiError(CloudError):
         self.message = message
         self.request_id = request_id
         self.details = details or []
+        self.retry_after_s = retry_after_s
 
     @classmethod
     def from_response(cls, response: httpx.Response) -> ApiError:
@@ -56,7 +60,14 @@ class ApiError(CloudError):
         if code is None:
             code = str(response.status_code)
             message = message or response.text[:500] or response.reason_phrase
-        return cls(response.status_code, code, message, request_id=request_id, details=details)
+        return cls(
+            response.status_code,
+            code,
+            message,
+            request_id=request_id,
+            details=details,
+            retry_after_s=retry_after_seconds(response.headers.get("retry-after")),
+        )
 
 
 def _parse_body(body: Any) -> tuple[str | None, str, list[dict[str, Any]]]:

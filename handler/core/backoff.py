@@ -41,3 +41,34 @@ def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> fl
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many times one call is tried, and how long to wait between tries."""
+
+    max_attempts: int = 3
+    backoff: Backoff = Backoff()
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+
+    def delay(
+        self, attempt: int, retry_after_s: float | None, rand: Callable[[], float] = random.random
+    ) -> float | None:
+        """Seconds before try ``attempt + 2`` after try ``attempt + 1`` failed retryably, or None
+        when the tries are used up. A ``Retry-After`` is honoured (never waits less than it)."""
+        if attempt + 1 >= self.max_attempts:
+            return None
+        jitter = self.backoff.delay(attempt, rand)
+        return max(jitter, retry_after_s) if retry_after_s is not None else jitter
+
+
+def retryable(status: int | None, code: str | None) -> bool:
+    """Worth another try now: throttled (429), a server error (5xx) or no answer (``status``
+    None: connection error or timeout) — but not ``Ecs.0603`` (other commands are running on
+    the server: that takes about a minute, so the caller comes back later instead)."""
+    if code == "Ecs.0603":
+        return False
+    return status is None or status == 429 or status >= 500

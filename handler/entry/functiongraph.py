@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from handler.batch import process
-from handler.cloud import Credentials
+from handler.cloud import Credentials, time_budget
 from handler.core.validation import InvalidInput, MalformedInput
 from handler.detach import DetachStatus
 from handler.entry._problems import invalid_problem
@@ -29,6 +29,7 @@ from handler.sources.triggers import ApigRequest, apig_response, detect_trigger
 Context = object
 
 
+SAFETY_MARGIN_S = 2.0  # kept back from the time budget to publish and return
 _lock = threading.Lock()
 _runtime: Runtime | None = None
 
@@ -87,10 +88,22 @@ class RetryLater(Exception):
     redeliver the batch (records already accepted meet Ecs.0603 or Ecs.0111 the second time)."""
 
 
+def _budget_s(context: Context | None, runtime: Runtime) -> float:
+    """What this invocation may spend on cloud calls: the platform's remaining time less a
+    margin to publish and return, else the configured function timeout."""
+    getter = getattr(context, "getRemainingTimeInMilliSeconds", None)
+    remaining_ms = getter() if callable(getter) else None
+    if isinstance(remaining_ms, (int, float)):
+        return max(remaining_ms / 1000 - SAFETY_MARGIN_S, 0.0)
+    return runtime.settings.invocation_timeout_s - SAFETY_MARGIN_S
+
+
 def handler(event: dict[str, Any], context: Context | None = None) -> dict[str, Any]:
     """Detach: any trigger (APIG, SMN, DMS Kafka/RabbitMQ, Timer) or a direct invocation with a
     detach request or an ``ecs-detach.requested`` CloudEvent; see ``handler.sources.triggers``."""
-    return handle_event(_runtime_for(context), event)
+    runtime = _runtime_for(context)
+    with time_budget(_budget_s(context, runtime)):
+        return handle_event(runtime, event)
 
 
 def handle_event(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +129,11 @@ def poll_handler(event: dict[str, Any], context: Context | None = None) -> dict[
     """Poll: the event is an ``ecs-detach.accepted`` CloudEvent. A running job is re-published
     to the jobs topic with a delay; the function returns at once instead of sleeping."""
     runtime = _runtime_for(context)
+    with time_budget(_budget_s(context, runtime)):
+        return _poll_event(runtime, event)
+
+
+def _poll_event(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     accepted = parse_accepted(event)  # invalid: raise, so the platform's retry/DLQ policy applies
     outcome = runtime.poll(accepted.data)
     if outcome.result is not None:

@@ -60,7 +60,10 @@ class LocalStack:
             http = self._serve(app, self.options.http_port)
             self.webhook_url = http.url
             self._worker = Worker(
-                self._runtime.jobs, poll_job(self._runtime), concurrency=self.options.concurrency
+                self._runtime.jobs,
+                poll_job(self._runtime),
+                concurrency=self.options.concurrency,
+                budget_s=settings.worker_budget_s(),
             ).start()
         except BaseException:
             self.stop()

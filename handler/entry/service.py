@@ -32,11 +32,25 @@ class WorkerService:
     ) -> None:
         self.metrics = WorkerMetrics()
         self.workers = [
-            Worker(runtime.jobs, poll_job(runtime), concurrency=concurrency, observer=self.metrics)
+            Worker(
+                runtime.jobs,
+                poll_job(runtime),
+                concurrency=concurrency,
+                observer=self.metrics,
+                budget_s=runtime.settings.worker_budget_s(),
+            )
         ]
         if requests is not None:
             handle = detach_request(runtime, requests)
-            self.workers.append(Worker(requests, handle, concurrency=concurrency, observer=self.metrics))
+            self.workers.append(
+                Worker(
+                    requests,
+                    handle,
+                    concurrency=concurrency,
+                    observer=self.metrics,
+                    budget_s=runtime.settings.worker_budget_s(),
+                )
+            )
         self._server = BackgroundServer(self._app(), host=host, port=health_port)
 
     @property

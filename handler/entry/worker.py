@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from handler.batch import process
+from handler.cloud import time_budget
 from handler.core.validation import InvalidInput
 from handler.entry.runtime import Runtime
 from handler.log import log_event
@@ -96,10 +97,12 @@ class Worker:
         wait_s: float = 0.5,
         retry_delay_s: float = 5.0,
         observer: Observer | None = None,
+        budget_s: float = 50.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self._observer = observer
+        self._budget_s = budget_s
         self.last_receive_ok = time.monotonic()  # for health checks: is the broker answering?
         self._topic = topic
         self._handle = handle
@@ -146,7 +149,8 @@ class Worker:
             self._observer.received(name, delivery)
         started = time.monotonic()
         try:
-            what = self._handle(delivery)
+            with time_budget(self._budget_s):  # settle before the lease runs out
+                what = self._handle(delivery)
             if self._observer:
                 self._observer.handled(name, what, time.monotonic() - started)
         except StaleDelivery:

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from handler.core.backoff import Backoff, retry_after_seconds
+from handler.core.backoff import Backoff, RetryPolicy, retry_after_seconds, retryable
 
 NOW = datetime(2024, 1, 15, 8, 30, 0, tzinfo=timezone.utc)
 
@@ -45,3 +45,27 @@ def test_retry_after_both_forms(value: str | None, seconds: float | None) -> Non
 def test_nonsense_backoff_is_refused() -> None:
     with pytest.raises(ValueError, match="backoff"):
         Backoff(base_s=0)
+
+
+def test_retry_policy_uses_its_tries_and_honours_retry_after() -> None:
+    policy = RetryPolicy(max_attempts=3, backoff=Backoff(base_s=1, cap_s=10))
+    assert policy.delay(0, None, rand=lambda: 0.5) == 0.5
+    assert policy.delay(1, 5.0, rand=lambda: 0.5) == 5.0  # never less than Retry-After
+    assert policy.delay(2, None) is None  # three tries made
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected"),
+    [
+        (None, None, True),  # no answer: connection error or timeout
+        (429, "APIGW.0308", True),
+        (500, "Ecs.0615", True),
+        (503, "503", True),
+        (501, "Ecs.0603", False),  # busy server: come back in a minute, not now
+        (400, "Ecs.0005", False),
+        (401, "APIGW.0301", False),
+        (404, "Ecs.0114", False),
+    ],
+)
+def test_what_is_retried(status: int | None, code: str | None, expected: bool) -> None:
+    assert retryable(status, code) is expected

@@ -1,0 +1,30 @@
+"""The time an invocation may still spend: set once by the entrypoint, honoured by every call.
+
+``with time_budget(seconds):`` (FunctionGraph: the context's remaining time less a margin;
+a worker: the message's lease) makes the clients stop retrying, and shorten their timeouts,
+so that nothing runs past it; the caller then re-publishes or nacks with a delay.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+_deadline: ContextVar[float | None] = ContextVar("ecs_detach_deadline", default=None)
+
+
+@contextmanager
+def time_budget(seconds: float) -> Iterator[None]:
+    token = _deadline.set(time.monotonic() + max(seconds, 0.0))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def remaining() -> float | None:
+    """Seconds left in the current budget, or None when no budget is set."""
+    deadline = _deadline.get()
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
