@@ -1,7 +1,8 @@
 """A local stand-in for the Huawei Cloud ECS API (detach, attach, jobs, servers), over HTTP.
 
 State and the job engine live in ``models``; ``auth`` verifies SDK-HMAC-SHA256 signatures;
-``responses`` and ``urls`` are the HTTP layer; ``create_app`` builds the ASGI app. This package
+``responses`` and ``urls`` are the HTTP layer; ``faults`` injects errors, latency, hangs, dropped
+connections, a rate limit and job faults; ``create_app`` builds the ASGI app. This package
 never imports ``handler``: it is the independent counterpart the client is tested against.
 """
 
@@ -13,6 +14,7 @@ from emulator.config import (
     EmulatorCredential,
     credential_from_env,
 )
+from emulator.faults import FaultConfig, FaultConfigError, faults_from_env
 from emulator.models import EcsBackend, EcsError
 from emulator.seed import load_seed
 
@@ -23,7 +25,10 @@ __all__ = [
     "EcsError",
     "EmulatorConfig",
     "EmulatorCredential",
+    "FaultConfig",
+    "FaultConfigError",
     "create_app",
     "credential_from_env",
+    "faults_from_env",
     "load_seed",
 ]

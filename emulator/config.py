@@ -9,26 +9,33 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from emulator.faults import Duration, FaultConfig
+
 DEMO_PROJECT_ID = "0123456789abcdef0123456789abcdef"
 
 
 class EmulatorConfig(BaseModel):
-    """Job timing and gateway tolerance. Timing applies to jobs submitted after a change."""
+    """Job timing, gateway tolerance and injected faults. Timing applies to jobs submitted after
+    a change. ``faults`` is left out of dumps (``/_emulator/state``, ``/_emulator/config``):
+    ``/_emulator/faults`` shows it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     job_init_s: float = Field(default=0.5, ge=0)
     """How long a new job stays ``INIT`` before it is ``RUNNING``."""
-    job_duration_s: float = Field(default=3.0, ge=0)
-    """Time from submission to ``SUCCESS``/``FAIL`` (never shorter than ``job_init_s``)."""
+    job_duration_s: Duration = 3.0
+    """Time from submission to ``SUCCESS``/``FAIL`` (never shorter than ``job_init_s``): seconds,
+    or a distribution drawn per job (``emulator.faults``)."""
     job_retention_s: float = Field(default=86400.0, ge=0)
     """How long a finished job can still be read; after that it answers 404."""
     max_clock_skew_s: int = Field(default=900, ge=0)
     """Largest accepted distance between ``X-Sdk-Date`` and the emulator clock."""
+    faults: FaultConfig = Field(default_factory=FaultConfig, exclude=True)
+    """What goes wrong on purpose (``emulator.faults``); nothing by default."""
 
     def updated(self, changes: Mapping[str, Any]) -> EmulatorConfig:
         """A validated copy with ``changes`` applied (unknown fields are rejected)."""
-        return EmulatorConfig.model_validate({**self.model_dump(), **changes})
+        return EmulatorConfig.model_validate({**self.model_dump(), "faults": self.faults, **changes})
 
 
 @dataclass(frozen=True)

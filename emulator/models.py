@@ -2,6 +2,8 @@
 
 Records are frozen dataclasses replaced under one lock, so any record handed out is a consistent
 snapshot. Jobs advance lazily: every public call first moves all jobs to the clock's ``now``.
+The job faults of ``EmulatorConfig.faults`` (duration draws, failure rate, settle lag) are drawn
+when a job is submitted.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from emulator.config import EmulatorConfig, EmulatorCredential
+from emulator.faults import FaultConfig, FaultInjector
 from emulator.seed import DEVICE_RE, UUID_RE, Seed, parse_seed
 
 Clock = Callable[[], float]
@@ -133,7 +136,9 @@ class VolumeFault:
 
 @dataclass(frozen=True)
 class Job:
-    """An asynchronous attach or detach with one sub-job; ``end`` is set once finished."""
+    """An asynchronous attach or detach with one sub-job; ``end`` is set once finished.
+
+    A successful detach leaves the disk attached (volume ``detaching``) until ``settles_at``."""
 
     id: str
     sub_job_id: str
@@ -146,6 +151,7 @@ class Job:
     running_at: float
     ends_at: float
     failure: JobFailure | None
+    settles_at: float
     status: str = INIT
     end: float | None = None
 
@@ -187,7 +193,11 @@ class ServerDetail:
 
 @dataclass(frozen=True)
 class CallRecord:
-    """One call to the signed API, as the ledger keeps it."""
+    """One call to the signed API, as the ledger keeps it.
+
+    ``status`` 0: nothing was answered (a dropped connection, or the client left during a hang).
+    ``fault`` is the injected fault's kind (``error``, ``drop_after_commit``, ``rate_limit``…);
+    ``reached_backend`` is false when the gateway answered without ECS performing the call."""
 
     time: str
     method: str
@@ -198,6 +208,8 @@ class CallRecord:
     job_id: str | None
     error_code: str | None
     request_id: str
+    fault: str | None = None
+    reached_backend: bool = True
 
 
 @dataclass(frozen=True)
@@ -230,6 +242,7 @@ class _State:
     attachments: dict[tuple[str, str], Attachment] = field(default_factory=dict)
     jobs: dict[str, Job] = field(default_factory=dict)
     faults: dict[str, VolumeFault] = field(default_factory=dict)
+    settling: dict[str, Job] = field(default_factory=dict)
     calls: list[CallRecord] = field(default_factory=list)
     detaches: list[DetachRecord] = field(default_factory=list)
 
@@ -252,6 +265,7 @@ class EcsBackend:
         self._credentials = tuple(credentials)
         self._config = config or EmulatorConfig()
         self._clock = clock
+        self._faults = FaultInjector(self._config.faults, clock)
         self._lock = threading.RLock()
         self._seed = Seed()
         self._state = _State()
@@ -280,10 +294,11 @@ class EcsBackend:
             self.reset()
 
     def reset(self) -> None:
-        """Reload the last seed; the configuration is kept."""
+        """Reload the last seed; the configuration is kept, its fault draws start afresh."""
         with self._lock:
             project_id = self._seed.project_id or self._credentials[0].project_id
             self._state = _state_from_seed(self._seed, project_id)
+            self._faults = FaultInjector(self._config.faults, self._clock)
 
     @property
     def config(self) -> EmulatorConfig:
@@ -291,10 +306,22 @@ class EcsBackend:
         return self._config
 
     def update_config(self, changes: Mapping[str, Any]) -> EmulatorConfig:
-        """Change configuration fields (validated); returns the new configuration."""
+        """Change configuration fields (validated); returns the new configuration. Changing
+        ``faults`` starts its draws afresh."""
         with self._advanced():
             self._config = self._config.updated(changes)
+            if "faults" in changes:
+                self._faults = FaultInjector(self._config.faults, self._clock)
             return self._config
+
+    @property
+    def faults(self) -> FaultInjector:
+        """The injector of the current ``config.faults``."""
+        return self._faults
+
+    def set_faults(self, faults: FaultConfig) -> FaultConfig:
+        """Replace the injected faults (``FaultConfig()``: none)."""
+        return self.update_config({"faults": faults}).faults
 
     def now(self) -> float:
         """The emulator clock."""
@@ -327,6 +354,9 @@ class EcsBackend:
                 self._finish(job)
             elif now >= job.running_at and job.status == INIT:
                 self._state.jobs[job.id] = replace(job, status=RUNNING)
+        for job in sorted(self._state.settling.values(), key=lambda job: job.settles_at):
+            if now >= job.settles_at:
+                self._settle(job)
         retention = self._config.job_retention_s
         for job in list(self._state.jobs.values()):
             if job.end is not None and now >= job.end + retention:
@@ -337,27 +367,44 @@ class EcsBackend:
         if job.failure is not None:
             state.jobs[job.id] = replace(job, status=FAIL, end=job.ends_at)
         elif job.job_type == DETACH_JOB:
-            del state.attachments[(job.server_id, job.volume_id)]
             state.detaches.append(DetachRecord(job.server_id, job.volume_id, job.id, iso_ms(job.ends_at)))
             state.jobs[job.id] = replace(job, status=SUCCESS, end=job.ends_at)
+            if job.settles_at > job.ends_at:
+                state.settling[job.id] = job
+                return
+            del state.attachments[(job.server_id, job.volume_id)]
         else:
             state.attachments[(job.server_id, job.volume_id)] = _attachment(
                 job.server_id, job.volume_id, job.device, -1, _bus(job.device), attached_at=job.ends_at
             )
             state.jobs[job.id] = replace(job, status=SUCCESS, end=job.ends_at)
-        attached = any(volume_id == job.volume_id for _, volume_id in state.attachments)
-        volume = state.volumes[job.volume_id]
-        state.volumes[job.volume_id] = replace(volume, status=IN_USE if attached else AVAILABLE)
+        self._refresh_volume(job.volume_id)
+
+    def _settle(self, job: Job) -> None:
+        del self._state.settling[job.id]
+        del self._state.attachments[(job.server_id, job.volume_id)]
+        self._refresh_volume(job.volume_id)
+
+    def _refresh_volume(self, volume_id: str) -> None:
+        state = self._state
+        attached = any(vid == volume_id for _, vid in state.attachments)
+        state.volumes[volume_id] = replace(state.volumes[volume_id], status=IN_USE if attached else AVAILABLE)
 
     def _submit(self, now: float, job_type: str, server: Server, volume: Volume, device: str) -> Job:
         fault = self._state.faults.get(volume.id, VolumeFault())
         init = self._config.job_init_s
-        duration = self._config.job_duration_s
+        duration = fault.job_duration_s if job_type == DETACH_JOB else None
+        if duration is None:
+            duration = self._faults.job_duration(self._config.job_duration_s)
         failure = None
+        lag = 0.0
         if job_type == DETACH_JOB:
             failure = fault.detach_fails_with
-            if fault.job_duration_s is not None:
-                duration = fault.job_duration_s
+            if failure is None and (rule := self._faults.job_failure()) is not None:
+                failure = JobFailure(rule.error_code, rule.fail_reason)
+            if failure is None:
+                lag = self._faults.settle_lag()
+        ends_at = now + max(init, duration)
         job = Job(
             id=new_id(),
             sub_job_id=new_id(),
@@ -368,8 +415,9 @@ class EcsBackend:
             device=device,
             begin=now,
             running_at=now + init,
-            ends_at=now + max(init, duration),
+            ends_at=ends_at,
             failure=failure,
+            settles_at=ends_at + lag,
         )
         self._state.jobs[job.id] = job
         status = DETACHING if job_type == DETACH_JOB else ATTACHING

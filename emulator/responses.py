@@ -1,29 +1,45 @@
 """HTTP ↔ backend translation (moto's ``responses.py``): signed ECS and EVS endpoints, the admin API.
 
-Every response is JSON and carries a fresh ``X-Request-Id``. Signed endpoints check, in the
-gateway's order: the route exists (else 404 ``APIGW.0101``), the signature (401
-``APIGW.0301``), the URL's project against the credential's (400 ``Ecs.0023``); then the
-backend answers or raises ``EcsError`` (``NovaError`` for EVS, in the OpenStack shape).
+Every response is JSON (but an injected plain-text error) and carries a fresh ``X-Request-Id``.
+Signed endpoints wait any injected latency, then check, in the gateway's order: the route exists
+(else 404 ``APIGW.0101``), the signature (401 ``APIGW.0301``); then the injected rate limit,
+errors, hangs and dropped connections apply (``emulator.faults``); then ECS checks the URL's
+project against the credential's (400 ``Ecs.0023``) and the backend answers or raises
+``EcsError`` (``NovaError`` for EVS, in the OpenStack shape).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping
+import re
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
+import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from emulator.auth import AuthError, ReceivedRequest, verify
 from emulator.config import EmulatorCredential
+from emulator.faults import (
+    RATE_LIMIT_CODE,
+    CallFault,
+    ErrorRule,
+    FaultConfig,
+    HangRule,
+    RateLimit,
+    describe_errors,
+)
 from emulator.models import (
     FAIL,
     AttachedVolume,
     CallRecord,
+    DetachRecord,
     EcsBackend,
     EcsError,
     Job,
@@ -43,6 +59,7 @@ VM_STATES = {"ACTIVE": "active", "SHUTOFF": "stopped", "BUILD": "building", "ERR
 # Sub-job types are undocumented (cloud-api.md §10); these names are the emulator's invention.
 SUB_JOB_TYPES = {"detachVolume": "detachSingleVolume", "attachVolume": "attachSingleVolume"}
 API_NOT_FOUND = "The API does not exist or has not been published in the environment"
+DETACH_PATH = re.compile(r"/cloudservers/[^/]+/detachvolume/[^/]+$")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -78,6 +95,46 @@ def ecs_error(request: Request, error: EcsError) -> Response:
     else:
         body = {"error": {"code": error.code, "message": error.message}}
     return json_response(request, body, error.status)
+
+
+def injected_error(request: Request, rule: ErrorRule, rate_limit: RateLimit | None) -> Response:
+    """An injected error's answer, in the shape of its code's family (see ``emulator.faults``)."""
+    code = rule.error_code
+    message = rule.text(rate_limit)
+    if code is None:
+        text = f"{rule.status} {message}"
+        response: Response = PlainTextResponse(
+            text, rule.status, headers={"X-Request-Id": request_id(request)}
+        )
+    elif code.startswith(("APIGW.", "APIG.")):
+        response = gateway_error(request, rule.status, code, message)
+    else:
+        response = ecs_error(request, EcsError(rule.status, code, message))
+    if rule.retry_after is not None:
+        response.headers["Retry-After"] = str(rule.retry_after)
+    return response
+
+
+async def client_left_within(request: Request, seconds: float) -> bool:
+    """Wait ``seconds`` or until the client closes the connection; true if it did."""
+    with anyio.move_on_after(seconds):
+        message = await request.receive()
+        while message["type"] != "http.disconnect":
+            message = await request.receive()
+        return True
+    return False
+
+
+async def drop_connection(request: Request) -> Response:
+    """Close the connection without answering a byte: aborts the socket of uvicorn's HTTP cycle
+    (both its h11 and httptools protocols). The returned response is never sent."""
+    cycle = getattr(request.receive, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if not isinstance(transport, asyncio.Transport):
+        raise RuntimeError("dropping a connection needs the emulator to be served by uvicorn")
+    transport.abort()
+    await client_left_within(request, 1.0)
+    return Response(status_code=500)
 
 
 def authenticate(
@@ -246,10 +303,14 @@ Handler = Callable[[ApiCall], ApiResult]
 
 @dataclass(frozen=True)
 class _Outcome:
-    response: Response
+    """What a call came to; ``response`` None: nothing is answered and the connection closes."""
+
+    response: Response | None
     error_code: str | None = None
     volume_id: str | None = None
     job_id: str | None = None
+    fault: str | None = None
+    reached_backend: bool = True
 
 
 class _VolumeAttachment(BaseModel):
@@ -284,20 +345,74 @@ class EcsApi:
         self._backend = backend
 
     def endpoint(self, handler: Handler) -> Endpoint:
-        """Wrap a handler into a signed Starlette endpoint."""
+        """Wrap a handler into a signed Starlette endpoint, with the injected faults."""
 
         async def signed_endpoint(request: Request) -> Response:
-            outcome = self._dispatch(request, await request.body(), handler)
+            outcome = await self._gateway(request, await request.body(), handler)
             self.record(request, outcome)
+            if outcome.response is None:
+                return await drop_connection(request)
             return outcome.response
 
         return signed_endpoint
 
-    def _dispatch(self, request: Request, body: bytes, handler: Handler) -> _Outcome:
+    async def _gateway(self, request: Request, body: bytes, handler: Handler) -> _Outcome:
+        """Signature check, then the faults in the order ``emulator.faults`` documents."""
+        faults = self._backend.faults
+        delay = faults.latency()
+        if delay > 0:
+            await anyio.sleep(delay)
         try:
             received, credential = authenticate(request, body, self._backend)
         except AuthError as exc:
-            return _Outcome(gateway_error(request, 401, "APIGW.0301", str(exc)), "APIGW.0301")
+            refused = gateway_error(request, 401, "APIGW.0301", str(exc))
+            return _Outcome(refused, "APIGW.0301", reached_backend=False)
+        throttled = faults.throttle(credential.access_key)
+        if throttled is not None:
+            refused = gateway_error(request, 429, RATE_LIMIT_CODE, throttled.message)
+            refused.headers["Retry-After"] = str(throttled.retry_after_s)
+            return _Outcome(refused, RATE_LIMIT_CODE, fault="rate_limit", reached_backend=False)
+        rule = faults.pick(request.method, request.url.path)
+
+        def perform() -> _Outcome:
+            return self._dispatch(request, received, credential, body, handler)
+
+        if rule is None:
+            return perform()
+        return await self._inject(request, rule, perform, faults.config.rate_limit)
+
+    async def _inject(
+        self,
+        request: Request,
+        rule: CallFault,
+        perform: Callable[[], _Outcome],
+        rate_limit: RateLimit | None,
+    ) -> _Outcome:
+        """Apply one fault before ECS performs the call, or after it (``after_commit``)."""
+        if isinstance(rule, HangRule):
+            if not rule.after_commit and await client_left_within(request, rule.seconds):
+                return _Outcome(None, fault=rule.label, reached_backend=False)
+            outcome = perform()
+            if rule.after_commit:
+                await client_left_within(request, rule.seconds)
+            return replace(outcome, fault=rule.label)
+        response, code = (
+            (injected_error(request, rule, rate_limit), rule.error_code)
+            if isinstance(rule, ErrorRule)
+            else (None, None)
+        )
+        if rule.after_commit:
+            return replace(perform(), response=response, error_code=code, fault=rule.label)
+        return _Outcome(response, code, fault=rule.label, reached_backend=False)
+
+    def _dispatch(
+        self,
+        request: Request,
+        received: ReceivedRequest,
+        credential: EmulatorCredential,
+        body: bytes,
+        handler: Handler,
+    ) -> _Outcome:
         project_id = request.path_params["project_id"]
         try:
             if not project_allowed(received, project_id, credential):
@@ -320,12 +435,14 @@ class EcsApi:
                 time=iso_ms(self._backend.now()),
                 method=request.method,
                 path=request.url.path,
-                status=outcome.response.status_code,
+                status=0 if outcome.response is None else outcome.response.status_code,
                 server_id=params.get("server_id"),
                 volume_id=params.get("volume_id") or outcome.volume_id,
                 job_id=params.get("job_id") or outcome.job_id,
                 error_code=outcome.error_code,
                 request_id=request_id(request),
+                fault=outcome.fault,
+                reached_backend=outcome.reached_backend,
             )
         )
 
@@ -333,7 +450,7 @@ class EcsApi:
         """Any unknown path or method: the gateway's 404 (ledgered unless admin)."""
         response = gateway_error(request, 404, "APIGW.0101", API_NOT_FOUND)
         if not request.url.path.startswith("/_emulator/"):
-            self.record(request, _Outcome(response, "APIGW.0101"))
+            self.record(request, _Outcome(response, "APIGW.0101", reached_backend=False))
         return response
 
     # -- handlers --------------------------------------------------------------------------
@@ -456,6 +573,25 @@ def state_view(snapshot: Snapshot) -> dict[str, Any]:
     }
 
 
+def ledger_summary(calls: Sequence[CallRecord], detaches: Sequence[DetachRecord]) -> dict[str, Any]:
+    """Counts over the ledger: calls per status (``"0"``: no answer) and per injected fault kind
+    (``"none"``: no fault), calls that reached ECS, detach calls (``DELETE …/detachvolume/…``)
+    in all, that reached ECS and that started a job, and detaches that took effect."""
+    detach_calls = [c for c in calls if c.method == "DELETE" and DETACH_PATH.search(c.path)]
+    return {
+        "calls": len(calls),
+        "by_status": dict(Counter(str(c.status) for c in calls)),
+        "by_fault": dict(Counter(c.fault or "none" for c in calls)),
+        "reached_backend": sum(c.reached_backend for c in calls),
+        "detach_calls": {
+            "total": len(detach_calls),
+            "reached_backend": sum(c.reached_backend for c in detach_calls),
+            "jobs_started": sum(c.job_id is not None for c in detach_calls),
+        },
+        "detaches": len(detaches),
+    }
+
+
 async def _json_object(request: Request) -> dict[str, Any]:
     try:
         data = json.loads(await request.body() or b"{}")
@@ -512,12 +648,34 @@ class AdminApi:
         return json_response(request, {"volume_id": volume_id, **_fault_view(fault)})
 
     async def calls(self, request: Request) -> Response:
-        """``GET /_emulator/calls``: every API call and every detach that took effect."""
+        """``GET /_emulator/calls``: every API call, every detach that took effect, a summary."""
         calls, detaches = self._backend.ledger()
         return json_response(
             request,
-            {"calls": [asdict(c) for c in calls], "detaches": [asdict(d) for d in detaches]},
+            {
+                "calls": [asdict(c) for c in calls],
+                "detaches": [asdict(d) for d in detaches],
+                "summary": ledger_summary(calls, detaches),
+            },
         )
+
+    async def get_faults(self, request: Request) -> Response:
+        """``GET /_emulator/faults``: the injected faults."""
+        return json_response(request, self._backend.config.faults.model_dump(mode="json"))
+
+    async def put_faults(self, request: Request) -> Response:
+        """``PUT /_emulator/faults``: replace the injected faults (``emulator.faults``)."""
+        try:
+            faults = FaultConfig.model_validate(await _json_object(request))
+        except ValidationError as exc:
+            return admin_error(request, 400, describe_errors(exc))
+        except ValueError as exc:
+            return admin_error(request, 400, str(exc))
+        return json_response(request, self._backend.set_faults(faults).model_dump(mode="json"))
+
+    async def delete_faults(self, request: Request) -> Response:
+        """``DELETE /_emulator/faults``: inject nothing."""
+        return json_response(request, self._backend.set_faults(FaultConfig()).model_dump(mode="json"))
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:

@@ -77,4 +77,7 @@ def admin_routes(admin: AdminApi) -> list[Route]:
         Route("/_emulator/config", admin.patch_config, methods=["PATCH"]),
         Route("/_emulator/volumes/{volume_id}", admin.patch_volume, methods=["PATCH"]),
         Route("/_emulator/calls", admin.calls, methods=["GET"]),
+        Route("/_emulator/faults", admin.get_faults, methods=["GET"]),
+        Route("/_emulator/faults", admin.put_faults, methods=["PUT"]),
+        Route("/_emulator/faults", admin.delete_faults, methods=["DELETE"]),
     ]
