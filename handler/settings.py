@@ -55,8 +55,14 @@ class Settings(BaseSettings):
     evs_endpoint: str | None = Field(
         default=None, description="EVS URL; default: from region, else the ECS URL"
     )
+    smn_endpoint: str | None = Field(
+        default=None, description="SMN URL; default: from region, else the ECS URL"
+    )
     jobs_topic: str = Field(default=f"{DEFAULT_TOPICS_DB}?topic=jobs")
     results_topic: str = Field(default=f"{DEFAULT_TOPICS_DB}?topic=results")
+    delay_topic: str = Field(
+        default=DEFAULT_TOPICS_DB, description="Where push topics (SMN, HTTP) hold delayed messages"
+    )
     source: str = Field(default="ecs-detach", description="CloudEvents source of emitted events")
     poll_timeout_s: float = Field(default=600.0, gt=0, description="Give up on a job after this")
     first_poll_s: float = Field(default=2.0, ge=0)
@@ -153,13 +159,20 @@ class Settings(BaseSettings):
             verify_smn=self.webhook_verify_smn,
         )
 
+    def smn_url(self) -> str | None:
+        """The SMN endpoint: explicit, else from region and cloud, else the ECS URL (the emulator)."""
+        return self._service_url("smn", self.smn_endpoint)
+
     def evs_url(self) -> str | None:
         """The EVS endpoint: explicit, else from region and cloud, else the ECS URL (the emulator)."""
-        if self.evs_endpoint:
-            return self.evs_endpoint.rstrip("/")
+        return self._service_url("evs", self.evs_endpoint)
+
+    def _service_url(self, service: str, explicit: str | None) -> str | None:
+        if explicit:
+            return explicit.rstrip("/")
         if self.ecs_endpoint:
             return self.ecs_endpoint.rstrip("/")
-        return endpoint("evs", self.region, self.cloud) if self.region else None
+        return endpoint(service, self.region, self.cloud) if self.region else None
 
     def ecs_url(self) -> str | None:
         """The ECS endpoint: explicit, else derived from region and cloud, else None."""

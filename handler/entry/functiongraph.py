@@ -8,6 +8,7 @@ they rotate, so each invocation refreshes them. No web framework is imported her
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -21,7 +22,6 @@ from handler.entry._problems import invalid_problem
 from handler.entry.runtime import ConfigError, Runtime, build_runtime
 from handler.log import configure, log_event
 from handler.settings import CloudCredentials, Settings
-from handler.sources import parse_accepted
 from handler.sources.triggers import ApigRequest, apig_response, detect_trigger
 
 # FunctionGraph's context object: read through getattr (getSecurityAccessKey, getProjectID, …),
@@ -134,14 +134,8 @@ def poll_handler(event: dict[str, Any], context: Context | None = None) -> dict[
 
 
 def _poll_event(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
-    accepted = parse_accepted(event)  # invalid: raise, so the platform's retry/DLQ policy applies
-    outcome = runtime.poll(accepted.data)
-    if outcome.result is not None:
-        return {
-            "status": "finished",
-            "outcome": outcome.result.outcome.value,
-            "job_id": outcome.result.job_id,
-        }
-    continuation = accepted.model_copy(update={"data": outcome.next})
-    runtime.jobs.publish(continuation.model_dump_json(), delay=outcome.delay_s)
-    return {"status": "continued", "job_id": accepted.data.job_id, "next_poll_in_s": outcome.delay_s}
+    """The event itself, or an SMN trigger whose messages are the events (jobs topic on SMN)."""
+    records = event.get("record")
+    if isinstance(records, list):
+        return {"records": [runtime.poll_event(json.loads(r["smn"]["message"])) for r in records]}
+    return runtime.poll_event(event)

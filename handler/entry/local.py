@@ -17,9 +17,10 @@ from handler.cloud import Credentials
 from handler.entry._serve import BackgroundServer
 from handler.entry.http import create_app as create_http_app
 from handler.entry.runtime import ConfigError, Runtime, build_runtime
-from handler.entry.worker import Worker, poll_job
+from handler.entry.worker import Worker, forwarders, poll_job
 from handler.security import generate_local_secret
 from handler.settings import CloudCredentials, Settings
+from handler.topics.push import PushTopic
 
 
 @dataclass
@@ -42,7 +43,7 @@ class LocalStack:
         self.webhook_url = ""
         self.webhook_token: str | None = None
         self._servers: list[BackgroundServer] = []
-        self._worker: Worker | None = None
+        self._workers: list[Worker] = []
         self._runtime: Runtime | None = None
 
     @property
@@ -59,20 +60,26 @@ class LocalStack:
             app = create_http_app(self._runtime.router, max_body_bytes=settings.max_body_bytes)
             http = self._serve(app, self.options.http_port)
             self.webhook_url = http.url
-            self._worker = Worker(
-                self._runtime.jobs,
-                poll_job(self._runtime),
-                concurrency=self.options.concurrency,
-                budget_s=settings.worker_budget_s(),
-            ).start()
+            budget_s = settings.worker_budget_s()
+            self._workers = forwarders(self._runtime, budget_s=budget_s)
+            if not isinstance(self._runtime.jobs, PushTopic):  # pushed jobs arrive at the webhook
+                poller = Worker(
+                    self._runtime.jobs,
+                    poll_job(self._runtime),
+                    concurrency=self.options.concurrency,
+                    budget_s=budget_s,
+                )
+                self._workers.append(poller)
+            for worker in self._workers:
+                worker.start()
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.stop()
+        for worker in self._workers:
+            worker.stop()
         for server in reversed(self._servers):
             server.stop()
         if self._runtime is not None:

@@ -7,16 +7,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from handler.blast import BlastRadius
-from handler.cloud import Credentials, EcsClient, EvsClient
+from handler.cloud import Credentials, EcsClient, EvsClient, SmnClient
 from handler.detach import DetachFunction
 from handler.idempotency import Guard
 from handler.poll import PollFunction
 from handler.settings import Settings
+from handler.sources import parse_accepted
 from handler.store import Store, open_store
 from handler.topics import Topic, open_topic
 
@@ -33,6 +34,7 @@ class Runtime:
     settings: Settings
     ecs: EcsClient
     evs: EvsClient
+    smn: SmnClient
     jobs: Topic
     results: Topic
     store: Store
@@ -54,6 +56,7 @@ class Runtime:
             raise ConfigError(f"ECS_DETACH_TICKET_MAPPINGS: {error}") from None
         return WebhookRouter(
             self.detach,
+            on_job=self.poll_event,
             authenticator=WebhookAuthenticator(self.settings.webhook_auth()),
             labels=self.settings.alert_labels,
             mappings=mappings,
@@ -61,9 +64,25 @@ class Runtime:
             confirm_subscription=SubscriptionConfirmer(self.settings.smn_confirm_hosts),
         )
 
+    def poll_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Poll once for an ``ecs-detach.accepted`` event delivered by a push (FunctionGraph
+        trigger, SMN): a running job is re-published to the jobs topic with its delay."""
+        accepted = parse_accepted(event)  # invalid: raise, so the platform's retry/DLQ policy applies
+        outcome = self.poll(accepted.data)
+        if outcome.result is not None:
+            return {
+                "status": "finished",
+                "outcome": outcome.result.outcome.value,
+                "job_id": outcome.result.job_id,
+            }
+        continuation = accepted.model_copy(update={"data": outcome.next})
+        self.jobs.publish(continuation.model_dump_json(), delay=outcome.delay_s)
+        return {"status": "continued", "job_id": accepted.data.job_id, "next_poll_in_s": outcome.delay_s}
+
     def close(self) -> None:
         self.ecs.close()
         self.evs.close()
+        self.smn.close()
         self.jobs.close()
         self.results.close()
         self.store.close()
@@ -78,18 +97,19 @@ def build_runtime(settings: Settings, credentials: Credentials) -> Runtime:
     timeout = httpx.Timeout(settings.http_timeout_s, connect=settings.connect_timeout_s)
     ecs = EcsClient(url, credentials, timeout=timeout)
     evs = EvsClient(settings.evs_url() or url, credentials, timeout=timeout)
-    jobs = open_topic(
-        settings.jobs_topic,
-        default_name="jobs",
-        visibility_timeout=settings.visibility_timeout_s,
-        max_deliveries=settings.max_deliveries,
-    )
-    results = open_topic(
-        settings.results_topic,
-        default_name="results",
-        visibility_timeout=settings.visibility_timeout_s,
-        max_deliveries=settings.max_deliveries,
-    )
+    smn = SmnClient(settings.smn_url() or url, credentials, timeout=timeout)
+    topics = {
+        name: open_topic(
+            topic,
+            default_name=name,
+            visibility_timeout=settings.visibility_timeout_s,
+            max_deliveries=settings.max_deliveries,
+            smn=smn,
+            delay_url=settings.delay_topic,
+        )
+        for name, topic in (("jobs", settings.jobs_topic), ("results", settings.results_topic))
+    }
+    jobs, results = topics["jobs"], topics["results"]
     store = open_store(settings.store)
     guard = Guard(
         store,
@@ -121,4 +141,4 @@ def build_runtime(settings: Settings, credentials: Credentials) -> Runtime:
         dry_run=settings.dry_run,
     )
     poll = PollFunction(ecs, results, source=settings.source, schedule=schedule, guard=guard, blast=blast)
-    return Runtime(settings, ecs, evs, jobs, results, store, detach, poll)
+    return Runtime(settings, ecs, evs, smn, jobs, results, store, detach, poll)

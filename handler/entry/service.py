@@ -14,8 +14,9 @@ from starlette.routing import Route
 from handler.entry._serve import BackgroundServer
 from handler.entry.metrics import WorkerMetrics
 from handler.entry.runtime import Runtime
-from handler.entry.worker import Worker, detach_request, poll_job
+from handler.entry.worker import Worker, detach_request, forwarders, poll_job
 from handler.topics import Topic
+from handler.topics.push import PushTopic
 
 STALE_AFTER_S = 60.0  # no successful receive for this long: the broker is not answering
 
@@ -31,15 +32,13 @@ class WorkerService:
         health_port: int = 8088,
     ) -> None:
         self.metrics = WorkerMetrics()
-        self.workers = [
-            Worker(
-                runtime.jobs,
-                poll_job(runtime),
-                concurrency=concurrency,
-                observer=self.metrics,
-                budget_s=runtime.settings.worker_budget_s(),
+        budget_s = runtime.settings.worker_budget_s()
+        self.workers = forwarders(runtime, budget_s=budget_s)
+        if not isinstance(runtime.jobs, PushTopic):  # pushed jobs arrive at the webhook instead
+            poll = poll_job(runtime)
+            self.workers.append(
+                Worker(runtime.jobs, poll, concurrency=concurrency, observer=self.metrics, budget_s=budget_s)
             )
-        ]
         if requests is not None:
             handle = detach_request(runtime, requests)
             self.workers.append(

@@ -16,12 +16,14 @@ RFC 9457 problem document: 400 malformed, 401 unauthenticated, 404 unknown route
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from handler.batch import BatchReport, process
+from handler.core.models import EVENT_ACCEPTED
 from handler.core.validation import InvalidInput, MalformedInput
 from handler.detach import DetachFunction
 from handler.entry._problems import invalid_problem, problem
@@ -88,6 +90,7 @@ class WebhookRouter:
         self,
         detach: DetachFunction,
         *,
+        on_job: Callable[[dict[str, Any]], dict[str, Any]],
         authenticator: WebhookAuthenticator,
         labels: LabelNames,
         mappings: Mapping[str, TicketMapping],
@@ -95,6 +98,7 @@ class WebhookRouter:
         confirm_subscription: Callable[[str], None],
     ) -> None:
         self._detach = detach
+        self._on_job = on_job
         self._authenticator = authenticator
         self._labels = labels
         self._mappings = mappings
@@ -108,6 +112,13 @@ class WebhookRouter:
         )
         if refused is not None:
             return refused
+        if path == "/smn":
+            job = _job_event(request.body)
+            if job is not None:  # the jobs topic is on SMN: this push is the poll function's
+                try:
+                    return WebResponse(200, self._on_job(job))
+                except InvalidInput as error:
+                    return WebResponse(422, invalid_problem(error))
         try:
             parsed = self._parse(path, request)
         except InvalidInput as error:
@@ -162,6 +173,16 @@ class WebhookRouter:
         if "ce-specversion" in request.headers or "cloudevents" in request.headers.get("content-type", ""):
             return parse_cloudevent_http(request.headers, request.body)
         return parse_plain(request.body)
+
+
+def _job_event(body: bytes) -> dict[str, Any] | None:
+    """The ``ecs-detach.accepted`` event an SMN notification carries, if it carries one."""
+    try:
+        notification = json.loads(body)
+        event = json.loads(notification["message"]) if notification.get("type") == "Notification" else None
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return event if isinstance(event, dict) and event.get("type") == EVENT_ACCEPTED else None
 
 
 def _unsupported(request: Incoming, path: str) -> WebResponse | None:

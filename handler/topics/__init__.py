@@ -6,28 +6,33 @@ only its own extra installed (``redis``, ``nats``, ``rabbitmq``).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from urllib.parse import SplitResult, parse_qs, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from typing import TYPE_CHECKING
+from urllib.parse import SplitResult, parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
 from ._base import Delivery, StaleDelivery, Topic, TopicError
 from ._url import redact as _redact
 from .sqlite import SqliteTopic
 
+if TYPE_CHECKING:
+    from handler.cloud import SmnClient
+
 __all__ = ["Delivery", "SqliteTopic", "StaleDelivery", "Topic", "TopicError", "open_topic", "topic_url"]
 
-SUPPORTED_SCHEMES = ("sqlite", "redis", "rediss", "nats", "tls", "amqp", "amqps")
+SUPPORTED_SCHEMES = ("sqlite", "redis", "rediss", "nats", "tls", "amqp", "amqps", "smn", "https", "http")
 
 
 def topic_url(base: str, name: str) -> str:
     """``base`` (a broker or database URL) naming the topic ``name``: ``…?topic=name``, or
     ``…?topic=PREFIX-name`` when ``base`` already names a topic ``PREFIX`` (one namespace per
-    environment on a shared broker)."""
-    parts = urlsplit(base)
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    environment on a shared broker). The rest of ``base`` is kept to the letter."""
+    location, _, query = base.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
     prefix = next((v for k, v in pairs if k == "topic" and v), None)
-    query = [(k, v) for k, v in pairs if k != "topic"]
+    rest = [(k, v) for k, v in pairs if k != "topic"]
     topic = f"{prefix}-{name}" if prefix else name
-    return urlunsplit(parts._replace(query=urlencode([*query, ("topic", topic)])))
+    return f"{location}?{urlencode([*rest, ('topic', topic)])}"
 
 
 def open_topic(
@@ -36,6 +41,8 @@ def open_topic(
     default_name: str,
     visibility_timeout: float = 60.0,
     max_deliveries: int = 5,
+    smn: SmnClient | None = None,
+    delay_url: str | None = None,
 ) -> Topic:
     """Open the topic ``url`` names; ``?topic=NAME`` picks it, else ``default_name``.
 
@@ -45,9 +52,15 @@ def open_topic(
     * ``nats://[user:password@]host[:port]``, ``tls://…`` (TLS)
     * ``amqp://[user:password@]host[:port][/vhost]``, ``amqps://…`` (TLS)
 
+    * ``smn://urn:smn:{region}:{project}:{topic}`` (needs ``smn``, a client for that region) and
+      ``https://…`` / ``http://…`` (an endpoint receiving each CloudEvent): push topics, see
+      ``push.py``; delayed messages wait in ``delay_url``'s topic ``{name}-delayed``
+
     The TLS forms take ``&ca=/path/ca.pem``; the broker modules describe their other options.
     Credentials never appear in messages: URLs are echoed without userinfo and query.
     """
+    if url.startswith(("smn://", "http://", "https://")):
+        return _push_topic(url, default_name, smn, delay_url)
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -90,6 +103,34 @@ def open_topic(
         )
     path, name = _sqlite_location(url, parts, default_name)
     return SqliteTopic(path, name, visibility_timeout=visibility_timeout, max_deliveries=max_deliveries)
+
+
+_SMN_URN = re.compile(r"^urn:smn:[a-z0-9-]+:[0-9a-f]{32}:([A-Za-z0-9_-]{1,255})$")
+
+
+def _push_topic(url: str, default_name: str, smn: SmnClient | None, delay_url: str | None) -> Topic:
+    from .push import HttpSender, PushTopic, smn_sender  # noqa: PLC0415 (only push deployments)
+
+    if url.startswith("smn://"):
+        urn = url.removeprefix("smn://")
+        match = _SMN_URN.match(urn)
+        if match is None:
+            raise TopicError(
+                f"malformed SMN topic URL {_redact(url)}: use smn://urn:smn:REGION:PROJECT_ID:TOPIC"
+            )
+        if smn is None:
+            raise TopicError(f"SMN topic {urn} needs cloud credentials and a region (or an SMN endpoint)")
+        name = match.group(1)
+        outbox = _outbox(delay_url, name)
+        return PushTopic(name, smn_sender(smn, urn), outbox)
+    sender = HttpSender(url)
+    return PushTopic(default_name, sender, _outbox(delay_url, default_name), on_close=sender.close)
+
+
+def _outbox(delay_url: str | None, name: str) -> Topic | None:
+    if delay_url is None:
+        return None
+    return open_topic(topic_url(delay_url, f"{name}-delayed"), default_name=f"{name}-delayed")
 
 
 def _sqlite_location(url: str, parts: SplitResult, default_name: str) -> tuple[Path, str]:
