@@ -86,6 +86,20 @@ def _parser() -> argparse.ArgumentParser:
     invoke.add_argument("--timeout", type=float, default=120.0)
     invoke.set_defaults(run=_invoke)
 
+    package = commands.add_parser("package", help="build the FunctionGraph code package (a reproducible zip)")
+    package.add_argument(
+        "--python", choices=("3.10", "3.12"), default="3.12", help="FunctionGraph Python runtime"
+    )
+    package.add_argument("--out", type=Path, default=Path("dist"), help="folder for the zip (default: dist)")
+    package.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="add an optional dependency group, e.g. redis",
+    )
+    package.set_defaults(run=_package)
+
     detach = commands.add_parser("detach", help="detach one volume now (real cloud or any endpoint)")
     detach.add_argument("--server-id", required=True)
     detach.add_argument("--volume-id", required=True)
@@ -98,9 +112,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _emulator_config(job_duration: float | None) -> EmulatorConfig:
-    from emulator import EmulatorConfig
+    """The emulator's settings: faults from ``ECS_EMULATOR_FAULTS`` (JSON, see emulator/faults.py)."""
+    from emulator import EmulatorConfig, faults_from_env
 
-    return EmulatorConfig() if job_duration is None else EmulatorConfig(job_duration_s=job_duration)
+    config = EmulatorConfig(faults=faults_from_env())
+    return config if job_duration is None else config.updated({"job_duration_s": job_duration})
 
 
 def _emulator(args: argparse.Namespace) -> int:
@@ -334,6 +350,18 @@ def _follow(stack: LocalStack, job_ids: list[str], timeout: float, console: Cons
     if waiting:
         console.print(f"[red]no result within {timeout} s for job(s) {', '.join(sorted(waiting))}[/]")
     return all_ok and not waiting
+
+
+def _package(args: argparse.Namespace) -> int:
+    from handler.entry.package import PackageError, build_package, format_report
+
+    try:
+        report = build_package(args.python, args.out, extras=args.extra)
+    except PackageError as error:
+        print(f"ecs-detach package: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(format_report(report))
+    return EXIT_OK
 
 
 def _worker(args: argparse.Namespace) -> int:

