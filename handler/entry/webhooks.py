@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from handler.batch import BatchReport, process
@@ -126,7 +126,7 @@ class WebhookRouter:
             return WebResponse(status, invalid_problem(error, status))
         if parsed.confirm_url is not None:
             return self._confirm_subscription(parsed.source, parsed.confirm_url)
-        return _answer(process(parsed, self._detach))
+        return _answer(process(_keyed_by_webhook_id(parsed, request.headers), self._detach))
 
     def _refuse(self, request: Incoming, path: str) -> WebResponse | None:
         """The answer for a request that cannot be taken at all: route, mapping, method, size."""
@@ -173,6 +173,23 @@ class WebhookRouter:
         if "ce-specversion" in request.headers or "cloudevents" in request.headers.get("content-type", ""):
             return parse_cloudevent_http(request.headers, request.body)
         return parse_plain(request.body)
+
+
+def _keyed_by_webhook_id(parsed: Parsed, headers: Mapping[str, str]) -> Parsed:
+    """A Standard Webhooks sender names each delivery (``webhook-id``, the same on its retries):
+    requests without their own idempotency key get ``webhook:{id}`` (``:{ref}`` in a batch)."""
+    webhook_id = headers.get("webhook-id", "").strip()
+    if not webhook_id or len(webhook_id) > 200:
+        return parsed
+    several = len(parsed.records) > 1
+    records = []
+    for record in parsed.records:
+        request = record.request
+        if request is not None and request.idempotency_key is None:
+            key = f"webhook:{webhook_id}" + (f":{record.ref}" if several else "")
+            record = replace(record, request=request.model_copy(update={"idempotency_key": key}))  # noqa: PLW2901
+        records.append(record)
+    return replace(parsed, records=records)
 
 
 def _job_event(body: bytes) -> dict[str, Any] | None:

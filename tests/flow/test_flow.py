@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
 
 import httpx
 import pytest
+from standardwebhooks.webhooks import Webhook
 
 from handler.core.models import CloudEvent, DetachResult, Outcome
 from handler.detach import DetachFunction, DetachStatus
 from handler.entry._serve import BackgroundServer
 from handler.entry.http import create_app
-from handler.entry.runtime import Runtime
+from handler.entry.runtime import Runtime, build_runtime
 from handler.entry.worker import Worker, poll_job
 from handler.sources import parse_request
-from tests.conftest import AUTH, Emulator
+from tests.conftest import AUTH, DEMO_CREDENTIALS, Emulator, fast_settings
 from tests.support import PID, WEB1, WEB1_DATA, WEB1_LOGS
 
 
@@ -226,3 +231,35 @@ def test_the_clouds_busy_answer_is_retried_later_too(runtime: Runtime) -> None:
     assert second.status is DetachStatus.RETRY
     assert second.retry_after_s == 7
     assert "Ecs.0603" in second.reason
+
+
+def test_a_standard_webhooks_retry_is_a_duplicate(tmp_path: Path, emulator: Emulator) -> None:
+    secret = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+    settings = fast_settings(tmp_path, emulator.url, webhook_standard_secrets=[secret])
+    runtime = build_runtime(settings, DEMO_CREDENTIALS)
+    app = create_app(runtime.router, max_body_bytes=settings.max_body_bytes)
+    body = json.dumps({"server_id": WEB1, "volume_id": WEB1_DATA})
+
+    def send(url: str, message_id: str) -> httpx.Response:
+        now = datetime.now(timezone.utc)
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": Webhook(secret).sign(message_id, now, body),
+        }
+        return httpx.post(f"{url}/", content=body, headers=headers, timeout=10)
+
+    try:
+        with BackgroundServer(app) as server:
+            first = send(server.url, "msg_1")
+            other = send(server.url, "msg_2")  # another message about the same disk: its own key
+            retried = send(server.url, "msg_1")  # the sender retries message 1: a duplicate
+    finally:
+        runtime.close()
+    assert first.status_code == 202
+    assert (other.status_code, other.json()["records"][0]["status"]) == (503, "retry")  # waits for the lock
+    assert retried.json()["records"][0]["status"] == "duplicate"
+    assert retried.json()["job_ids"] == first.json()["job_ids"]
+    calls = emulator.admin("GET", "calls")["calls"]
+    assert [c["method"] for c in calls].count("DELETE") == 1
