@@ -7,6 +7,7 @@ only its own extra installed (``redis``, ``nats``, ``rabbitmq``).
 from __future__ import annotations
 
 import re
+from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, parse_qs, parse_qsl, unquote, urlencode, urlsplit
@@ -65,36 +66,18 @@ def open_topic(
         parts = urlsplit(url)
     except ValueError:
         raise TopicError(f"malformed topic URL {_redact(url)}") from None
-    if parts.scheme in ("redis", "rediss"):
-        from .redis import RedisTopic  # noqa: PLC0415 (needs the redis extra)
-
-        return RedisTopic.from_url(
+    if parts.scheme in _BROKERS:
+        # Each broker module needs its own extra (redis, nats, rabbitmq): imported only when asked.
+        module, class_name = _BROKERS[parts.scheme]
+        backend = getattr(import_module(f"{__name__}.{module}"), class_name)
+        topic: Topic = backend.from_url(
             url,
             parts,
             default_name=default_name,
             visibility_timeout=visibility_timeout,
             max_deliveries=max_deliveries,
         )
-    if parts.scheme in ("nats", "tls"):
-        from .nats import NatsTopic  # noqa: PLC0415 (needs the nats extra)
-
-        return NatsTopic.from_url(
-            url,
-            parts,
-            default_name=default_name,
-            visibility_timeout=visibility_timeout,
-            max_deliveries=max_deliveries,
-        )
-    if parts.scheme in ("amqp", "amqps"):
-        from .amqp import AmqpTopic  # noqa: PLC0415 (needs the rabbitmq extra)
-
-        return AmqpTopic.from_url(
-            url,
-            parts,
-            default_name=default_name,
-            visibility_timeout=visibility_timeout,
-            max_deliveries=max_deliveries,
-        )
+        return topic
     if parts.scheme != "sqlite":
         scheme = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
         raise TopicError(
@@ -105,6 +88,14 @@ def open_topic(
     return SqliteTopic(path, name, visibility_timeout=visibility_timeout, max_deliveries=max_deliveries)
 
 
+_BROKERS = {
+    "redis": ("redis", "RedisTopic"),
+    "rediss": ("redis", "RedisTopic"),
+    "nats": ("nats", "NatsTopic"),
+    "tls": ("nats", "NatsTopic"),
+    "amqp": ("amqp", "AmqpTopic"),
+    "amqps": ("amqp", "AmqpTopic"),
+}
 _SMN_URN = re.compile(r"^urn:smn:[a-z0-9-]+:[0-9a-f]{32}:([A-Za-z0-9_-]{1,255})$")
 
 
