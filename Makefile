@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: venv demo test lint typecheck unit clean
+.PHONY: venv demo test lint typecheck unit storm clean
 
 venv: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ unit: venv
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# The storm test (docs/resilience.md); STORM_TOPICS=redis://… (or nats, amqp) for a broker.
+storm: venv
+	$(BIN)/python -m bench.storm --events 10000 --servers 2000 --workers 4 $(if $(STORM_TOPICS),--topics $(STORM_TOPICS))
 
 clean:
 	rm -rf $(VENV) .ecs-detach .mypy_cache .pytest_cache .ruff_cache

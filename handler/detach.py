@@ -28,7 +28,7 @@ from handler.core.models import (
     DetachResult,
     Outcome,
     envelope,
-    result_event_type,
+    result_event,
     utcnow,
 )
 from handler.core.policy import DiskFacts, SafetyPolicy, Verdict, check_disk, check_scope
@@ -85,8 +85,7 @@ def request_fields(message: DetachRequest) -> dict[str, object]:
 
 
 def publish_result(results: Publisher, result: DetachResult, *, source: str) -> None:
-    event = envelope(result, type_=result_event_type(result.outcome), source=source)
-    results.publish(event.model_dump_json())
+    results.publish(result_event(result, source=source).model_dump_json())
     log_event(
         "detach.result",
         outcome=result.outcome.value,

@@ -5,6 +5,8 @@ Versioned by addition: fields are added, never change meaning; unknown fields ar
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from datetime import datetime, timezone
 from enum import Enum
@@ -142,3 +144,24 @@ class CloudEvent(BaseModel, Generic[DataT]):
 def envelope(data: DetachRequest, *, type_: str, source: str) -> CloudEvent[Any]:
     """Wrap a message of the flow in a CloudEvent whose subject is ``server/volume``."""
     return CloudEvent[Any](source=source, type=type_, subject=data.subject, data=data)
+
+
+def result_event(result: DetachResult, *, source: str) -> CloudEvent[Any]:
+    """The result as a CloudEvent whose id is derived from what it reports (the request, the
+    job, the outcome): a result published again after a crash is the same event (same source
+    and id), which consumers de-duplicate as CloudEvents prescribe."""
+    identity = [
+        result.idempotency_key,
+        result.subject,
+        result.job_id,
+        result.outcome.value,
+        result.error_code,
+    ]
+    event_id = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
+    return CloudEvent[Any](
+        id=event_id,
+        source=source,
+        type=result_event_type(result.outcome),
+        subject=result.subject,
+        data=result,
+    )

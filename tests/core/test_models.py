@@ -83,3 +83,14 @@ def test_accepted_event_must_carry_the_job() -> None:
             }
         )
     assert {"data.job_id", "data.project_id", "data.deadline"} <= {e.field for e in caught.value.errors}
+
+
+def test_a_result_published_again_is_the_same_cloudevent() -> None:
+    from handler.core.models import DetachResult, Outcome, result_event
+
+    result = DetachResult(server_id=SERVER, volume_id=VOLUME, outcome=Outcome.SUCCEEDED, job_id="j1")
+    again = result.model_copy(update={"polls": 3})  # the same report, seen by a redelivered message
+    failed = result.model_copy(update={"outcome": Outcome.FAILED})
+    assert result_event(result, source="s").id == result_event(again, source="s").id
+    assert result_event(result, source="s").id != result_event(failed, source="s").id
+    assert result_event(result, source="s").type == "ecs-detach.succeeded"
