@@ -46,3 +46,9 @@ def stale(name: str, message_id: str) -> StaleDelivery:
         f"the lease on message {message_id} of topic {name!r} has expired"
         " or was settled; the message may be with another consumer"
     )
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of a broker error (just the type when it has no message)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -81,3 +81,15 @@ def broker_address(url: str, parts: SplitResult, default_port: int, usage: str) 
         password=password,
         safe_url=redact(url),
     )
+
+
+def broker_target(
+    url: str, parts: SplitResult, *, kind: str, port: int, tls_scheme: str, default_name: str, usage: str
+) -> tuple[BrokerAddress, str, str | None]:
+    """A broker URL's address, topic name (``?topic=``, else ``default_name``) and CA file
+    (``&ca=``, only with the TLS scheme)."""
+    options = query_options(url, parts, ("topic", "ca"), usage)
+    address = broker_address(url, parts, port, usage)
+    if "ca" in options and parts.scheme != tls_scheme:
+        raise TopicError(f"{kind} topic URL {address.safe_url}: ca= needs {tls_scheme}://")
+    return address, options.get("topic", default_name), options.get("ca")

@@ -59,11 +59,12 @@ from ._common import (
     check_receive,
     check_seconds,
     check_topic,
+    describe,
     is_dead_letter_topic,
     no_dead_letter_topic,
     stale,
 )
-from ._url import BrokerAddress, broker_address, query_options, scrub
+from ._url import BrokerAddress, broker_target, scrub
 
 T = TypeVar("T")
 
@@ -101,11 +102,6 @@ def delay_bucket_ms(delay: float) -> int:
     if ms > _MAX_TTL_MS:
         raise ValueError(f"delay must be at most {_MAX_TTL_MS // 1000} s on RabbitMQ, got {delay!r}")
     return ms
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class AmqpTopic:
@@ -151,14 +147,13 @@ class AmqpTopic:
         visibility_timeout: float,
         max_deliveries: int,
     ) -> AmqpTopic:
-        options = query_options(url, parts, ("topic", "ca"), _USAGE)
-        address = broker_address(url, parts, 5672, _USAGE)
-        if "ca" in options and parts.scheme != "amqps":
-            raise TopicError(f"amqp topic URL {address.safe_url}: ca= needs amqps://")
+        address, name, ca_file = broker_target(
+            url, parts, kind="amqp", port=5672, tls_scheme="amqps", default_name=default_name, usage=_USAGE
+        )
         return cls(
             address,
-            options.get("topic", default_name),
-            ca_file=options.get("ca"),
+            name,
+            ca_file=ca_file,
             visibility_timeout=visibility_timeout,
             max_deliveries=max_deliveries,
         )
@@ -190,7 +185,7 @@ class AmqpTopic:
                 _loop.run(self._disconnect(grace=1.0), _TIMEOUT)
             if retry and not isinstance(exc, TimeoutError):
                 return self._call(work, timeout, retry=False)
-            detail = scrub(_describe(exc), self._address.password)
+            detail = scrub(describe(exc), self._address.password)
             raise TopicError(f"amqp topic {self._name!r} at {self._address.safe_url}: {detail}") from exc
 
     async def _open(self) -> AbstractConnection:

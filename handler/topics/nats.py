@@ -67,11 +67,12 @@ from ._common import (
     check_receive,
     check_seconds,
     check_topic,
+    describe,
     is_dead_letter_topic,
     no_dead_letter_topic,
     stale,
 )
-from ._url import BrokerAddress, broker_address, query_options, scrub
+from ._url import BrokerAddress, broker_target, scrub
 
 T = TypeVar("T")
 
@@ -90,11 +91,6 @@ _LEASE_EXPIRED = "not settled within the visibility timeout"
 class _Lease:
     msg: Msg
     deadline: float  # time.monotonic() after which the lease may be with another consumer
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class NatsTopic:
@@ -141,16 +137,15 @@ class NatsTopic:
         visibility_timeout: float,
         max_deliveries: int,
     ) -> NatsTopic:
-        options = query_options(url, parts, ("topic", "ca"), _USAGE)
-        address = broker_address(url, parts, 4222, _USAGE)
+        address, name, ca_file = broker_target(
+            url, parts, kind="nats", port=4222, tls_scheme="tls", default_name=default_name, usage=_USAGE
+        )
         if address.path:
             raise TopicError(f"nats topic URL {address.safe_url} has a path: {_USAGE}")
-        if "ca" in options and parts.scheme != "tls":
-            raise TopicError(f"nats topic URL {address.safe_url}: ca= needs tls://")
         return cls(
             address,
-            options.get("topic", default_name),
-            ca_file=options.get("ca"),
+            name,
+            ca_file=ca_file,
             visibility_timeout=visibility_timeout,
             max_deliveries=max_deliveries,
         )
@@ -172,7 +167,7 @@ class NatsTopic:
         try:
             return _loop.run(coroutine, timeout)
         except (nats.errors.Error, OSError, asyncio.TimeoutError, TimeoutError) as exc:
-            detail = scrub(_describe(exc), self._address.password)
+            detail = scrub(describe(exc), self._address.password)
             raise TopicError(f"nats topic {self._name!r} at {self._address.safe_url}: {detail}") from exc
 
     async def _connection(self) -> Client:

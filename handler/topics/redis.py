@@ -58,7 +58,7 @@ from ._common import (
     no_dead_letter_topic,
     stale,
 )
-from ._url import BrokerAddress, broker_address, query_options, scrub
+from ._url import BrokerAddress, broker_target, scrub
 
 T = TypeVar("T")
 
@@ -258,14 +258,13 @@ class RedisTopic:
         visibility_timeout: float,
         max_deliveries: int,
     ) -> RedisTopic:
-        options = query_options(url, parts, ("topic", "ca"), _USAGE)
-        address = broker_address(url, parts, 6379, _USAGE)
-        if "ca" in options and parts.scheme != "rediss":
-            raise TopicError(f"redis topic URL {address.safe_url}: ca= needs rediss://")
+        address, name, ca_file = broker_target(
+            url, parts, kind="redis", port=6379, tls_scheme="rediss", default_name=default_name, usage=_USAGE
+        )
         return cls(
             address,
-            options.get("topic", default_name),
-            ca_file=options.get("ca"),
+            name,
+            ca_file=ca_file,
             visibility_timeout=visibility_timeout,
             max_deliveries=max_deliveries,
         )
