@@ -310,9 +310,12 @@ def run_storm(config: StormConfig, workdir: Path) -> StormReport:  # noqa: PLR09
     events, bodies, extra = build_messages(config, rng, pairs)
     report = StormReport(config, events, duplicates_published=extra, invalid_published=len(INVALID_MESSAGES))
     topics = config.topics or f"sqlite:///{workdir / 'topics.db'}"
-    base = with_prefix(topics, f"storm{uuid.uuid4().hex[:8]}")
+    run = f"storm{uuid.uuid4().hex[:8]}"
+    base = with_prefix(topics, run)
     if base.startswith(("redis://", "rediss://")):
-        store = base.partition("?")[0]
+        # The run's own key prefix: the event keys repeat from run to run (same seed), and a
+        # store shared with an earlier run would answer every event as a duplicate.
+        store = f"{base.partition('?')[0]}?prefix={run}"
     else:
         store = f"sqlite:///{workdir / 'store.db'}"
     emulator_config = EmulatorConfig(

@@ -53,7 +53,8 @@ def open_store(url: str) -> Store:
 
     * ``sqlite:///relative/path.db`` (relative to the current directory) or
       ``sqlite:////absolute/path.db``; the file must be the store's own (not a topics file)
-    * ``redis://[[user]:password@]host[:port][/db]``, ``rediss://…`` (TLS, ``?ca=/path/ca.pem``)
+    * ``redis://[[user]:password@]host[:port][/db]``, ``rediss://…`` (TLS, ``?ca=/path/ca.pem``);
+      ``?prefix=NAME`` keeps the keys under ``NAME:`` (default ``ecs-detach:``)
 
     Raises ``ValueError`` for a URL it cannot use; URLs are echoed without userinfo and query.
     """

@@ -1,9 +1,11 @@
 """The store on Redis (5.0 or later, Huawei DCS included).
 
 URL: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS (``?ca=/path/ca.pem``
-adds a CA bundle, e.g. the one DCS offers for download).
+adds a CA bundle, e.g. the one DCS offers for download). ``?prefix=NAME`` keeps the keys under
+``NAME:`` instead of ``ecs-detach:``, so deployments that share one Redis (staging and
+production, or test runs) never see each other's records.
 
-Keys, after the prefix (``ecs-detach:`` by default):
+Keys, after the prefix:
 
 * ``idem:KEY``, a hash per idempotency key: ``fp`` (fingerprint), ``state`` (``run`` or
   ``done``), ``until`` (ms, Redis time, when an in-progress claim lapses), ``token`` (of the
@@ -43,7 +45,7 @@ from ._base import (
     redact_url,
 )
 
-_USAGE = "use redis[s]://[[user]:password@]host[:port][/db][?ca=/path/ca.pem]"
+_USAGE = "use redis[s]://[[user]:password@]host[:port][/db][?ca=/path/ca.pem][&prefix=NAME]"
 _PROGRESS = "p:"  # prefix of the hash fields holding noted progress
 
 # KEYS record; ARGV fingerprint, ttl_ms, keep_ms, token.
@@ -144,7 +146,7 @@ class RedisStore:
         db = parts.path.removeprefix("/") or "0"
         if parts.scheme not in ("redis", "rediss") or parts.fragment or not host:
             raise ValueError(malformed)
-        if not (db.isascii() and db.isdigit()) or set(query) - {"ca"}:
+        if not (db.isascii() and db.isdigit()) or set(query) - {"ca", "prefix"}:
             raise ValueError(malformed)
         if any(len(values) != 1 or not values[0] for values in query.values()):
             raise ValueError(malformed)
@@ -152,7 +154,7 @@ class RedisStore:
         if ca_file is not None and parts.scheme != "rediss":
             raise ValueError(f"redis store URL {self._safe_url}: ca= needs rediss://")
         self._password = unquote(parts.password) if parts.password else None
-        self._prefix = prefix
+        self._prefix = f"{query['prefix'][0]}:" if "prefix" in query else prefix
         self._keep_ms = round(keep_abandoned_s * 1000)
         self._client: redis.Redis | None = redis.Redis(
             host=host,

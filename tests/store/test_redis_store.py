@@ -37,6 +37,7 @@ def client() -> Iterator[redis.Redis]:
         f"redis://user:{SECRET}@h/",
         "rediss://h:6380/0",
         "rediss://h/0?ca=/etc/ca.pem",
+        "redis://h/0?prefix=staging",
     ],
 )
 def test_accepts_redis_urls_without_connecting(url: str) -> None:
@@ -56,6 +57,7 @@ def test_accepts_redis_urls_without_connecting(url: str) -> None:
         f"redis://:{SECRET}@h/0?topic=x",
         f"redis://:{SECRET}@h/0?ca=",
         f"redis://:{SECRET}@h/0?ca=/a&ca=/b",
+        f"redis://:{SECRET}@h/0?prefix=",
         f"redis://:{SECRET}@h/0#frag",
         f"http://:{SECRET}@h/0",
     ],
@@ -147,3 +149,22 @@ def test_a_wrong_type_key_is_a_store_error(redis_backend: RedisBackend, client: 
     client.set(redis_backend.prefix + "idem:k", "not a hash")
     with pytest.raises(StoreError, match="WRONGTYPE"):
         redis_backend.make().begin("k", "fp", in_progress_ttl_s=1)
+
+
+def test_a_url_prefix_keeps_deployments_that_share_a_redis_apart(client: redis.Redis) -> None:
+    require_redis()
+    run = uuid.uuid4().hex[:8]
+    staging = RedisStore(f"{REDIS_URL}?prefix=staging-{run}")
+    production = RedisStore(f"{REDIS_URL}?prefix=production-{run}")
+    try:
+        claim = staging.begin("alert-1", "fp", in_progress_ttl_s=30)
+        assert claim.state is ClaimState.NEW
+        staging.complete("alert-1", {"outcome": "accepted"}, ttl_s=60)
+        # The same key in the other deployment is new: not a duplicate of staging's request.
+        assert production.begin("alert-1", "fp", in_progress_ttl_s=30).state is ClaimState.NEW
+        assert client.exists(f"staging-{run}:idem:alert-1")
+        assert client.exists(f"production-{run}:idem:alert-1")
+    finally:
+        client.delete(f"staging-{run}:idem:alert-1", f"production-{run}:idem:alert-1")
+        staging.close()
+        production.close()
