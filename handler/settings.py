@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,8 +16,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from handler.cloud import CloudName, Credentials, endpoint
 from handler.core.policy import SafetyPolicy
 from handler.core.polling import PollSchedule
-from handler.security import DEFAULT_SMN_CERT_HOSTS, WebhookAuthConfig
-from handler.sources.alertmanager import LabelNames
+from handler.security import DEFAULT_SMN_CERT_HOSTS
+from handler.sources._labels import LabelNames
+
+if TYPE_CHECKING:
+    from handler.security import WebhookAuthConfig
 
 DEFAULT_TOPICS_DB = "sqlite:///.ecs-detach/topics.db"
 DEFAULT_STORE = "sqlite:///.ecs-detach/store.db"
@@ -147,6 +151,8 @@ class Settings(BaseSettings):
         )
 
     def webhook_auth(self) -> WebhookAuthConfig:
+        from handler.security import WebhookAuthConfig  # noqa: PLC0415 (only webhooks need it)
+
         return WebhookAuthConfig(
             disabled=self.webhook_auth_disabled,
             bearer_tokens=self.webhook_bearer_tokens,

@@ -13,6 +13,7 @@ from handler.cloud._budget import remaining
 from handler.cloud._credentials import Credentials
 from handler.cloud._errors import ApiError, TransportError
 from handler.cloud._signer import SignerAuth
+from handler.cloud._transport import LazyTransport
 from handler.core.backoff import RetryPolicy, retryable
 from handler.log import log_event
 
@@ -49,7 +50,7 @@ class SignedClient:
             base_url=endpoint.rstrip("/"),
             auth=self._auth,
             timeout=timeout,
-            transport=transport,
+            transport=transport if transport is not None else LazyTransport(),
             headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"},
         )
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import TypeAdapter
+from pydantic import ConfigDict, TypeAdapter
 
 from handler.cloud._client import SignedClient, json_object, required_str
 from handler.core.resources import BlockDevice, Job, Server
 
-_block_devices = TypeAdapter(list[BlockDevice])
-_servers = TypeAdapter(list[Server])
+_DEFERRED = ConfigDict(defer_build=True)  # built on first use: most invocations need neither
+_block_devices = TypeAdapter(list[BlockDevice], config=_DEFERRED)
+_servers = TypeAdapter(list[Server], config=_DEFERRED)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,9 @@ class JobStatus(str, Enum):
 
 
 class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    # defer_build: a model's validator is built when first used, so a cold start pays only for
+    # the answers it reads (a detach never reads a job).
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
 
 def _empty_to_none(value: Any) -> Any:

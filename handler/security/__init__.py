@@ -5,24 +5,49 @@ scheme verifies: Standard Webhooks, HMAC-SHA256 (GitHub, Grafana, generic timest
 token, basic auth, and on ``/smn`` the SMN message signature. Refusals raise ``Unauthenticated``,
 whose reason is safe to return to the caller. Secrets stay ``SecretStr`` and are compared in
 constant time.
+
+Names load on first use: a queue-triggered function never authenticates a webhook, so its cold
+start skips ``cryptography`` (the SMN signature) altogether.
 """
 
 from __future__ import annotations
 
-from handler.security._common import Unauthenticated
-from handler.security.smn_signature import (
-    DEFAULT_SMN_CERT_HOSTS,
-    CertificateFetcher,
-    CertificateFetchError,
-    SmnSignatureVerifier,
-    fetch_certificate,
-    string_to_sign,
-)
-from handler.security.webhook_auth import (
-    WebhookAuthConfig,
-    WebhookAuthenticator,
-    generate_local_secret,
-)
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from handler.security._common import DEFAULT_SMN_CERT_HOSTS, Unauthenticated
+
+if TYPE_CHECKING:
+    from handler.security.smn_signature import (
+        CertificateFetcher,
+        CertificateFetchError,
+        SmnSignatureVerifier,
+        fetch_certificate,
+        string_to_sign,
+    )
+    from handler.security.webhook_auth import (
+        WebhookAuthConfig,
+        WebhookAuthenticator,
+        generate_local_secret,
+    )
+
+_LAZY = {
+    "CertificateFetcher": "smn_signature",
+    "CertificateFetchError": "smn_signature",
+    "SmnSignatureVerifier": "smn_signature",
+    "fetch_certificate": "smn_signature",
+    "string_to_sign": "smn_signature",
+    "WebhookAuthConfig": "webhook_auth",
+    "WebhookAuthenticator": "webhook_auth",
+    "generate_local_secret": "webhook_auth",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
+
 
 __all__ = [
     "DEFAULT_SMN_CERT_HOSTS",

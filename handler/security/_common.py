@@ -12,6 +12,16 @@ _UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
 _HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
+# Where SMN signing certificates may be fetched from (any region of each cloud). Kept here, away
+# from the verifier and its cryptography import, because the settings need it at every start.
+DEFAULT_SMN_CERT_HOSTS = (
+    "smn.*.myhuaweicloud.com",
+    "smn.*.myhuaweicloud.eu",
+    "smn.*.otc.t-systems.com",
+    "smn.*.prod-cloud-ocb.orange-business.com",
+)
+
+
 class Unauthenticated(Exception):
     """The request is refused. ``reason`` may be sent to the caller: it never holds a secret
     or an expected signature, only which check failed."""

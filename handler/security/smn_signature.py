@@ -54,12 +54,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from handler.log import log_event
 from handler.security._common import Unauthenticated
 
-DEFAULT_SMN_CERT_HOSTS = (
-    "smn.*.myhuaweicloud.com",
-    "smn.*.myhuaweicloud.eu",
-    "smn.*.otc.t-systems.com",
-    "smn.*.prod-cloud-ocb.orange-business.com",
-)
 SIGNATURE_VERSION = "v1"
 _MAX_CERT_BYTES = 64 * 1024
 _SUBSCRIPTION_FIELDS = ("message", "message_id", "subscribe_url", "timestamp", "topic_urn", "type")

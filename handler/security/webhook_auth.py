@@ -23,12 +23,11 @@ from collections.abc import Callable, Mapping
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from handler.log import log_event
-from handler.security._common import Scheme, Unauthenticated
+from handler.security._common import DEFAULT_SMN_CERT_HOSTS, Scheme, Unauthenticated
 from handler.security._hmac import GenericHmac, GitHubHmac, GrafanaHmac
 from handler.security._standard import StandardWebhooks, signer
 from handler.security._tokens import BasicAuth, BearerToken
 from handler.security.smn_signature import (
-    DEFAULT_SMN_CERT_HOSTS,
     CertificateFetcher,
     SmnSignatureVerifier,
     fetch_certificate,

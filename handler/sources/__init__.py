@@ -13,7 +13,8 @@ from handler.sources._base import Parsed, Record
 from handler.sources.plain import parse_accepted, parse_message, parse_plain, parse_request
 
 if TYPE_CHECKING:
-    from handler.sources.alertmanager import LabelNames, parse_alertmanager
+    from handler.sources._labels import LabelNames
+    from handler.sources.alertmanager import parse_alertmanager
     from handler.sources.cloudevents_http import parse_cloudevent_http
     from handler.sources.cloudeye import parse_smn_http, parse_smn_trigger
     from handler.sources.grafana import parse_grafana
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from handler.sources.triggers import ApigRequest, apig_response, detect_trigger
 
 _LAZY = {
-    "LabelNames": "alertmanager",
+    "LabelNames": "_labels",
     "parse_alertmanager": "alertmanager",
     "parse_grafana": "grafana",
     "parse_smn_http": "cloudeye",

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from handler.sources._base import Parsed
-from handler.sources.alertmanager import DEFAULT_LABELS, LabelNames, alert_records
+from handler.sources._labels import LabelNames
+from handler.sources.alertmanager import DEFAULT_LABELS, alert_records
 from handler.sources.plain import load_object
 
 MAX_VALUES_CHARS = 256
