@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     source: str = Field(default="ecs-detach", description="CloudEvents source of emitted events")
     poll_timeout_s: float = Field(default=600.0, gt=0, description="Give up on a job after this")
     first_poll_s: float = Field(default=2.0, ge=0)
-    poll_factor: float = Field(default=0.5, ge=0)
+    poll_factor: float = Field(default=0.15, ge=0)
     min_poll_delay_s: float = Field(default=1.0, gt=0)
     max_poll_delay_s: float = Field(default=20.0, gt=0)
     busy_retry_s: float = Field(default=30.0, gt=0, description="Wait when the server is busy")
