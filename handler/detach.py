@@ -31,8 +31,16 @@ from handler.core.models import (
     result_event,
     utcnow,
 )
-from handler.core.policy import DiskFacts, SafetyPolicy, Verdict, check_disk, check_scope
+from handler.core.policy import (
+    DiskFacts,
+    SafetyPolicy,
+    Verdict,
+    check_disk,
+    check_scope,
+    needs_block_devices,
+)
 from handler.core.polling import PollSchedule
+from handler.core.resources import BlockDevice
 from handler.idempotency import Guard, Locks, request_key
 from handler.log import log_event
 from handler.ports import DetachApi, Publisher, VolumeApi
@@ -256,9 +264,12 @@ class DetachFunction:
         """The policy's disk rules on what the cloud says now; raises the cloud's errors."""
         request = call.request
         server = self._ecs.show_server(request.server_id, project_id=call.project_id)
-        devices = self._ecs.list_block_devices(request.server_id, project_id=call.project_id)
+        devices: list[BlockDevice] = []
+        if needs_block_devices(request, server):  # the server's own view settles most requests
+            devices = self._ecs.list_block_devices(request.server_id, project_id=call.project_id)
         volume_id = request.volume_id or next(
-            (d.volume_id for d in devices if d.device == request.device), None
+            (a.id for a in server.volumes_attached if a.device and a.device == request.device),
+            next((d.volume_id for d in devices if d.device == request.device), None),
         )
         if volume_id is None:
             reason = f"no disk is attached at {request.device} on server {request.server_id}"

@@ -65,16 +65,28 @@ def check_scope(request: DetachRequest, project_id: str, policy: SafetyPolicy) -
     return ALLOW
 
 
+def needs_block_devices(request: DetachRequest, server: Server) -> bool:
+    """Whether the server's ``volumes_attached`` leaves a question only its block devices answer:
+    which volume sits at the requested device, or (with neither a boot index nor a device for
+    the volume) whether it is the system disk. Reading them only then saves a call per detach."""
+    if request.volume_id is None:
+        return not any(a.device == request.device for a in server.volumes_attached if a.device)
+    attached = next((a for a in server.volumes_attached if a.id == request.volume_id), None)
+    return attached is None or (attached.boot_index is None and attached.device is None)
+
+
 def is_system_disk(volume_id: str, facts: DiskFacts) -> bool:
-    """The server's root device or boot index 0 (cloud-api.md §9); block devices corroborate."""
+    """The server's root device or boot index 0 (cloud-api.md §9), from the server's own
+    ``volumes_attached``; the block devices, when read, corroborate."""
     server = facts.server
+    root = server.root_device_name
     for attached in server.volumes_attached:
-        if attached.id == volume_id and attached.boot_index == "0":
+        if attached.id == volume_id and (attached.boot_index == "0" or (root and attached.device == root)):
             return True
     device = next((d for d in facts.devices if d.volume_id == volume_id), None)
     if device is None:
         return False
-    return bool(server.root_device_name) and device.device == server.root_device_name
+    return bool(root) and device.device == root
 
 
 def check_disk(request: DetachRequest, volume_id: str, facts: DiskFacts, policy: SafetyPolicy) -> Verdict:

@@ -117,6 +117,19 @@ def test_each_permission_allows_what_it_names(
     assert _deletes(emulator) == 1
 
 
+@pytest.mark.parametrize("disk", [{"volume_id": WEB1_DATA}, {"device": "vdb"}])
+def test_a_detach_reads_the_server_and_the_volume_then_detaches(
+    make_runtime: Any, emulator: Emulator, disk: dict[str, str]
+) -> None:
+    """Three calls: the server's own view names the disk and its boot index, so the block
+    devices are not read; EVS says whether the disk is shared."""
+    outcome = _detach(make_runtime(), server_id=WEB1, **disk)
+    assert outcome.status is DetachStatus.ACCEPTED, outcome.reason
+    calls = [(c["method"], c["path"].rsplit("/", 2)[-2:]) for c in emulator.admin("GET", "calls")["calls"]]
+    assert [method for method, _ in calls] == ["GET", "GET", "DELETE"], calls
+    assert not any("block_device" in part for _, path in calls for part in path)
+
+
 @pytest.mark.parametrize("globally", [False, True])
 def test_dry_run_makes_no_mutating_call(make_runtime: Any, emulator: Emulator, globally: bool) -> None:
     runtime = make_runtime(dry_run=globally)
