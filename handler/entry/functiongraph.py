@@ -27,7 +27,8 @@ from handler.entry._problems import invalid_problem
 from handler.entry.runtime import ConfigError, Runtime, build_runtime
 from handler.log import configure, log_event
 from handler.settings import CloudCredentials, Settings
-from handler.sources.triggers import ApigRequest, apig_response, detect_trigger
+from handler.sources.plain import load_object
+from handler.sources.triggers import ApigRequest, apig_response, detect_trigger, dms_messages
 
 # FunctionGraph's context object: read through getattr (getSecurityAccessKey, getProjectID, …),
 # since its methods differ between runtimes and local test harnesses.
@@ -139,8 +140,17 @@ def poll_handler(event: dict[str, Any], context: Context | None = None) -> dict[
 
 
 def _poll_event(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
-    """The event itself, or an SMN trigger whose messages are the events (jobs topic on SMN)."""
+    """The event itself, or a queue trigger whose messages are the events: SMN (jobs topic on
+    SMN), or DMS RabbitMQ / Kafka (jobs topic on DMS). An invalid message raises, so the
+    platform's retry and dead-letter policy applies to the batch."""
     records = event.get("record")
     if isinstance(records, list):
         return {"records": [runtime.poll_event(json.loads(r["smn"]["message"])) for r in records]}
+    if isinstance(event.get("records"), list):
+        polled = []
+        for _, message in dms_messages(event):
+            if isinstance(message, InvalidInput):
+                raise message
+            polled.append(runtime.poll_event(load_object(message)))
+        return {"records": polled}
     return runtime.poll_event(event)

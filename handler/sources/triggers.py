@@ -63,25 +63,37 @@ def detect_trigger(event: dict[str, Any]) -> Parsed | ApigRequest:
     )
 
 
-def _dms(event: Mapping[str, Any]) -> Parsed:
-    kind = str(event.get("trigger_type", "")).lower()
-    source = f"dms-{kind}" if kind in ("kafka", "rabbitmq") else "dms"
+def dms_messages(event: Mapping[str, Any]) -> list[tuple[str, object]]:
+    """The messages of a DMS Kafka or RabbitMQ trigger event, each with its path in the event;
+    a record without a ``messages`` list is one ``(path, InvalidInput)`` entry."""
     records = event["records"]
     if not isinstance(records, list):
         raise InvalidInput("invalid DMS trigger event", [FieldError("records", "expected a list")])
-    parsed: list[Record] = []
+    found: list[tuple[str, object]] = []
     for i, record in enumerate(records):
         ref = f"records[{i}]"
         messages = record.get("messages") if isinstance(record, dict) else None
         if not isinstance(messages, list):
             error = InvalidInput("invalid DMS record", [FieldError(f"{ref}.messages", "required: a list")])
-            parsed.append(Record.bad(ref, error))
+            found.append((ref, error))
             continue
-        parsed += [
-            message_record(message, ref=f"{ref}.messages[{j}]", source=source)
-            for j, message in enumerate(messages)
-        ]
-    return Parsed(source, parsed)
+        found += [(f"{ref}.messages[{j}]", message) for j, message in enumerate(messages)]
+    return found
+
+
+def _dms(event: Mapping[str, Any]) -> Parsed:
+    kind = str(event.get("trigger_type", "")).lower()
+    source = f"dms-{kind}" if kind in ("kafka", "rabbitmq") else "dms"
+    return Parsed(
+        source,
+        [
+            Record.bad(ref, message)
+            if isinstance(message, InvalidInput)
+            # One Record per message; a message that is not a request is a bad Record, not an error.
+            else message_record(message, ref=ref, source=source)
+            for ref, message in dms_messages(event)
+        ],
+    )
 
 
 def _apig(event: Mapping[str, Any]) -> ApigRequest:

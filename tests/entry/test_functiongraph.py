@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from emulator import EcsBackend, EmulatorConfig, EmulatorCredential, create_app, load_seed
+from handler.core.validation import InvalidInput
 from handler.entry import functiongraph
 from handler.entry._serve import BackgroundServer
 from tests.support import PID, WEB1, WEB1_DATA
@@ -82,6 +83,39 @@ def test_detach_then_poll_until_the_result(function_env: str) -> None:
                 assert [reply["job_id"]] == answer["job_ids"]
     assert outcomes[-1] == "finished"
     assert "continued" in outcomes  # it re-published itself instead of sleeping
+
+
+@pytest.mark.parametrize("trigger_type", ["RABBITMQ", "KAFKA"])
+def test_poll_handler_takes_the_jobs_topic_from_a_dms_trigger(function_env: str, trigger_type: str) -> None:
+    """With the jobs topic on DMS, the platform hands the accepted events over in a queue
+    trigger's batch; each is polled, and a running job goes back to the topic with its delay."""
+    context = FunctionGraphContext()
+    answer = functiongraph.handler({"server_id": WEB1, "volume_id": WEB1_DATA}, context)
+    assert answer["status_code"] == 202, answer
+    runtime = functiongraph._runtime
+    assert runtime is not None
+
+    outcomes: list[str] = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and "finished" not in outcomes:
+        for delivery in runtime.jobs.receive(1, wait=0.5):
+            batch = {
+                "event_version": "v1.0",
+                "trigger_type": trigger_type,
+                "records": [{"messages": [delivery.body], "topic_id": "jobs"}],
+            }
+            reply = functiongraph.poll_handler(batch, context)
+            runtime.jobs.ack(delivery)
+            outcomes += [record["status"] for record in reply["records"]]
+    assert outcomes[-1] == "finished"
+    assert "continued" in outcomes
+
+
+def test_poll_handler_raises_on_a_message_that_is_not_an_accepted_event(function_env: str) -> None:
+    """Raising hands the batch to the platform's retry and dead-letter policy: nothing is lost."""
+    batch = {"trigger_type": "RABBITMQ", "records": [{"messages": ['{"server_id": "x"}']}]}
+    with pytest.raises(InvalidInput, match=r"ecs-detach\.accepted"):
+        functiongraph.poll_handler(batch, FunctionGraphContext())
 
 
 def test_a_wrong_security_token_is_refused_by_the_gateway(function_env: str) -> None:
