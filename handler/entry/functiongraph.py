@@ -139,6 +139,16 @@ def poll_handler(event: dict[str, Any], context: Context | None = None) -> dict[
         return _poll_event(runtime, event)
 
 
+def flush_handler(event: dict[str, Any], context: Context | None = None) -> dict[str, Any]:
+    """Timer trigger, for a jobs topic on SMN: SMN cannot deliver later, so the poll function's
+    delayed continuations wait in ``ECS_DETACH_DELAY_TOPIC`` (a shared broker: Redis or
+    RabbitMQ) and this sends each to SMN as it falls due, until the invocation's time is spent.
+    A timer every minute with a one-minute timeout keeps one flush always running."""
+    runtime = _runtime_for(context)
+    budget = _budget_s(context, runtime)
+    return {"forwarded": runtime.flush_delayed(budget), "budget_s": round(budget, 3)}
+
+
 def _poll_event(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     """The event itself, or a queue trigger whose messages are the events: SMN (jobs topic on
     SMN), or DMS RabbitMQ / Kafka (jobs topic on DMS). An invalid message raises, so the

@@ -35,7 +35,7 @@ PROJECT = "ecs-detach"
 SUPPORTED_PYTHONS = ("3.10", "3.11", "3.12")  # FunctionGraph offers 3.10 and 3.12; 3.11 builds locally
 PLATFORM = "manylinux2014_x86_64"
 HANDLER_MODULE = "handler.entry.functiongraph"
-HANDLERS = ("handler", "poll_handler", "init")  # detach, poll, initializer
+HANDLERS = ("handler", "poll_handler", "flush_handler", "init")  # detach, poll, flush, initializer
 
 # The IAM actions the functions call (docs/security.md): the policy in infra/terraform grants
 # exactly these, plus SMN_PUBLISH_ACTION on the topics when SMN carries them.

@@ -5,6 +5,9 @@ Every entrypoint (FunctionGraph, HTTP, worker, CLI) builds its ``Runtime`` here 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -15,11 +18,13 @@ from handler.blast import BlastRadius
 from handler.cloud import Credentials, EcsClient, EvsClient, SmnClient
 from handler.detach import DetachFunction
 from handler.idempotency import Guard
+from handler.log import log_event
 from handler.poll import PollFunction
 from handler.settings import Settings
 from handler.sources import parse_accepted
 from handler.store import Store, open_store
-from handler.topics import Topic, open_topic
+from handler.topics import Delivery, Topic, TopicError, open_topic
+from handler.topics.push import PushTopic
 
 if TYPE_CHECKING:
     from handler.entry.webhooks import WebhookRouter
@@ -79,6 +84,22 @@ class Runtime:
         self.jobs.publish(continuation.model_dump_json(), delay=outcome.delay_s)
         return {"status": "continued", "job_id": accepted.data.job_id, "next_poll_in_s": outcome.delay_s}
 
+    def flush_delayed(self, budget_s: float) -> int:
+        """Send the delayed messages of the push topics (SMN, HTTP) as they fall due, for
+        ``budget_s`` seconds; how many were sent. A message whose send fails goes back to the
+        delay topic for another try (and to its dead letters after ``max_deliveries``)."""
+        held = [t for t in (self.jobs, self.results) if isinstance(t, PushTopic) and t.outbox is not None]
+        if not held:
+            raise ConfigError("no push topic holds delayed messages: flushing is for a jobs topic on SMN")
+        sent = 0
+        deadline = time.monotonic() + budget_s
+        while (left := deadline - time.monotonic()) > 0:
+            for topic in held:
+                assert topic.outbox is not None
+                for delivery in topic.outbox.receive(10, wait=min(0.5, left) / len(held)):
+                    sent += _forward(topic, delivery)
+        return sent
+
     def close(self) -> None:
         self.ecs.close()
         self.evs.close()
@@ -86,6 +107,25 @@ class Runtime:
         self.jobs.close()
         self.results.close()
         self.store.close()
+
+
+def _forward(topic: PushTopic, delivery: Delivery) -> int:
+    """Send one due message (then settle it); on failure, hand it back for a later try."""
+    assert topic.outbox is not None
+    try:
+        topic.forward(delivery)
+    except Exception as error:  # any failure: the message waits for another try
+        log_event(
+            "flush.failed",
+            level=logging.WARNING,
+            topic=topic.name,
+            message_id=delivery.message_id,
+            error=f"{type(error).__name__}: {error}",
+        )
+        with contextlib.suppress(TopicError):  # the delay topic is down: the lease lapses instead
+            topic.outbox.nack(delivery, delay=1.0, reason=str(error))
+        return 0
+    return 1
 
 
 def build_runtime(settings: Settings, credentials: Credentials) -> Runtime:

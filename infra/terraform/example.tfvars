@@ -10,6 +10,12 @@ extra_environment = {
   ECS_DETACH_REQUIRED_TAG = "auto-remediation=true"
 }
 
+# SMN cannot delay: the poll function's continuations wait here until the flush function
+# sends them (a DCS Redis or DMS RabbitMQ in the functions' VPC; build the package with --extra redis).
+delay_topic_url = "rediss://:change-me@redis.example.internal:6379/0?topic=ecs-detach-delays"
+vpc_id          = "00000000-0000-4000-8000-000000000001"
+network_id      = "00000000-0000-4000-8000-000000000002"
+
 # The function's own webhook check (always on): at least one credential.
 webhook_bearer_tokens = ["change-me-to-a-random-token-of-32-characters-or-more"]
 

@@ -7,6 +7,7 @@ locals {
   handlers = {
     detach = "handler.entry.functiongraph.handler"
     poll   = "handler.entry.functiongraph.poll_handler"
+    flush  = "handler.entry.functiongraph.flush_handler"
     init   = "handler.entry.functiongraph.init"
   }
 
@@ -53,6 +54,7 @@ locals {
 
   secret_environment = {
     ECS_DETACH_STORE                 = var.store_url
+    ECS_DETACH_DELAY_TOPIC           = var.delay_topic_url
     ECS_DETACH_WEBHOOK_BEARER_TOKENS = jsonencode(var.webhook_bearer_tokens)
     ECS_DETACH_WEBHOOK_HMAC_SECRETS  = jsonencode(var.webhook_hmac_secrets)
   }
@@ -168,4 +170,53 @@ resource "huaweicloud_fgs_function" "poll" {
       error_message = "The poll schedule needs first_poll_s <= max_poll_delay_s < job_timeout_s."
     }
   }
+}
+
+# SMN cannot deliver a message later, so the poll function's delayed continuations wait in the
+# delay topic (a shared Redis or RabbitMQ) and this function sends each to the jobs topic when
+# it falls due. The timer starts one every minute; with a timeout of a minute one is always
+# running, so a continuation goes out within about a second of being due.
+resource "huaweicloud_fgs_function" "flush" {
+  name                  = "${var.name_prefix}-flush"
+  app                   = "default"
+  description           = "ecs-detach: send the poll function's delayed continuations to the jobs topic when due"
+  functiongraph_version = "v2"
+  runtime               = local.runtime
+  handler               = local.handlers.flush
+  initializer_handler   = local.handlers.init
+  initializer_timeout   = 30
+  memory_size           = var.flush_memory_mb
+  timeout               = var.flush_timeout_s
+  max_instance_num      = "2"
+
+  code_type     = "zip"
+  code_filename = basename(var.package_path)
+  func_code     = filebase64(var.package_path)
+
+  agency     = local.config_agency
+  app_agency = huaweicloud_identity_agency.functions.name
+  vpc_id     = local.use_vpc ? var.vpc_id : null
+  network_id = local.use_vpc ? var.network_id : null
+
+  user_data           = jsonencode(local.environment)
+  encrypted_user_data = jsonencode(local.secret_environment)
+  tags                = var.tags
+
+  lifecycle {
+    precondition {
+      condition     = local.use_vpc
+      error_message = "The delay topic (Redis or RabbitMQ) is reached through a VPC: set vpc_id and network_id."
+    }
+  }
+}
+
+resource "huaweicloud_fgs_function_trigger" "flush_timer" {
+  function_urn = huaweicloud_fgs_function.flush.urn
+  type         = "TIMER"
+  status       = "ACTIVE"
+  event_data = jsonencode({
+    name          = "${var.name_prefix}-flush"
+    schedule_type = "Rate"
+    schedule      = "1m"
+  })
 }

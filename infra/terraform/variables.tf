@@ -162,6 +162,39 @@ variable "store_url" {
   }
 }
 
+variable "delay_topic_url" {
+  description = "Where the poll function's delayed continuations wait (ECS_DETACH_DELAY_TOPIC) until the flush function sends them to the SMN jobs topic: a Redis (DCS, redis:// or rediss://) or RabbitMQ (DMS, amqp:// or amqps://) reachable from the functions' VPC. Build the package with the matching --extra (redis or rabbitmq)."
+  type        = string
+  sensitive   = true
+
+  validation {
+    condition     = can(regex("^(rediss?|amqps?)://[^/?#]+", var.delay_topic_url))
+    error_message = "The delay topic is a redis://, rediss://, amqp:// or amqps:// URL: SMN cannot delay, and a function's own /tmp is not shared."
+  }
+}
+
+variable "flush_timeout_s" {
+  description = "Timeout of the flush function; with the one-minute timer, 60 keeps one flush always running (each continuation goes out about a second after it is due); shorter saves billed time and delays continuations up to the rest of the minute."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.flush_timeout_s >= 10 && var.flush_timeout_s <= 900
+    error_message = "flush_timeout_s must be between 10 and 900 seconds."
+  }
+}
+
+variable "flush_memory_mb" {
+  description = "Memory of the flush function (MB)."
+  type        = number
+  default     = 128
+
+  validation {
+    condition     = contains([128, 256, 512], var.flush_memory_mb)
+    error_message = "flush_memory_mb must be 128, 256 or 512."
+  }
+}
+
 variable "webhook_bearer_tokens" {
   description = "Accepted webhook bearer tokens (ECS_DETACH_WEBHOOK_BEARER_TOKENS); several allow rotation. Stored as encrypted function data."
   type        = list(string)

@@ -27,7 +27,7 @@ from emulator.smn_models import CONFIRMED
 from handler.cloud import SignerAuth
 from handler.entry._serve import BackgroundServer
 from handler.entry.http import create_app
-from handler.entry.runtime import Runtime, build_runtime
+from handler.entry.runtime import ConfigError, Runtime, build_runtime
 from handler.entry.worker import Worker, forwarders, poll_job
 from handler.sources import parse_request
 from handler.topics import TopicError, open_topic
@@ -199,3 +199,52 @@ def test_push_topic_urls_and_their_limits() -> None:
             topic.publish("{}")  # nothing listens: tried three times, then a clear error
     finally:
         topic.close()
+
+
+def test_the_flush_function_sends_each_continuation_to_smn_when_it_is_due(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    """FunctionGraph has no forwarder process: a timer-triggered flush (``flush_handler``)
+    sends the delayed messages as they fall due, and one whose send fails waits for the next."""
+    subscriber = Subscriber()
+    with (
+        BackgroundServer(subscriber.app()) as hook,
+        httpx.Client(base_url=emulator.url, auth=SignerAuth(DEMO_CREDENTIALS)) as api,
+    ):
+        urn = _topic(api, "jobs", f"{hook.url}/hook")
+        delays = f"sqlite:///{tmp_path}/delays.db"
+        unreachable = fast_settings(
+            tmp_path / "a",
+            emulator.url,
+            jobs_topic=f"smn://{urn}",
+            delay_topic=delays,
+            smn_endpoint="http://127.0.0.1:9",
+        )
+        runtime = build_runtime(unreachable, DEMO_CREDENTIALS)
+        try:
+            runtime.jobs.publish('{"due": "soon"}', delay=0.2)
+            runtime.jobs.publish('{"due": "later"}', delay=60)
+            assert runtime.flush_delayed(1.0) == 0  # SMN does not answer: nothing is lost
+            assert runtime.jobs.pending() == 2
+        finally:
+            runtime.close()
+        settings = fast_settings(tmp_path / "b", emulator.url, jobs_topic=f"smn://{urn}", delay_topic=delays)
+        runtime = build_runtime(settings, DEMO_CREDENTIALS)
+        try:
+            assert runtime.flush_delayed(2.5) == 1  # the due one goes out; the later one waits
+            assert runtime.jobs.pending() == 1
+        finally:
+            runtime.close()
+        deadline = time.monotonic() + 10
+        while not subscriber.notifications and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert [json.loads(n["message"]) for n in subscriber.notifications] == [{"due": "soon"}]
+
+
+def test_flushing_without_a_push_topic_is_a_configuration_error(tmp_path: Path, emulator: Emulator) -> None:
+    runtime = build_runtime(fast_settings(tmp_path, emulator.url), DEMO_CREDENTIALS)
+    try:
+        with pytest.raises(ConfigError, match="jobs topic on SMN"):
+            runtime.flush_delayed(0.1)
+    finally:
+        runtime.close()

@@ -126,6 +126,14 @@ def _example_values() -> dict[str, Any]:
     return {name: value for name, value in document.items() if not name.startswith("__")}
 
 
+# The defaults plus what has none: the delay topic, reached through the functions' VPC.
+REQUIRED = {
+    "delay_topic_url": "redis://10.0.0.5:6379/0",
+    "vpc_id": "00000000-0000-4000-8000-000000000001",
+    "network_id": "00000000-0000-4000-8000-000000000002",
+}
+
+
 def _preconditions(values: Mapping[str, Any]) -> dict[str, bool]:
     evaluate = Evaluator(values)
     results = {}
@@ -165,6 +173,7 @@ def test_every_trigger_points_at_an_existing_function() -> None:
         targets[address] = match.group(1)
     assert targets == {
         "huaweicloud_fgs_function_trigger.poll_jobs": "poll",
+        "huaweicloud_fgs_function_trigger.flush_timer": "flush",
         "huaweicloud_fgs_function_trigger.kafka": "detach",
         "huaweicloud_fgs_function_trigger.rabbitmq": "detach",
         "huaweicloud_fgs_async_invoke_configuration.poll": "poll",
@@ -184,7 +193,7 @@ def test_topics_are_wired() -> None:
         failure = CONFIG.resource(f"huaweicloud_fgs_async_invoke_configuration.{name}")["on_failure"][0]
         assert failure["destination"] == "SMN"
         assert "huaweicloud_smn_topic.dead_letter.topic_urn" in failure["param"]
-    for name in ("detach", "poll"):
+    for name in ("detach", "poll", "flush"):
         function = CONFIG.resource(f"huaweicloud_fgs_function.{name}")
         assert function["user_data"] == "${jsonencode(local.environment)}"
         assert function["encrypted_user_data"] == "${jsonencode(local.secret_environment)}"
@@ -194,6 +203,7 @@ def test_topics_are_wired() -> None:
     assert CONFIG.locals["environment"] == "${merge(var.extra_environment, local.managed_environment)}"
     assert set(CONFIG.locals["secret_environment"]) == {
         "ECS_DETACH_STORE",
+        "ECS_DETACH_DELAY_TOPIC",
         "ECS_DETACH_WEBHOOK_BEARER_TOKENS",
         "ECS_DETACH_WEBHOOK_HMAC_SECRETS",
     }
@@ -201,7 +211,7 @@ def test_topics_are_wired() -> None:
 
 def test_handler_names_exist_in_the_package(package: PackageReport) -> None:
     handlers = CONFIG.locals["handlers"]
-    for name in ("detach", "poll"):
+    for name in ("detach", "poll", "flush"):
         function = CONFIG.resource(f"huaweicloud_fgs_function.{name}")
         assert function["handler"] == f"${{local.handlers.{name}}}"
         assert function["initializer_handler"] == "${local.handlers.init}"
@@ -249,7 +259,7 @@ def test_timeouts_fit_the_poll_schedule() -> None:
     api = CONFIG.resource("huaweicloud_apig_api.webhooks")["func_graph"][0]
     assert api["timeout"] == "${var.detach_timeout_s * 1000}"
     assert CONFIG.resource("huaweicloud_fgs_function.poll")["timeout"] == "${var.poll_timeout_s}"
-    for values in ({}, _example_values()):
+    for values in (REQUIRED, _example_values()):
         evaluate = Evaluator(values)
         budget = evaluate.local("call_budget_s")
         assert evaluate("${var.detach_timeout_s}") >= evaluate.local("detach_calls") * budget
@@ -261,7 +271,7 @@ def test_timeouts_fit_the_poll_schedule() -> None:
         )
 
 
-@pytest.mark.parametrize("values", [{}, _example_values()], ids=["defaults", "example.tfvars"])
+@pytest.mark.parametrize("values", [REQUIRED, _example_values()], ids=["defaults", "example.tfvars"])
 def test_every_precondition_holds(values: dict[str, Any]) -> None:
     results = _preconditions(values)
     assert results
@@ -269,7 +279,9 @@ def test_every_precondition_holds(values: dict[str, Any]) -> None:
 
 
 def test_preconditions_catch_short_timeouts() -> None:
-    results = _preconditions({"detach_timeout_s": 20, "poll_timeout_s": 10, "async_event_max_age_s": 300})
+    results = _preconditions(
+        {**REQUIRED, "detach_timeout_s": 20, "poll_timeout_s": 10, "async_event_max_age_s": 300}
+    )
     assert not results["huaweicloud_fgs_function.detach[0]"]
     assert not results["huaweicloud_fgs_function.poll[0]"]
     assert not results["huaweicloud_fgs_async_invoke_configuration.poll[0]"]
@@ -284,6 +296,7 @@ def test_variables_are_described_and_validated() -> None:
             assert spec.get("validation"), name
     for secret in (
         "store_url",
+        "delay_topic_url",
         "webhook_bearer_tokens",
         "webhook_hmac_secrets",
         "apig_app_code",
@@ -315,3 +328,15 @@ def test_terraform_fmt() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_flush_function_runs_on_a_timer_with_a_shared_delay_topic() -> None:
+    flush = CONFIG.resource("huaweicloud_fgs_function.flush")
+    assert flush["timeout"] == "${var.flush_timeout_s}"
+    timer = CONFIG.resource("huaweicloud_fgs_function_trigger.flush_timer")
+    assert timer["type"] == "TIMER"
+    assert "schedule_type" in timer["event_data"]
+    assert "Rate" in timer["event_data"]
+    assert CONFIG.locals["secret_environment"]["ECS_DETACH_DELAY_TOPIC"] == "${var.delay_topic_url}"
+    without_vpc = _preconditions({**REQUIRED, "vpc_id": "", "network_id": ""})
+    assert not without_vpc["huaweicloud_fgs_function.flush[0]"]
