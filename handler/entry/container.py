@@ -1,10 +1,14 @@
-"""The webhook as a functions-framework target, for containers (Knative, Cloud Run style, Kubernetes).
+"""The functions as functions-framework targets, for containers (Knative, Cloud Run style, Kubernetes).
 
     functions-framework --source handler/entry/container.py --target webhook --port 8080
+    functions-framework --source handler/entry/container.py --target poll --port 8080
 
 Configuration and credentials come from the environment (``ECS_DETACH_*``,
-``HUAWEICLOUD_SDK_*``); routes and answers are those of ``WebhookRouter``. Run the poll worker
-beside it (``ecs-detach up`` or the worker command) on the same jobs topic.
+``HUAWEICLOUD_SDK_*``). ``webhook`` serves the routes and answers of ``WebhookRouter``.
+``poll`` takes the jobs topic as pushed CloudEvents (a Knative Trigger on the broker): with the
+jobs topic an HTTP push topic to the broker, delayed continuations wait in the delay topic and
+the worker's forwarder sends them. Without a broker, run the poll worker beside the webhook
+(``ecs-detach up`` or the worker command) on the same jobs topic.
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ import threading
 import functions_framework
 from flask import Request, Response
 
+from handler.core.validation import InvalidInput
+from handler.entry._problems import invalid_problem
 from handler.entry.runtime import ConfigError, Runtime, build_runtime
 from handler.entry.webhooks import WebRequest
 from handler.log import configure
 from handler.settings import CloudCredentials, Settings
+from handler.sources.cloudevents_http import cloudevent_object
 
 _lock = threading.Lock()
 _runtime: Runtime | None = None
@@ -47,3 +54,21 @@ def webhook(request: Request) -> Response:
     return Response(
         json.dumps(answer.body), status=answer.status, headers=answer.headers, mimetype=answer.content_type
     )
+
+
+@functions_framework.http
+def poll(request: Request) -> Response:
+    """One ``ecs-detach.accepted`` CloudEvent (binary or structured mode): look at the job once;
+    a running job goes back to the jobs topic with its delay. 422 for anything else (the broker
+    dead-letters it); an error answers 500, and the broker delivers the event again."""
+    runtime = _runtime_once()
+    if request.method == "GET":  # the readiness probe (/healthz): the runtime is built
+        return Response(json.dumps({"status": "ok"}), status=200, mimetype="application/json")
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    try:
+        reply = runtime.poll_event(cloudevent_object(headers, request.get_data()))
+    except InvalidInput as error:
+        return Response(
+            json.dumps(invalid_problem(error, 422)), status=422, mimetype="application/problem+json"
+        )
+    return Response(json.dumps(reply), status=200, mimetype="application/json")

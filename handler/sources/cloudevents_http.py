@@ -92,3 +92,20 @@ def _record(read: Callable[[], CloudEvent], ref: str) -> Record:
         raise InvalidInput("invalid CloudEvent", [FieldError("data_base64", str(exc))]) from None
     record = cloudevent_record(ref, "" if ref == ROOT else ref, event["source"], event["id"], event.data)
     return tag(record, source=SOURCE)
+
+
+def cloudevent_object(headers: Mapping[str, str], body: bytes) -> dict[str, object]:
+    """The one CloudEvent of an HTTP request (binary or structured mode) as its structured JSON
+    object, e.g. an ``ecs-detach.accepted`` event a Knative Trigger delivers to the poll target.
+
+    Raises ``InvalidInput`` when the request holds no single CloudEvent.
+    """
+    lowered = {name.lower(): value for name, value in headers.items()}
+    try:
+        if any(name.startswith("ce-") for name in lowered):
+            event = from_http(lowered, body)
+            attributes: dict[str, object] = dict(event.get_attributes())
+            return {**attributes, "data": event.get_data()}
+        return load_object(body)
+    except GenericException as error:
+        raise InvalidInput("not a CloudEvent", [FieldError(ROOT, str(error))]) from None

@@ -10,10 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+import functions_framework
 import httpx
+import pytest
 
 from emulator import DEMO_CREDENTIAL
+from handler.entry import container
+from handler.sources import parse_request
 from tests.conftest import Emulator
+from tests.support import WEB1, WEB1_DATA
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,3 +86,55 @@ def test_functions_framework_target(tmp_path: Path, emulator: Emulator) -> None:
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_the_poll_target_takes_accepted_cloudevents_as_a_broker_delivers_them(
+    tmp_path: Path, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Knative: the jobs topic reaches ``poll`` as CloudEvents in binary mode; a running job
+    goes back to the jobs topic, a finished one ends in a result, anything else is a 422."""
+    db = f"sqlite:///{tmp_path}/topics.db"
+    for name, value in {
+        "ECS_DETACH_ECS_ENDPOINT": emulator.url,
+        "ECS_DETACH_JOBS_TOPIC": f"{db}?topic=jobs",
+        "ECS_DETACH_RESULTS_TOPIC": f"{db}?topic=results",
+        "ECS_DETACH_STORE": f"sqlite:///{tmp_path}/store.db",
+        "ECS_DETACH_FIRST_POLL_S": "0.1",
+        "ECS_DETACH_MIN_POLL_DELAY_S": "0.1",
+        "HUAWEICLOUD_SDK_AK": DEMO_CREDENTIAL.access_key,
+        "HUAWEICLOUD_SDK_SK": DEMO_CREDENTIAL.secret_key,
+        "HUAWEICLOUD_SDK_PROJECT_ID": DEMO_CREDENTIAL.project_id,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(container, "_runtime", None)
+    app = functions_framework.create_app(target="poll", source=str(ROOT / "handler/entry/container.py"))
+    client = app.test_client()
+    runtime = container._runtime_once()
+    try:
+        outcome = runtime.detach(parse_request({"server_id": WEB1, "volume_id": WEB1_DATA}))
+        statuses = []
+        deadline = time.monotonic() + 15
+        while "finished" not in statuses and time.monotonic() < deadline:
+            for delivery in runtime.jobs.receive(1, wait=0.5):
+                event = json.loads(delivery.body)
+                headers = {
+                    f"ce-{k}": str(v) for k, v in event.items() if k not in ("data", "datacontenttype")
+                }
+                answer = client.post(
+                    "/",
+                    data=json.dumps(event["data"]),
+                    headers={**headers, "Content-Type": "application/json"},
+                )
+                assert answer.status_code == 200, answer.get_data(as_text=True)
+                runtime.jobs.ack(delivery)
+                statuses.append(answer.get_json()["status"])
+        assert statuses[-1] == "finished"
+        assert "continued" in statuses
+        (result,) = [json.loads(d.body) for d in runtime.results.receive(10, wait=1)]
+        assert result["data"]["job_id"] == outcome.job_id
+        wrong = client.post("/", json={"specversion": "1.0", "type": "something.else"})
+        assert wrong.status_code == 422
+        assert client.get("/healthz").status_code == 200
+    finally:
+        runtime.close()
+        container._runtime = None

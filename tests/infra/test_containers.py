@@ -117,7 +117,7 @@ def _knative_pod(service: dict[str, Any]) -> dict[str, Any]:
 
 def test_knative_services_have_valid_pod_specs() -> None:
     services = _named(_all("knative"), "Service")
-    assert {"ecs-detach-webhook", "ecs-detach-events"} <= set(services)
+    assert {"ecs-detach-webhook", "ecs-detach-events", "ecs-detach-poll"} <= set(services)
     for service in services.values():
         assert service["apiVersion"] == "serving.knative.dev/v1"
         kubernetes_validate.validate(_knative_pod(service), KUBERNETES_VERSION, strict=True)
@@ -131,14 +131,34 @@ def test_knative_services_have_valid_pod_specs() -> None:
     assert events["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
 
 
-def test_knative_trigger_reaches_the_events_service() -> None:
+def test_knative_triggers_reach_their_services() -> None:
     documents = _all("knative")
-    (trigger,) = _named(documents, "Trigger").values()
-    assert trigger["spec"]["broker"] in _named(documents, "Broker")
-    assert trigger["spec"]["filter"]["attributes"]["type"] == "ecs-detach.requested"
-    reference = trigger["spec"]["subscriber"]["ref"]
-    assert reference["kind"] == "Service"
-    assert reference["name"] in _named(documents, "Service")
+    services = _named(documents, "Service")
+    routes = {}
+    for trigger in _named(documents, "Trigger").values():
+        assert trigger["spec"]["broker"] in _named(documents, "Broker")
+        reference = trigger["spec"]["subscriber"]["ref"]
+        assert reference["kind"] == "Service"
+        assert reference["name"] in services
+        routes[trigger["spec"]["filter"]["attributes"]["type"]] = reference["name"]
+    assert routes == {"ecs-detach.requested": "ecs-detach-events", "ecs-detach.accepted": "ecs-detach-poll"}
+
+
+def test_knative_jobs_through_the_broker_have_a_poll_target_and_a_forwarder() -> None:
+    documents = _all("knative")
+    poll = _named(documents, "Service")["ecs-detach-poll"]
+    (container,) = poll["spec"]["template"]["spec"]["containers"]
+    assert container["args"][:3] == ["functions-framework", "--target", "poll"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["ECS_DETACH_JOBS_TOPIC"].startswith("http://broker-ingress.")
+    assert env["ECS_DETACH_DELAY_TOPIC"] == "$(BROKER_URL)?topic=delays"
+    forwarder = _named(documents, "Deployment")["ecs-detach-forwarder"]
+    kubernetes_validate.validate(forwarder, KUBERNETES_VERSION, strict=True)
+    (worker,) = forwarder["spec"]["template"]["spec"]["containers"]
+    assert worker["args"][:3] == ["worker", "--jobs", "$(JOBS_BROKER_INGRESS)"]
+    forwarder_env = {e["name"]: e.get("value") for e in worker["env"]}
+    assert forwarder_env["JOBS_BROKER_INGRESS"] == env["ECS_DETACH_JOBS_TOPIC"]
+    assert forwarder_env["ECS_DETACH_DELAY_TOPIC"] == env["ECS_DETACH_DELAY_TOPIC"]
 
 
 def test_settings_named_in_infra_exist() -> None:
