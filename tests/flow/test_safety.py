@@ -130,6 +130,14 @@ def test_a_detach_reads_the_server_and_the_volume_then_detaches(
     assert not any("block_device" in part for _, path in calls for part in path)
 
 
+def test_a_policy_that_allows_shared_disks_does_not_ask_evs(make_runtime: Any, emulator: Emulator) -> None:
+    outcome = _detach(make_runtime(allow_shared_disks=True), server_id=WEB1, volume_id=WEB1_DATA)
+    assert outcome.status is DetachStatus.ACCEPTED, outcome.reason
+    calls = [(c["method"], c["path"]) for c in emulator.admin("GET", "calls")["calls"]]
+    assert [method for method, _ in calls] == ["GET", "DELETE"], calls
+    assert "/cloudservers/" in calls[0][1]
+
+
 @pytest.mark.parametrize("globally", [False, True])
 def test_dry_run_makes_no_mutating_call(make_runtime: Any, emulator: Emulator, globally: bool) -> None:
     runtime = make_runtime(dry_run=globally)
