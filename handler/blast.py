@@ -7,11 +7,24 @@ one of ``breaker_failures`` failure slots for ``breaker_window_s``; while all of
 the breaker is open and no detach is made in that project. Since at most ``max_per_window``
 detaches happen per window, an open breaker means a failure rate of at least
 ``breaker_failures / max_per_window`` among the recent detaches.
+
+Slots are probed in an order of the owner's own (seeded by its key): its first choice comes
+first, so taking again (re-entrant) and giving back cost one store call in the common case,
+and concurrent owners rarely meet. At most ``MAX_PROBES`` detach slots are tried, so the cost
+of a detach does not grow with the limit: a window at least ~90 % full may refuse a little
+early (never late: there are never more than ``max_per_window`` holders). Failure slots are
+counted exactly: the breaker opens when all of them are held, not before.
 """
 
 from __future__ import annotations
 
+import hashlib
+import random
+from collections.abc import Iterator
+
 from handler.store import Store
+
+MAX_PROBES = 64
 
 
 class BlastRadius:
@@ -32,26 +45,32 @@ class BlastRadius:
         self._failures = breaker_failures
         self._breaker_window_s = breaker_window_s
 
-    def _slots(self, kind: str, project_id: str, count: int) -> list[str]:
-        return [f"{kind}:{project_id}:{i}" for i in range(count)]
+    @staticmethod
+    def _slots(kind: str, project_id: str, count: int, owner: str) -> Iterator[str]:
+        """Up to ``MAX_PROBES`` distinct slot names, in the order of ``owner``."""
+        seed = int.from_bytes(hashlib.blake2b(owner.encode(), digest_size=8).digest(), "big")
+        for index in random.Random(seed).sample(range(count), min(count, MAX_PROBES)):  # noqa: S311 (spreading, not secrecy)
+            yield f"{kind}:{project_id}:{index}"
 
     def breaker_open(self, project_id: str) -> bool:
-        return all(self._store.holder(slot) for slot in self._slots("failures", project_id, self._failures))
+        """Every failure slot is held (checked in order: the first free one ends it)."""
+        return all(self._store.holder(f"failures:{project_id}:{i}") for i in range(self._failures))
 
     def take(self, project_id: str, owner: str) -> bool:
         """One detach slot for ``owner`` (re-entrant), or False when the window is full."""
         return any(
             self._store.acquire(slot, owner, ttl_s=self._window_s)
-            for slot in self._slots("detaches", project_id, self._max)
+            for slot in self._slots("detaches", project_id, self._max, owner)
         )
 
     def give_back(self, project_id: str, owner: str) -> None:
         """The call detached nothing: its slot is free again."""
-        for slot in self._slots("detaches", project_id, self._max):
-            self._store.release_lock(slot, owner)
+        for slot in self._slots("detaches", project_id, self._max, owner):
+            if self._store.release_lock(slot, owner):
+                return
 
     def record_failure(self, project_id: str, owner: str) -> None:
         """A job failed or timed out (a failure slot for the window; none left: already open)."""
-        for slot in self._slots("failures", project_id, self._failures):
-            if self._store.acquire(slot, owner, ttl_s=self._breaker_window_s):
+        for index in range(self._failures):
+            if self._store.acquire(f"failures:{project_id}:{index}", owner, ttl_s=self._breaker_window_s):
                 return

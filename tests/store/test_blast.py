@@ -1,0 +1,77 @@
+"""The blast radius over a real store: never more than N holders, re-entrant, cheap at any N."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from handler.blast import MAX_PROBES, BlastRadius
+from handler.store import SqliteStore
+
+PID = "0123456789abcdef0123456789abcdef"
+
+
+class Counting(SqliteStore):
+    """The SQLite store, counting lock operations."""
+
+    calls = 0
+
+    def acquire(self, name: str, owner: str, *, ttl_s: float) -> bool:
+        self.calls += 1
+        return super().acquire(name, owner, ttl_s=ttl_s)
+
+    def release_lock(self, name: str, owner: str) -> bool:
+        self.calls += 1
+        return super().release_lock(name, owner)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Counting]:
+    opened = Counting(str(tmp_path / "store.db"))
+    yield opened
+    opened.close()
+
+
+def _radius(store: Counting, limit: int) -> BlastRadius:
+    return BlastRadius(store, max_per_window=limit, window_s=60, breaker_failures=3, breaker_window_s=60)
+
+
+def test_never_more_than_the_limit(store: Counting) -> None:
+    radius = _radius(store, 5)
+    taken = [owner for owner in (f"alert-{i}" for i in range(20)) if radius.take(PID, owner)]
+    assert len(taken) == 5
+    assert radius.take(PID, taken[0])  # re-entrant: its own slot again
+    radius.give_back(PID, taken[0])
+    assert radius.take(PID, "alert-late")  # the slot given back is free for another
+    assert not radius.take(PID, "alert-later")
+
+
+def test_taking_and_giving_back_cost_one_store_call_at_any_limit(store: Counting) -> None:
+    radius = _radius(store, 10**9)  # a limit this large used to build and scan that many slots
+    assert radius.take(PID, "alert-1")
+    assert store.calls == 1
+    radius.give_back(PID, "alert-1")
+    assert store.calls == 2
+
+
+def test_a_nearly_full_window_costs_a_bounded_number_of_probes(store: Counting) -> None:
+    limit = MAX_PROBES * 2
+    radius = _radius(store, limit)
+    granted, costs = 0, []
+    for i in range(limit * 3):
+        before = store.calls
+        granted += radius.take(PID, f"alert-{i}")
+        costs.append(store.calls - before)
+    assert limit * 0.9 <= granted <= limit  # never more; at worst a little early
+    assert max(costs) <= MAX_PROBES
+
+
+def test_the_breaker_opens_when_every_failure_slot_is_held(store: Counting) -> None:
+    radius = _radius(store, 10)
+    for i in range(2):
+        radius.record_failure(PID, f"job-{i}")
+    assert not radius.breaker_open(PID)
+    radius.record_failure(PID, "job-2")
+    assert radius.breaker_open(PID)
