@@ -38,30 +38,25 @@ Context = object
 SAFETY_MARGIN_S = 2.0  # kept back from the time budget to publish and return
 _lock = threading.Lock()
 _runtime: Runtime | None = None
+_project_id: str | None = None  # from the environment, read with the runtime
 
 
-def _credentials(context: Context | None) -> Credentials:
-    configured = CloudCredentials()
-    project_id = configured.project_id or os.environ.get("RUNTIME_PROJECT_ID")
-    if context is not None:
-        ak = _call(context, "getSecurityAccessKey")
-        sk = _call(context, "getSecuritySecretKey")
-        if ak and sk:
-            token = _call(context, "getSecurityToken")
-            return Credentials.model_validate(
-                {
-                    "access_key": ak,
-                    "secret_key": sk,
-                    "security_token": token or None,
-                    "project_id": project_id or _call(context, "getProjectID") or None,
-                }
-            )
-    credentials = configured.credentials()
-    if credentials is None:
-        raise ConfigError(
-            "no credentials: give the function an agency, or set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK"
-        )
-    return credentials.model_copy(update={"project_id": project_id})
+def _agency_credentials(context: Context | None, project_id: str | None) -> Credentials | None:
+    """The function agency's temporary credentials from the context, if it carries them."""
+    if context is None:
+        return None
+    ak = _call(context, "getSecurityAccessKey")
+    sk = _call(context, "getSecuritySecretKey")
+    if not (ak and sk):
+        return None
+    return Credentials.model_validate(
+        {
+            "access_key": ak,
+            "secret_key": sk,
+            "security_token": _call(context, "getSecurityToken") or None,
+            "project_id": project_id or _call(context, "getProjectID") or None,
+        }
+    )
 
 
 def _call(context: Context, method: str) -> str:
@@ -71,16 +66,30 @@ def _call(context: Context, method: str) -> str:
 
 
 def _runtime_for(context: Context | None) -> Runtime:
-    global _runtime  # noqa: PLW0603 - one runtime per function instance, by design
-    credentials = _credentials(context)
+    """The instance's runtime, built on first use. The environment is read then, once; later
+    invocations only swap in the agency's credentials, which rotate."""
+    global _runtime, _project_id  # one runtime per function instance, by design
     with _lock:
-        if _runtime is None:
-            settings = Settings()
-            configure(settings.log_level)
-            _runtime = build_runtime(settings, credentials)
-        else:
-            _runtime.ecs.use_credentials(credentials)
-            _runtime.evs.use_credentials(credentials)
+        if _runtime is not None:
+            fresh = _agency_credentials(context, _project_id)
+            if fresh is not None:
+                for client in (_runtime.ecs, _runtime.evs, _runtime.smn):
+                    client.use_credentials(fresh)
+            return _runtime
+        configured = CloudCredentials()
+        project_id = configured.project_id or os.environ.get("RUNTIME_PROJECT_ID")
+        credentials = _agency_credentials(context, project_id)
+        if credentials is None:
+            from_env = configured.credentials()
+            if from_env is None:
+                raise ConfigError(
+                    "no credentials: give the function an agency, or set HUAWEICLOUD_SDK_AK and "
+                    "HUAWEICLOUD_SDK_SK"
+                )
+            credentials = from_env.model_copy(update={"project_id": project_id})
+        settings = Settings()
+        configure(settings.log_level)
+        _runtime, _project_id = build_runtime(settings, credentials), project_id
         return _runtime
 
 

@@ -126,6 +126,17 @@ def test_a_wrong_security_token_is_refused_by_the_gateway(function_env: str) -> 
     assert answer["records"][0]["error_code"] == "APIGW.0301"
 
 
+def test_each_invocation_signs_with_the_credentials_its_context_carries(function_env: str) -> None:
+    """The agency's temporary credentials rotate: a warm instance takes each invocation's."""
+    functiongraph.init(FunctionGraphContext())
+    stale = functiongraph.handler(
+        {"server_id": WEB1, "volume_id": WEB1_DATA}, FunctionGraphContext("expired")
+    )
+    assert stale["records"][0]["error_code"] == "APIGW.0301"
+    fresh = functiongraph.handler({"server_id": WEB1, "volume_id": WEB1_DATA}, FunctionGraphContext())
+    assert fresh["status_code"] == 202, fresh
+
+
 def test_an_invalid_event_returns_the_field_errors(function_env: str) -> None:
     answer = functiongraph.handler({"server_id": WEB1}, FunctionGraphContext())
     assert answer["status_code"] == 422
