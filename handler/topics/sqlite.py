@@ -63,7 +63,8 @@ _DEAD_LETTER = (
 
 
 class _Wakeup:
-    """Wakes the receivers of this process waiting on one file when a message may be due."""
+    """Wakes the receivers of this process waiting on one topic of one file when a message
+    is due now (a delayed one is found by the receivers' own look every ``_POLL_INTERVAL``)."""
 
     def __init__(self) -> None:
         self._condition = threading.Condition()
@@ -84,15 +85,15 @@ class _Wakeup:
             self._condition.wait_for(lambda: self._generation != seen, timeout)
 
 
-_wakeups: dict[Path, _Wakeup] = {}
+_wakeups: dict[tuple[Path, str], _Wakeup] = {}
 _wakeups_lock = threading.Lock()
 
 
-def _wakeup_for(path: Path) -> _Wakeup:
+def _wakeup_for(path: Path, topic: str) -> _Wakeup:
     with _wakeups_lock:
-        wakeup = _wakeups.get(path)
+        wakeup = _wakeups.get((path, topic))
         if wakeup is None:
-            wakeup = _wakeups[path] = _Wakeup()
+            wakeup = _wakeups[path, topic] = _Wakeup()
         return wakeup
 
 
@@ -163,7 +164,7 @@ class SqliteTopic:
         self._max_deliveries = max_deliveries
         self._clock = clock
         self._dead_name = None if name.endswith(_DEAD_SUFFIX) else name + _DEAD_SUFFIX
-        self._wakeup = _wakeup_for(self._path)
+        self._wakeup = _wakeup_for(self._path, self._name)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = _connect(self._path)
 
@@ -196,7 +197,8 @@ class SqliteTopic:
                 "INSERT INTO messages (id, topic, body, available_at, published_at) VALUES (?, ?, ?, ?, ?)",
                 (message_id, self._name, body, now + delay, now),
             )
-        self._wakeup.notify()
+        if delay == 0:
+            self._wakeup.notify()
         return message_id
 
     def receive(self, max_messages: int = 1, *, wait: float = 0.0) -> list[Delivery]:
@@ -221,30 +223,32 @@ class SqliteTopic:
             self._wakeup.wait(seen, pause)
 
     def _lease(self, max_messages: int) -> tuple[list[Delivery], float | None]:
-        """Dead-letter exhausted due messages, lease due ones; else say when the next is due."""
+        """Lease due messages (dead-lettering the exhausted ones among them), else say when the
+        next is due. Only the rows at the head of the queue are read, so a receive costs the
+        same with ten messages waiting or ten thousand."""
         now = self._clock()
         leased: list[Delivery] = []
         with self._connection() as conn, _immediate(conn):
-            if self._dead_name is not None:
-                conn.execute(
-                    "UPDATE messages SET topic = ?, available_at = ?, receipt = NULL"
-                    " WHERE topic = ? AND available_at <= ? AND deliveries >= ?",
-                    (self._dead_name, now, self._name, now, self._max_deliveries),
-                )
             rows = conn.execute(
                 "SELECT seq, id, body, deliveries FROM messages"
                 " WHERE topic = ? AND available_at <= ? ORDER BY available_at, seq LIMIT ?",
                 (self._name, now, max_messages),
             ).fetchall()
             for seq, message_id, body, deliveries in rows:
+                if self._dead_name is not None and deliveries >= self._max_deliveries:
+                    conn.execute(
+                        "UPDATE messages SET topic = ?, available_at = ?, receipt = NULL WHERE seq = ?",
+                        (self._dead_name, now, seq),
+                    )
+                    continue
                 receipt = secrets.token_urlsafe(16)
                 conn.execute(
                     "UPDATE messages SET available_at = ?, deliveries = ?, receipt = ? WHERE seq = ?",
                     (now + self._visibility_timeout, deliveries + 1, receipt, seq),
                 )
                 leased.append(Delivery(message_id, body, deliveries + 1, receipt))
-            if leased:
-                return leased, None
+            if leased or rows:  # rows but no lease: exhausted ones went to the dead letters
+                return leased, None if leased else now
             (next_due,) = conn.execute(
                 "SELECT MIN(available_at) FROM messages WHERE topic = ?", (self._name,)
             ).fetchone()
@@ -268,13 +272,15 @@ class SqliteTopic:
         """Make the message due after ``delay`` s, recording ``reason``; the count stays."""
         _check_seconds("delay", delay)
         self._settle(delivery, _NACK, (self._clock() + delay, reason))
-        self._wakeup.notify()
+        if delay == 0:
+            self._wakeup.notify()
 
     def requeue(self, delivery: Delivery, body: str, *, delay: float) -> None:
         """Replace the body, make it due after ``delay`` s and restart the delivery count."""
         _check_seconds("delay", delay)
         self._settle(delivery, _REQUEUE, (body, self._clock() + delay))
-        self._wakeup.notify()
+        if delay == 0:
+            self._wakeup.notify()
 
     def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
         """Move the message to ``{name}.dead`` now, body unchanged, with ``reason``."""
