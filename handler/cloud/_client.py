@@ -46,8 +46,9 @@ class SignedClient:
         self._timeout = timeout
         self._auth = SignerAuth(credentials)
         self._project_id = credentials.project_id
+        self._base = endpoint.rstrip("/")
         self._http = httpx.Client(
-            base_url=endpoint.rstrip("/"),
+            base_url=self._base,
             auth=self._auth,
             timeout=timeout,
             transport=transport if transport is not None else LazyTransport(),
@@ -125,8 +126,18 @@ class SignedClient:
                     f"{method} {path}: the invocation's time budget is used up", timeout=True
                 )
             timeout = min(left, self._timeout.read or left)
+        # The request is built here, not by Client.request: that parses the URL twice (the path,
+        # then merged with the base URL), a tenth of a call's CPU; one absolute URL parses once.
+        request = httpx.Request(
+            method,
+            httpx.URL(self._base + path),
+            params=params,
+            content=content,
+            headers=self._http.headers,
+            extensions={"timeout": httpx.Timeout(timeout).as_dict()},
+        )
         try:
-            response = self._http.request(method, path, params=params, content=content, timeout=timeout)
+            response = self._http.send(request)
         except httpx.TimeoutException as exc:
             raise TransportError(f"{method} {path}: timed out ({type(exc).__name__})", timeout=True) from exc
         except httpx.TransportError as exc:

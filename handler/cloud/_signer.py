@@ -127,8 +127,10 @@ class SignerAuth(httpx.Auth):
             headers.setdefault("X-Project-Id", creds.project_id)
         if creds.security_token is not None:
             headers["X-Security-Token"] = creds.security_token.get_secret_value()
-        query = canonical_query(request.url.query.decode("ascii"))
-        request.url = request.url.copy_with(query=query.encode("ascii") or None)
+        raw_query = request.url.query.decode("ascii")
+        query = canonical_query(raw_query)
+        if query != raw_query:  # send what was signed (re-parsing the URL costs, so only then)
+            request.url = request.url.copy_with(query=query.encode("ascii") or None)
         result = sign(
             method=request.method,
             path=request.url.raw_path.split(b"?", 1)[0].decode("ascii"),
