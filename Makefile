@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: venv demo test lint typecheck unit storm clean
+.PHONY: venv demo test lint typecheck unit storm bench clean
 
 venv: $(VENV)/.installed
 
@@ -33,5 +33,9 @@ test: lint typecheck unit
 storm: venv
 	$(BIN)/python -m bench.storm --events 10000 --servers 2000 --workers 4 $(if $(STORM_TOPICS),--topics $(STORM_TOPICS))
 
+# The benchmark against the official SDK (docs/performance.md): the SDK goes to .bench/sdk only.
+bench: venv
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .ecs-detach .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .bench .ecs-detach .mypy_cache .pytest_cache .ruff_cache

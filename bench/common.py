@@ -1,0 +1,349 @@
+"""What every benchmark scenario shares: the two environments under test, the emulator as a
+separate process, figures with their targets, and the results file.
+
+The two sides never share a process. ``ours`` runs from the unpacked FunctionGraph code package
+(``ecs-detach package`` for the running Python), ``sdk`` from a ``pip install --target`` of the
+official SDK pinned below; each child process is started with ``python -S`` and that one folder
+first on ``sys.path``, so neither sees the other's packages or this checkout's ``.venv``. The SDK
+is installed only under ``.bench/``, never as a dependency of the project.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".bench"  # built environments and scratch space (git-ignored)
+RESULTS = ROOT / "bench" / "results" / "latest.json"
+SDK_REQUIREMENT = "huaweicloudsdkecs==3.1.219"  # the SDK version the emulator was checked against
+DEMO_AK = "DEMOACCESSKEY0000000"
+DEMO_SK = "demo-secret-key-for-the-local-emulator-0"
+DEMO_PROJECT = "0123456789abcdef0123456789abcdef"
+DEVICES = [f"/dev/vd{letter}" for letter in "bcdefghijklmnopqrstuvwxyz"]
+PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+# ---------------------------------------------------------------- the two environments
+
+
+def sdk_dir() -> Path:
+    """The official SDK installed on its own (built once, reused while the pin is the same)."""
+    target = WORK / "sdk"
+    stamp = target / ".requirement"
+    if not (stamp.exists() and stamp.read_text() == SDK_REQUIREMENT):
+        subprocess.run(  # noqa: S603 (pip with fixed arguments)
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--upgrade",
+                "--target",
+                str(target),
+                SDK_REQUIREMENT,
+            ],
+            check=True,
+        )
+        stamp.write_text(SDK_REQUIREMENT)
+    return target
+
+
+def package_zip() -> Path:
+    """The FunctionGraph code package for the running Python, built from this checkout."""
+    from handler.entry.package import build_package  # noqa: PLC0415 (needs the dev extras)
+
+    return build_package(PYTHON_VERSION, WORK / "dist").path
+
+
+def ours_dir() -> Path:
+    """The FunctionGraph code package, unpacked as the platform does (rebuilt every run)."""
+    target = WORK / "ours"
+    archive = package_zip()
+    if target.exists():
+        subprocess.run(["rm", "-rf", str(target)], check=True)  # noqa: S603, S607
+    with zipfile.ZipFile(archive) as zipped:
+        zipped.extractall(target)
+    # Compile once, as a warm platform image would have: both sides then start from .pyc files.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(target)], check=True)  # noqa: S603
+    return target
+
+
+def child(path: Path, code: str, env: dict[str, str] | None = None, timeout: float = 120) -> dict[str, Any]:
+    """Run ``code`` in a fresh ``python -S`` with ``path`` first on ``sys.path``; the code prints
+    one JSON object on its last line of stdout, which is returned."""
+    prelude = f"import sys; sys.path.insert(0, {str(path)!r})\n"
+    proc = subprocess.run(  # noqa: S603 (our own interpreter and code)
+        [sys.executable, "-S", "-c", prelude + code],
+        env={**clean_env(), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark child failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def clean_env() -> dict[str, str]:
+    """The parent's environment without anything that could steer a child (only PATH, HOME,
+    locale and TMPDIR): each side gets exactly the settings its scenario gives it."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
+    return {k: v for k, v in os.environ.items() if k in keep}
+
+
+# ---------------------------------------------------------------- the emulator
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_seed(servers: int, disks: int, seed: int = 7) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """A seed of ``servers`` servers with ``disks`` data disks each; the (server, volume) pairs."""
+    rng = random.Random(seed)  # noqa: S311 (repeatable ids, not crypto)
+    if disks > len(DEVICES):
+        raise ValueError(f"at most {len(DEVICES)} data disks per server")
+
+    def uid() -> str:
+        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+    volumes: list[dict[str, Any]] = []
+    server_list: list[dict[str, Any]] = []
+    pairs: list[tuple[str, str]] = []
+    for s in range(servers):
+        server_id, root = uid(), uid()
+        volumes.append({"id": root, "name": f"sys-{s}", "bootable": True})
+        attachments = [{"volume_id": root, "device": "/dev/vda"}]
+        for d in range(disks):
+            volume_id = uid()
+            volumes.append({"id": volume_id, "name": f"data-{s}-{d}"})
+            attachments.append({"volume_id": volume_id, "device": DEVICES[d]})
+            pairs.append((server_id, volume_id))
+        server_list.append(
+            {
+                "id": server_id,
+                "name": f"bench-{s}",
+                "tags": {"auto-remediation": "true"},
+                "attachments": attachments,
+            }
+        )
+    return {"volumes": volumes, "servers": server_list}, pairs
+
+
+class Emulator:
+    """``ecs-detach emulator`` in its own process (so its CPU is never counted as the client's),
+    driven through its admin API."""
+
+    def __init__(self, seed: dict[str, Any], job_duration_s: float = 0.5) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="bench-emulator-")
+        seed_file = Path(self._dir.name) / "seed.json"
+        seed_file.write_text(json.dumps(seed))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        log = (Path(self._dir.name) / "emulator.log").open("wb")
+        self._proc = subprocess.Popen(  # noqa: S603 (our own command line)
+            [
+                *(sys.executable, "-m", "handler.entry.cli", "emulator", "--port", str(self.port)),
+                *("--seed", str(seed_file), "--job-duration", str(job_duration_s)),
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "ECS_DETACH_LOG_LEVEL": "WARNING"},
+        )
+        log.close()
+        self.admin = httpx.Client(base_url=self.url, timeout=60)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.admin.get("/_emulator/state").raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or self._proc.poll() is not None:
+                    raise RuntimeError(f"the emulator did not start; see {log.name}") from None
+                time.sleep(0.1)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def reset(self) -> None:
+        """Every volume attached again, every job and call forgotten (configuration kept)."""
+        self.admin.post("/_emulator/reset").raise_for_status()
+
+    def configure(self, **changes: Any) -> None:
+        self.admin.patch("/_emulator/config", json=changes).raise_for_status()
+
+    def faults(self, config: dict[str, Any] | None) -> None:
+        if config is None:
+            self.admin.delete("/_emulator/faults").raise_for_status()
+        else:
+            self.admin.put("/_emulator/faults", json=config).raise_for_status()
+
+    def calls(self) -> dict[str, Any]:
+        return dict(self.admin.get("/_emulator/calls").json())
+
+    def close(self) -> None:
+        self.admin.close()
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._dir.cleanup()
+
+    def __enter__(self) -> Emulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------- figures and results
+
+
+@dataclass
+class Figure:
+    """One measured figure of one scenario: our samples, the SDK's (or the baseline's), and the
+    target, checked on the medians.
+
+    ``target`` is a ratio bound (``ratio <= target``) when there is a baseline, else an absolute
+    bound on our median (``ours <= target``; ``higher_is_better`` flips both)."""
+
+    scenario: str
+    name: str
+    unit: str
+    ours: list[float]
+    baseline: list[float] = field(default_factory=list)
+    baseline_name: str = "SDK"
+    target: float | None = None
+    higher_is_better: bool = False
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.ours)
+
+    @property
+    def baseline_median(self) -> float | None:
+        return statistics.median(self.baseline) if self.baseline else None
+
+    @property
+    def ratio(self) -> float | None:
+        base = self.baseline_median
+        return self.median / base if base else None
+
+    @property
+    def met(self) -> bool | None:
+        if self.target is None:
+            return None
+        value = self.ratio if self.baseline else self.median
+        if value is None:
+            return None
+        return value >= self.target if self.higher_is_better else value <= self.target
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(
+            median=self.median,
+            min=min(self.ours),
+            baseline_median=self.baseline_median,
+            baseline_min=min(self.baseline) if self.baseline else None,
+            ratio=self.ratio,
+            met=self.met,
+        )
+        return data
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if value == 0 or abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
+def table(figures: list[Figure]) -> str:
+    """The results as one markdown table."""
+    lines = [
+        "| scenario | figure | ours (median / min) | baseline (median / min) | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for f in figures:
+        base = (
+            f"{_fmt(f.baseline_median)} / {_fmt(min(f.baseline))} ({f.baseline_name})" if f.baseline else "–"
+        )
+        if f.target is None:
+            target = "–"
+        else:
+            sign = "≥" if f.higher_is_better else "≤"
+            target = f"{sign} {f.target:g}×" if f.baseline else f"{sign} {_fmt(f.target)} {f.unit}"
+        met = {True: "yes", False: "**no**", None: "–"}[f.met]
+        lines.append(
+            f"| {f.scenario} | {f.name} ({f.unit}) | {_fmt(f.median)} / {_fmt(min(f.ours))} | {base} "
+            f"| {_fmt(f.ratio) + '×' if f.ratio is not None else '–'} | {target} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    """Where the figures were measured."""
+    import importlib.metadata  # noqa: PLC0415
+
+    def version(name: str) -> str | None:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "packages": {n: version(n) for n in ("ecs-detach", "httpx", "pydantic", "pydantic-settings")},
+        "sdk": SDK_REQUIREMENT,
+    }
+
+
+def write_results(figures: list[Figure], extra: dict[str, Any], path: Path = RESULTS) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "figures": [f.as_dict() for f in figures],
+        "details": extra,
+        "table": table(figures),
+    }
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -1,0 +1,59 @@
+"""``make bench``: every scenario, ours interleaved with its SDK (or baseline) counterpart, one
+table printed and written to ``bench/results/latest.json``. docs/performance.md explains them.
+
+    python -m bench.run                 # all scenarios
+    python -m bench.run --only cold cpu # some of them (names below)
+    python -m bench.run --quick         # fewer repetitions, for a smoke run
+
+Each scenario module has ``run(quick) -> (figures, details)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from typing import Any
+
+from bench.common import RESULTS, Figure, table, write_results
+
+SCENARIOS = {
+    "cold": "bench.cold",  # 1. cold start to first handled event
+    "cpu": "bench.cpu",  # 2. CPU per detach event
+    "burst": "bench.burst",  # 3. throughput under a burst
+    "polling": "bench.polling",  # 4. polling cost and promptness, 5. billed time per job
+    "size": "bench.size",  # 6. package size
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    args = parser.parse_args(argv)
+    figures: list[Figure] = []
+    details: dict[str, Any] = {}
+    started = time.monotonic()
+    for name in args.only:
+        print(f"bench: {name} …", file=sys.stderr, flush=True)
+        began = time.monotonic()
+        module = importlib.import_module(SCENARIOS[name])
+        found, detail = module.run(args.quick)
+        figures += found
+        details[name] = {**detail, "seconds": round(time.monotonic() - began, 1)}
+        print(table(found), file=sys.stderr, flush=True)
+    details["total_seconds"] = round(time.monotonic() - started, 1)
+    details["quick"] = args.quick
+    write_results(figures, details)
+    print(table(figures))
+    where = RESULTS.relative_to(RESULTS.parents[2])
+    print(f"\n{len(figures)} figures in {details['total_seconds']:.0f} s; written to {where}")
+    missed = [f"{f.scenario}: {f.name}" for f in figures if f.met is False]
+    for line in missed:
+        print(f"target missed: {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
