@@ -13,7 +13,7 @@ from handler.cloud._budget import remaining
 from handler.cloud._credentials import Credentials
 from handler.cloud._errors import ApiError, TransportError
 from handler.cloud._signer import SignerAuth
-from handler.cloud._transport import LazyTransport
+from handler.cloud._transport import CookielessClient, LazyTransport
 from handler.core.backoff import RetryPolicy, retryable
 from handler.log import log_event
 
@@ -47,7 +47,7 @@ class SignedClient:
         self._auth = SignerAuth(credentials)
         self._project_id = credentials.project_id
         self._base = endpoint.rstrip("/")
-        self._http = httpx.Client(
+        self._http = CookielessClient(
             base_url=self._base,
             auth=self._auth,
             timeout=timeout,

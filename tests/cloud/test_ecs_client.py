@@ -128,3 +128,20 @@ def test_credentials_come_from_the_sdk_variables(monkeypatch: pytest.MonkeyPatch
     assert "t0ken-value" not in repr(credentials)
     monkeypatch.delenv("HUAWEICLOUD_SDK_SK")
     assert CloudCredentials().credentials() is None
+
+
+def test_the_client_neither_keeps_nor_sends_cookies() -> None:
+    """Every call is authenticated by its signature; a gateway's cookie is not echoed back."""
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"job_id": "j1"}, headers={"Set-Cookie": "session=abc; Path=/"})
+
+    with EcsClient(
+        "https://ecs.ap-southeast-1.myhuaweicloud.com", DEMO_CREDENTIALS, transport=httpx.MockTransport(handle)
+    ) as client:
+        client.detach_volume(WEB1, WEB1_DATA)
+        client.detach_volume(WEB1, WEB1_DATA)
+    assert len(seen) == 2
+    assert "cookie" not in seen[1].headers
