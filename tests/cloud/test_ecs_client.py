@@ -138,9 +138,8 @@ def test_the_client_neither_keeps_nor_sends_cookies() -> None:
         seen.append(request)
         return httpx.Response(200, json={"job_id": "j1"}, headers={"Set-Cookie": "session=abc; Path=/"})
 
-    with EcsClient(
-        "https://ecs.ap-southeast-1.myhuaweicloud.com", DEMO_CREDENTIALS, transport=httpx.MockTransport(handle)
-    ) as client:
+    url = "https://ecs.ap-southeast-1.myhuaweicloud.com"
+    with EcsClient(url, DEMO_CREDENTIALS, transport=httpx.MockTransport(handle)) as client:
         client.detach_volume(WEB1, WEB1_DATA)
         client.detach_volume(WEB1, WEB1_DATA)
     assert len(seen) == 2
