@@ -1,9 +1,11 @@
-"""FunctionGraph entrypoints: ``handler`` (detach) and ``poll_handler`` (poll), ``init`` optional.
+"""FunctionGraph entrypoints: ``handler`` (detach), ``poll_handler`` (poll), ``flush_handler``
+(delayed continuations to SMN, on a timer) and the initializer ``init``.
 
-Configure the function handler as ``handler.entry.functiongraph.handler`` (or ``.poll_handler``).
-The runtime is built once per instance and reused across invocations. Credentials: the
-function's agency (temporary AK/SK/token from the context) win over ``HUAWEICLOUD_SDK_*``;
-they rotate, so each invocation refreshes them. No web framework is imported here.
+The package's ``index.py`` re-exports them: configure the functions as ``index.handler``,
+``index.poll_handler``, ``index.flush_handler`` and ``index.init``. The runtime is built once per
+instance and reused across invocations. Credentials: the function's agency (temporary AK/SK/token
+from the context) win over ``HUAWEICLOUD_SDK_*``; they rotate, so each invocation refreshes them.
+No web framework is imported here.
 """
 
 from __future__ import annotations

@@ -36,6 +36,19 @@ SUPPORTED_PYTHONS = ("3.10", "3.11", "3.12")  # FunctionGraph offers 3.10 and 3.
 PLATFORM = "manylinux2014_x86_64"
 HANDLER_MODULE = "handler.entry.functiongraph"
 HANDLERS = ("handler", "poll_handler", "flush_handler", "init")  # detach, poll, flush, initializer
+# FunctionGraph's handler is "{file}.{function}" in the code root (the console's default is
+# index.handler); whether a dotted package path is accepted is not documented, so the package
+# carries index.py, and the functions are configured as index.handler, index.poll_handler, …
+ENTRY_FILE = "index.py"
+ENTRY_SOURCE = f'''"""FunctionGraph's entry file: the handlers are index.{", index.".join(HANDLERS)}.
+
+The implementation is {HANDLER_MODULE}.
+"""
+
+from {HANDLER_MODULE} import {", ".join(sorted(HANDLERS))}
+
+__all__ = {sorted(HANDLERS)!r}
+'''
 
 # The IAM actions the functions call (docs/security.md): the policy in infra/terraform grants
 # exactly these, plus SMN_PUBLISH_ACTION on the topics when SMN carries them.
@@ -142,6 +155,9 @@ def build_package(
         )
         shutil.rmtree(staging / "bin", ignore_errors=True)  # console scripts: shebangs of this machine
         _copy_handler(staging)
+        if (staging / ENTRY_FILE).exists():
+            raise PackageError(f"{ENTRY_FILE} would overwrite a file of a dependency")
+        (staging / ENTRY_FILE).write_text(ENTRY_SOURCE)
         _check_content(staging)
         import_checked = python == _running_python()
         if import_checked:
@@ -220,7 +236,7 @@ def check_import(package_dir: Path) -> None:
     packages: ``-S``) and check that no forbidden module can be found there."""
     code = (
         "import importlib, importlib.util, sys\n"
-        f"module = importlib.import_module({HANDLER_MODULE!r})\n"
+        f"module = importlib.import_module({ENTRY_FILE.removesuffix('.py')!r})\n"
         f"missing = [name for name in {HANDLERS!r} if not callable(getattr(module, name, None))]\n"
         f"found = [name for name in {sorted(FORBIDDEN_TOP_LEVEL)!r} if importlib.util.find_spec(name)]\n"
         "if missing or found:\n"
@@ -257,7 +273,7 @@ def format_report(report: PackageReport) -> str:
         f"  sha256        {report.sha256}",
         f"  size          {_size(report.zipped_bytes)} zipped, {_size(report.unzipped_bytes)} unzipped, "
         f"{report.files:,} files",
-        f"  handlers      {HANDLER_MODULE}.{{{', '.join(HANDLERS)}}}: {checked}",
+        f"  handlers      index.{{{', '.join(HANDLERS)}}} ({ENTRY_FILE} → {HANDLER_MODULE}): {checked}",
         f"  dependencies  {', '.join(map(str, report.distributions))}",
         "  top level",
         *(f"    {entry.name:<{width}} {_size(entry.bytes):>10}  {entry.files:>5} files" for entry in shown),

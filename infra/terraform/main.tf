@@ -3,12 +3,12 @@
 locals {
   runtime = "Python${var.python_version}"
 
-  # handler/entry/functiongraph.py
+  # index.py at the root of the package re-exports handler/entry/functiongraph.py
   handlers = {
-    detach = "handler.entry.functiongraph.handler"
-    poll   = "handler.entry.functiongraph.poll_handler"
-    flush  = "handler.entry.functiongraph.flush_handler"
-    init   = "handler.entry.functiongraph.init"
+    detach = "index.handler"
+    poll   = "index.poll_handler"
+    flush  = "index.flush_handler"
+    init   = "index.init"
   }
 
   # Exactly the calls the functions make (docs/security.md, handler/entry/package.py IAM_ACTIONS).

@@ -31,20 +31,21 @@ pytestmark = pytest.mark.slow
 EVENTS = ROOT / "events"
 TOKEN = "package-test-webhook-token-0123456789"
 
-# Runs inside `python -S` with only the unpacked package on sys.path: every sample event through
-# handler(event, context), then one poll of the first accepted job.
+# Runs inside `python -S` with only the unpacked package on sys.path, as FunctionGraph loads it
+# (index.handler, index.poll_handler): every sample event, then one poll of the first accepted job.
 SCRIPT = """
 import importlib.util, json, sys
 assert "site" not in sys.modules, "site packages are visible"
 leaks = [name for name in ("emulator", "starlette", "uvicorn", "flask", "functions_framework", "rich")
          if importlib.util.find_spec(name) is not None]
 assert not leaks, f"importable outside the package: {leaks}"
+import index
 from handler.entry import functiongraph
 events = json.loads(sys.argv[1])
-replies = [functiongraph.handler(event, None) for event in events]
+replies = [index.handler(event, None) for event in events]
 runtime = functiongraph._runtime
 deliveries = runtime.jobs.receive(1, wait=5)
-poll = functiongraph.poll_handler(json.loads(deliveries[0].body), None)
+poll = index.poll_handler(json.loads(deliveries[0].body), None)
 runtime.jobs.ack(deliveries[0])
 origins = sorted(name for name, module in list(sys.modules.items())
                  if "site-packages" in (getattr(module, "__file__", None) or ""))
