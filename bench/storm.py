@@ -35,13 +35,13 @@ from urllib.parse import parse_qsl, urlencode
 
 import httpx
 
+from bench.common import make_seed
 from emulator import DEMO_CREDENTIAL, EcsBackend, EmulatorConfig, create_app
 from emulator.faults import FaultConfig
 from handler.core.models import CloudEvent, DetachResult
 from handler.entry._serve import BackgroundServer
 from handler.topics import Topic, open_topic, topic_url
 
-DEVICES = [f"/dev/vd{letter}" for letter in "bcdefghijklmnopqrstuvwxyz"]
 TERMINAL = {"succeeded", "failed", "timed_out", "already_detached", "rejected", "dry_run"}
 INVALID_MESSAGES = [
     "not json at all",
@@ -130,35 +130,9 @@ def build_seed(config: StormConfig, rng: random.Random) -> tuple[dict[str, Any],
     """A seed of ``servers`` servers with enough data disks for one volume per event; the
     (server, volume) pairs in a shuffled order."""
     per_server = max(1, -(-config.events // config.servers))
-    if per_server > len(DEVICES):
-        raise ValueError(f"at most {len(DEVICES)} events per server")
-
-    def uid() -> str:
-        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-
-    volumes: list[dict[str, Any]] = []
-    servers: list[dict[str, Any]] = []
-    pairs: list[tuple[str, str]] = []
-    for s in range(config.servers):
-        server_id = uid()
-        root = uid()
-        volumes.append({"id": root, "name": f"sys-{s}", "bootable": True})
-        attachments = [{"volume_id": root, "device": "/dev/vda"}]
-        for d in range(per_server):
-            volume_id = uid()
-            volumes.append({"id": volume_id, "name": f"data-{s}-{d}"})
-            attachments.append({"volume_id": volume_id, "device": DEVICES[d]})
-            pairs.append((server_id, volume_id))
-        servers.append(
-            {
-                "id": server_id,
-                "name": f"storm-{s}",
-                "tags": {"auto-remediation": "true"},
-                "attachments": attachments,
-            }
-        )
+    seed, pairs = make_seed(config.servers, per_server, seed=rng.getrandbits(32))
     rng.shuffle(pairs)
-    return {"volumes": volumes, "servers": servers}, pairs
+    return seed, pairs
 
 
 def build_messages(

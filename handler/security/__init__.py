@@ -12,9 +12,9 @@ start skips ``cryptography`` (the SMN signature) altogether.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from handler._lazy import lazy_names
 from handler.security._common import DEFAULT_SMN_CERT_HOSTS, Unauthenticated
 
 if TYPE_CHECKING:
@@ -43,11 +43,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
-
+__getattr__ = lazy_names(__name__, _LAZY)
 
 __all__ = [
     "DEFAULT_SMN_CERT_HOSTS",

@@ -6,9 +6,9 @@ of them skips importing them (the ``cloudevents`` library alone takes about 20 m
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from handler._lazy import lazy_names
 from handler.sources._base import Parsed, Record
 from handler.sources.plain import parse_accepted, parse_message, parse_plain, parse_request
 
@@ -38,11 +38,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
-
+__getattr__ = lazy_names(__name__, _LAZY)
 
 __all__ = [
     "ApigRequest",
