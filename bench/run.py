@@ -5,7 +5,9 @@ table printed and written to ``bench/results/latest.json``. docs/performance.md 
     python -m bench.run --only cold cpu # some of them (names below)
     python -m bench.run --quick         # fewer repetitions, for a smoke run
 
-Each scenario module has ``run(quick) -> (figures, details)``.
+Each scenario module has ``run(quick) -> (figures, details)``. A full run (not ``--only``, not
+``--quick``) also puts the table into README.md and docs/performance.md, between the
+``<!-- bench:table -->`` markers.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import argparse
 import importlib
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, Figure, table, write_results
+from bench.common import RESULTS, ROOT, Figure, machine, table, write_results
 
 SCENARIOS = {
     "cold": "bench.cold",  # 1. cold start to first handled event
@@ -49,10 +52,28 @@ def main(argv: list[str] | None = None) -> int:
     print(table(figures))
     where = RESULTS.relative_to(RESULTS.parents[2])
     print(f"\n{len(figures)} figures in {details['total_seconds']:.0f} s; written to {where}")
+    if not args.quick and args.only == list(SCENARIOS):
+        where = machine()
+        seconds = details["total_seconds"]
+        caption = f"Python {where['python']}, {where['cpus']} CPUs ({where['cpu']}), {seconds:.0f} s:"
+        for document in (ROOT / "README.md", ROOT / "docs" / "performance.md"):
+            _between_markers(document, f"{caption}\n\n{table(figures)}")
     missed = [f"{f.scenario}: {f.name}" for f in figures if f.met is False]
     for line in missed:
         print(f"target missed: {line}")
     return 0
+
+
+MARKER = "<!-- bench:table -->"
+
+
+def _between_markers(path: Path, text: str) -> None:
+    """Replace what lies between the two markers in ``path`` with ``text``."""
+    before, first, rest = path.read_text().partition(MARKER)
+    _, second, after = rest.partition(MARKER)
+    if not (first and second):
+        raise SystemExit(f"{path}: expected two {MARKER} lines around the benchmark table")
+    path.write_text(f"{before}{MARKER}\n{text}\n{MARKER}{after}")
 
 
 if __name__ == "__main__":
