@@ -135,6 +135,18 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 raise StoreError(f"store {self._path}: {exc}") from exc
 
+    @contextmanager
+    def _read(self) -> Iterator[tuple[sqlite3.Connection, float]]:
+        """The connection for one read statement (no write lock: WAL readers never wait), and
+        the time."""
+        with self._lock:
+            if self._conn is None:
+                raise StoreError(f"store {self._path} is closed")
+            try:
+                yield self._conn, self._clock()
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self._path}: {exc}") from exc
+
     def begin(self, key: str, fingerprint: str, *, in_progress_ttl_s: float) -> Claim:
         check_key("key", key)
         check_key("fingerprint", fingerprint)
@@ -226,7 +238,7 @@ class SqliteStore:
 
     def holder(self, name: str) -> str | None:
         check_key("lock name", name)
-        with self._transaction() as (conn, now):
+        with self._read() as (conn, now):
             row = conn.execute(
                 "SELECT owner FROM locks WHERE name = ? AND expires_at > ?", (name, now)
             ).fetchone()

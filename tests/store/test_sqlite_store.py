@@ -95,11 +95,12 @@ def test_expired_rows_are_purged_by_a_later_write(tmp_path: Path) -> None:
         store.acquire("expired", "o", ttl_s=10)
         store.acquire("held", "o", ttl_s=3600)
         clock.now += 59
-        store.holder("held")
+        store.acquire("held", "o", ttl_s=3600)  # a write
         assert (_rows(path, "claims"), _rows(path, "locks")) == (3, 2)  # purged at most once a minute
+        store.holder("held")  # a read purges nothing (and takes no write lock)
 
         clock.now += 2
-        store.holder("held")
+        store.acquire("held", "o", ttl_s=3600)
 
         assert (_rows(path, "claims"), _rows(path, "locks")) == (1, 1)
         assert store.begin("running", "fp", in_progress_ttl_s=10).state is ClaimState.IN_PROGRESS
