@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -39,9 +40,15 @@ class Signature:
     authorization: str
 
 
+_UNRESERVED_PATH = re.compile(r"[A-Za-z0-9\-._~/]*")
+
+
 def canonical_uri(path: str) -> str:
     """Percent-decode, re-encode each segment (``:`` → ``%3A``), and end with ``/``."""
-    uri = "/".join(quote(segment, safe="~") for segment in unquote(path).split("/"))
+    if _UNRESERVED_PATH.fullmatch(path):  # nothing to decode or encode (ids, versions): as it is
+        uri = path
+    else:
+        uri = "/".join(quote(segment, safe="~") for segment in unquote(path).split("/"))
     return uri if uri.endswith("/") else uri + "/"
 
 

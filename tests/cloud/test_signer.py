@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote, unquote
+
 import httpx
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
@@ -161,3 +164,18 @@ def test_canonical_query_is_order_independent_and_stable(pairs: list[tuple[str, 
     once = canonical_query(str(raw))
     assert once == canonical_query(str(reversed_raw))
     assert canonical_query(once) == once
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/0123456789abcdef0123456789abcdef/cloudservers/1b3c5e7f-0000-4000-8000-00000000aaaa",
+        "/v1/p/jobs/ff80.808~1_",
+        "/v2/p/notifications/topics/urn%3Asmn%3Aeu-de%3Ap%3Ajobs/publish",
+        "/a b/ü/%7E",
+        "",
+    ],
+)
+def test_canonical_uri_takes_the_short_way_only_when_it_gives_the_same(path: str) -> None:
+    encoded = "/".join(quote(segment, safe="~") for segment in unquote(path).split("/"))
+    assert canonical_uri(path) == (encoded if encoded.endswith("/") else encoded + "/")
