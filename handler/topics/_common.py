@@ -1,10 +1,16 @@
-"""Argument checks and names the broker backends share (the SQLite backend has its own)."""
+"""What the broker backends share (the SQLite backend has its own): argument checks, names,
+and ``BrokerTopic``, their common base."""
 
 from __future__ import annotations
 
 import math
+from typing import ClassVar, TypeVar
+from urllib.parse import SplitResult
 
 from ._base import StaleDelivery, TopicError
+from ._url import BrokerAddress, broker_target
+
+_Topic = TypeVar("_Topic", bound="BrokerTopic")
 
 DEAD_SUFFIX = ".dead"
 
@@ -52,3 +58,64 @@ def describe(exc: BaseException) -> str:
     """``Type: message`` of a broker error (just the type when it has no message)."""
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class BrokerTopic:
+    """A topic on a broker: its address, name and delivery settings, opened from a URL. A
+    subclass names its broker (``KIND``, ``PORT``, ``TLS_SCHEME``, ``USAGE``), calls this
+    constructor first, then checks what only it refuses and connects."""
+
+    KIND: ClassVar[str]
+    PORT: ClassVar[int]
+    TLS_SCHEME: ClassVar[str]
+    USAGE: ClassVar[str]
+
+    def __init__(
+        self,
+        address: BrokerAddress,
+        name: str,
+        *,
+        ca_file: str | None = None,
+        visibility_timeout: float = 60.0,
+        max_deliveries: int = 5,
+    ) -> None:
+        check_topic(name, visibility_timeout, max_deliveries)
+        self._address = address
+        self._ca_file = ca_file
+        self._name = name
+        self._visibility_timeout = float(visibility_timeout)
+        self._max_deliveries = max_deliveries
+
+    @classmethod
+    def from_url(
+        cls: type[_Topic],
+        url: str,
+        parts: SplitResult,
+        *,
+        default_name: str,
+        visibility_timeout: float,
+        max_deliveries: int,
+    ) -> _Topic:
+        address, name, ca_file = broker_target(
+            url,
+            parts,
+            kind=cls.KIND,
+            port=cls.PORT,
+            tls_scheme=cls.TLS_SCHEME,
+            default_name=default_name,
+            usage=cls.USAGE,
+        )
+        return cls(
+            address,
+            name,
+            ca_file=ca_file,
+            visibility_timeout=visibility_timeout,
+            max_deliveries=max_deliveries,
+        )
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._address.safe_url!r}, name={self._name!r})"

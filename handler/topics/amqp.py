@@ -45,7 +45,6 @@ import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import SplitResult
 
 import aio_pika
 import aiormq.exceptions
@@ -56,15 +55,15 @@ from pamqp.common import FieldTable
 from . import _loop
 from ._base import Delivery, TopicError
 from ._common import (
+    BrokerTopic,
     check_receive,
     check_seconds,
-    check_topic,
     describe,
     is_dead_letter_topic,
     no_dead_letter_topic,
     stale,
 )
-from ._url import BrokerAddress, broker_target, scrub
+from ._url import BrokerAddress, scrub
 
 T = TypeVar("T")
 
@@ -104,8 +103,13 @@ def delay_bucket_ms(delay: float) -> int:
     return ms
 
 
-class AmqpTopic:
+class AmqpTopic(BrokerTopic):
     """One topic on RabbitMQ; safe to share between threads (all work runs on one loop)."""
+
+    KIND = "amqp"
+    PORT = 5672
+    TLS_SCHEME = "amqps"
+    USAGE = _USAGE
 
     def __init__(
         self,
@@ -116,14 +120,15 @@ class AmqpTopic:
         visibility_timeout: float = 60.0,
         max_deliveries: int = 5,
     ) -> None:
-        check_topic(name, visibility_timeout, max_deliveries)
+        super().__init__(
+            address,
+            name,
+            ca_file=ca_file,
+            visibility_timeout=visibility_timeout,
+            max_deliveries=max_deliveries,
+        )
         if name.startswith("amq.") or len(name) > 200:
             raise ValueError(f"RabbitMQ queue names cannot start with amq. or be this long: {name!r}")
-        self._address = address
-        self._ca_file = ca_file
-        self._name = name
-        self._visibility_timeout = float(visibility_timeout)
-        self._max_deliveries = max_deliveries
         self._dead_queue = None if is_dead_letter_topic(name) else name + ".dead"
         self._connection: AbstractConnection | None = None
         self._publisher: AbstractChannel | None = None  # publisher confirms
@@ -136,34 +141,6 @@ class AmqpTopic:
         self._expiring: set[asyncio.Future[None]] = set()
         self._closed = False
         self._call(self._publishing_channel)  # fail at open if the broker or the URL is wrong
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        parts: SplitResult,
-        *,
-        default_name: str,
-        visibility_timeout: float,
-        max_deliveries: int,
-    ) -> AmqpTopic:
-        address, name, ca_file = broker_target(
-            url, parts, kind="amqp", port=5672, tls_scheme="amqps", default_name=default_name, usage=_USAGE
-        )
-        return cls(
-            address,
-            name,
-            ca_file=ca_file,
-            visibility_timeout=visibility_timeout,
-            max_deliveries=max_deliveries,
-        )
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def __repr__(self) -> str:
-        return f"AmqpTopic({self._address.safe_url!r}, name={self._name!r})"
 
     # --- plumbing ---------------------------------------------------------------------------
 

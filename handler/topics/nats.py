@@ -50,7 +50,6 @@ import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import SplitResult
 
 import nats
 import nats.errors
@@ -64,15 +63,15 @@ from handler.log import log_event
 from . import _loop
 from ._base import Delivery, TopicError
 from ._common import (
+    BrokerTopic,
     check_receive,
     check_seconds,
-    check_topic,
     describe,
     is_dead_letter_topic,
     no_dead_letter_topic,
     stale,
 )
-from ._url import BrokerAddress, broker_target, scrub
+from ._url import BrokerAddress, scrub
 
 T = TypeVar("T")
 
@@ -93,8 +92,13 @@ class _Lease:
     deadline: float  # time.monotonic() after which the lease may be with another consumer
 
 
-class NatsTopic:
+class NatsTopic(BrokerTopic):
     """One topic on NATS JetStream; safe to share between threads (all work runs on one loop)."""
+
+    KIND = "nats"
+    PORT = 4222
+    TLS_SCHEME = "tls"
+    USAGE = _USAGE
 
     def __init__(
         self,
@@ -105,15 +109,18 @@ class NatsTopic:
         visibility_timeout: float = 60.0,
         max_deliveries: int = 5,
     ) -> None:
-        check_topic(name, visibility_timeout, max_deliveries)
+        super().__init__(
+            address,
+            name,
+            ca_file=ca_file,
+            visibility_timeout=visibility_timeout,
+            max_deliveries=max_deliveries,
+        )
         if not _NAME.fullmatch(name):
             raise ValueError(f"NATS topic names are letters, digits, - and _ (and .dead), got {name!r}")
-        self._address = address
-        self._ca_file = ca_file
-        self._name = name
-        self._visibility_timeout = float(visibility_timeout)
+        if address.path:
+            raise TopicError(f"nats topic URL {address.safe_url} has a path: {_USAGE}")
         self._lease_span = visibility_timeout - min(1.0, visibility_timeout / 10)
-        self._max_deliveries = max_deliveries
         base = name.removesuffix(".dead")
         self._stream = f"ecs-detach-{base}"
         self._stream_subjects = [f"ecs-detach.{base}", f"ecs-detach.{base}.dead"]
@@ -126,36 +133,6 @@ class NatsTopic:
         self._leases: dict[str, _Lease] = {}
         self._closed = False
         self._call(self._connection())  # fail at open if the broker or the URL is wrong
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        parts: SplitResult,
-        *,
-        default_name: str,
-        visibility_timeout: float,
-        max_deliveries: int,
-    ) -> NatsTopic:
-        address, name, ca_file = broker_target(
-            url, parts, kind="nats", port=4222, tls_scheme="tls", default_name=default_name, usage=_USAGE
-        )
-        if address.path:
-            raise TopicError(f"nats topic URL {address.safe_url} has a path: {_USAGE}")
-        return cls(
-            address,
-            name,
-            ca_file=ca_file,
-            visibility_timeout=visibility_timeout,
-            max_deliveries=max_deliveries,
-        )
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def __repr__(self) -> str:
-        return f"NatsTopic({self._address.safe_url!r}, name={self._name!r})"
 
     # --- plumbing ---------------------------------------------------------------------------
 

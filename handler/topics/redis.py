@@ -43,7 +43,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, TypeVar
-from urllib.parse import SplitResult
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
@@ -51,14 +50,14 @@ from redis.retry import Retry
 
 from ._base import Delivery, TopicError
 from ._common import (
+    BrokerTopic,
     check_receive,
     check_seconds,
-    check_topic,
     is_dead_letter_topic,
     no_dead_letter_topic,
     stale,
 )
-from ._url import BrokerAddress, broker_target, scrub
+from ._url import BrokerAddress, scrub
 
 T = TypeVar("T")
 
@@ -198,8 +197,13 @@ def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
-class RedisTopic:
+class RedisTopic(BrokerTopic):
     """One topic on Redis Streams; safe to share between threads (redis-py pools connections)."""
+
+    KIND = "redis"
+    PORT = 6379
+    TLS_SCHEME = "rediss"
+    USAGE = _USAGE
 
     def __init__(
         self,
@@ -210,14 +214,15 @@ class RedisTopic:
         visibility_timeout: float = 60.0,
         max_deliveries: int = 5,
     ) -> None:
-        check_topic(name, visibility_timeout, max_deliveries)
+        super().__init__(
+            address,
+            name,
+            ca_file=ca_file,
+            visibility_timeout=visibility_timeout,
+            max_deliveries=max_deliveries,
+        )
         if not address.path.isdigit() and address.path:
             raise TopicError(f"redis topic URL {address.safe_url}: the path must be a database number")
-        self._address = address
-        self._ca_file = ca_file
-        self._name = name
-        self._visibility_timeout = float(visibility_timeout)
-        self._max_deliveries = max_deliveries
         self._stream = _key(name)
         self._delayed = self._stream + ":delayed"
         self._dead = None if is_dead_letter_topic(name) else _key(name + ".dead")
@@ -247,34 +252,6 @@ class RedisTopic:
         except TopicError:
             self._client.close()
             raise
-
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        parts: SplitResult,
-        *,
-        default_name: str,
-        visibility_timeout: float,
-        max_deliveries: int,
-    ) -> RedisTopic:
-        address, name, ca_file = broker_target(
-            url, parts, kind="redis", port=6379, tls_scheme="rediss", default_name=default_name, usage=_USAGE
-        )
-        return cls(
-            address,
-            name,
-            ca_file=ca_file,
-            visibility_timeout=visibility_timeout,
-            max_deliveries=max_deliveries,
-        )
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def __repr__(self) -> str:
-        return f"RedisTopic({self._address.safe_url!r}, name={self._name!r})"
 
     @contextmanager
     def _redis(self) -> Iterator[redis.Redis]:
