@@ -1,9 +1,11 @@
-"""Opening an SQLite file the way the embedded topic and the store both need it."""
+"""Opening an SQLite file the way the embedded topic and the store both need it, and the write
+transaction they both run."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 BUSY_TIMEOUT_S = 30.0  # how long a connection waits for another one's write lock (thread or process)
@@ -16,13 +18,18 @@ def connect(
     what: str,
 ) -> sqlite3.Connection:
     """Open ``path`` in autocommit mode (callers run explicit transactions), creating its
-    directory, then ``prepare`` it (schema, pragmas); failures raise ``error`` naming ``what``."""
+    directory, in WAL mode with every commit synced, then ``prepare`` it (its schema); failures
+    raise ``error`` naming ``what``."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
     except (OSError, sqlite3.Error) as exc:
         raise error(f"cannot open {what} {path}: {exc}") from exc
     try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL, not NORMAL: with WAL, NORMAL does not sync the log at each commit, so a power
+        # loss could drop a message (or a claim) whose write had already returned.
+        conn.execute("PRAGMA synchronous = FULL")
         prepare(conn, path)
     except sqlite3.Error as exc:
         conn.close()
@@ -31,3 +38,16 @@ def connect(
         conn.close()
         raise
     return conn
+
+
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction that holds the write lock from its start."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

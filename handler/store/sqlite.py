@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from handler._sqlite import connect
+from handler._sqlite import connect, immediate
 
 from ._base import (
     DEFAULT_KEEP_ABANDONED_S,
@@ -53,23 +53,8 @@ _SCHEMA = (
 )
 
 
-@contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction that holds the write lock from its start."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
 def _prepare(conn: sqlite3.Connection, path: Path) -> None:
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = FULL")  # a claim on disk before the detach call
-    with _immediate(conn):
+    with immediate(conn):
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         (application,) = conn.execute("PRAGMA application_id").fetchone()
         (tables,) = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -123,7 +108,7 @@ class SqliteStore:
             if self._conn is None:
                 raise StoreError(f"store {self._path} is closed")
             try:
-                with _immediate(self._conn):
+                with immediate(self._conn):
                     now = self._clock()
                     purge = now >= self._next_purge
                     if purge:

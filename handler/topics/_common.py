@@ -1,5 +1,5 @@
-"""What the broker backends share (the SQLite backend has its own): argument checks, names,
-and ``BrokerTopic``, their common base."""
+"""What the backends share: argument checks, names and errors (every backend), and
+``BrokerTopic``, the base of the broker backends."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def check_seconds(what: str, value: float) -> None:
 
 
 def check_topic(name: str, visibility_timeout: float, max_deliveries: int) -> None:
-    """The constructor arguments every backend takes, as ``SqliteTopic`` checks them."""
+    """The constructor arguments every backend takes."""
     if not name:
         raise ValueError("topic name must not be empty")
     if not 0 < visibility_timeout < math.inf:

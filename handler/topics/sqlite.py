@@ -11,7 +11,6 @@ however often they are delivered.
 
 from __future__ import annotations
 
-import math
 import secrets
 import sqlite3
 import threading
@@ -21,13 +20,21 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from handler._sqlite import connect
+from handler._sqlite import connect, immediate
 
-from ._base import Delivery, StaleDelivery, TopicError
+from ._base import Delivery, TopicError
+from ._common import (
+    DEAD_SUFFIX,
+    check_receive,
+    check_seconds,
+    check_topic,
+    is_dead_letter_topic,
+    no_dead_letter_topic,
+    stale,
+)
 
 SCHEMA_VERSION = 1  # PRAGMA user_version of a file this code created
 _POLL_INTERVAL = 0.05  # s a waiting receiver goes at most without looking at the file again
-_DEAD_SUFFIX = ".dead"
 
 _SCHEMA = (
     """
@@ -97,25 +104,8 @@ def _wakeup_for(path: Path, topic: str) -> _Wakeup:
         return wakeup
 
 
-@contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction that holds the write lock from its start."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-
-
 def _prepare(conn: sqlite3.Connection, path: Path) -> None:
-    conn.execute("PRAGMA journal_mode = WAL")
-    # FULL, not NORMAL: with WAL, NORMAL does not sync the log at each commit, so a power
-    # loss could drop a message whose publish had already returned.
-    conn.execute("PRAGMA synchronous = FULL")
-    with _immediate(conn):
+    with immediate(conn):
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         if version == 0:
             for statement in _SCHEMA:
@@ -128,11 +118,6 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
 def _connect(path: Path) -> sqlite3.Connection:
     """Open ``path``, creating its directory and schema if missing."""
     return connect(path, _prepare, TopicError, "topic file")
-
-
-def _check_seconds(what: str, value: float) -> None:
-    if not 0 <= value < math.inf:
-        raise ValueError(f"{what} must be a finite number of seconds >= 0, got {value!r}")
 
 
 class SqliteTopic:
@@ -150,20 +135,13 @@ class SqliteTopic:
         max_deliveries: int = 5,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not name:
-            raise ValueError("topic name must not be empty")
-        if not 0 < visibility_timeout < math.inf:
-            raise ValueError(
-                f"visibility_timeout must be a finite number of seconds > 0, got {visibility_timeout!r}"
-            )
-        if max_deliveries < 1:
-            raise ValueError(f"max_deliveries must be at least 1, got {max_deliveries!r}")
+        check_topic(name, visibility_timeout, max_deliveries)
         self._path = Path(path).resolve()
         self._name = name
         self._visibility_timeout = float(visibility_timeout)
         self._max_deliveries = max_deliveries
         self._clock = clock
-        self._dead_name = None if name.endswith(_DEAD_SUFFIX) else name + _DEAD_SUFFIX
+        self._dead_name = None if is_dead_letter_topic(name) else name + DEAD_SUFFIX
         self._wakeup = _wakeup_for(self._path, self._name)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = _connect(self._path)
@@ -189,7 +167,7 @@ class SqliteTopic:
 
     def publish(self, body: str, *, delay: float = 0.0) -> str:
         """Store ``body`` (on disk when this returns); deliverable after ``delay`` s."""
-        _check_seconds("delay", delay)
+        check_seconds("delay", delay)
         message_id = uuid.uuid4().hex
         now = self._clock()
         with self._connection() as conn:
@@ -207,9 +185,7 @@ class SqliteTopic:
         With ``wait`` > 0, wait up to that long for the first one: publishers in this process
         wake the receiver at once, others are seen within ``_POLL_INTERVAL``.
         """
-        if max_messages < 1:
-            raise ValueError(f"max_messages must be at least 1, got {max_messages!r}")
-        _check_seconds("wait", wait)
+        check_receive(max_messages, wait)
         deadline = time.monotonic() + wait
         while True:
             seen = self._wakeup.generation()
@@ -228,7 +204,7 @@ class SqliteTopic:
         same with ten messages waiting or ten thousand."""
         now = self._clock()
         leased: list[Delivery] = []
-        with self._connection() as conn, _immediate(conn):
+        with self._connection() as conn, immediate(conn):
             rows = conn.execute(
                 "SELECT seq, id, body, deliveries FROM messages"
                 " WHERE topic = ? AND available_at <= ? ORDER BY available_at, seq LIMIT ?",
@@ -259,10 +235,7 @@ class SqliteTopic:
         with self._connection() as conn:
             changed = conn.execute(statement, (*values, *lease)).rowcount
         if not changed:
-            raise StaleDelivery(
-                f"the lease on message {delivery.message_id} of topic {self._name!r} has expired"
-                " or was settled; the message may be with another consumer"
-            )
+            raise stale(self._name, delivery.message_id)
 
     def ack(self, delivery: Delivery) -> None:
         """Remove the message; raises ``StaleDelivery`` unless the lease is still ours."""
@@ -270,14 +243,14 @@ class SqliteTopic:
 
     def nack(self, delivery: Delivery, *, delay: float = 0.0, reason: str = "") -> None:
         """Make the message due after ``delay`` s, recording ``reason``; the count stays."""
-        _check_seconds("delay", delay)
+        check_seconds("delay", delay)
         self._settle(delivery, _NACK, (self._clock() + delay, reason))
         if delay == 0:
             self._wakeup.notify()
 
     def requeue(self, delivery: Delivery, body: str, *, delay: float) -> None:
         """Replace the body, make it due after ``delay`` s and restart the delivery count."""
-        _check_seconds("delay", delay)
+        check_seconds("delay", delay)
         self._settle(delivery, _REQUEUE, (body, self._clock() + delay))
         if delay == 0:
             self._wakeup.notify()
@@ -285,7 +258,7 @@ class SqliteTopic:
     def dead_letter(self, delivery: Delivery, *, reason: str) -> None:
         """Move the message to ``{name}.dead`` now, body unchanged, with ``reason``."""
         if self._dead_name is None:
-            raise TopicError(f"{self._name!r} is a dead-letter topic and has none of its own")
+            raise no_dead_letter_topic(self._name)
         self._settle(delivery, _DEAD_LETTER, (self._dead_name, self._clock(), reason))
 
     def pending(self) -> int:
