@@ -55,3 +55,18 @@ def configure(level: str | int = "INFO") -> None:
     _logger.addHandler(handler)
     _logger.setLevel(level)
     _logger.propagate = False
+
+
+def redact_url(url: str) -> str:
+    """``url`` without userinfo, query and fragment: safe to show in a message or a log.
+
+    Works on malformed URLs too, erring towards cutting too much.
+    """
+    head, separator, rest = url.partition("://")
+    if not separator:
+        head, rest = "", url
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    for mark in "?#":
+        rest = rest.partition(mark)[0]
+    return head + separator + rest

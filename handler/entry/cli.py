@@ -148,8 +148,8 @@ def _up(args: argparse.Namespace) -> int:
 
     from handler.entry._console import show_events
     from handler.entry.local import LocalStack, StackOptions
+    from handler.log import redact_url
     from handler.settings import Settings
-    from handler.topics._url import redact
 
     console = Console()
     config = _emulator_config(args.job_duration)
@@ -183,8 +183,8 @@ def _up(args: argparse.Namespace) -> int:
             console.print(
                 f"webhook token     in {options.token_file} (generated; send 'Authorization: Bearer <token>')"
             )
-        console.print(f"jobs topic        {redact(stack.settings.jobs_topic)}")
-        console.print(f"results topic     {redact(stack.settings.results_topic)}")
+        console.print(f"jobs topic        {redact_url(stack.settings.jobs_topic)}")
+        console.print(f"results topic     {redact_url(stack.settings.results_topic)}")
         console.print("Ctrl-C to stop")
         _wait_for_signal()
     return EXIT_OK

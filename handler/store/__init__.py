@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from handler.log import redact_url
+
 from ._base import (
     DEFAULT_KEEP_ABANDONED_S,
     DEFAULT_RECORD_TTL_S,
@@ -16,7 +18,6 @@ from ._base import (
     ClaimState,
     Store,
     StoreError,
-    redact_url,
 )
 from .sqlite import SqliteStore
 

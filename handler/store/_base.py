@@ -120,18 +120,3 @@ def check_ttl(what: str, value: float) -> None:
 def check_keep(value: float) -> None:
     if not 0 <= value < math.inf:
         raise ValueError(f"keep_abandoned_s must be a finite number of seconds >= 0, got {value!r}")
-
-
-def redact_url(url: str) -> str:
-    """``url`` without userinfo, query and fragment: safe to show in a message or a log.
-
-    Works on malformed URLs too, erring towards cutting too much.
-    """
-    head, separator, rest = url.partition("://")
-    if not separator:
-        head, rest = "", url
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
-    for mark in "?#":
-        rest = rest.partition(mark)[0]
-    return head + separator + rest

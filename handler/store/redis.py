@@ -33,6 +33,8 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
+from handler.log import redact_url
+
 from ._base import (
     DEFAULT_KEEP_ABANDONED_S,
     Claim,
@@ -42,7 +44,6 @@ from ._base import (
     check_keep,
     check_key,
     check_ttl,
-    redact_url,
 )
 
 _USAGE = "use redis[s]://[[user]:password@]host[:port][/db][?ca=/path/ca.pem][&prefix=NAME]"

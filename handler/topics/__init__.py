@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
+from handler.log import redact_url as _redact
+
 from ._base import Delivery, StaleDelivery, Topic, TopicError
-from ._url import redact as _redact
 from .sqlite import SqliteTopic
 
 if TYPE_CHECKING:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import SplitResult, parse_qs, unquote
 
+from handler.log import redact_url
+
 from ._base import TopicError
 
 
@@ -21,21 +23,6 @@ class BrokerAddress:
     safe_url: str  # the URL without userinfo, query and fragment: fit for messages and logs
 
 
-def redact(url: str) -> str:
-    """``url`` without userinfo, query and fragment: safe to show in a message or a log.
-
-    Works on malformed URLs too, erring towards cutting too much.
-    """
-    head, separator, rest = url.partition("://")
-    if not separator:
-        head, rest = "", url
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
-    for mark in "?#":
-        rest = rest.partition(mark)[0]
-    return head + separator + rest
-
-
 def scrub(text: str, secret: str | None) -> str:
     """``text`` with ``secret`` replaced by ``***``: broker error messages, in case one quotes it."""
     return text.replace(secret, "***") if secret else text
@@ -47,21 +34,23 @@ def query_options(url: str, parts: SplitResult, allowed: tuple[str, ...], usage:
     try:
         query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError:
-        raise TopicError(f"malformed query in {kind} topic URL {redact(url)}: {usage}") from None
+        raise TopicError(f"malformed query in {kind} topic URL {redact_url(url)}: {usage}") from None
     unknown = sorted(set(query) - set(allowed))
     if unknown:
-        raise TopicError(f"unknown parameter {', '.join(unknown)} in {kind} topic URL {redact(url)}: {usage}")
+        raise TopicError(
+            f"unknown parameter {', '.join(unknown)} in {kind} topic URL {redact_url(url)}: {usage}"
+        )
     options: dict[str, str] = {}
     for key, values in query.items():
         if len(values) != 1 or not values[0]:
-            raise TopicError(f"{kind} topic URL {redact(url)} needs one non-empty {key}: {usage}")
+            raise TopicError(f"{kind} topic URL {redact_url(url)} needs one non-empty {key}: {usage}")
         options[key] = values[0]
     return options
 
 
 def broker_address(url: str, parts: SplitResult, default_port: int, usage: str) -> BrokerAddress:
     """Host, port, path and credentials of a broker URL, checked."""
-    malformed = f"malformed {parts.scheme} topic URL {redact(url)}: {usage}"
+    malformed = f"malformed {parts.scheme} topic URL {redact_url(url)}: {usage}"
     if parts.fragment:
         raise TopicError(malformed)
     try:
@@ -79,7 +68,7 @@ def broker_address(url: str, parts: SplitResult, default_port: int, usage: str) 
         path=unquote(parts.path[1:]),
         username=username,
         password=password,
-        safe_url=redact(url),
+        safe_url=redact_url(url),
     )
 
 
