@@ -62,8 +62,8 @@ def describe(exc: BaseException) -> str:
 
 class BrokerTopic:
     """A topic on a broker: its address, name and delivery settings, opened from a URL. A
-    subclass names its broker (``KIND``, ``PORT``, ``TLS_SCHEME``, ``USAGE``), calls this
-    constructor first, then checks what only it refuses and connects."""
+    subclass names its broker (``KIND``, ``PORT``, ``TLS_SCHEME``, ``USAGE``), and its ``_start``
+    checks what only that broker refuses and connects."""
 
     KIND: ClassVar[str]
     PORT: ClassVar[int]
@@ -85,6 +85,11 @@ class BrokerTopic:
         self._name = name
         self._visibility_timeout = float(visibility_timeout)
         self._max_deliveries = max_deliveries
+        self._start()
+
+    def _start(self) -> None:
+        """The broker's own checks and its connection (raise to refuse the topic)."""
+        raise NotImplementedError
 
     @classmethod
     def from_url(

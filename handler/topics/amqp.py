@@ -63,7 +63,7 @@ from ._common import (
     no_dead_letter_topic,
     stale,
 )
-from ._url import BrokerAddress, scrub
+from ._url import scrub
 
 T = TypeVar("T")
 
@@ -111,22 +111,8 @@ class AmqpTopic(BrokerTopic):
     TLS_SCHEME = "amqps"
     USAGE = _USAGE
 
-    def __init__(
-        self,
-        address: BrokerAddress,
-        name: str,
-        *,
-        ca_file: str | None = None,
-        visibility_timeout: float = 60.0,
-        max_deliveries: int = 5,
-    ) -> None:
-        super().__init__(
-            address,
-            name,
-            ca_file=ca_file,
-            visibility_timeout=visibility_timeout,
-            max_deliveries=max_deliveries,
-        )
+    def _start(self) -> None:
+        name = self._name
         if name.startswith("amq.") or len(name) > 200:
             raise ValueError(f"RabbitMQ queue names cannot start with amq. or be this long: {name!r}")
         self._dead_queue = None if is_dead_letter_topic(name) else name + ".dead"

@@ -71,7 +71,7 @@ from ._common import (
     no_dead_letter_topic,
     stale,
 )
-from ._url import BrokerAddress, scrub
+from ._url import scrub
 
 T = TypeVar("T")
 
@@ -100,22 +100,8 @@ class NatsTopic(BrokerTopic):
     TLS_SCHEME = "tls"
     USAGE = _USAGE
 
-    def __init__(
-        self,
-        address: BrokerAddress,
-        name: str,
-        *,
-        ca_file: str | None = None,
-        visibility_timeout: float = 60.0,
-        max_deliveries: int = 5,
-    ) -> None:
-        super().__init__(
-            address,
-            name,
-            ca_file=ca_file,
-            visibility_timeout=visibility_timeout,
-            max_deliveries=max_deliveries,
-        )
+    def _start(self) -> None:
+        name, address, visibility_timeout = self._name, self._address, self._visibility_timeout
         if not _NAME.fullmatch(name):
             raise ValueError(f"NATS topic names are letters, digits, - and _ (and .dead), got {name!r}")
         if address.path:

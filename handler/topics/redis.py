@@ -57,7 +57,7 @@ from ._common import (
     no_dead_letter_topic,
     stale,
 )
-from ._url import BrokerAddress, scrub
+from ._url import scrub
 
 T = TypeVar("T")
 
@@ -205,22 +205,8 @@ class RedisTopic(BrokerTopic):
     TLS_SCHEME = "rediss"
     USAGE = _USAGE
 
-    def __init__(
-        self,
-        address: BrokerAddress,
-        name: str,
-        *,
-        ca_file: str | None = None,
-        visibility_timeout: float = 60.0,
-        max_deliveries: int = 5,
-    ) -> None:
-        super().__init__(
-            address,
-            name,
-            ca_file=ca_file,
-            visibility_timeout=visibility_timeout,
-            max_deliveries=max_deliveries,
-        )
+    def _start(self) -> None:
+        name, address, ca_file = self._name, self._address, self._ca_file
         if not address.path.isdigit() and address.path:
             raise TopicError(f"redis topic URL {address.safe_url}: the path must be a database number")
         self._stream = _key(name)
