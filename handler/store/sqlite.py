@@ -102,28 +102,10 @@ class SqliteStore:
         return f"SqliteStore({str(self._path)!r})"
 
     @contextmanager
-    def _transaction(self) -> Iterator[tuple[sqlite3.Connection, float]]:
-        """The connection in a write transaction, and the time; expired rows purged if due."""
-        with self._lock:
-            if self._conn is None:
-                raise StoreError(f"store {self._path} is closed")
-            try:
-                with immediate(self._conn):
-                    now = self._clock()
-                    purge = now >= self._next_purge
-                    if purge:
-                        self._conn.execute("DELETE FROM claims WHERE expires_at <= ?", (now,))
-                        self._conn.execute("DELETE FROM locks WHERE expires_at <= ?", (now,))
-                    yield self._conn, now
-                if purge:
-                    self._next_purge = now + _PURGE_INTERVAL
-            except sqlite3.Error as exc:
-                raise StoreError(f"store {self._path}: {exc}") from exc
-
-    @contextmanager
     def _read(self) -> Iterator[tuple[sqlite3.Connection, float]]:
-        """The connection for one read statement (no write lock: WAL readers never wait), and
-        the time."""
+        """The open connection under this instance's lock, and the time; SQLite errors become
+        ``StoreError``. A statement run on it alone reads without the write lock (in WAL mode
+        readers never wait)."""
         with self._lock:
             if self._conn is None:
                 raise StoreError(f"store {self._path} is closed")
@@ -131,6 +113,20 @@ class SqliteStore:
                 yield self._conn, self._clock()
             except sqlite3.Error as exc:
                 raise StoreError(f"store {self._path}: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[tuple[sqlite3.Connection, float]]:
+        """The connection in a write transaction, and the time; expired rows purged if due."""
+        with self._read() as (conn, _):
+            with immediate(conn):
+                now = self._clock()  # with the write lock held
+                purge = now >= self._next_purge
+                if purge:
+                    conn.execute("DELETE FROM claims WHERE expires_at <= ?", (now,))
+                    conn.execute("DELETE FROM locks WHERE expires_at <= ?", (now,))
+                yield conn, now
+            if purge:
+                self._next_purge = now + _PURGE_INTERVAL
 
     def begin(self, key: str, fingerprint: str, *, in_progress_ttl_s: float) -> Claim:
         check_key("key", key)
