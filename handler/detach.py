@@ -38,6 +38,7 @@ from handler.core.policy import (
     check_disk,
     check_scope,
     needs_block_devices,
+    volume_at,
 )
 from handler.core.polling import PollSchedule
 from handler.core.resources import BlockDevice
@@ -267,10 +268,7 @@ class DetachFunction:
         devices: list[BlockDevice] = []
         if needs_block_devices(request, server):  # the server's own view settles most requests
             devices = self._ecs.list_block_devices(request.server_id, project_id=call.project_id)
-        volume_id = request.volume_id or next(
-            (a.id for a in server.volumes_attached if a.device and a.device == request.device),
-            next((d.volume_id for d in devices if d.device == request.device), None),
-        )
+        volume_id = request.volume_id or volume_at(request.device, server, devices)
         if volume_id is None:
             reason = f"no disk is attached at {request.device} on server {request.server_id}"
             return self._finish(request, Outcome.REJECTED, "DeviceNotAttached", reason)

@@ -65,12 +65,21 @@ def check_scope(request: DetachRequest, project_id: str, policy: SafetyPolicy) -
     return ALLOW
 
 
+def volume_at(device: str | None, server: Server, devices: list[BlockDevice]) -> str | None:
+    """The volume attached at ``device``: from the server's own ``volumes_attached``, else from
+    its block devices (when they were read)."""
+    for attached in server.volumes_attached:
+        if attached.device and attached.device == device:
+            return attached.id
+    return next((d.volume_id for d in devices if d.device == device), None)
+
+
 def needs_block_devices(request: DetachRequest, server: Server) -> bool:
     """Whether the server's ``volumes_attached`` leaves a question only its block devices answer:
     which volume sits at the requested device, or (with neither a boot index nor a device for
     the volume) whether it is the system disk. Reading them only then saves a call per detach."""
     if request.volume_id is None:
-        return not any(a.device == request.device for a in server.volumes_attached if a.device)
+        return volume_at(request.device, server, []) is None
     attached = next((a for a in server.volumes_attached if a.id == request.volume_id), None)
     return attached is None or (attached.boot_index is None and attached.device is None)
 
