@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,6 +43,7 @@ from bench.common import (
     Emulator,
     Figure,
     child,
+    child_command,
     clean_env,
     make_seed,
     ours_dir,
@@ -148,9 +148,8 @@ def _ours_run(path: Path, url: str, pair: tuple[str, str], key: str) -> dict[str
 def _import_times(path: Path, code: str, env: dict[str, str]) -> list[dict[str, Any]]:
     """``code`` run as ``child`` runs it, under ``python -X importtime``: each import with its
     nesting depth, own time and cumulative time (ms), in the order the interpreter reports them."""
-    prelude = f"import sys; sys.path.insert(0, {str(path)!r})\n"
     proc = subprocess.run(  # noqa: S603 (our own interpreter and code)
-        [sys.executable, "-X", "importtime", "-S", "-c", prelude + code],
+        child_command(path, code, flags=("-X", "importtime")),
         env={**clean_env(), **env},
         capture_output=True,
         text=True,

@@ -22,6 +22,7 @@ import tempfile
 import time
 import uuid
 import zipfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,12 +86,18 @@ def ours_dir() -> Path:
     return target
 
 
+def child_command(path: Path, code: str, *, flags: Sequence[str] = (), args: Sequence[str] = ()) -> list[str]:
+    """The command line of a child: a fresh ``python -S`` (with ``flags``) running ``code`` with
+    ``path`` first on ``sys.path`` and ``args`` in ``sys.argv``."""
+    prelude = f"import sys; sys.path.insert(0, {str(path)!r})\n"
+    return [sys.executable, *flags, "-S", "-c", prelude + code, *args]
+
+
 def child(path: Path, code: str, env: dict[str, str] | None = None, timeout: float = 120) -> dict[str, Any]:
     """Run ``code`` in a fresh ``python -S`` with ``path`` first on ``sys.path``; the code prints
     one JSON object on its last line of stdout, which is returned."""
-    prelude = f"import sys; sys.path.insert(0, {str(path)!r})\n"
     proc = subprocess.run(  # noqa: S603 (our own interpreter and code)
-        [sys.executable, "-S", "-c", prelude + code],
+        child_command(path, code),
         env={**clean_env(), **(env or {})},
         capture_output=True,
         text=True,

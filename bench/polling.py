@@ -55,7 +55,6 @@ import json
 import math
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -69,6 +68,7 @@ from bench.common import (
     DEMO_SK,
     Emulator,
     Figure,
+    child_command,
     clean_env,
     make_seed,
     ours_dir,
@@ -205,12 +205,11 @@ class _Background:
     def __init__(
         self, name: str, path: Path, code: str, args: list[str], *, env: dict[str, str], cwd: Path
     ) -> None:
-        prelude = f"import sys; sys.path.insert(0, {str(path)!r})\n"
         self._name = name
         self._log = cwd / f"{name}.log"
         with self._log.open("w") as stderr:
             self._proc = subprocess.Popen(  # noqa: S603 (our own interpreter and code)
-                [sys.executable, "-S", "-c", prelude + code, *args],
+                child_command(path, code, args=args),
                 env={**clean_env(), **env},
                 cwd=cwd,
                 stdout=subprocess.PIPE,
