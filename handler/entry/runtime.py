@@ -84,20 +84,28 @@ class Runtime:
         self.jobs.publish(continuation.model_dump_json(), delay=outcome.delay_s)
         return {"status": "continued", "job_id": accepted.data.job_id, "next_poll_in_s": outcome.delay_s}
 
+    def delay_outboxes(self) -> list[tuple[PushTopic, Topic]]:
+        """Each push topic (SMN, HTTP) that holds delayed messages until someone sends them,
+        with the topic that holds them."""
+        return [
+            (t, t.outbox)
+            for t in (self.jobs, self.results)
+            if isinstance(t, PushTopic) and t.outbox is not None
+        ]
+
     def flush_delayed(self, budget_s: float) -> int:
         """Send the delayed messages of the push topics (SMN, HTTP) as they fall due, for
         ``budget_s`` seconds; how many were sent. A message whose send fails goes back to the
         delay topic for another try (and to its dead letters after ``max_deliveries``)."""
-        held = [t for t in (self.jobs, self.results) if isinstance(t, PushTopic) and t.outbox is not None]
+        held = self.delay_outboxes()
         if not held:
             raise ConfigError("no push topic holds delayed messages: flushing is for a jobs topic on SMN")
         sent = 0
         deadline = time.monotonic() + budget_s
         while (left := deadline - time.monotonic()) > 0:
-            for topic in held:
-                assert topic.outbox is not None
-                for delivery in topic.outbox.receive(10, wait=min(0.5, left) / len(held)):
-                    sent += _forward(topic, delivery)
+            for topic, outbox in held:
+                for delivery in outbox.receive(10, wait=min(0.5, left) / len(held)):
+                    sent += _forward(topic, outbox, delivery)
         return sent
 
     def close(self) -> None:
@@ -109,9 +117,8 @@ class Runtime:
         self.store.close()
 
 
-def _forward(topic: PushTopic, delivery: Delivery) -> int:
-    """Send one due message (then settle it); on failure, hand it back for a later try."""
-    assert topic.outbox is not None
+def _forward(topic: PushTopic, outbox: Topic, delivery: Delivery) -> int:
+    """Send one due message of ``outbox`` (then settle it); on failure, hand it back for a later try."""
     try:
         topic.forward(delivery)
     except Exception as error:  # any failure: the message waits for another try
@@ -123,7 +130,7 @@ def _forward(topic: PushTopic, delivery: Delivery) -> int:
             error=f"{type(error).__name__}: {error}",
         )
         with contextlib.suppress(TopicError):  # the delay topic is down: the lease lapses instead
-            topic.outbox.nack(delivery, delay=1.0, reason=str(error))
+            outbox.nack(delivery, delay=1.0, reason=str(error))
         return 0
     return 1
 

@@ -24,7 +24,6 @@ from handler.entry.runtime import Runtime
 from handler.log import log_event
 from handler.sources import parse_accepted, parse_message
 from handler.topics import Delivery, StaleDelivery, Topic, TopicError
-from handler.topics.push import PushTopic
 
 Handle = Callable[[Delivery], str]
 DEAD_LETTER = "dead_letter"
@@ -184,8 +183,4 @@ class Worker:
 def forwarders(runtime: Runtime, *, budget_s: float) -> list[Worker]:
     """One worker per push topic (SMN, HTTP) that holds delayed messages: it sends each one
     when it is due."""
-    return [
-        Worker(topic.outbox, topic.forward, budget_s=budget_s)
-        for topic in (runtime.jobs, runtime.results)
-        if isinstance(topic, PushTopic) and topic.outbox is not None
-    ]
+    return [Worker(outbox, topic.forward, budget_s=budget_s) for topic, outbox in runtime.delay_outboxes()]
