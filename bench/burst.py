@@ -8,7 +8,7 @@ worker's CPU (``utime + stime`` from ``/proc/<pid>/stat``) over the same span, p
 worker's start-up (imports, opening files) is outside both.
 
 The concurrency model: a worker runs ``--concurrency`` threads per topic, each receiving one
-delivery at a time and handling it synchronously (``handler/entry/worker.py``). A detach is
+delivery at a time and handling it synchronously (``handler/local/worker.py``). A detach is
 I/O-bound, a few signed calls in a row (the safety policy reads the server and the volume
 before the detach), so threads overlap the endpoint's latency and the GIL is free while they
 wait. The ideal rate is therefore ``concurrency / (calls per event × latency)``; what is lost on
@@ -128,7 +128,7 @@ def _burst(events: int) -> dict[str, Any]:
             requests.publish(json.dumps(request))
         publish_s = time.monotonic() - began
         port = free_port()
-        args = [sys.executable, "-m", "handler.entry.cli", "worker", "--concurrency", str(CONCURRENCY)]
+        args = [sys.executable, "-m", "handler.local.cli", "worker", "--concurrency", str(CONCURRENCY)]
         args += ["--requests", urls["requests"], "--jobs", urls["jobs"], "--results", urls["results"]]
         log_path = tmp / "worker.log"
         with log_path.open("wb") as log:

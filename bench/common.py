@@ -68,7 +68,7 @@ def sdk_dir() -> Path:
 
 def package_zip() -> Path:
     """The FunctionGraph code package for the running Python, built from this checkout."""
-    from handler.entry.package import build_package  # noqa: PLC0415 (needs the dev extras)
+    from handler.local.package import build_package  # noqa: PLC0415 (needs the dev extras)
 
     return build_package(PYTHON_VERSION, WORK / "dist").path
 
@@ -170,7 +170,7 @@ class Emulator:
         log = (Path(self._dir.name) / "emulator.log").open("wb")
         self._proc = subprocess.Popen(  # noqa: S603 (our own command line)
             [
-                *(sys.executable, "-m", "handler.entry.cli", "emulator", "--port", str(self.port)),
+                *(sys.executable, "-m", "handler.local.cli", "emulator", "--port", str(self.port)),
                 *("--seed", str(seed_file), "--job-duration", str(job_duration_s)),
             ],
             cwd=ROOT,

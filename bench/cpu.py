@@ -30,7 +30,7 @@ The blast-radius limiter would refuse all but ``ECS_DETACH_MAX_DETACHES_PER_WIND
 detaches per window. The limit is set to ten times the event count (a one-minute window), so
 nothing is refused and the window stays at most a tenth full: a detach then finds its first
 slot free nine times in ten and pays about one store transaction, as in production below the
-limit (``handler/blast.py``).
+limit (``handler/guards/blast.py``).
 
 One more ``ours-function`` child runs under ``cProfile`` with the process CPU clock as its timer
 (so waiting on a socket or an fsync costs nothing there, as in the figure); the details list its

@@ -39,7 +39,7 @@ from bench.common import make_seed
 from emulator import DEMO_CREDENTIAL, EcsBackend, EmulatorConfig, create_app
 from emulator.faults import FaultConfig
 from handler.core.models import CloudEvent, DetachResult
-from handler.entry._serve import BackgroundServer
+from handler.local._serve import BackgroundServer
 from handler.topics import Topic, open_topic, topic_url
 
 TERMINAL = {"succeeded", "failed", "timed_out", "already_detached", "rejected", "dry_run"}
@@ -220,7 +220,7 @@ class Workers:
         self._started += 1
         args = [
             sys.executable,
-            *("-m", "handler.entry.cli", "worker"),
+            *("-m", "handler.local.cli", "worker"),
             *("--jobs", topic_url(self._base, "jobs"), "--results", topic_url(self._base, "results")),
             *("--requests", topic_url(self._base, "requests")),
             *("--concurrency", str(self._concurrency), "--health-port", str(port)),

@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     visibility_timeout_s: float = Field(default=60.0, gt=0)
     max_deliveries: int = Field(default=5, ge=1)
     log_level: str = "INFO"
-    # Exactly once (handler/idempotency.py): records and locks in this store.
+    # Exactly once (handler/guards/idempotency.py): records and locks in this store.
     store: str = Field(default=DEFAULT_STORE, description="Idempotency/lock store URL (sqlite, redis)")
     record_ttl_s: float = Field(
         default=86400.0, gt=0, description="How long a finished request is remembered"

@@ -13,8 +13,8 @@ from pydantic import SecretStr
 
 from emulator import DEMO_CREDENTIAL, EcsBackend, EmulatorConfig, create_app, load_seed
 from handler.cloud import Credentials
-from handler.entry._serve import BackgroundServer
 from handler.entry.runtime import Runtime, build_runtime
+from handler.local._serve import BackgroundServer
 from handler.settings import Settings
 
 WEBHOOK_TOKEN = "test-webhook-token-0123456789"

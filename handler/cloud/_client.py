@@ -15,7 +15,7 @@ from handler.cloud._errors import ApiError, TransportError
 from handler.cloud._signer import SignerAuth
 from handler.cloud._transport import CookielessClient, LazyTransport
 from handler.core.backoff import RetryPolicy, retryable
-from handler.log import log_event
+from handler.support.log import log_event
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 DEFAULT_RETRY = RetryPolicy()

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from handler.core.validation import FieldError, InvalidInput
-from handler.log import log_event
+from handler.support.log import log_event
 
 
 class ConfirmationFailed(Exception):

@@ -21,16 +21,16 @@ from typing import Any
 # who wants plugins (e.g. for tracing) sets PYDANTIC_DISABLE_PLUGINS to "" in the function.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-from handler.batch import process
 from handler.cloud import Credentials, time_budget
 from handler.core.validation import InvalidInput, MalformedInput
-from handler.detach import DetachStatus
 from handler.entry._problems import invalid_problem
 from handler.entry.runtime import ConfigError, Runtime, build_runtime
-from handler.log import configure, log_event
+from handler.functions.batch import process
+from handler.functions.detach import DetachStatus
 from handler.settings import CloudCredentials, Settings
 from handler.sources.plain import load_object
 from handler.sources.triggers import ApigRequest, apig_response, detect_trigger, dms_messages
+from handler.support.log import configure, log_event
 
 # FunctionGraph's context object: read through getattr (getSecurityAccessKey, getProjectID, …),
 # since its methods differ between runtimes and local test harnesses.

@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from handler.blast import BlastRadius
 from handler.cloud import Credentials, EcsClient, EvsClient, SmnClient
-from handler.detach import DetachFunction
-from handler.idempotency import Guard
-from handler.log import log_event
-from handler.poll import PollFunction
+from handler.functions.detach import DetachFunction
+from handler.functions.poll import PollFunction
+from handler.guards.blast import BlastRadius
+from handler.guards.idempotency import Guard
 from handler.settings import Settings
 from handler.sources import parse_accepted
 from handler.store import Store, open_store
+from handler.support.log import log_event
 from handler.topics import Delivery, Topic, TopicError, open_topic
 from handler.topics.push import PushTopic
 

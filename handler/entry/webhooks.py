@@ -22,12 +22,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from handler.batch import BatchReport, process
 from handler.core.models import EVENT_ACCEPTED
 from handler.core.validation import InvalidInput, MalformedInput
-from handler.detach import DetachFunction
 from handler.entry._problems import invalid_problem, problem
 from handler.entry._smn import ConfirmationFailed
+from handler.functions.batch import BatchReport, process
+from handler.functions.detach import DetachFunction
 from handler.security import Unauthenticated, WebhookAuthenticator
 from handler.sources import (
     LabelNames,

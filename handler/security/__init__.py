@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from handler._lazy import lazy_names
 from handler.security._common import DEFAULT_SMN_CERT_HOSTS, Unauthenticated
+from handler.support.lazy import lazy_names
 
 if TYPE_CHECKING:
     from handler.security.smn_signature import (

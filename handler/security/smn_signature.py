@@ -51,8 +51,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from handler.log import log_event
 from handler.security._common import Unauthenticated
+from handler.support.log import log_event
 
 SIGNATURE_VERSION = "v1"
 _MAX_CERT_BYTES = 64 * 1024

@@ -22,7 +22,6 @@ from collections.abc import Callable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from handler.log import log_event
 from handler.security._common import DEFAULT_SMN_CERT_HOSTS, Scheme, Unauthenticated
 from handler.security._hmac import GenericHmac, GitHubHmac, GrafanaHmac
 from handler.security._standard import StandardWebhooks, signer
@@ -33,6 +32,7 @@ from handler.security.smn_signature import (
     fetch_certificate,
     smn_envelope,
 )
+from handler.support.log import log_event
 
 SMN_SCHEME = "smn-signature"
 DISABLED = "disabled"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from handler._lazy import lazy_names
 from handler.sources._base import Parsed, Record
 from handler.sources.plain import parse_accepted, parse_message, parse_plain, parse_request
+from handler.support.lazy import lazy_names
 
 if TYPE_CHECKING:
     from handler.sources._labels import LabelNames

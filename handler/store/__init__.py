@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from handler.log import redact_url
+from handler.support.log import redact_url
 
 from ._base import (
     DEFAULT_KEEP_ABANDONED_S,

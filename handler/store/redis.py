@@ -33,7 +33,7 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from handler.log import redact_url
+from handler.support.log import redact_url
 
 from ._base import (
     DEFAULT_KEEP_ABANDONED_S,

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from handler._sqlite import connect, immediate
+from handler.support.sqlite import connect, immediate
 
 from ._base import (
     DEFAULT_KEEP_ABANDONED_S,

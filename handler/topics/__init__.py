@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, parse_qs, parse_qsl, unquote, urlencode, urlsplit
 
-from handler.log import redact_url as _redact
+from handler.support.log import redact_url as _redact
 
 from ._base import Delivery, StaleDelivery, Topic, TopicError
 from .sqlite import SqliteTopic

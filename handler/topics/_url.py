@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import SplitResult, parse_qs, unquote
 
-from handler.log import redact_url
+from handler.support.log import redact_url
 
 from ._base import TopicError
 

@@ -58,7 +58,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import api
 
-from handler.log import log_event
+from handler.support.log import log_event
 
 from . import _loop
 from ._base import Delivery, TopicError

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from handler._sqlite import connect, immediate
+from handler.support.sqlite import connect, immediate
 
 from ._base import Delivery, TopicError
 from ._common import (

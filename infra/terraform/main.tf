@@ -11,7 +11,7 @@ locals {
     init   = "index.init"
   }
 
-  # Exactly the calls the functions make (docs/security.md, handler/entry/package.py IAM_ACTIONS).
+  # Exactly the calls the functions make (docs/security.md, handler/local/package.py IAM_ACTIONS).
   iam_actions = [
     "ecs:cloudServers:detachVolume",
     "ecs:cloudServers:get",

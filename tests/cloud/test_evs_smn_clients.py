@@ -13,7 +13,7 @@ import pytest
 
 from emulator import DEMO_CREDENTIAL, EcsBackend, create_app, load_seed
 from handler.cloud import ApiError, EvsClient, SignerAuth, SmnClient, TransportError
-from handler.entry._serve import BackgroundServer
+from handler.local._serve import BackgroundServer
 from tests.conftest import DEMO_CREDENTIALS
 from tests.support import CLUSTER1, CLUSTER2, PID, SHARED, SPARE, UNKNOWN, WEB1, WEB1_DATA, WEB1_SYSTEM
 

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from handler.cloud import ApiError, EcsClient, time_budget
 from handler.core.backoff import Backoff, RetryPolicy
-from handler.entry._serve import BackgroundServer
+from handler.local._serve import BackgroundServer
 from tests.conftest import DEMO_CREDENTIALS
 
 JOB = {"job_id": "j1", "status": "RUNNING"}

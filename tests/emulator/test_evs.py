@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from emulator import DEMO_CREDENTIAL, EcsBackend, create_app, load_seed
 from emulator.models import NovaError
 from handler.cloud import Credentials, SignerAuth
-from handler.entry._serve import BackgroundServer
+from handler.local._serve import BackgroundServer
 from tests.support import (
     CLUSTER1,
     CLUSTER2,

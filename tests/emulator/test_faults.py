@@ -27,7 +27,7 @@ from emulator import (
 from emulator.faults import FaultInjector, LogNormal, Uniform, sample
 from emulator.models import FAIL, SUCCESS
 from handler.cloud import Credentials, SignerAuth
-from handler.entry._serve import BackgroundServer
+from handler.local._serve import BackgroundServer
 from tests.support import (
     DB1_DATA,
     DB1_SHUTOFF,

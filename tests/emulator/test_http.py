@@ -21,7 +21,7 @@ from emulator import (
     load_seed,
 )
 from handler.cloud import Credentials, SignerAuth
-from handler.entry._serve import BackgroundServer
+from handler.local._serve import BackgroundServer
 from tests.support import (
     BATCH1_DATA,
     BATCH1_LOCKED,

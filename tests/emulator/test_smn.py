@@ -27,7 +27,7 @@ from starlette.routing import Route
 from emulator import DEMO_CREDENTIAL, EcsBackend, EmulatorCredential, create_app, load_seed
 from emulator.smn_models import DeliveryPolicy, SmnBackend, string_to_sign
 from handler.cloud import Credentials, SignerAuth
-from handler.entry._serve import BackgroundServer
+from handler.local._serve import BackgroundServer
 from tests.support import PID
 
 OTHER = EmulatorCredential("OTHERACCESSKEY000000", "other-secret-key-0123456789", "f" * 32)

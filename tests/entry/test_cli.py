@@ -20,7 +20,7 @@ from handler.topics import SqliteTopic
 from tests.conftest import DEMO_CREDENTIALS
 from tests.support import WEB1, WEB1_DATA
 
-CLI = [sys.executable, "-m", "handler.entry.cli"]
+CLI = [sys.executable, "-m", "handler.local.cli"]
 
 
 def _env() -> dict[str, str]:

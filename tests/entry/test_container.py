@@ -107,7 +107,7 @@ def test_the_poll_target_takes_accepted_cloudevents_as_a_broker_delivers_them(
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(container, "_runtime", None)
-    app = functions_framework.create_app(target="poll", source=str(ROOT / "handler/entry/container.py"))
+    app = functions_framework.create_app(target="poll", source=str(ROOT / "handler/local/container.py"))
     client = app.test_client()
     runtime = container._runtime_once()
     try:

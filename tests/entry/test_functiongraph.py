@@ -12,7 +12,7 @@ import pytest
 from emulator import EcsBackend, EmulatorConfig, EmulatorCredential, create_app, load_seed
 from handler.core.validation import InvalidInput
 from handler.entry import functiongraph
-from handler.entry._serve import BackgroundServer
+from handler.local._serve import BackgroundServer
 from tests.support import PID, WEB1, WEB1_DATA
 
 AGENCY = EmulatorCredential(

@@ -21,7 +21,7 @@ import pytest
 from emulator import DEMO_CREDENTIAL, EmulatorConfig
 from handler.core.models import CloudEvent, DetachResult
 from handler.entry import functiongraph
-from handler.entry.local import LocalStack, StackOptions
+from handler.local.local import LocalStack, StackOptions
 from handler.settings import Settings
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"

@@ -11,9 +11,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from handler.detach import DetachStatus
 from handler.entry.runtime import Runtime
-from handler.entry.worker import Worker, poll_job
+from handler.functions.detach import DetachStatus
+from handler.local.worker import Worker, poll_job
 from handler.sources import parse_request
 from tests.conftest import DEMO_CREDENTIALS
 from tests.flow.test_flow import attached, next_result
@@ -23,7 +23,7 @@ WORKER_SCRIPT = textwrap.dedent(
     """
     import time
     from handler.entry.runtime import build_runtime
-    from handler.entry.worker import Worker, poll_job
+    from handler.local.worker import Worker, poll_job
     from handler.settings import CloudCredentials, Settings
 
     runtime = build_runtime(Settings(), CloudCredentials().credentials())

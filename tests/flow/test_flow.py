@@ -14,11 +14,11 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from handler.core.models import CloudEvent, DetachResult, Outcome
-from handler.detach import DetachFunction, DetachStatus
-from handler.entry._serve import BackgroundServer
-from handler.entry.http import create_app
 from handler.entry.runtime import Runtime, build_runtime
-from handler.entry.worker import Worker, poll_job
+from handler.functions.detach import DetachFunction, DetachStatus
+from handler.local._serve import BackgroundServer
+from handler.local.http import create_app
+from handler.local.worker import Worker, poll_job
 from handler.sources import parse_request
 from tests.conftest import AUTH, DEMO_CREDENTIALS, Emulator, fast_settings
 from tests.support import PID, WEB1, WEB1_DATA, WEB1_LOGS

@@ -25,10 +25,10 @@ from starlette.routing import Route
 
 from emulator.smn_models import CONFIRMED
 from handler.cloud import SignerAuth
-from handler.entry._serve import BackgroundServer
-from handler.entry.http import create_app
 from handler.entry.runtime import ConfigError, Runtime, build_runtime
-from handler.entry.worker import Worker, forwarders, poll_job
+from handler.local._serve import BackgroundServer
+from handler.local.http import create_app
+from handler.local.worker import Worker, forwarders, poll_job
 from handler.sources import parse_request
 from handler.topics import TopicError, open_topic
 from handler.topics.push import PushTopic

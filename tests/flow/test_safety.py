@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from handler.core.models import Outcome
-from handler.detach import DetachStatus
 from handler.entry.runtime import Runtime, build_runtime
-from handler.entry.worker import Worker, poll_job
+from handler.functions.detach import DetachStatus
+from handler.local.worker import Worker, poll_job
 from handler.sources import parse_request
 from tests.conftest import DEMO_CREDENTIALS, Emulator, fast_settings
 from tests.support import (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from handler.entry.package import PackageReport, build_package
+from handler.local.package import PackageReport, build_package
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"

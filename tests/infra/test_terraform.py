@@ -16,7 +16,7 @@ import hcl2
 import pytest
 from hcl2 import SerializationOptions
 
-from handler.entry.package import IAM_ACTIONS, SMN_PUBLISH_ACTION, PackageReport
+from handler.local.package import IAM_ACTIONS, SMN_PUBLISH_ACTION, PackageReport
 from tests.infra.conftest import INFRA, ROOT
 
 TERRAFORM = INFRA / "terraform"

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from handler.log import LOGGER_NAME
+from handler.support.log import LOGGER_NAME
 from tests.security.support import NOW
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey

@@ -8,8 +8,8 @@ import logging
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from handler.log import JsonFormatter
 from handler.security import Unauthenticated, WebhookAuthConfig, WebhookAuthenticator
+from handler.support.log import JsonFormatter
 from tests.security.conftest import certificate
 from tests.security.smn import CERT_URL, Fetcher, notification
 from tests.security.support import BODY, FORMS, HMAC, NOW, STANDARD, UNTIMED, Clock

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from handler.blast import MAX_PROBES, BlastRadius
+from handler.guards.blast import MAX_PROBES, BlastRadius
 from handler.store import SqliteStore
 
 PID = "0123456789abcdef0123456789abcdef"

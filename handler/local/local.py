@@ -14,10 +14,10 @@ from pydantic import SecretStr
 
 from emulator import EcsBackend, EmulatorConfig, create_app, credential_from_env, load_seed
 from handler.cloud import Credentials
-from handler.entry._serve import BackgroundServer
-from handler.entry.http import create_app as create_http_app
 from handler.entry.runtime import ConfigError, Runtime, build_runtime
-from handler.entry.worker import Worker, forwarders, poll_job
+from handler.local._serve import BackgroundServer
+from handler.local.http import create_app as create_http_app
+from handler.local.worker import Worker, forwarders, poll_job
 from handler.security import generate_local_secret
 from handler.settings import CloudCredentials, Settings
 from handler.topics.push import PushTopic

@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from handler.blast import BlastRadius
 from handler.cloud import ApiError, DetachAnswer, TransportError
 from handler.core.errors import Disposition, classify_detach_error
 from handler.core.models import (
@@ -42,10 +41,11 @@ from handler.core.policy import (
 )
 from handler.core.polling import PollSchedule
 from handler.core.resources import BlockDevice
-from handler.idempotency import Guard, Locks, request_key
-from handler.log import log_event
-from handler.ports import DetachApi, Publisher, VolumeApi
+from handler.functions.ports import DetachApi, Publisher, VolumeApi
+from handler.guards.blast import BlastRadius
+from handler.guards.idempotency import Guard, Locks, request_key
 from handler.store import Claim, ClaimState
+from handler.support.log import log_event
 
 _RETRY_SOON_S = 5.0  # throttling or no answer: the first backoff step
 

@@ -7,8 +7,8 @@ resolution is completed here with the target's markers (e.g. ``exceptiongroup`` 
 The wheels are installed with ``pip install --target`` and zipped with sorted entries, a fixed
 timestamp and fixed permissions: the same wheels give a byte-identical zip.
 
-The package holds no web framework, CLI, emulator or build code: the modules in
-``EXCLUDED_MODULES`` stay out, and a build fails if a forbidden top-level name gets in.
+The package holds no web framework, CLI, emulator or build code: ``handler/local/`` (``EXCLUDED_FOLDER``)
+stays out, and a build fails if a forbidden top-level name gets in.
 """
 
 from __future__ import annotations
@@ -62,11 +62,9 @@ IAM_ACTIONS = frozenset(
 )
 SMN_PUBLISH_ACTION = "smn:topic:publish"
 
-# Modules of handler/ that need a web framework, the emulator or the build tools.
-EXCLUDED_MODULES = frozenset(
-    f"handler/entry/{name}.py"
-    for name in ("cli", "local", "http", "container", "service", "metrics", "_console", "_serve", "package")
-)
+# handler/local/ needs a web framework, the emulator or the build tools: it never ships.
+EXCLUDED_FOLDER = "handler/local"
+
 # Top-level names that must never be in the package.
 FORBIDDEN_TOP_LEVEL = frozenset(
     {"emulator", "starlette", "uvicorn", "flask", "functions_framework", "rich", "werkzeug", "gunicorn"}
@@ -412,14 +410,14 @@ def _project_version() -> str:
 
 
 def _copy_handler(staging: Path) -> None:
-    """``handler/`` without the excluded modules and bytecode."""
+    """``handler/`` without ``handler/local/`` and bytecode."""
     for source in sorted(_HANDLER_DIR.rglob("*")):
         relative = PurePosixPath(source.relative_to(_HANDLER_DIR.parent).as_posix())
         if (
             not source.is_file()
             or "__pycache__" in relative.parts
             or relative.suffix in (".pyc", ".pyo")
-            or str(relative) in EXCLUDED_MODULES
+            or str(relative).startswith(EXCLUDED_FOLDER + "/")
         ):
             continue
         destination = staging / relative

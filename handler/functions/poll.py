@@ -18,17 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from handler.blast import BlastRadius
 from handler.cloud import ApiError, TransportError
 from handler.core.errors import is_retryable
 from handler.core.models import DetachAccepted, DetachResult, Outcome, utcnow
 from handler.core.polling import PollSchedule
 from handler.core.resources import Job, JobStatus
-from handler.detach import publish_result, request_fields
-from handler.idempotency import Guard
-from handler.log import log_event
-from handler.ports import JobApi, Publisher
+from handler.functions.detach import publish_result, request_fields
+from handler.functions.ports import JobApi, Publisher
+from handler.guards.blast import BlastRadius
+from handler.guards.idempotency import Guard
 from handler.store import ClaimState
+from handler.support.log import log_event
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The functions as functions-framework targets, for containers (Knative, Cloud Run style, Kubernetes).
 
-    functions-framework --source handler/entry/container.py --target webhook --port 8080
-    functions-framework --source handler/entry/container.py --target poll --port 8080
+    functions-framework --source handler/local/container.py --target webhook --port 8080
+    functions-framework --source handler/local/container.py --target poll --port 8080
 
 Configuration and credentials come from the environment (``ECS_DETACH_*``,
 ``HUAWEICLOUD_SDK_*``). ``webhook`` serves the routes and answers of ``WebhookRouter``.
@@ -23,9 +23,9 @@ from handler.core.validation import InvalidInput
 from handler.entry._problems import invalid_problem
 from handler.entry.runtime import ConfigError, Runtime, build_runtime
 from handler.entry.webhooks import WebRequest
-from handler.log import configure
 from handler.settings import CloudCredentials, Settings
 from handler.sources.cloudevents_http import cloudevent_object
+from handler.support.log import configure
 
 _lock = threading.Lock()
 _runtime: Runtime | None = None

@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from handler.batch import process
 from handler.cloud import time_budget
 from handler.core.validation import InvalidInput
 from handler.entry.runtime import Runtime
-from handler.log import log_event
+from handler.functions.batch import process
 from handler.sources import parse_accepted, parse_message
+from handler.support.log import log_event
 from handler.topics import Delivery, StaleDelivery, Topic, TopicError
 
 Handle = Callable[[Delivery], str]
@@ -78,7 +78,7 @@ def detach_request(runtime: Runtime, requests: Topic) -> Handle:
 
 
 class Observer(Protocol):
-    """What a worker reports as it goes (``handler.entry.metrics.WorkerMetrics`` counts it)."""
+    """What a worker reports as it goes (``handler.local.metrics.WorkerMetrics`` counts it)."""
 
     def received(self, topic: str, delivery: Delivery) -> None: ...
     def handled(self, topic: str, what: str, seconds: float) -> None: ...

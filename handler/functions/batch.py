@@ -10,9 +10,9 @@ import logging
 from dataclasses import dataclass, field
 
 from handler.core.validation import FieldError
-from handler.detach import DetachFunction, DetachStatus
-from handler.log import log_event
+from handler.functions.detach import DetachFunction, DetachStatus
 from handler.sources._base import Parsed
+from handler.support.log import log_event
 
 INVALID = "invalid"
 IGNORED = "ignored"

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from handler.entry._problems import problem
 from handler.entry.webhooks import PROBLEM_JSON, WebhookRouter, WebRequest
-from handler.log import log_event
+from handler.support.log import log_event
 
 # Every method reaches the router, which answers 405 (with Allow) for all but POST.
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from handler.entry.worker import DEAD_LETTER
+from handler.local.worker import DEAD_LETTER
 from handler.topics import Delivery
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from handler.log import LOGGER_NAME, event_fields
+from handler.support.log import LOGGER_NAME, event_fields
 
 
 def _describe(event: str, f: dict[str, Any]) -> str | None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from emulator import EmulatorConfig
     from handler.cloud import Credentials
-    from handler.entry.local import LocalStack
+    from handler.local.local import LocalStack
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
 DEMO_EVENT = EVENTS_DIR / "detach-request.json"
@@ -146,10 +146,10 @@ def _wait_for_signal() -> None:
 def _up(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from handler.entry._console import show_events
-    from handler.entry.local import LocalStack, StackOptions
-    from handler.log import redact_url
+    from handler.local._console import show_events
+    from handler.local.local import LocalStack, StackOptions
     from handler.settings import Settings
+    from handler.support.log import redact_url
 
     console = Console()
     config = _emulator_config(args.job_duration)
@@ -197,8 +197,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     from emulator import EmulatorConfig
     from handler.core.models import CloudEvent, DetachResult
-    from handler.entry._console import show_events
-    from handler.entry.local import LocalStack, StackOptions
+    from handler.local._console import show_events
+    from handler.local.local import LocalStack, StackOptions
     from handler.settings import Settings
 
     console = Console()
@@ -264,9 +264,9 @@ def _invoke(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from emulator import EmulatorConfig
-    from handler.entry._console import show_events
     from handler.entry.functiongraph import RetryLater, handle_event
-    from handler.entry.local import LocalStack, StackOptions
+    from handler.local._console import show_events
+    from handler.local.local import LocalStack, StackOptions
     from handler.settings import Settings
 
     console = Console()
@@ -353,7 +353,7 @@ def _follow(stack: LocalStack, job_ids: list[str], timeout: float, console: Cons
 
 
 def _package(args: argparse.Namespace) -> int:
-    from handler.entry.package import PackageError, build_package, format_report
+    from handler.local.package import PackageError, build_package, format_report
 
     try:
         report = build_package(args.python, args.out, extras=args.extra)
@@ -366,9 +366,9 @@ def _package(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     from handler.entry.runtime import ConfigError, build_runtime
-    from handler.entry.service import WorkerService
-    from handler.log import configure, log_event
+    from handler.local.service import WorkerService
     from handler.settings import CloudCredentials, Settings
+    from handler.support.log import configure, log_event
     from handler.topics import open_topic
 
     settings = Settings()
@@ -442,10 +442,10 @@ def _detach(args: argparse.Namespace) -> int:
 
     from handler.cloud import EcsClient
     from handler.core.models import DetachRequest, Outcome
-    from handler.detach import DetachFunction, DetachStatus
-    from handler.entry._console import show_events
-    from handler.entry.local import LocalStack, StackOptions
-    from handler.poll import PollFunction
+    from handler.functions.detach import DetachFunction, DetachStatus
+    from handler.functions.poll import PollFunction
+    from handler.local._console import show_events
+    from handler.local.local import LocalStack, StackOptions
     from handler.settings import CloudCredentials, Settings
 
     console = Console()

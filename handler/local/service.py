@@ -11,10 +11,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from handler.entry._serve import BackgroundServer
-from handler.entry.metrics import WorkerMetrics
 from handler.entry.runtime import Runtime
-from handler.entry.worker import Worker, detach_request, forwarders, poll_job
+from handler.local._serve import BackgroundServer
+from handler.local.metrics import WorkerMetrics
+from handler.local.worker import Worker, detach_request, forwarders, poll_job
 from handler.topics import Topic
 from handler.topics.push import PushTopic
 
