@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from emulator import DEMO_CREDENTIAL
-from handler.entry import container
+from handler.local import container
 from handler.sources import parse_request
 from tests.conftest import Emulator
 from tests.support import WEB1, WEB1_DATA
