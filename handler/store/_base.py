@@ -6,6 +6,8 @@ An idempotency key goes through these records:
   (``in_progress_ttl_s``, matched to the function timeout);
 * in progress → ``note`` adds progress data (the job id right after the detach call);
   ``complete`` turns it into a *completed* record kept ``ttl_s``; ``release`` deletes it;
+  ``park`` adds progress data and lets the claim lapse at once, for another invocation to take
+  over (a queued request waiting for its turn);
 * a lapsed claim (its owner died) keeps its progress for ``keep_abandoned_s`` so the next
   ``begin`` can take it over and resume; after that the record is gone.
 
@@ -87,6 +89,22 @@ class Store(Protocol):
 
     def release(self, key: str) -> None:
         """Delete the in-progress record of ``key`` with its progress; completed ones stay."""
+        ...
+
+    def park(self, key: str, data: dict[str, Any]) -> None:
+        """Merge ``data`` into the progress of in-progress ``key`` and let its claim lapse now:
+        the record and its progress stay (``keep_abandoned_s``), and the next ``begin`` takes
+        it over (``NEW`` with the progress). For work that continues in another invocation (a
+        queued request, a publish to try again).
+
+        Raises ``ClaimLost`` if ``key`` has no in-progress record.
+        """
+        ...
+
+    def peek(self, key: str) -> Claim | None:
+        """What ``begin`` would find for ``key``, without claiming it: None when there is no
+        record; ``DONE`` with the record; ``IN_PROGRESS`` with the progress noted so far
+        (``expires_in_s`` 0 when the claim has lapsed)."""
         ...
 
     def acquire(self, name: str, owner: str, *, ttl_s: float) -> bool:

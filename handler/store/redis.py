@@ -97,6 +97,28 @@ if redis.call('HGET', KEYS[1], 'state') == 'run' then redis.call('DEL', KEYS[1])
 return 0
 """
 
+# KEYS record; ARGV keep_ms, field, value, field, value... Returns 1, or 0 if not in progress.
+_PARK = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'run' then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
+redis.call('HSET', KEYS[1], 'until', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+# KEYS record. Returns {} (no record), {'done', record} or {'in_progress', attempt, ms left, HGETALL}.
+_PEEK = """
+local f = redis.call('HMGET', KEYS[1], 'state', 'until', 'attempt', 'record')
+if not f[1] then return {} end
+if f[1] == 'done' then return {'done', f[4]} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local left = math.max(tonumber(f[2]) - now, 0)
+return {'in_progress', tonumber(f[3]), left, redis.call('HGETALL', KEYS[1])}
+"""
+
 # KEYS lock; ARGV owner, ttl_ms. Returns 1 if the owner holds it now, else 0.
 _ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
@@ -176,6 +198,8 @@ class RedisStore:
         self._note = self._client.register_script(_NOTE)
         self._complete = self._client.register_script(_COMPLETE)
         self._release = self._client.register_script(_RELEASE)
+        self._park = self._client.register_script(_PARK)
+        self._peek = self._client.register_script(_PEEK)
         self._acquire = self._client.register_script(_ACQUIRE)
         self._release_lock = self._client.register_script(_RELEASE_LOCK)
 
@@ -249,6 +273,29 @@ class RedisStore:
         check_key("key", key)
         with self._redis():
             self._release(keys=[self._record(key)])
+
+    def park(self, key: str, data: dict[str, Any]) -> None:
+        check_key("key", key)
+        args: list[str | int] = [self._keep_ms]
+        for name, value in data.items():
+            args += [_PROGRESS + name, json.dumps(value)]
+        with self._redis():
+            parked = self._park(keys=[self._record(key)], args=args)
+        if not parked:
+            raise ClaimLost(f"no in-progress record of idempotency key {key!r} to park")
+
+    def peek(self, key: str) -> Claim | None:
+        check_key("key", key)
+        with self._redis():
+            reply = self._peek(keys=[self._record(key)])
+        if not reply:
+            return None
+        if reply[0] == "done":
+            return Claim(ClaimState.DONE, record=json.loads(reply[1]))
+        attempt, left_ms, flat = int(reply[1]), int(reply[2]), reply[3]
+        return Claim(
+            ClaimState.IN_PROGRESS, progress=_progress(flat), attempt=attempt, expires_in_s=left_ms / 1000
+        )
 
     def acquire(self, name: str, owner: str, *, ttl_s: float) -> bool:
         check_key("lock name", name)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from handler.support.sqlite import connect, immediate
+from handler.support.sqlite import MEMORY, connect, immediate
 
 from ._base import (
     DEFAULT_KEEP_ABANDONED_S,
@@ -76,7 +76,8 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 class SqliteStore:
     """The store in the SQLite file ``path``; safe to share between threads (it serialises its
-    calls). Several instances, threads and processes may use the same file at once."""
+    calls). Several instances, threads and processes may use the same file at once. ``":memory:"``
+    keeps the records in this instance only (``Guard.in_memory``)."""
 
     def __init__(
         self,
@@ -86,7 +87,7 @@ class SqliteStore:
         keep_abandoned_s: float = DEFAULT_KEEP_ABANDONED_S,
     ) -> None:
         check_keep(keep_abandoned_s)
-        self._path = Path(path).resolve()
+        self._path = Path(path) if str(path) == MEMORY else Path(path).resolve()
         self._clock = clock
         self._keep_abandoned_s = float(keep_abandoned_s)
         self._next_purge = -float("inf")
@@ -191,6 +192,41 @@ class SqliteStore:
         check_key("key", key)
         with self._transaction() as (conn, _):
             conn.execute("DELETE FROM claims WHERE key = ? AND done = 0", (key,))
+
+    def park(self, key: str, data: dict[str, Any]) -> None:
+        check_key("key", key)
+        with self._transaction() as (conn, now):
+            row = conn.execute(
+                "SELECT progress FROM claims WHERE key = ? AND done = 0 AND expires_at > ?", (key, now)
+            ).fetchone()
+            if row is None:
+                raise ClaimLost(f"no in-progress record of idempotency key {key!r} to park")
+            progress = json.loads(row[0])
+            progress.update(data)
+            conn.execute(
+                "UPDATE claims SET progress = ?, claim_until = ?, expires_at = ? WHERE key = ?",
+                (json.dumps(progress), now, now + self._keep_abandoned_s, key),
+            )
+
+    def peek(self, key: str) -> Claim | None:
+        check_key("key", key)
+        with self._read() as (conn, now):
+            row = conn.execute(
+                "SELECT done, claim_until, attempt, progress, record FROM claims"
+                " WHERE key = ? AND expires_at > ?",
+                (key, now),
+            ).fetchone()
+        if row is None:
+            return None
+        done, claim_until, attempt, progress, record = row
+        if done:
+            return Claim(ClaimState.DONE, record=json.loads(record))
+        return Claim(
+            ClaimState.IN_PROGRESS,
+            progress=json.loads(progress),
+            attempt=attempt,
+            expires_in_s=max(claim_until - now, 0.0),
+        )
 
     def acquire(self, name: str, owner: str, *, ttl_s: float) -> bool:
         check_key("lock name", name)

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 BUSY_TIMEOUT_S = 30.0  # how long a connection waits for another one's write lock (thread or process)
+MEMORY = ":memory:"  # the path of a database that lives in this connection only
 
 
 def connect(
@@ -19,14 +20,18 @@ def connect(
 ) -> sqlite3.Connection:
     """Open ``path`` in autocommit mode (callers run explicit transactions), creating its
     directory, in WAL mode with every commit synced, then ``prepare`` it (its schema); failures
-    raise ``error`` naming ``what``."""
+    raise ``error`` naming ``what``. ``MEMORY`` opens a private in-memory database instead."""
+    in_memory = str(path) == MEMORY
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        if not in_memory:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        target = MEMORY if in_memory else path
+        conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
     except (OSError, sqlite3.Error) as exc:
         raise error(f"cannot open {what} {path}: {exc}") from exc
     try:
-        conn.execute("PRAGMA journal_mode = WAL")
+        if not in_memory:
+            conn.execute("PRAGMA journal_mode = WAL")
         # FULL, not NORMAL: with WAL, NORMAL does not sync the log at each commit, so a power
         # loss could drop a message (or a claim) whose write had already returned.
         conn.execute("PRAGMA synchronous = FULL")

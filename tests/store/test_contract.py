@@ -168,6 +168,62 @@ def test_a_slow_owner_can_still_note_and_complete_a_lapsed_claim(backend: Backen
     assert store.begin("k", "fp", in_progress_ttl_s=LONG).record == {"job_id": "job-1"}
 
 
+def test_a_parked_claim_is_taken_over_at_once_with_its_progress(backend: Backend) -> None:
+    """A queued request: its record stays, and the invocation that takes its turn claims it."""
+    first, heir = backend.make(), backend.make()
+    first.begin("k", "fp", in_progress_ttl_s=LONG)
+    first.note("k", {"volume_id": "v-1"})
+    first.park("k", {"queued": {"since": 1}})
+
+    claim = heir.begin("k", "fp", in_progress_ttl_s=LONG)
+
+    assert claim == Claim(ClaimState.NEW, progress={"volume_id": "v-1", "queued": {"since": 1}}, attempt=2)
+    assert first.begin("k", "fp", in_progress_ttl_s=LONG).state is ClaimState.IN_PROGRESS
+
+
+def test_a_parked_record_keeps_its_fingerprint_and_lasts_keep_abandoned(backend: Backend) -> None:
+    store = backend.make(keep_abandoned_s=SHORT)
+    store.begin("k", "fp", in_progress_ttl_s=LONG)
+    store.park("k", {"queued": True})
+
+    assert store.begin("k", "other", in_progress_ttl_s=LONG) == Claim(ClaimState.CONFLICT)
+    store.park("k", {})
+    backend.advance(PAST_SHORT)
+    assert store.peek("k") is None
+
+
+def test_park_needs_an_in_progress_record(store: Store) -> None:
+    with pytest.raises(ClaimLost):
+        store.park("k", {"queued": True})
+    store.begin("k", "fp", in_progress_ttl_s=LONG)
+    store.complete("k", {"outcome": "accepted"}, ttl_s=LONG)
+    with pytest.raises(ClaimLost):
+        store.park("k", {"queued": True})
+
+
+def test_peek_shows_a_record_without_claiming_it(backend: Backend) -> None:
+    store = backend.make()
+    assert store.peek("k") is None
+    store.begin("k", "fp", in_progress_ttl_s=SHORT)
+    store.note("k", {"job_id": "job-1"})
+
+    seen = store.peek("k")
+    assert seen is not None
+    assert seen.state is ClaimState.IN_PROGRESS
+    assert seen.progress == {"job_id": "job-1"}
+    assert seen.expires_in_s is not None
+    assert 0 < seen.expires_in_s <= SHORT
+    backend.advance(PAST_SHORT)
+    lapsed = store.peek("k")
+    assert lapsed is not None
+    assert lapsed.expires_in_s == 0
+    assert lapsed.attempt == 1  # peeking took nothing over
+    assert store.begin("k", "fp", in_progress_ttl_s=LONG).attempt == 2
+
+    store.complete("k", {"job_id": "job-1", "outcome": "accepted"}, ttl_s=LONG)
+    assert store.peek("k") == Claim(ClaimState.DONE, record={"job_id": "job-1", "outcome": "accepted"})
+
+
 def test_keys_and_locks_are_independent(store: Store) -> None:
     assert store.begin("a", "fp", in_progress_ttl_s=LONG).state is ClaimState.NEW
     assert store.begin("b", "fp", in_progress_ttl_s=LONG).state is ClaimState.NEW
