@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote
 
@@ -28,6 +30,9 @@ class SignedClient:
     """One service endpoint, every request signed with AK/SK. Every call has a timeout and
     raises ``ApiError`` (an error answer) or ``TransportError`` (no answer).
 
+    ``clock`` dates the signatures and ``sleep`` waits between tries (the defaults are the real
+    ones; tests drive both from one fake clock).
+
     Subclasses set ``api_version``, the first path segment (``v1``, ``v2``).
     """
 
@@ -41,10 +46,14 @@ class SignedClient:
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        clock: Callable[[], datetime] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._retry = retry
         self._timeout = timeout
-        self._auth = SignerAuth(credentials)
+        self._clock = clock
+        self._sleep = sleep
+        self._auth = SignerAuth(credentials, clock=clock)
         self._project_id = credentials.project_id
         self._base = endpoint.rstrip("/")
         self._http = CookielessClient(
@@ -61,7 +70,7 @@ class SignedClient:
 
     def use_credentials(self, credentials: Credentials) -> None:
         """Swap in fresh (e.g. rotated temporary) credentials; the connection pool stays."""
-        self._auth = SignerAuth(credentials)
+        self._auth = SignerAuth(credentials, clock=self._clock)
         self._http.auth = self._auth
         self._project_id = credentials.project_id
 
@@ -112,7 +121,7 @@ class SignedClient:
                     delay_s=round(delay, 3),
                     error=str(error),
                 )
-                time.sleep(delay)
+                self._sleep(delay)
                 attempt += 1
 
     def _send_once(

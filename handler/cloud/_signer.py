@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import parse_qsl, quote, unquote
@@ -119,8 +119,9 @@ class SignerAuth(httpx.Auth):
 
     requires_request_body = True
 
-    def __init__(self, credentials: Credentials) -> None:
+    def __init__(self, credentials: Credentials, *, clock: Callable[[], datetime] | None = None) -> None:
         self._credentials = credentials
+        self._clock = clock
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         self.sign_request(request)
@@ -129,7 +130,7 @@ class SignerAuth(httpx.Auth):
     def sign_request(self, request: httpx.Request) -> None:
         creds = self._credentials
         headers = request.headers
-        headers.setdefault(DATE_HEADER, sdk_date())
+        headers.setdefault(DATE_HEADER, sdk_date(self._clock() if self._clock else None))
         if creds.project_id:
             headers.setdefault("X-Project-Id", creds.project_id)
         if creds.security_token is not None:
