@@ -187,6 +187,7 @@ def worker_env(emulator_url: str, store: str) -> dict[str, str]:
             "ECS_DETACH_MAX_POLL_DELAY_S": "1",
             "ECS_DETACH_POLL_FACTOR": "0.5",
             "ECS_DETACH_BUSY_RETRY_S": "0.5",
+            "ECS_DETACH_QUEUE_CHECK_S": "0.5",
             "ECS_DETACH_HTTP_TIMEOUT_S": "3",
             "ECS_DETACH_CONNECT_TIMEOUT_S": "2",
             "ECS_DETACH_VISIBILITY_TIMEOUT_S": "10",

@@ -88,6 +88,16 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="The function timeout: an unfinished claim lapses after it"
     )
     dry_run: bool = Field(default=False, description="Check everything, report the detach, never make it")
+    queue_check_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often a request queued behind another detach looks again",
+    )
+    queue_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="A queued request waiting longer is rejected (QueueTimeout)",
+    )
     # Safety policy (handler/core/policy.py), evaluated before any mutating call.
     allowed_projects: list[str] = Field(default_factory=list, description="JSON list; empty = any")
     allowed_servers: list[str] = Field(default_factory=list, description="JSON list; empty = any")

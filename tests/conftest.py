@@ -56,6 +56,7 @@ def fast_settings(tmp_path: Path, endpoint: str, **overrides: Any) -> Settings:
         "min_poll_delay_s": 0.1,
         "max_poll_delay_s": 0.3,
         "visibility_timeout_s": 5.0,
+        "queue_check_s": 0.2,
         "webhook_bearer_tokens": [WEBHOOK_TOKEN],
         **overrides,
     }

@@ -16,6 +16,7 @@ _TRANSIENT_CODES = frozenset({"Ecs.0002", "Ecs.0615", "Ecs.1001", "Ecs.1002", "A
 class Disposition(str, Enum):
     BUSY = "busy"  # other commands are running on the server: try again in a while
     RETRY = "retry"  # throttled, or a transient failure: try again soon
+    UNAUTHORIZED = "unauthorized"  # the cloud refused our credentials: ours to fix, not the request's
     ALREADY_DETACHED = "already_detached"  # the volume is not (or no longer) attached
     REJECTED = "rejected"  # the request cannot succeed as it stands
 
@@ -28,6 +29,8 @@ def classify_detach_error(status: int, code: str, message: str) -> Disposition:
         return Disposition.ALREADY_DETACHED  # the volume is gone (Terraform reads it so too)
     if code in _BUSY_CODES:
         return Disposition.BUSY
+    if status in (401, 403):
+        return Disposition.UNAUTHORIZED
     if status == 429 or status >= 500 or code in _TRANSIENT_CODES:
         return Disposition.RETRY
     return Disposition.REJECTED

@@ -103,6 +103,18 @@ class Outcome(str, Enum):
     DRY_RUN = "dry_run"
 
 
+class DetachQueued(DetachRequest):
+    """A request waiting for another detach on its server or volume to end
+    (``ecs-detach.queued``, on the jobs topic): the detach function takes it up again when due."""
+
+    project_id: str = Field(pattern=PROJECT_ID_PATTERN)
+    idempotency_key: str = Field(min_length=1, max_length=256)
+    queued_at: datetime
+    attempt: int = Field(default=0, ge=0, description="Times its turn was tried so far")
+    not_before: datetime = Field(description="Try again no earlier than this")
+    deadline: datetime = Field(description="Give up (rejected, QueueTimeout) after this")
+
+
 class DetachResult(DetachRequest):
     """How a detach ended (``ecs-detach.{outcome}``), for the next workflow step."""
 
@@ -119,6 +131,7 @@ class DetachResult(DetachRequest):
 
 EVENT_REQUESTED = "ecs-detach.requested"
 EVENT_ACCEPTED = "ecs-detach.accepted"
+EVENT_QUEUED = "ecs-detach.queued"
 
 
 def result_event_type(outcome: Outcome) -> str:

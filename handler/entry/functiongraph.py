@@ -22,11 +22,11 @@ from typing import Any
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 from handler.cloud import Credentials, time_budget
+from handler.core.outcomes import DetachStatus, QueueAction
 from handler.core.validation import InvalidInput, MalformedInput
 from handler.entry._problems import invalid_problem
 from handler.entry.runtime import ConfigError, Runtime, build_runtime
 from handler.functions.batch import process
-from handler.functions.detach import DetachStatus
 from handler.settings import CloudCredentials, Settings
 from handler.sources.plain import load_object
 from handler.sources.triggers import ApigRequest, apig_response, detect_trigger, dms_messages
@@ -136,15 +136,16 @@ def handle_event(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
         headers = {"Content-Type": answer.content_type, **answer.headers}
         return apig_response(answer.status, answer.body, headers)
     report = process(trigger, runtime.detach)
-    retries = report.count(DetachStatus.RETRY.value)
-    if retries:
+    if report.disposition() is QueueAction.REQUEUE:
+        retries = report.count(DetachStatus.RETRY)
         raise RetryLater(f"{retries} of {len(report.records)} record(s) must be retried later")
     return {"status_code": report.http_status(), **report.as_dict()}
 
 
 def poll_handler(event: dict[str, Any], context: Context | None = None) -> dict[str, Any]:
-    """Poll: the event is an ``ecs-detach.accepted`` CloudEvent. A running job is re-published
-    to the jobs topic with a delay; the function returns at once instead of sleeping."""
+    """Poll: the event is a jobs-topic CloudEvent (``ecs-detach.accepted`` or
+    ``ecs-detach.queued``). A running job (or a request still queued) is re-published to the
+    jobs topic with a delay; the function returns at once instead of sleeping."""
     runtime = _runtime_for(context)
     with time_budget(_budget_s(context, runtime)):
         return _poll_event(runtime, event)
@@ -166,12 +167,12 @@ def _poll_event(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     platform's retry and dead-letter policy applies to the batch."""
     records = event.get("record")
     if isinstance(records, list):
-        return {"records": [runtime.poll_event(json.loads(r["smn"]["message"])) for r in records]}
+        return {"records": [runtime.job_event(json.loads(r["smn"]["message"])) for r in records]}
     if isinstance(event.get("records"), list):
         polled = []
         for _, message in dms_messages(event):
             if isinstance(message, InvalidInput):
                 raise message
-            polled.append(runtime.poll_event(load_object(message)))
+            polled.append(runtime.job_event(load_object(message)))
         return {"records": polled}
-    return runtime.poll_event(event)
+    return runtime.job_event(event)

@@ -16,11 +16,11 @@ import httpx
 
 from handler.cloud import Credentials, EcsClient, EvsClient, SmnClient
 from handler.functions.detach import DetachFunction
+from handler.functions.jobs import JobsFunction
 from handler.functions.poll import PollFunction
 from handler.guards.blast import BlastRadius
 from handler.guards.idempotency import Guard
 from handler.settings import Settings
-from handler.sources import parse_accepted
 from handler.store import Store, open_store
 from handler.support.log import log_event
 from handler.topics import Delivery, Topic, TopicError, open_topic
@@ -45,6 +45,7 @@ class Runtime:
     store: Store
     detach: DetachFunction
     poll: PollFunction
+    jobs_function: JobsFunction
 
     @cached_property
     def router(self) -> WebhookRouter:
@@ -61,7 +62,7 @@ class Runtime:
             raise ConfigError(f"ECS_DETACH_TICKET_MAPPINGS: {error}") from None
         return WebhookRouter(
             self.detach,
-            on_job=self.poll_event,
+            on_job=self.job_event,
             authenticator=WebhookAuthenticator(self.settings.webhook_auth()),
             labels=self.settings.alert_labels,
             mappings=mappings,
@@ -69,20 +70,17 @@ class Runtime:
             confirm_subscription=SubscriptionConfirmer(self.settings.smn_confirm_hosts),
         )
 
-    def poll_event(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Poll once for an ``ecs-detach.accepted`` event delivered by a push (FunctionGraph
-        trigger, SMN): a running job is re-published to the jobs topic with its delay."""
-        accepted = parse_accepted(event)  # invalid: raise, so the platform's retry/DLQ policy applies
-        outcome = self.poll(accepted.data)
-        if outcome.result is not None:
-            return {
-                "status": "finished",
-                "outcome": outcome.result.outcome.value,
-                "job_id": outcome.result.job_id,
-            }
-        continuation = accepted.model_copy(update={"data": outcome.next})
-        self.jobs.publish(continuation.model_dump_json(), delay=outcome.delay_s)
-        return {"status": "continued", "job_id": accepted.data.job_id, "next_poll_in_s": outcome.delay_s}
+    def job_event(self, event: str | bytes | dict[str, Any]) -> dict[str, Any]:
+        """Handle one message of the jobs topic delivered by a push (FunctionGraph trigger, SMN,
+        Knative): a job still running, or a queued request still waiting, goes back to the jobs
+        topic with its delay. An invalid message raises ``InvalidInput``, so the platform's
+        retry and dead-letter policy applies."""
+        step = self.jobs_function(event)
+        reply: dict[str, Any] = {"outcome": step.what, "job_id": step.job_id}
+        if step.again is None:
+            return {"status": "finished", **reply}
+        self.jobs.publish(step.again, delay=step.delay_s)
+        return {"status": "continued", **reply, "next_poll_in_s": step.delay_s}
 
     def delay_outboxes(self) -> list[tuple[PushTopic, Topic]]:
         """Each push topic (SMN, HTTP) that holds delayed messages until someone sends them,
@@ -158,6 +156,23 @@ def build_runtime(settings: Settings, credentials: Credentials) -> Runtime:
     }
     jobs, results = topics["jobs"], topics["results"]
     store = open_store(settings.store)
+    detach, poll = build_functions(
+        settings, credentials, ecs=ecs, evs=evs, jobs=jobs, results=results, store=store
+    )
+    return Runtime(settings, ecs, evs, smn, jobs, results, store, detach, poll, JobsFunction(detach, poll))
+
+
+def build_functions(
+    settings: Settings,
+    credentials: Credentials,
+    *,
+    ecs: EcsClient,
+    evs: EvsClient,
+    jobs: Topic,
+    results: Topic,
+    store: Store,
+) -> tuple[DetachFunction, PollFunction]:
+    """The two functions, every safety piece wired from ``settings``: the one place they are built."""
     guard = Guard(
         store,
         in_progress_ttl_s=settings.invocation_timeout_s,
@@ -174,18 +189,20 @@ def build_runtime(settings: Settings, credentials: Credentials) -> Runtime:
     schedule = settings.poll_schedule()
     detach = DetachFunction(
         ecs,
+        evs,
         jobs,
         results,
+        policy=settings.policy(),
+        guard=guard,
+        blast=blast,
         default_project_id=credentials.project_id,
         source=settings.source,
         schedule=schedule,
         poll_timeout_s=settings.poll_timeout_s,
         busy_retry_s=settings.busy_retry_s,
-        policy=settings.policy(),
-        guard=guard,
-        volumes=evs,
-        blast=blast,
+        queue_timeout_s=settings.queue_timeout_s,
+        queue_check_s=settings.queue_check_s,
         dry_run=settings.dry_run,
     )
     poll = PollFunction(ecs, results, source=settings.source, schedule=schedule, guard=guard, blast=blast)
-    return Runtime(settings, ecs, evs, smn, jobs, results, store, detach, poll)
+    return detach, poll

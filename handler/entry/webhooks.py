@@ -17,12 +17,14 @@ RFC 9457 problem document: 400 malformed, 401 unauthenticated, 404 unknown route
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from handler.core.models import EVENT_ACCEPTED
+from handler.cloud import ApiError, TransportError
+from handler.core.models import EVENT_ACCEPTED, EVENT_QUEUED
 from handler.core.validation import InvalidInput, MalformedInput
 from handler.entry._problems import invalid_problem, problem
 from handler.entry._smn import ConfirmationFailed
@@ -40,12 +42,25 @@ from handler.sources import (
     parse_ticket,
 )
 from handler.sources._base import Parsed
+from handler.store import StoreError
+from handler.support.log import log_event
+from handler.topics import TopicError
 
 PROBLEM_JSON = "application/problem+json"
 _ROUTES = ("/", "/alertmanager", "/grafana", "/smn")
 _TICKETS = "/tickets/"
 # SMN's HTTP messages are JSON whatever content type they declare.
 _JSON_TYPES = ("application/json", "application/cloudevents+json", "application/cloudevents-batch+json")
+# What a request meets when a dependency is down; answered 503 with Retry-After, never 500.
+_UNAVAILABLE = (StoreError, TopicError, TransportError, ApiError)
+_UNAVAILABLE_RETRY_S = 5
+
+
+def _unavailable(error: Exception) -> str:
+    """What is down, without the error's text (it may name hosts or carry what a broker said)."""
+    what = {StoreError: "the idempotency store", TopicError: "a topic", TransportError: "the cloud API"}
+    name = next((name for kind, name in what.items() if isinstance(error, kind)), "the cloud API")
+    return f"{name} did not answer; try again later"
 
 
 class Incoming(Protocol):
@@ -112,6 +127,18 @@ class WebhookRouter:
         )
         if refused is not None:
             return refused
+        try:
+            return self._dispatch(path, request)
+        except _UNAVAILABLE as error:  # a dependency is down: the sender tries again later
+            log_event(
+                "webhook.unavailable", level=logging.WARNING, path=path, error=f"{type(error).__name__}"
+            )
+            retry = str(_UNAVAILABLE_RETRY_S)
+            return WebResponse(
+                503, problem(503, "Service Unavailable", _unavailable(error)), {"Retry-After": retry}
+            )
+
+    def _dispatch(self, path: str, request: Incoming) -> WebResponse:
         if path == "/smn":
             job = _job_event(request.body)
             if job is not None:  # the jobs topic is on SMN: this push is the poll function's
@@ -193,13 +220,14 @@ def _keyed_by_webhook_id(parsed: Parsed, headers: Mapping[str, str]) -> Parsed:
 
 
 def _job_event(body: bytes) -> dict[str, Any] | None:
-    """The ``ecs-detach.accepted`` event an SMN notification carries, if it carries one."""
+    """The jobs-topic event (``ecs-detach.accepted`` or ``.queued``) an SMN notification
+    carries, if it carries one."""
     try:
         notification = json.loads(body)
         event = json.loads(notification["message"]) if notification.get("type") == "Notification" else None
     except (ValueError, TypeError, KeyError, AttributeError):
         return None
-    return event if isinstance(event, dict) and event.get("type") == EVENT_ACCEPTED else None
+    return event if isinstance(event, dict) and event.get("type") in (EVENT_ACCEPTED, EVENT_QUEUED) else None
 
 
 def _unsupported(request: Incoming, path: str) -> WebResponse | None:
@@ -219,6 +247,6 @@ def _answer(report: BatchReport) -> WebResponse:
             | {"records": [r.as_dict() for r in report.records]},
         )
     headers = {}
-    if status == 503 and report.retry_after_s is not None:
-        headers["Retry-After"] = str(math.ceil(report.retry_after_s))
+    if status == 503:
+        headers["Retry-After"] = str(math.ceil(report.retry_after_s or _UNAVAILABLE_RETRY_S))
     return WebResponse(status, report.as_dict(), headers)

@@ -1,35 +1,47 @@
 """The detach function: one validated request → one detach call → ``ecs-detach.accepted``.
 
-Steps, in order: resolve the project; the policy's scope rules (no cloud call); the
-idempotency claim (a duplicate gets the original job reference, no second call); resolve a
-device to its volume; read the server and its disks and apply the policy's disk rules (never
-the system disk…); take the server and volume locks; then, unless dry-run, the one mutating
-call. Every request ends in exactly one of: a job handed to the jobs topic (accepted), a
-result event (already_detached, rejected, dry_run), a duplicate of an earlier request, or
-``retry`` for the caller to try again later (throttled, server busy or locked, no answer).
+Steps, in order: resolve the project; a dry run checks everything and reports (it claims no
+key, takes no lock and no slot); the idempotency claim (a duplicate gets the original outcome,
+no second call); the policy's scope rules; the circuit breaker; resolve a device to its volume,
+read the server and its disks and apply the policy's disk rules (never the system disk…); the
+server and volume locks (held by another running detach: the request is *queued*); the blast
+radius; then the one mutating call, whose job id is noted before the accepted event is
+published.
+
+Every request ends in one ``DetachStatus`` (``handler.core.outcomes``):
+
+* final — ``ACCEPTED`` (a job handed to the jobs topic), ``ALREADY_DETACHED`` or ``REJECTED``
+  (with a result event): kept under the request's key, and every duplicate is answered with it;
+* ``QUEUED`` — kept durably (the key's record is parked, an ``ecs-detach.queued`` event waits
+  on the jobs topic) until its turn (``take_turn``), which ends like any request;
+* ``DRY_RUN`` (with a result event) and ``RETRY`` (throttled, busy, no answer, blast radius,
+  circuit open, a topic down) leave the key free for the real or the retried request.
+
 Nothing is dropped silently.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import Enum
 from typing import Any
 
 from handler.cloud import ApiError, DetachAnswer, TransportError
 from handler.core.errors import Disposition, classify_detach_error
 from handler.core.models import (
     EVENT_ACCEPTED,
+    EVENT_QUEUED,
     DetachAccepted,
+    DetachQueued,
     DetachRequest,
     DetachResult,
     Outcome,
     envelope,
-    result_event,
     utcnow,
 )
+from handler.core.outcomes import DetachStatus, completes_key
 from handler.core.policy import (
     DiskFacts,
     SafetyPolicy,
@@ -42,22 +54,14 @@ from handler.core.policy import (
 from handler.core.polling import PollSchedule
 from handler.core.resources import BlockDevice
 from handler.functions.ports import DetachApi, Publisher, VolumeApi
+from handler.functions.results import publish_result, request_fields
 from handler.guards.blast import BlastRadius
 from handler.guards.idempotency import Guard, Locks, request_key
 from handler.store import Claim, ClaimState
 from handler.support.log import log_event
+from handler.topics import TopicError
 
 _RETRY_SOON_S = 5.0  # throttling or no answer: the first backoff step
-
-
-class DetachStatus(str, Enum):
-    ACCEPTED = "accepted"
-    DUPLICATE = "duplicate"  # the same request was handled before: its job reference, no new call
-    ALREADY_DETACHED = "already_detached"
-    REJECTED = "rejected"
-    DRY_RUN = "dry_run"
-    RETRY = "retry"
-
 
 _STATUS = {
     Outcome.ALREADY_DETACHED: DetachStatus.ALREADY_DETACHED,
@@ -73,8 +77,21 @@ class DetachOutcome:
     accepted: DetachAccepted | None = None  # ACCEPTED
     result: DetachResult | None = None  # ALREADY_DETACHED, REJECTED, DRY_RUN
     job_id: str | None = None  # ACCEPTED, DUPLICATE
-    retry_after_s: float | None = None  # RETRY
+    retry_after_s: float | None = None  # RETRY; QUEUED: when its turn is tried again
     reason: str = ""
+    original: str | None = None  # DUPLICATE: the original request's outcome
+    error_code: str | None = None  # REJECTED, and a DUPLICATE of a refusal
+    queued: DetachQueued | None = None  # QUEUED during a turn: the event to try again later
+
+    @property
+    def key_record(self) -> dict[str, Any]:
+        """What the request's key keeps when this outcome is final (``completes_key``)."""
+        record: dict[str, Any] = {"outcome": self.status.value}
+        if self.job_id:
+            record["job_id"] = self.job_id
+        if self.error_code:
+            record["error_code"] = self.error_code
+        return record
 
 
 @dataclass
@@ -84,182 +101,180 @@ class _Call:
     request: DetachRequest
     project_id: str
     key: str
+    turn: DetachQueued | None = None  # a queued request taking its turn
     locks: Locks | None = None
     progress: dict[str, Any] = field(default_factory=dict)
-
-
-def request_fields(message: DetachRequest) -> dict[str, object]:
-    """The request part of any message of the flow, to carry it into the next one."""
-    return message.model_dump(include=set(DetachRequest.model_fields))
-
-
-def publish_result(results: Publisher, result: DetachResult, *, source: str) -> None:
-    results.publish(result_event(result, source=source).model_dump_json())
-    log_event(
-        "detach.result",
-        outcome=result.outcome.value,
-        server_id=result.server_id,
-        volume_id=result.volume_id,
-        job_id=result.job_id,
-        error_code=result.error_code,
-        fail_reason=result.fail_reason,
-        polls=result.polls,
-        duration_s=result.duration_s,
-        idempotency_key=result.idempotency_key,
-        alert_id=result.alert_id,
-        request_id=result.request_id,
-    )
+    attempt: int = 1  # above 1: an earlier owner of the key died, maybe holding its locks
 
 
 class DetachFunction:
     def __init__(
         self,
         ecs: DetachApi,
+        volumes: VolumeApi,
         jobs: Publisher,
         results: Publisher,
         *,
+        policy: SafetyPolicy,
+        guard: Guard,
+        blast: BlastRadius,
         default_project_id: str | None,
         source: str,
         schedule: PollSchedule,
         poll_timeout_s: float,
         busy_retry_s: float,
-        policy: SafetyPolicy | None = None,
-        guard: Guard | None = None,
-        volumes: VolumeApi | None = None,
-        blast: BlastRadius | None = None,
+        queue_timeout_s: float,
+        queue_check_s: float,
         dry_run: bool = False,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._ecs = ecs
+        self._volumes = volumes
         self._jobs = jobs
         self._results = results
+        self._policy = policy
+        self._guard = guard
+        self._blast = blast
         self._default_project_id = default_project_id
         self._source = source
         self._schedule = schedule
         self._poll_timeout = timedelta(seconds=poll_timeout_s)
         self._busy_retry_s = busy_retry_s
-        self._policy = policy or SafetyPolicy()
-        self._guard = guard
-        self._volumes = volumes
-        self._blast = blast
+        self._queue_timeout = timedelta(seconds=queue_timeout_s)
+        self._queue_check_s = queue_check_s
         self._dry_run = dry_run
         self._clock = clock
 
     def __call__(self, request: DetachRequest) -> DetachOutcome:
-        project_id = request.project_id or self._default_project_id
         log_event(
             "detach.requested",
             server_id=request.server_id,
             volume_id=request.volume_id,
             device=request.device,
-            project_id=project_id,
+            project_id=request.project_id or self._default_project_id,
             force=bool(request.delete_flag),
             dry_run=request.dry_run or self._dry_run,
             idempotency_key=request.idempotency_key,
             alert_id=request.alert_id,
         )
+        project_id = request.project_id or self._default_project_id
         if project_id is None:
-            return self._finish(
-                request, Outcome.REJECTED, "MissingProjectId", "no project_id in the request or credentials"
-            )
+            reason = "no project_id in the request or credentials"
+            return self._finish(request, Outcome.REJECTED, "MissingProjectId", reason)
         request = request.model_copy(update={"project_id": project_id})
-        refused = check_scope(request, project_id, self._policy)
-        if not refused.allowed:
-            return self._refused(request, refused)
-        if self._blast is not None and self._blast.breaker_open(project_id):
-            reason = (
-                f"too many detach jobs failed recently in project {project_id}: not acting until they age out"
-            )
-            return self._refused(request, Verdict(False, "CircuitOpen", reason))
+        if request.dry_run or self._dry_run:
+            return self._rehearse(request, project_id)
         call = _Call(request, project_id, request_key(request, project_id))
-        if self._guard is not None:
-            earlier = self._earlier(call, self._guard.claim(call.key, request, project_id))
-            if earlier is not None:
-                return earlier
-        outcome = self._detach(call)
+        outcome = self._earlier(call, self._guard.claim(call.key, request, project_id))
+        if outcome is None:
+            outcome = self._steps(call)
+            self._settle(call, outcome)
+        return outcome
+
+    def take_turn(self, queued: DetachQueued) -> DetachOutcome:
+        """The turn of a queued request (an ``ecs-detach.queued`` event of the jobs topic): make
+        its detach now if the server and volume are free, else it stays queued (``QUEUED`` with
+        the event to try again). Ends like any request, in exactly one result."""
+        request = DetachRequest.model_validate(request_fields(queued))
+        call = _Call(request, queued.project_id, queued.idempotency_key, turn=queued)
+        claim = self._guard.claim(call.key, request, call.project_id)
+        if claim.state is ClaimState.IN_PROGRESS:  # another delivery of this turn is at it
+            return self._still_queued(call, max(claim.expires_in_s or 1.0, 1.0), "its record is busy")
+        if claim.state is not ClaimState.NEW:  # ended already (or the key was reused): nothing to do
+            log_event("detach.turn_stale", idempotency_key=call.key, state=claim.state.value)
+            return self._duplicate(call, claim)
+        call.progress, call.attempt = claim.progress, claim.attempt
+        if "job_id" not in claim.progress and self._clock() >= queued.deadline:
+            reason = f"still waiting for another detach on server {request.server_id} at the deadline"
+            outcome = self._finish(request, Outcome.REJECTED, "QueueTimeout", reason)
+        else:
+            outcome = self._steps(call)
+            if outcome.status is DetachStatus.RETRY:  # accepted as queued: it stays queued, not dropped
+                outcome = self._still_queued(call, outcome.retry_after_s or _RETRY_SOON_S, outcome.reason)
         self._settle(call, outcome)
         return outcome
 
+    # -- before any step: the key's earlier history ------------------------------------------
+
     def _earlier(self, call: _Call, claim: Claim) -> DetachOutcome | None:
         """The answer when this request was (or is being) handled already; None to go on."""
-        request = call.request
         if claim.state is ClaimState.CONFLICT:
             reason = f"idempotency key {call.key!r} was used before for a different request"
-            return self._finish(request, Outcome.REJECTED, "IdempotencyConflict", reason)
-        known = claim.record if claim.state is ClaimState.DONE else claim.progress
-        job_id = (known or {}).get("job_id")
-        if claim.state is ClaimState.DONE or (claim.state is ClaimState.IN_PROGRESS and job_id):
-            log_event("detach.duplicate", idempotency_key=call.key, job_id=job_id, state=claim.state.value)
-            return DetachOutcome(
-                DetachStatus.DUPLICATE, request, job_id=job_id, reason=str((known or {}).get("outcome", ""))
-            )
+            return self._finish(call.request, Outcome.REJECTED, "IdempotencyConflict", reason)
+        if claim.state is ClaimState.DONE:
+            return self._duplicate(call, claim)
+        known = claim.progress
         if claim.state is ClaimState.IN_PROGRESS:
+            if "queued" in known or "job_id" in known:  # waiting for its turn / about to publish
+                return self._duplicate(call, claim)
             wait = min(max(claim.expires_in_s or _RETRY_SOON_S, 1.0), self._busy_retry_s)
-            return self._retry(request, wait, f"the same request is being handled (key {call.key!r})")
-        call.progress = claim.progress
+            return self._retry(call.request, wait, f"the same request is being handled (key {call.key!r})")
+        if "queued" in known and "job_id" not in known:  # a sender's retry of a queued request
+            self._guard.park(call.key, {})  # the turn (a queued event) takes it over, not this call
+            return self._duplicate(call, claim)
+        call.progress, call.attempt = known, claim.attempt
         return None
 
-    def _detach(self, call: _Call) -> DetachOutcome:
-        if "job_id" in call.progress:  # an earlier attempt died after the detach call: resume
+    def _duplicate(self, call: _Call, claim: Claim) -> DetachOutcome:
+        known = (claim.record if claim.state is ClaimState.DONE else claim.progress) or {}
+        original = str(known.get("outcome") or ("queued" if "queued" in known else "accepted"))
+        if claim.state is ClaimState.CONFLICT:  # a queued event whose key now names another request
+            original = "conflict"
+        job_id = known.get("job_id")
+        log_event("detach.duplicate", idempotency_key=call.key, job_id=job_id, original=original)
+        return DetachOutcome(
+            DetachStatus.DUPLICATE,
+            call.request,
+            job_id=job_id,
+            original=original,
+            error_code=known.get("error_code"),
+            reason=f"the same request was handled before: {original}",
+        )
+
+    # -- the steps -----------------------------------------------------------------------------
+
+    def _steps(self, call: _Call) -> DetachOutcome:
+        if "job_id" in call.progress:  # an earlier attempt died (or its publish failed) after the call
             log_event("detach.resumed", idempotency_key=call.key, job_id=call.progress["job_id"])
             answer = DetachAnswer(str(call.progress["job_id"]), call.progress.get("request_id"), 0)
             call.request = call.request.model_copy(update={"volume_id": call.progress["volume_id"]})
             return self._accepted(call, answer)
-        resolved = self._resolve_and_check(call)
-        if resolved is not None:
-            return resolved
-        request = call.request
-        assert request.volume_id is not None  # resolved above
-        if request.dry_run or self._dry_run:
-            return self._finish(
-                request,
-                Outcome.DRY_RUN,
-                "DryRun",
-                f"would detach volume {request.volume_id} from server {request.server_id}"
-                + (" (force)" if request.delete_flag else ""),
-            )
-        return self._mutate(call)
+        refused = check_scope(call.request, call.project_id, self._policy)
+        if not refused.allowed:
+            return self._refused(call.request, refused)
+        if self._blast.breaker_open(call.project_id):
+            reason = f"too many detach jobs failed recently in project {call.project_id}: not acting now"
+            return self._retry(call.request, self._busy_retry_s, f"CircuitOpen: {reason}")
+        checked = self._resolve_and_check(call)
+        if checked is not None:
+            return checked
+        locked = self._lock(call)
+        return locked if locked is not None else self._mutate(call)
 
-    def _mutate(self, call: _Call) -> DetachOutcome:
-        """The one mutating call, within the blast radius; its job id noted before publishing."""
+    def _rehearse(self, request: DetachRequest, project_id: str) -> DetachOutcome:
+        """A dry run: every check the real request would meet, then a report of what it would do.
+        It claims no key, takes no lock and no blast-radius slot, and calls nothing that changes."""
+        refused = check_scope(request, project_id, self._policy)
+        if not refused.allowed:
+            return self._refused(request, refused)
+        call = _Call(request, project_id, request_key(request, project_id))
+        checked = self._resolve_and_check(call)
+        if checked is not None:
+            return checked
         request = call.request
-        assert request.volume_id is not None
-        if self._blast is not None and not self._blast.take(call.project_id, call.key):
-            reason = (
-                f"the blast-radius limit of project {call.project_id} is reached: no more detaches for now"
-            )
-            return self._refused(request, Verdict(False, "BlastRadiusLimit", reason))
-        try:
-            answer = self._ecs.detach_volume(
-                request.server_id,
-                request.volume_id,
-                project_id=call.project_id,
-                force=bool(request.delete_flag),
-            )
-        except ApiError as error:
-            return self._not_detached(call, self._on_error(request, error))
-        except TransportError as error:
-            return self._not_detached(
-                call, self._retry(request, _RETRY_SOON_S, f"no answer from ECS: {error}")
-            )
-        if self._guard is not None:  # before publishing: a crash now is resumed, not repeated
-            progress = {
-                "job_id": answer.job_id,
-                "request_id": answer.request_id,
-                "volume_id": request.volume_id,
-            }
-            self._guard.note(call.key, progress)
-        return self._accepted(call, answer)
+        reason = f"would detach volume {request.volume_id} from server {request.server_id}" + (
+            " (force)" if request.delete_flag else ""
+        )
+        return self._finish(request, Outcome.DRY_RUN, "DryRun", reason)
 
     def _resolve_and_check(self, call: _Call) -> DetachOutcome | None:
-        """Resolve the volume, read the server and its disks, apply the policy, take the locks."""
+        """Resolve the volume, read the server and its disks, apply the policy."""
         try:
-            refused = self._check(call)
+            return self._check(call)
         except ApiError as error:
             return self._on_error(call.request, error)
         except TransportError as error:
             return self._retry(call.request, _RETRY_SOON_S, f"no answer from the cloud: {error}")
-        return refused or self._lock(call)
 
     def _check(self, call: _Call) -> DetachOutcome | None:
         """The policy's disk rules on what the cloud says now; raises the cloud's errors."""
@@ -277,54 +292,114 @@ class DetachFunction:
                 "detach.resolved", server_id=request.server_id, device=request.device, volume_id=volume_id
             )
             call.request = request = request.model_copy(update={"volume_id": volume_id})
+        attached = any(a.id == volume_id for a in server.volumes_attached) or any(
+            d.volume_id == volume_id for d in devices
+        )
+        if not attached:
+            return self._not_attached_here(call, volume_id)
         # Read EVS only when the policy asks about shared disks: one call fewer when it does not.
         shared = not self._policy.allow_shared_disks and self._shared(volume_id, call.project_id)
-        facts = DiskFacts(server, devices, shared=shared)
-        verdict = check_disk(request, volume_id, facts, self._policy)
+        verdict = check_disk(request, volume_id, DiskFacts(server, devices, shared=shared), self._policy)
         return None if verdict.allowed else self._refused(request, verdict)
 
+    def _not_attached_here(self, call: _Call, volume_id: str) -> DetachOutcome:
+        """The volume is not attached to the server: already detached when EVS says it is
+        attached nowhere (or is gone), refused when it sits on another server."""
+        request = call.request
+        try:
+            volume = self._volumes.show_volume(volume_id, project_id=call.project_id)
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            return self._finish(request, Outcome.ALREADY_DETACHED, "VolumeNotFound", error.message)
+        elsewhere = sorted({a.server_id for a in volume.attachments} - {request.server_id})
+        if elsewhere:
+            reason = f"volume {volume_id} is not attached to server {request.server_id}; EVS says it is attached to {', '.join(elsewhere)}"  # noqa: E501
+            return self._finish(request, Outcome.REJECTED, "VolumeNotAttached", reason)
+        reason = f"volume {volume_id} is not attached to any server"
+        return self._finish(request, Outcome.ALREADY_DETACHED, "VolumeNotAttached", reason)
+
+    def _shared(self, volume_id: str, project_id: str) -> bool:
+        """A multi-attach volume, or one attached to several servers (EVS knows)."""
+        volume = self._volumes.show_volume(volume_id, project_id=project_id)
+        return volume.multiattach or len({a.server_id for a in volume.attachments}) > 1
+
     def _lock(self, call: _Call) -> DetachOutcome | None:
-        """The server and volume locks, or ``retry``: another detach there is in progress."""
-        if self._guard is None:
-            return None
+        """The server and volume locks, or ``QUEUED``: another detach there is running."""
         request = call.request
         assert request.volume_id is not None
         locks = self._guard.locks(call.project_id, request.server_id, request.volume_id, call.key)
         if not self._guard.acquire(locks):
-            reason = (
-                f"another detach on server {request.server_id} or volume {request.volume_id} is in progress"
-            )
-            return self._retry(request, self._busy_retry_s, reason)
+            reason = f"another detach on server {request.server_id} or volume {request.volume_id} is running"
+            return self._queue(call, reason)
         call.locks = locks
         return None
 
+    def _mutate(self, call: _Call) -> DetachOutcome:
+        """The one mutating call, within the blast radius; its job id noted before publishing."""
+        request = call.request
+        assert request.volume_id is not None
+        if not self._blast.take(call.project_id, call.key):
+            reason = (
+                f"the blast-radius limit of project {call.project_id} is reached: no more detaches for now"
+            )
+            return self._retry(request, self._busy_retry_s, f"BlastRadiusLimit: {reason}")
+        try:
+            answer = self._ecs.detach_volume(
+                request.server_id,
+                request.volume_id,
+                project_id=call.project_id,
+                force=bool(request.delete_flag),
+            )
+        except ApiError as error:
+            return self._not_detached(call, self._on_error(request, error))
+        except TransportError as error:
+            return self._not_detached(
+                call, self._retry(request, _RETRY_SOON_S, f"no answer from ECS: {error}")
+            )
+        # Before publishing: a crash or a failed publish now is resumed from here, not repeated.
+        call.progress = {
+            "job_id": answer.job_id,
+            "request_id": answer.request_id,
+            "volume_id": request.volume_id,
+        }
+        self._guard.note(call.key, call.progress)
+        return self._accepted(call, answer)
+
     def _not_detached(self, call: _Call, outcome: DetachOutcome) -> DetachOutcome:
         """The detach call failed: it does not count towards the blast radius."""
-        if self._blast is not None:
-            self._blast.give_back(call.project_id, call.key)
+        self._blast.give_back(call.project_id, call.key)
         return outcome
 
-    def _shared(self, volume_id: str, project_id: str) -> bool:
-        """A multi-attach volume, or one attached to several servers (EVS knows; without an EVS
-        client the cloud's own refusal is the only guard)."""
-        if self._volumes is None:
-            return False
-        volume = self._volumes.show_volume(volume_id, project_id=project_id)
-        return volume.multiattach or len({a.server_id for a in volume.attachments}) > 1
+    # -- endings -------------------------------------------------------------------------------
 
     def _settle(self, call: _Call, outcome: DetachOutcome) -> None:
-        """Record the outcome for duplicates; give back what a finished request held."""
-        if self._guard is None:
+        """Keep a final outcome for duplicates, park a waiting one, free the key otherwise;
+        give back the locks unless a job now holds them (the poll function frees them)."""
+        if outcome.status is DetachStatus.ACCEPTED:
+            self._guard.complete(call.key, outcome.key_record)
             return
-        if outcome.status is DetachStatus.ACCEPTED:  # the poll function unlocks when the job ends
-            self._guard.complete(call.key, {"job_id": outcome.job_id, "outcome": "accepted"})
-            return
-        if call.locks is not None:
-            self._guard.unlock(call.locks)
-        if outcome.status is DetachStatus.RETRY:
+        locks = call.locks or self._inherited_locks(call)
+        if locks is not None and outcome.status is not DetachStatus.QUEUED:
+            self._guard.unlock(locks)
+        if completes_key(outcome.status):
+            self._guard.complete(call.key, outcome.key_record)
+        elif outcome.status is DetachStatus.QUEUED:
+            since = call.turn.queued_at if call.turn is not None else self._clock()
+            self._guard.park(call.key, {"queued": {"since": since.isoformat()}})
+        elif "job_id" in call.progress:  # the job exists, its event could not be published yet
+            self._guard.park(call.key, {})
+        elif outcome.status is DetachStatus.RETRY:
             self._guard.release(call.key)
-        elif outcome.result is not None:
-            self._guard.complete(call.key, {"outcome": outcome.result.outcome.value})
+
+    def _inherited_locks(self, call: _Call) -> Locks | None:
+        """The locks an earlier owner of the key may have died holding (they are the key's, and
+        freeing them is a no-op when they are not held): a request that ends without reaching
+        its own locks must not leave them to block its server until they expire."""
+        volume_id = call.request.volume_id
+        if call.attempt <= 1 or volume_id is None:
+            return None
+        return self._guard.locks(call.project_id, call.request.server_id, volume_id, call.key)
 
     def _accepted(self, call: _Call, answer: DetachAnswer) -> DetachOutcome:
         request = call.request.model_copy(update={"idempotency_key": call.key})
@@ -339,7 +414,12 @@ class DetachFunction:
             deadline=now + self._poll_timeout,
         )
         event = envelope(accepted, type_=EVENT_ACCEPTED, source=self._source)
-        self._jobs.publish(event.model_dump_json(), delay=first.total_seconds())
+        try:
+            self._jobs.publish(event.model_dump_json(), delay=first.total_seconds())
+        except TopicError as error:  # the job runs; its event goes out with the next try
+            return self._retry(
+                request, _RETRY_SOON_S, f"the jobs topic did not take job {answer.job_id}: {error}"
+            )
         log_event(
             "detach.accepted",
             server_id=request.server_id,
@@ -352,10 +432,46 @@ class DetachFunction:
         )
         return DetachOutcome(DetachStatus.ACCEPTED, request, accepted=accepted, job_id=answer.job_id)
 
+    def _queue(self, call: _Call, reason: str) -> DetachOutcome:
+        """Wait for the running detach: an ``ecs-detach.queued`` event comes back to try again."""
+        if call.turn is not None:
+            return self._still_queued(call, self._queue_check_s, reason)
+        now = self._clock()
+        request = call.request.model_copy(update={"idempotency_key": call.key})
+        queued = DetachQueued(
+            **request_fields(request),
+            queued_at=now,
+            not_before=now + timedelta(seconds=self._queue_check_s),
+            deadline=now + self._queue_timeout,
+        )
+        event = envelope(queued, type_=EVENT_QUEUED, source=self._source)
+        try:
+            self._jobs.publish(event.model_dump_json(), delay=self._queue_check_s)
+        except TopicError as error:
+            return self._retry(
+                request, _RETRY_SOON_S, f"the jobs topic did not take the queued request: {error}"
+            )
+        log_event("detach.queued", server_id=request.server_id, volume_id=request.volume_id, reason=reason)
+        return DetachOutcome(DetachStatus.QUEUED, request, retry_after_s=self._queue_check_s, reason=reason)
+
+    def _still_queued(self, call: _Call, delay: float, reason: str) -> DetachOutcome:
+        """A turn that must wait again: the same queued event, one attempt on, due after ``delay``."""
+        assert call.turn is not None
+        now = self._clock()
+        again = call.turn.model_copy(
+            update={"attempt": call.turn.attempt + 1, "not_before": now + timedelta(seconds=delay)}
+        )
+        log_event("detach.still_queued", idempotency_key=call.key, retry_after_s=delay, reason=reason)
+        return DetachOutcome(
+            DetachStatus.QUEUED, call.request, retry_after_s=delay, reason=reason, queued=again
+        )
+
     def _on_error(self, request: DetachRequest, error: ApiError) -> DetachOutcome:
         disposition = classify_detach_error(error.status, error.code, error.message)
-        if disposition in (Disposition.BUSY, Disposition.RETRY):
-            delay = self._busy_retry_s if disposition is Disposition.BUSY else _RETRY_SOON_S
+        if disposition is Disposition.UNAUTHORIZED:  # the credentials or their rights, not the request
+            log_event("detach.unauthorized", level=logging.ERROR, code=error.code, status=error.status)
+        if disposition in (Disposition.BUSY, Disposition.RETRY, Disposition.UNAUTHORIZED):
+            delay = _RETRY_SOON_S if disposition is Disposition.RETRY else self._busy_retry_s
             return self._retry(request, delay, f"{error.code}: {error.message}")
         outcome = (
             Outcome.ALREADY_DETACHED if disposition is Disposition.ALREADY_DETACHED else Outcome.REJECTED
@@ -394,5 +510,10 @@ class DetachFunction:
             error_code=code,
             fail_reason=reason,
         )
-        publish_result(self._results, result, source=self._source)
-        return DetachOutcome(_STATUS[outcome], request, result=result, reason=f"{code}: {reason}")
+        try:
+            publish_result(self._results, result, source=self._source)
+        except TopicError as error:  # nothing is kept: the request is answered again on its retry
+            return self._retry(request, _RETRY_SOON_S, f"the results topic did not take the result: {error}")
+        return DetachOutcome(
+            _STATUS[outcome], request, result=result, reason=f"{code}: {reason}", error_code=code
+        )

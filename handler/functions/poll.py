@@ -10,10 +10,16 @@ yields exactly one result event:
 - job gone (404, finished jobs are deleted after a day) → already_detached if the volume is
   not attached, else failed;
 - past the deadline → timed_out.
+
+Every event is checked against the idempotency record of its key first: an event for a job the
+detach function never accepted (forged, or naming another request's key) or whose key now names
+another job changes nothing — no cloud call, no result, no breaker count, no lock released — and
+is logged as ``poll.untrusted``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,21 +29,26 @@ from handler.core.errors import is_retryable
 from handler.core.models import DetachAccepted, DetachResult, Outcome, utcnow
 from handler.core.polling import PollSchedule
 from handler.core.resources import Job, JobStatus
-from handler.functions.detach import publish_result, request_fields
 from handler.functions.ports import JobApi, Publisher
+from handler.functions.results import publish_result, request_fields
 from handler.guards.blast import BlastRadius
 from handler.guards.idempotency import Guard
 from handler.store import ClaimState
 from handler.support.log import log_event
+from handler.topics import TopicError
+
+_RETRY_SOON_S = 5.0  # the results topic did not answer: the next look
 
 
 @dataclass(frozen=True)
 class PollOutcome:
-    """Either ``result`` (finished, already published) or ``next`` due after ``delay_s``."""
+    """Either ``result`` (finished, already published) or ``next`` due after ``delay_s``; neither
+    when the event was not trusted (``untrusted``: dropped, nothing changed)."""
 
     result: DetachResult | None = None
     next: DetachAccepted | None = None
     delay_s: float = 0.0
+    untrusted: str | None = None
 
 
 class PollFunction:
@@ -48,8 +59,8 @@ class PollFunction:
         *,
         source: str,
         schedule: PollSchedule,
-        guard: Guard | None = None,
-        blast: BlastRadius | None = None,
+        guard: Guard,
+        blast: BlastRadius,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._ecs = ecs
@@ -61,9 +72,15 @@ class PollFunction:
         self._clock = clock
 
     def __call__(self, message: DetachAccepted) -> PollOutcome:
+        if not self._guard.names_job(message.idempotency_key, message.job_id):
+            return self._untrusted(message)
         now = self._clock()
         if now < message.not_before:  # delivered early (a backend without delays): wait
             return PollOutcome(next=message, delay_s=(message.not_before - now).total_seconds())
+        return self._look(message, now)
+
+    def _look(self, message: DetachAccepted, now: datetime) -> PollOutcome:
+        """One look at the job: its result, or when to look again."""
         polled = message.model_copy(update={"attempt": message.attempt + 1})
         job = self._show_job(polled, now)
         if isinstance(job, PollOutcome):
@@ -84,6 +101,19 @@ class PollFunction:
                 return self._later(polled, now, reason="job SUCCESS, volume still attached", settle=True)
             return self._finish(polled, Outcome.SUCCEEDED, job, None, None)
         return self._later(polled, now, reason=f"job {job.status.value}", job=job)
+
+    @staticmethod
+    def _untrusted(message: DetachAccepted) -> PollOutcome:
+        """A forged or stale event: logged, and nothing else happens."""
+        reason = f"no request with key {message.idempotency_key!r} started job {message.job_id}"
+        log_event(
+            "poll.untrusted",
+            level=logging.WARNING,
+            job_id=message.job_id,
+            idempotency_key=message.idempotency_key,
+            reason=reason,
+        )
+        return PollOutcome(untrusted=reason)
 
     def _show_job(self, message: DetachAccepted, now: datetime) -> Job | PollOutcome:
         """The job, or the outcome when it cannot be read now (gone, or a passing failure)."""
@@ -142,15 +172,15 @@ class PollFunction:
         reason: str | None,
     ) -> PollOutcome:
         now = self._clock()
-        if self._guard is not None:
-            claim = self._guard.claim_result(message.job_id)
-            if claim.state is ClaimState.IN_PROGRESS:  # another delivery is reporting it right now
-                wait = max(claim.expires_in_s or 1.0, 1.0)
-                return PollOutcome(next=message, delay_s=wait)
-            if claim.state is ClaimState.DONE:  # reported before this delivery came back: once only
-                log_event("poll.already_reported", job_id=message.job_id)
-                self._unlock(message)
-                return PollOutcome(result=DetachResult.model_validate(claim.record))
+        key = message.idempotency_key or ""  # trusted events carry one (names_job)
+        claim = self._guard.claim_result(message.job_id)
+        if claim.state is ClaimState.IN_PROGRESS:  # another delivery is reporting it right now
+            wait = max(claim.expires_in_s or 1.0, 1.0)
+            return PollOutcome(next=message, delay_s=wait)
+        if claim.state is ClaimState.DONE:  # reported before this delivery came back: once only
+            log_event("poll.already_reported", job_id=message.job_id)
+            self._unlock(message)
+            return PollOutcome(result=DetachResult.model_validate(claim.record))
         result = DetachResult(
             **request_fields(message),
             outcome=outcome,
@@ -163,18 +193,21 @@ class PollFunction:
             duration_s=round((now - message.accepted_at).total_seconds(), 3),
             finished_at=now,
         )
-        publish_result(self._results, result, source=self._source)
-        if self._blast is not None and outcome in (Outcome.FAILED, Outcome.TIMED_OUT):
-            self._blast.record_failure(message.project_id, message.idempotency_key or message.job_id)
-        if self._guard is not None:
-            self._guard.result_reported(
-                message.job_id, message.idempotency_key or "", result.model_dump(mode="json")
+        try:
+            publish_result(self._results, result, source=self._source)
+        except TopicError as error:  # the results topic is down: report it on the next poll
+            self._guard.release_result(message.job_id)
+            log_event(
+                "poll.result_not_published", level=logging.WARNING, job_id=message.job_id, error=str(error)
             )
-            self._unlock(message)
+            return PollOutcome(next=message, delay_s=_RETRY_SOON_S)
+        if outcome in (Outcome.FAILED, Outcome.TIMED_OUT):
+            self._blast.record_failure(message.project_id, key or message.job_id)
+        self._guard.result_reported(message.job_id, key, result.model_dump(mode="json"))
+        self._unlock(message)
         return PollOutcome(result=result)
 
     def _unlock(self, message: DetachAccepted) -> None:
         """The job ended: the server and the volume are free for the next detach."""
-        assert self._guard is not None
         owner = message.idempotency_key or ""
         self._guard.unlock(self._guard.locks(message.project_id, message.server_id, message.volume_id, owner))

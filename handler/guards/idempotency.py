@@ -1,12 +1,17 @@
 """Exactly once on at-least-once delivery: idempotency records and per-server/volume locks.
 
-The detach function opts in by taking a ``Guard``. A request's key is its explicit
+Both functions take a ``Guard`` (required: a one-off tool passes ``Guard.in_memory()``, by
+name). A request's key is its explicit
 ``idempotency_key`` (sources derive one from the webhook id, the CloudEvent source and id,
 the Alertmanager fingerprint and startsAt…), else ``{project}/{server}/{volume or device}``.
 Its fingerprint is the content that matters (project, server, disk, force): the same key with
 other content is refused. Locks (``server:…`` and ``volume:…``, owned by the key) are held from
 before the detach call until the poll function sees the job end, because the cloud refuses
-parallel detaches on one server; a request that finds them held waits (retry later).
+parallel detaches on one server; a request that finds them held is queued: its record is
+parked with the queue's progress until its turn (``park``), then taken over.
+
+A key's record is also the poll function's reference: a job event is trusted only when the
+record of its key names its job (``names_job``), so a forged or stale event changes nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from handler.core.models import DetachRequest
-from handler.store import Claim, ClaimLost, Store
+from handler.store import Claim, ClaimLost, ClaimState, SqliteStore, Store
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,17 @@ class Guard:
         self._record_ttl_s = record_ttl_s
         self._lock_ttl_s = lock_ttl_s
 
+    @classmethod
+    def in_memory(cls, *, ttl_s: float = 3600.0) -> Guard:
+        """A guard whose records live in this process only (SQLite in memory): for one-off
+        tools and tests that truly want no shared store. Duplicates across processes are not
+        recognised."""
+        return cls(SqliteStore(":memory:"), in_progress_ttl_s=ttl_s, record_ttl_s=ttl_s, lock_ttl_s=ttl_s)
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
     def claim(self, key: str, request: DetachRequest, project_id: str) -> Claim:
         return self._store.begin(
             key, fingerprint(request, project_id), in_progress_ttl_s=self._in_progress_ttl_s
@@ -59,6 +75,21 @@ class Guard:
 
     def release(self, key: str) -> None:
         self._store.release(key)
+
+    def park(self, key: str, progress: dict[str, Any]) -> None:
+        """Keep ``key`` in progress with ``progress``, for the next invocation to take over."""
+        self._store.park(key, progress)
+
+    def names_job(self, key: str | None, job_id: str) -> bool:
+        """Whether the record of ``key`` says that its request started job ``job_id`` (noted in
+        progress right after the detach call, or kept in the completed record)."""
+        if not key:
+            return False
+        seen = self._store.peek(key)
+        if seen is None:
+            return False
+        known = seen.record if seen.state is ClaimState.DONE else seen.progress
+        return (known or {}).get("job_id") == job_id
 
     @staticmethod
     def locks(project_id: str, server_id: str, volume_id: str, owner: str) -> Locks:
@@ -83,6 +114,10 @@ class Guard:
         """NEW: report job ``job_id`` now; DONE: it was reported (a redelivered poll);
         IN_PROGRESS: another poll is reporting it right now (come back later)."""
         return self._store.begin(f"result:{job_id}", "result", in_progress_ttl_s=self._in_progress_ttl_s)
+
+    def release_result(self, job_id: str) -> None:
+        """The result of ``job_id`` could not be published: the next look reports it."""
+        self._store.release(f"result:{job_id}")
 
     def result_reported(self, job_id: str, key: str, result: dict[str, Any]) -> None:
         self._store.complete(f"result:{job_id}", result, ttl_s=self._record_ttl_s)

@@ -66,7 +66,7 @@ def poll(request: Request) -> Response:
         return Response(json.dumps({"status": "ok"}), status=200, mimetype="application/json")
     headers = {name.lower(): value for name, value in request.headers.items()}
     try:
-        reply = runtime.poll_event(cloudevent_object(headers, request.get_data()))
+        reply = runtime.job_event(cloudevent_object(headers, request.get_data()))
     except InvalidInput as error:
         return Response(
             json.dumps(invalid_problem(error, 422)), status=422, mimetype="application/problem+json"

@@ -18,10 +18,11 @@ from collections.abc import Callable
 from typing import Protocol
 
 from handler.cloud import time_budget
+from handler.core.outcomes import DetachStatus, QueueAction
 from handler.core.validation import InvalidInput
 from handler.entry.runtime import Runtime
 from handler.functions.batch import process
-from handler.sources import parse_accepted, parse_message
+from handler.sources import parse_message
 from handler.support.log import log_event
 from handler.topics import Delivery, StaleDelivery, Topic, TopicError
 
@@ -36,20 +37,19 @@ def _dead_letter(topic: Topic, delivery: Delivery, reason: str) -> str:
 
 
 def poll_job(runtime: Runtime) -> Handle:
-    """Handle one delivery of the jobs topic: poll once, then finish or come back later."""
+    """Handle one delivery of the jobs topic: poll a job once (or give a queued request its
+    turn), then finish or come back later."""
 
     def handle(delivery: Delivery) -> str:
         try:
-            event = parse_accepted(delivery.body)
+            step = runtime.jobs_function(delivery.body)
         except InvalidInput as error:
             return _dead_letter(runtime.jobs, delivery, str(error))
-        outcome = runtime.poll(event.data)
-        if outcome.result is not None:
+        if step.again is None:
             runtime.jobs.ack(delivery)
-            return outcome.result.outcome.value
-        continuation = event.model_copy(update={"data": outcome.next})
-        runtime.jobs.requeue(delivery, continuation.model_dump_json(), delay=outcome.delay_s)
-        return "continued"
+        else:
+            runtime.jobs.requeue(delivery, step.again, delay=step.delay_s)
+        return step.what
 
     return handle
 
@@ -57,22 +57,24 @@ def poll_job(runtime: Runtime) -> Handle:
 def detach_request(runtime: Runtime, requests: Topic) -> Handle:
     """Handle one delivery of a requests topic (a detach request or a CloudEvent per message).
 
-    Records that must be retried (server busy, throttled) bring the message back after their
-    delay without counting as a failure; records already accepted meet ``Ecs.0603``/``Ecs.0111``
-    the second time, so nothing is detached twice. A message with no valid record is
+    Records that must be retried (throttled, no answer, a limit reached) bring the message back
+    after their delay without counting as a failure; the records already accepted answer as
+    duplicates the second time, so nothing is detached twice. A message with no valid record is
     dead-lettered with the reasons.
     """
 
     def handle(delivery: Delivery) -> str:
         report = process(parse_message(delivery.body, source="requests"), runtime.detach)
-        if report.retry_after_s is not None:
-            requests.requeue(delivery, delivery.body, delay=report.retry_after_s)
+        action = report.disposition()
+        if action is QueueAction.REQUEUE:
+            requests.requeue(delivery, delivery.body, delay=report.retry_after_s or 1.0)
             return "retry"
-        if report.http_status() == 422 or not report.records:
+        if action is QueueAction.DEAD_LETTER:
             reasons = "; ".join(f"{r.ref}: {r.detail}" for r in report.records) or "no record"
             return _dead_letter(requests, delivery, reasons)
         requests.ack(delivery)
-        return "accepted" if report.count("accepted") else "settled"
+        started = report.count(DetachStatus.ACCEPTED) + report.count(DetachStatus.QUEUED)
+        return "accepted" if started else "settled"
 
     return handle
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from handler.sources._base import Parsed, Record
-from handler.sources.plain import parse_accepted, parse_message, parse_plain, parse_request
+from handler.sources.plain import parse_job_event, parse_message, parse_plain, parse_request
 from handler.support.lazy import lazy_names
 
 if TYPE_CHECKING:
@@ -50,10 +50,10 @@ __all__ = [
     "apig_response",
     "detect_trigger",
     "load_mappings",
-    "parse_accepted",
     "parse_alertmanager",
     "parse_cloudevent_http",
     "parse_grafana",
+    "parse_job_event",
     "parse_message",
     "parse_plain",
     "parse_request",

@@ -15,7 +15,15 @@ from typing import Any
 from annotated_types import MaxLen
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
-from handler.core.models import EVENT_ACCEPTED, EVENT_REQUESTED, CloudEvent, DetachAccepted, DetachRequest
+from handler.core.models import (
+    EVENT_ACCEPTED,
+    EVENT_QUEUED,
+    EVENT_REQUESTED,
+    CloudEvent,
+    DetachAccepted,
+    DetachQueued,
+    DetachRequest,
+)
 from handler.core.validation import FieldError, InvalidInput, MalformedInput
 from handler.sources._base import Parsed, Record
 
@@ -219,12 +227,23 @@ def parse_message(body: str | bytes, *, source: str = "message") -> Parsed:
     return Parsed(source, [message_record(body, ref=ROOT, source=source, path="")])
 
 
-def parse_accepted(raw: str | bytes | dict[str, Any]) -> CloudEvent[DetachAccepted]:
-    """An ``ecs-detach.accepted`` CloudEvent from the jobs topic."""
+def parse_job_event(
+    raw: str | bytes | dict[str, Any],
+) -> CloudEvent[DetachAccepted] | CloudEvent[DetachQueued]:
+    """A message of the jobs topic: an ``ecs-detach.accepted`` event (a job to poll) or an
+    ``ecs-detach.queued`` event (a request waiting for its turn)."""
+    body = load_object(raw)
+    kind = body.get("type")
+    model: type[CloudEvent[Any]]
+    if kind == EVENT_ACCEPTED:
+        model = CloudEvent[DetachAccepted]
+    elif kind == EVENT_QUEUED:
+        model = CloudEvent[DetachQueued]
+    else:
+        expected = f"expected {EVENT_ACCEPTED!r} or {EVENT_QUEUED!r}"
+        raise InvalidInput("unexpected event type", [FieldError("type", expected)])
     try:
-        event = CloudEvent[DetachAccepted].model_validate(load_object(raw))
+        event: CloudEvent[DetachAccepted] | CloudEvent[DetachQueued] = model.model_validate(body)
     except ValidationError as exc:
-        raise InvalidInput.from_validation("invalid ecs-detach.accepted event", exc) from None
-    if event.type != EVENT_ACCEPTED:
-        raise InvalidInput("unexpected event type", [FieldError("type", f"expected {EVENT_ACCEPTED!r}")])
+        raise InvalidInput.from_validation(f"invalid {kind} event", exc) from None
     return event

@@ -100,7 +100,8 @@ def test_unparseable_bodies_fall_back_to_the_status(body: bytes) -> None:
         (503, "503", "", Disposition.RETRY),
         (400, "Ecs.0100", "", Disposition.REJECTED),
         (404, "Ecs.0114", "", Disposition.REJECTED),
-        (401, "APIGW.0301", "", Disposition.REJECTED),
+        (401, "APIGW.0301", "", Disposition.UNAUTHORIZED),
+        (403, "IAM.0002", "forbidden", Disposition.UNAUTHORIZED),
     ],
 )
 def test_detach_error_classification(status: int, code: str, message: str, expected: Disposition) -> None:

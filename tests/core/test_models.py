@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from handler.core.validation import InvalidInput, MalformedInput
-from handler.sources import parse_accepted, parse_request
+from handler.sources import parse_job_event, parse_request
 
 SERVER = "1b3c5e7f-0000-4000-8000-00000000aaaa"
 VOLUME = "2c4d6e8f-0000-4000-8000-00000000bbbb"
@@ -73,7 +73,7 @@ def test_sample_events_parse() -> None:
 
 def test_accepted_event_must_carry_the_job() -> None:
     with pytest.raises(InvalidInput) as caught:
-        parse_accepted(
+        parse_job_event(
             {
                 "specversion": "1.0",
                 "id": "1",
@@ -83,6 +83,28 @@ def test_accepted_event_must_carry_the_job() -> None:
             }
         )
     assert {"data.job_id", "data.project_id", "data.deadline"} <= {e.field for e in caught.value.errors}
+
+
+def test_a_job_event_of_another_type_is_refused() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_job_event({"specversion": "1.0", "id": "1", "source": "s", "type": "ecs-detach.succeeded"})
+    assert [e.field for e in caught.value.errors] == ["type"]
+
+
+def test_a_queued_event_must_carry_its_key_and_deadline() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_job_event(
+            {
+                "specversion": "1.0",
+                "id": "1",
+                "source": "s",
+                "type": "ecs-detach.queued",
+                "data": {"server_id": SERVER, "volume_id": VOLUME},
+            }
+        )
+    assert {"data.idempotency_key", "data.project_id", "data.deadline"} <= {
+        e.field for e in caught.value.errors
+    }
 
 
 def test_a_result_published_again_is_the_same_cloudevent() -> None:

@@ -46,7 +46,7 @@ def test_functions_framework_target(tmp_path: Path, emulator: Emulator) -> None:
         [
             str(Path(sys.executable).parent / "functions-framework"),
             "--source",
-            str(ROOT / "handler" / "entry" / "container.py"),
+            str(ROOT / "handler" / "local" / "container.py"),
             "--target",
             "webhook",
             "--host",

@@ -11,8 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from handler.core.outcomes import DetachStatus
 from handler.entry.runtime import Runtime
-from handler.functions.detach import DetachStatus
 from handler.local.worker import Worker, poll_job
 from handler.sources import parse_request
 from tests.conftest import DEMO_CREDENTIALS

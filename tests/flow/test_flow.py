@@ -14,14 +14,14 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from handler.core.models import CloudEvent, DetachResult, Outcome
+from handler.core.outcomes import DetachStatus
 from handler.entry.runtime import Runtime, build_runtime
-from handler.functions.detach import DetachFunction, DetachStatus
 from handler.local._serve import BackgroundServer
 from handler.local.http import create_app
 from handler.local.worker import Worker, poll_job
 from handler.sources import parse_request
 from tests.conftest import AUTH, DEMO_CREDENTIALS, Emulator, fast_settings
-from tests.support import PID, WEB1, WEB1_DATA, WEB1_LOGS
+from tests.support import PID, WEB1, WEB1_DATA, WEB1_LOGS, WEB2, WEB2_DATA
 
 
 def attached(runtime: Runtime, server_id: str) -> set[str]:
@@ -94,30 +94,25 @@ def test_a_failing_job_reports_its_error(runtime: Runtime, worker: Worker, emula
     assert WEB1_DATA in attached(runtime, WEB1)
 
 
-def test_a_job_that_outlives_the_deadline_times_out(
-    runtime: Runtime, worker: Worker, emulator: Emulator
-) -> None:
+def test_a_job_that_outlives_the_deadline_times_out(tmp_path: Path, emulator: Emulator) -> None:
     emulator.admin("PATCH", f"volumes/{WEB1_DATA}", {"job_duration_s": 30.0})
-    slow = DetachFunction(
-        runtime.ecs,
-        runtime.jobs,
-        runtime.results,
-        default_project_id=PID,
-        source="test",
-        schedule=runtime.settings.poll_schedule(),
-        poll_timeout_s=1.0,
-        busy_retry_s=1.0,
-    )
-    assert slow(parse_request({"server_id": WEB1, "volume_id": WEB1_DATA})).status is DetachStatus.ACCEPTED
-    result = next_result(runtime)
+    slow = build_runtime(fast_settings(tmp_path, emulator.url, poll_timeout_s=1.0), DEMO_CREDENTIALS)
+    worker = Worker(slow.jobs, poll_job(slow), concurrency=1, wait_s=0.1).start()
+    try:
+        outcome = slow.detach(parse_request({"server_id": WEB1, "volume_id": WEB1_DATA}))
+        assert outcome.status is DetachStatus.ACCEPTED
+        result = next_result(slow)
+    finally:
+        worker.stop()
+        slow.close()
     assert result.type == "ecs-detach.timed_out"
     assert result.data.status in ("INIT", "RUNNING")
     assert result.data.error_code == "PollDeadline"
     assert result.data.polls >= 2
 
 
-def test_second_detach_on_a_busy_server_is_retried_later(
-    runtime: Runtime, webhook: str, emulator: Emulator
+def test_a_second_detach_on_a_busy_server_is_queued_then_made(
+    runtime: Runtime, worker: Worker, webhook: str, emulator: Emulator
 ) -> None:
     first = httpx.post(
         f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_DATA}, headers=AUTH, timeout=10
@@ -126,14 +121,28 @@ def test_second_detach_on_a_busy_server_is_retried_later(
     second = httpx.post(
         f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_LOGS}, headers=AUTH, timeout=10
     )
-    assert second.status_code == 503
-    assert second.headers["Retry-After"] == str(int(runtime.settings.busy_retry_s))
+    assert second.status_code == 202, second.text
     (record,) = second.json()["records"]
-    assert record["status"] == "retry"
+    assert record["status"] == "queued"
     assert "another detach on server" in record["detail"]  # our lock, before the cloud refuses
+    again = httpx.post(
+        f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB1_LOGS}, headers=AUTH, timeout=10
+    )
+    assert again.status_code == 202
+    assert again.json()["records"][0] | {"detail": ""} == {
+        "ref": "(root)",
+        "status": "duplicate",
+        "original": "queued",
+        "server_id": WEB1,
+        "volume_id": WEB1_LOGS,
+        "detail": "",
+    }
+    results = {next_result(runtime).data.volume_id: "done" for _ in range(2)}
+    assert results == {WEB1_DATA: "done", WEB1_LOGS: "done"}
+    assert not {WEB1_DATA, WEB1_LOGS} & attached(runtime, WEB1)
     calls = emulator.admin("GET", "calls")["calls"]
-    assert [c["method"] for c in calls].count("DELETE") == 1
-    assert runtime.results.receive(1) == []  # not a failure: nothing final was said
+    assert [c["method"] for c in calls].count("DELETE") == 2  # one per disk, the second after the first
+    assert runtime.results.receive(1, wait=0.5) == []  # exactly one result each
 
 
 def test_a_volume_not_attached_to_the_server_is_already_detached(
@@ -154,7 +163,22 @@ def test_a_volume_not_attached_to_the_server_is_already_detached(
     assert again.json()["records"][0]["status"] == "already_detached"
     result = next_result(runtime)
     assert result.type == "ecs-detach.already_detached"
-    assert result.data.error_code == "Ecs.0111"
+    assert result.data.error_code == "VolumeNotAttached"  # settled by reading, not by a second DELETE
+
+
+def test_a_disk_of_another_server_is_refused_naming_where_it_is(
+    runtime: Runtime, webhook: str, emulator: Emulator
+) -> None:
+    answer = httpx.post(
+        f"{webhook}/", json={"server_id": WEB1, "volume_id": WEB2_DATA}, headers=AUTH, timeout=10
+    )
+    assert answer.status_code == 409
+    (record,) = answer.json()["records"]
+    assert (record["status"], record["error_code"]) == ("rejected", "VolumeNotAttached")
+    assert WEB2 in record["detail"]
+    calls = emulator.admin("GET", "calls")["calls"]
+    assert [c["method"] for c in calls].count("DELETE") == 0
+    assert WEB2_DATA in attached(runtime, WEB2)
 
 
 def test_a_duplicate_gets_the_original_job_and_makes_no_call(
@@ -215,22 +239,13 @@ def test_oversized_and_wrong_method(webhook: str) -> None:
 
 
 def test_the_clouds_busy_answer_is_retried_later_too(runtime: Runtime) -> None:
-    unguarded = DetachFunction(
-        runtime.ecs,
-        runtime.jobs,
-        runtime.results,
-        default_project_id=PID,
-        source="test",
-        schedule=runtime.settings.poll_schedule(),
-        poll_timeout_s=60,
-        busy_retry_s=7,
-    )
-    first = unguarded(parse_request({"server_id": WEB1, "volume_id": WEB1_DATA}))
-    assert first.status is DetachStatus.ACCEPTED
-    second = unguarded(parse_request({"server_id": WEB1, "volume_id": WEB1_LOGS}))
-    assert second.status is DetachStatus.RETRY
-    assert second.retry_after_s == 7
-    assert "Ecs.0603" in second.reason
+    # Someone else (the console, another tool) is detaching a disk of the server right now.
+    runtime.ecs.detach_volume(WEB1, WEB1_DATA)
+    busy = runtime.detach(parse_request({"server_id": WEB1, "volume_id": WEB1_LOGS}))
+    assert busy.status is DetachStatus.RETRY
+    assert busy.retry_after_s == runtime.settings.busy_retry_s
+    assert "Ecs.0603" in busy.reason
+    assert runtime.store.peek(f"{PID}/{WEB1}/{WEB1_LOGS}") is None  # the retry finds the key free
 
 
 def test_a_standard_webhooks_retry_is_a_duplicate(tmp_path: Path, emulator: Emulator) -> None:
@@ -258,7 +273,7 @@ def test_a_standard_webhooks_retry_is_a_duplicate(tmp_path: Path, emulator: Emul
     finally:
         runtime.close()
     assert first.status_code == 202
-    assert (other.status_code, other.json()["records"][0]["status"]) == (503, "retry")  # waits for the lock
+    assert (other.status_code, other.json()["records"][0]["status"]) == (202, "queued")  # waits for the lock
     assert retried.json()["records"][0]["status"] == "duplicate"
     assert retried.json()["job_ids"] == first.json()["job_ids"]
     calls = emulator.admin("GET", "calls")["calls"]

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from handler.core.models import Outcome
+from handler.core.outcomes import DetachStatus
 from handler.entry.runtime import Runtime, build_runtime
-from handler.functions.detach import DetachStatus
 from handler.local.worker import Worker, poll_job
 from handler.sources import parse_request
 from tests.conftest import DEMO_CREDENTIALS, Emulator, fast_settings
@@ -28,6 +28,7 @@ from tests.support import (
     SHARED,
     WEB1,
     WEB1_DATA,
+    WEB1_LOGS,
     WEB1_SYSTEM,
     WEB2,
     WEB2_DATA,
@@ -176,13 +177,19 @@ def test_a_thousand_concurrent_identical_deliveries_detach_once(
 
 def test_the_blast_radius_limits_detaches_per_window(make_runtime: Any, emulator: Emulator) -> None:
     runtime = make_runtime(max_detaches_per_window=1)
-    not_attached = _detach(runtime, server_id=WEB1, volume_id=WEB2_DATA)  # Ecs.0111: nothing detached
-    assert not_attached.status is DetachStatus.ALREADY_DETACHED
-    assert _detach(runtime, server_id=WEB1, volume_id=WEB1_DATA).status is DetachStatus.ACCEPTED
+    # A detach call the cloud refuses detaches nothing: its slot is given back.
+    emulator.admin(
+        "PUT", "faults", {"errors": [{"rate": 1.0, "methods": ["DELETE"], "status": 400, "code": "Ecs.0005"}]}
+    )
+    refused_by_cloud = _detach(runtime, server_id=WEB1, volume_id=WEB1_DATA)
+    assert refused_by_cloud.error_code == "Ecs.0005"
+    emulator.admin("PUT", "faults", {})
+    assert _detach(runtime, server_id=WEB1, volume_id=WEB1_LOGS).status is DetachStatus.ACCEPTED
     limited = _detach(runtime, server_id=WEB2, volume_id=WEB2_DATA)
-    assert limited.status is DetachStatus.REJECTED
-    assert limited.result.error_code == "BlastRadiusLimit"
-    assert _deletes(emulator) == 2  # the refused one never reached the cloud
+    assert limited.status is DetachStatus.RETRY  # for now: the same request goes through later
+    assert "BlastRadiusLimit" in limited.reason
+    assert runtime.store.peek(f"{PID}/{WEB2}/{WEB2_DATA}") is None  # its key is free for that retry
+    assert _deletes(emulator) == 2  # the limited one never reached the cloud
 
 
 def test_the_circuit_breaker_stops_acting_after_failures(make_runtime: Any, emulator: Emulator) -> None:
@@ -206,6 +213,7 @@ def test_the_circuit_breaker_stops_acting_after_failures(make_runtime: Any, emul
         worker.stop()
     assert outcome == "failed"
     refused = _detach(runtime, server_id=WEB2, volume_id=WEB2_DATA)
-    assert refused.status is DetachStatus.REJECTED
-    assert refused.result.error_code == "CircuitOpen"
+    assert refused.status is DetachStatus.RETRY  # not for good: the breaker closes again
+    assert "CircuitOpen" in refused.reason
+    assert runtime.store.peek(f"{PID}/{WEB2}/{WEB2_DATA}") is None
     assert _deletes(emulator) == 1
