@@ -22,11 +22,14 @@ if TYPE_CHECKING:
 
     from emulator import EmulatorConfig
     from handler.cloud import Credentials
+    from handler.core.models import DetachRequest
+    from handler.entry.runtime import Runtime
     from handler.local.local import LocalStack
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
 DEMO_EVENT = EVENTS_DIR / "detach-request.json"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_RETRY = 75  # sysexits' EX_TEMPFAIL: nothing was done, the same command may work later
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,15 +103,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     package.set_defaults(run=_package)
 
-    detach = commands.add_parser("detach", help="detach one volume now (real cloud or any endpoint)")
+    _add_detach(commands)
+    return parser
+
+
+def _add_detach(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    detach = commands.add_parser(
+        "detach",
+        help="detach one volume now, through the same policy, store and topics as the deployment",
+        description=(
+            "Every ECS_DETACH_* safety setting applies (policy, dry run, blast radius, circuit "
+            "breaker), and the request meets the deployment's idempotency store: the same request "
+            "sent by a webhook and by this command is detached once. Exit status: 0 done or "
+            "started, 1 refused or failed, 75 try again later."
+        ),
+    )
     detach.add_argument("--server-id", required=True)
-    detach.add_argument("--volume-id", required=True)
+    disk = detach.add_mutually_exclusive_group(required=True)
+    disk.add_argument("--volume-id")
+    disk.add_argument("--device", help="the disk by its device on the server (vdb, /dev/vdb)")
     detach.add_argument("--project-id")
     detach.add_argument("--endpoint", help="ECS endpoint URL (default: from ECS_DETACH_REGION)")
     detach.add_argument("--force", action="store_true", help="delete_flag=1: force-detach a data disk")
+    detach.add_argument("--dry-run", action="store_true", help="check everything, report, detach nothing")
+    detach.add_argument("--idempotency-key", help="the request's key (default: project/server/disk)")
     detach.add_argument("--wait", action="store_true", help="follow the job until it ends")
     detach.set_defaults(run=_detach)
-    return parser
 
 
 def _emulator_config(job_duration: float | None) -> EmulatorConfig:
@@ -418,17 +438,6 @@ def _demo_credentials() -> Credentials:
     )
 
 
-class _Inbox:
-    """A publisher that keeps messages in memory (the one-off CLI has no topics)."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    def publish(self, body: str, *, delay: float = 0.0) -> str:
-        self.messages.append(body)
-        return str(len(self.messages))
-
-
 def _is_loopback(url: str) -> bool:
     host = urlsplit(url).hostname or ""
     try:
@@ -440,10 +449,8 @@ def _is_loopback(url: str) -> bool:
 def _detach(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from handler.cloud import EcsClient
-    from handler.core.models import DetachRequest, Outcome
-    from handler.functions.detach import DetachFunction, DetachStatus
-    from handler.functions.poll import PollFunction
+    from handler.core.models import DetachRequest
+    from handler.entry.runtime import build_runtime
     from handler.local._console import show_events
     from handler.local.local import LocalStack, StackOptions
     from handler.settings import CloudCredentials, Settings
@@ -451,58 +458,68 @@ def _detach(args: argparse.Namespace) -> int:
     console = Console()
     show_events(console)
     settings = Settings()
-    endpoint = args.endpoint or settings.ecs_url()
+    if args.endpoint:
+        settings = settings.model_copy(update={"ecs_endpoint": args.endpoint})
+    if args.dry_run:
+        settings = settings.model_copy(update={"dry_run": True})
     credentials = CloudCredentials().credentials()
     request = DetachRequest(
         server_id=args.server_id,
         volume_id=args.volume_id,
+        device=args.device,
         project_id=args.project_id,
         delete_flag=1 if args.force else 0,
+        idempotency_key=args.idempotency_key,
+        origin={"source": "cli"},
     )
     stack: LocalStack | None = None
-    if endpoint is None and credentials is None:
+    if settings.ecs_url() is None and credentials is None:
         console.print("[yellow]no credentials and no endpoint configured: using a local emulator[/]")
         stack = LocalStack(settings, StackOptions(http_port=0, concurrency=1)).start()
-        endpoint = stack.emulator_url
-    if credentials is None:
-        if endpoint is None or not _is_loopback(endpoint):
-            raise ValueError("set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK to call a real cloud")
-        credentials = _demo_credentials()
-    if endpoint is None:
-        raise ValueError("no endpoint: pass --endpoint or set ECS_DETACH_REGION")
-    ecs = EcsClient(endpoint, credentials)
-    schedule = settings.poll_schedule()
-    jobs, results = _Inbox(), _Inbox()
+        settings = settings.model_copy(update={"ecs_endpoint": stack.emulator_url})
     try:
-        detach = DetachFunction(
-            ecs,
-            jobs,
-            results,
-            default_project_id=credentials.project_id,
-            source="ecs-detach/cli",
-            schedule=schedule,
-            poll_timeout_s=settings.poll_timeout_s,
-            busy_retry_s=settings.busy_retry_s,
-        )
-        outcome = detach(request)
-        if outcome.status is not DetachStatus.ACCEPTED or outcome.accepted is None:
-            return EXIT_OK if outcome.status is DetachStatus.ALREADY_DETACHED else EXIT_FAILED
-        if not args.wait:
-            return EXIT_OK
-        poll = PollFunction(ecs, results, source="ecs-detach/cli", schedule=schedule)
-        message = outcome.accepted
-        while True:
-            step = poll(message)
-            if step.result is not None:
-                ok = step.result.outcome in (Outcome.SUCCEEDED, Outcome.ALREADY_DETACHED)
-                return EXIT_OK if ok else EXIT_FAILED
-            assert step.next is not None
-            time.sleep(step.delay_s)  # a person is waiting at a terminal: sleeping is right here
-            message = step.next
+        endpoint = settings.ecs_url()
+        if credentials is None:
+            if endpoint is None or not _is_loopback(endpoint):
+                raise ValueError("set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK to call a real cloud")
+            credentials = _demo_credentials()
+        runtime = build_runtime(settings, credentials)
+        try:
+            return _detach_now(runtime, request, wait=args.wait, console=console)
+        finally:
+            runtime.close()
     finally:
-        ecs.close()
         if stack is not None:
             stack.stop()
+
+
+def _detach_now(runtime: Runtime, request: DetachRequest, *, wait: bool, console: Console) -> int:
+    """One request through the deployment's detach function; with ``wait``, its job followed here."""
+    from handler.core.models import Outcome
+    from handler.core.outcomes import DetachStatus, record_http_status
+
+    outcome = runtime.detach(request)
+    line = f"{outcome.status.value}" + (f" ({outcome.original})" if outcome.original else "")
+    if outcome.job_id:
+        line += f": job {outcome.job_id}"
+    if outcome.reason:
+        line += f" — {outcome.reason}"
+    console.print(line, highlight=False, markup=False)
+    if outcome.status is DetachStatus.RETRY:
+        return EXIT_RETRY
+    if record_http_status(outcome.status, outcome.original) >= 400:
+        return EXIT_FAILED
+    if outcome.status is not DetachStatus.ACCEPTED or outcome.accepted is None or not wait:
+        return EXIT_OK
+    message = outcome.accepted
+    while True:
+        step = runtime.poll(message)
+        if step.result is not None:
+            ok = step.result.outcome in (Outcome.SUCCEEDED, Outcome.ALREADY_DETACHED)
+            return EXIT_OK if ok else EXIT_FAILED
+        assert step.next is not None  # the function just accepted the job: the event is trusted
+        time.sleep(step.delay_s)  # a person is waiting at a terminal: sleeping is right here
+        message = step.next
 
 
 if __name__ == "__main__":
