@@ -1,4 +1,4 @@
-"""Service endpoints per cloud (cloud-api.md §5): Huawei Cloud, its EU site, OTC, FE."""
+"""Service endpoints per cloud (docs/cloud-api.md §5): Huawei Cloud, its EU site, OTC, FE."""
 
 from __future__ import annotations
 

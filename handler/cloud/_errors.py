@@ -1,4 +1,4 @@
-"""One typed exception for every error body the ECS endpoint can answer with (cloud-api.md §3.1)."""
+"""One typed exception for every error body the ECS endpoint can answer with (docs/cloud-api.md §3.1)."""
 
 from __future__ import annotations
 

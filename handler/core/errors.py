@@ -1,6 +1,6 @@
 """What an API error means for a detach: retry later, done already, or refused for good.
 
-Pure decision logic over (HTTP status, error code, message); cloud-api.md §3.
+Pure decision logic over (HTTP status, error code, message); docs/cloud-api.md §3.
 """
 
 from __future__ import annotations
