@@ -57,7 +57,7 @@ def open_store(url: str) -> Store:
     * ``redis://[[user]:password@]host[:port][/db]``, ``rediss://…`` (TLS, ``?ca=/path/ca.pem``);
       ``?prefix=NAME`` keeps the keys under ``NAME:`` (default ``ecs-detach:``)
 
-    Raises ``ValueError`` for a URL it cannot use; URLs are echoed without userinfo and query.
+    Raises ``ValueError`` for a URL it cannot use; URLs are echoed as ``redact_url`` shows them.
     """
     try:
         parts = urlsplit(url)

@@ -33,7 +33,7 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from handler.support.log import redact_url
+from handler.support.log import redact_text, redact_url
 
 from ._base import (
     DEFAULT_KEEP_ABANDONED_S,
@@ -194,10 +194,8 @@ class RedisStore:
         try:
             yield self._client
         except redis.RedisError as exc:
-            detail = str(exc)
-            cause: BaseException | None = exc
-            if self._password and self._password in detail:
-                detail, cause = detail.replace(self._password, "***"), None
+            detail = redact_text(str(exc), self._password)
+            cause = exc if detail == str(exc) else None
             raise StoreError(f"redis store {self._safe_url}: {detail}") from cause
 
     def _record(self, key: str) -> str:

@@ -59,7 +59,7 @@ def open_topic(
       ``push.py``; delayed messages wait in ``delay_url``'s topic ``{name}-delayed``
 
     The TLS forms take ``&ca=/path/ca.pem``; the broker modules describe their other options.
-    Credentials never appear in messages: URLs are echoed without userinfo and query.
+    Credentials never appear in messages: URLs are echoed as ``redact_url`` shows them.
     """
     if url.startswith(("smn://", "http://", "https://")):
         return _push_topic(url, default_name, smn, delay_url)

@@ -1,4 +1,4 @@
-"""Reading topic URLs, and echoing them without their secrets."""
+"""Reading topic URLs, and echoing them without their secrets (``redact_url``)."""
 
 from __future__ import annotations
 
@@ -20,12 +20,13 @@ class BrokerAddress:
     path: str  # unquoted, without the leading "/"
     username: str | None
     password: str | None
-    safe_url: str  # the URL without userinfo, query and fragment: fit for messages and logs
+    safe_url: str  # the URL as ``redact_url`` shows it: fit for messages and logs
 
-
-def scrub(text: str, secret: str | None) -> str:
-    """``text`` with ``secret`` replaced by ``***``: broker error messages, in case one quotes it."""
-    return text.replace(secret, "***") if secret else text
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What a broker's error text must not quote: the password, or a user name given
+        alone (``nats://TOKEN@host`` carries a token there)."""
+        return tuple(filter(None, (self.password, self.username if self.password is None else None)))
 
 
 def query_options(url: str, parts: SplitResult, allowed: tuple[str, ...], usage: str) -> dict[str, str]:

@@ -56,14 +56,13 @@ from . import _loop
 from ._base import Delivery, TopicError
 from ._common import (
     BrokerTopic,
+    broker_error,
     check_receive,
     check_seconds,
-    describe,
     is_dead_letter_topic,
     no_dead_letter_topic,
     stale,
 )
-from ._url import scrub
 
 T = TypeVar("T")
 
@@ -148,8 +147,7 @@ class AmqpTopic(BrokerTopic):
                 _loop.run(self._disconnect(grace=1.0), _TIMEOUT)
             if retry and not isinstance(exc, TimeoutError):
                 return self._call(work, timeout, retry=False)
-            detail = scrub(describe(exc), self._address.password)
-            raise TopicError(f"amqp topic {self._name!r} at {self._address.safe_url}: {detail}") from exc
+            raise broker_error("amqp", self._name, self._address, exc)  # noqa: B904 (cause set there)
 
     async def _open(self) -> AbstractConnection:
         if self._connection is None or self._connection.is_closed:

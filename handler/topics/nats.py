@@ -64,14 +64,13 @@ from . import _loop
 from ._base import Delivery, TopicError
 from ._common import (
     BrokerTopic,
+    broker_error,
     check_receive,
     check_seconds,
-    describe,
     is_dead_letter_topic,
     no_dead_letter_topic,
     stale,
 )
-from ._url import scrub
 
 T = TypeVar("T")
 
@@ -130,8 +129,7 @@ class NatsTopic(BrokerTopic):
         try:
             return _loop.run(coroutine, timeout)
         except (nats.errors.Error, OSError, asyncio.TimeoutError, TimeoutError) as exc:
-            detail = scrub(describe(exc), self._address.password)
-            raise TopicError(f"nats topic {self._name!r} at {self._address.safe_url}: {detail}") from exc
+            raise broker_error("nats", self._name, self._address, exc)  # noqa: B904 (cause set there)
 
     async def _connection(self) -> Client:
         """The connected client, connecting (and declaring stream and consumer) if needed."""
