@@ -15,6 +15,7 @@ from handler.cloud._errors import ApiError, TransportError
 from handler.cloud._signer import SignerAuth
 from handler.cloud._transport import CookielessClient, LazyTransport
 from handler.core.backoff import RetryPolicy, retryable
+from handler.errors import ConfigError
 from handler.support.log import log_event, redact_text
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
@@ -78,7 +79,7 @@ class SignedClient:
         """``/{api_version}/{project}/{segments}``, each segment percent-encoded (``:`` → ``%3A``)."""
         project = project_id or self._project_id
         if not project:
-            raise ValueError("no project ID: set HUAWEICLOUD_SDK_PROJECT_ID or pass project_id")
+            raise ConfigError("no project ID: set HUAWEICLOUD_SDK_PROJECT_ID or pass project_id")
         return f"/{self.api_version}/" + "/".join(quote(part, safe="") for part in (project, *segments))
 
     def _send(

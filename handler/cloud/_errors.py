@@ -8,9 +8,10 @@ from typing import Any
 import httpx
 
 from handler.core.backoff import retry_after_seconds
+from handler.errors import EcsDetachError
 
 
-class CloudError(Exception):
+class CloudError(EcsDetachError):
     """Any failure of a cloud call."""
 
 

@@ -24,7 +24,8 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 from handler.cloud import Credentials, time_budget
 from handler.core.validation import InvalidInput, MalformedInput
 from handler.entry._problems import invalid_problem
-from handler.entry.runtime import ConfigError, Runtime, build_runtime
+from handler.entry.runtime import Runtime, build_runtime
+from handler.errors import ConfigError, EcsDetachError
 from handler.functions.batch import process
 from handler.functions.detach import DetachStatus
 from handler.settings import CloudCredentials, Settings
@@ -100,7 +101,7 @@ def init(context: Context) -> None:
     _runtime_for(context)
 
 
-class RetryLater(Exception):
+class RetryLater(EcsDetachError):
     """Some records of a queue-triggered batch must be retried: raising lets the platform
     redeliver the batch (records already accepted meet Ecs.0603 or Ecs.0111 the second time)."""
 

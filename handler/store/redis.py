@@ -33,6 +33,7 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
+from handler.errors import ConfigError
 from handler.support.log import redact_text, redact_url
 
 from ._base import (
@@ -143,17 +144,17 @@ class RedisStore:
             host, port = parts.hostname, parts.port or 6379
             query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
         except ValueError:
-            raise ValueError(malformed) from None
+            raise ConfigError(malformed) from None
         db = parts.path.removeprefix("/") or "0"
         if parts.scheme not in ("redis", "rediss") or parts.fragment or not host:
-            raise ValueError(malformed)
+            raise ConfigError(malformed)
         if not (db.isascii() and db.isdigit()) or set(query) - {"ca", "prefix"}:
-            raise ValueError(malformed)
+            raise ConfigError(malformed)
         if any(len(values) != 1 or not values[0] for values in query.values()):
-            raise ValueError(malformed)
+            raise ConfigError(malformed)
         ca_file = query["ca"][0] if "ca" in query else None
         if ca_file is not None and parts.scheme != "rediss":
-            raise ValueError(f"redis store URL {self._safe_url}: ca= needs rediss://")
+            raise ConfigError(f"redis store URL {self._safe_url}: ca= needs rediss://")
         self._password = unquote(parts.password) if parts.password else None
         self._prefix = f"{query['prefix'][0]}:" if "prefix" in query else prefix
         self._keep_ms = round(keep_abandoned_s * 1000)

@@ -53,7 +53,7 @@ from aio_pika.connection import make_url
 from pamqp.common import FieldTable
 
 from . import _loop
-from ._base import Delivery, TopicError
+from ._base import Delivery, TopicConfigError, TopicError
 from ._common import (
     BrokerTopic,
     broker_error,
@@ -113,7 +113,7 @@ class AmqpTopic(BrokerTopic):
     def _start(self) -> None:
         name = self._name
         if name.startswith("amq.") or len(name) > 200:
-            raise ValueError(f"RabbitMQ queue names cannot start with amq. or be this long: {name!r}")
+            raise TopicConfigError(f"RabbitMQ queue names cannot start with amq. or be this long: {name!r}")
         self._dead_queue = None if is_dead_letter_topic(name) else name + ".dead"
         self._connection: AbstractConnection | None = None
         self._publisher: AbstractChannel | None = None  # publisher confirms

@@ -48,7 +48,7 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from ._base import Delivery, TopicError
+from ._base import Delivery, TopicConfigError, TopicError
 from ._common import (
     BrokerTopic,
     broker_error,
@@ -208,7 +208,7 @@ class RedisTopic(BrokerTopic):
     def _start(self) -> None:
         name, address, ca_file = self._name, self._address, self._ca_file
         if not address.path.isdigit() and address.path:
-            raise TopicError(f"redis topic URL {address.safe_url}: the path must be a database number")
+            raise TopicConfigError(f"redis topic URL {address.safe_url}: the path must be a database number")
         self._stream = _key(name)
         self._delayed = self._stream + ":delayed"
         self._dead = None if is_dead_letter_topic(name) else _key(name + ".dead")
