@@ -16,7 +16,7 @@ from emulator.config import (
 )
 from emulator.faults import FaultConfig, FaultConfigError, faults_from_env
 from emulator.models import EcsBackend, EcsError
-from emulator.seed import load_seed
+from emulator.seed import SeedError, load_seed
 
 __all__ = [
     "DEMO_CREDENTIAL",
@@ -27,6 +27,7 @@ __all__ = [
     "EmulatorCredential",
     "FaultConfig",
     "FaultConfigError",
+    "SeedError",
     "create_app",
     "credential_from_env",
     "faults_from_env",

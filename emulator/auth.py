@@ -1,4 +1,4 @@
-"""SDK-HMAC-SHA256 verification as the API gateway does it (cloud-api.md §4.1).
+"""SDK-HMAC-SHA256 verification as the API gateway does it (docs/cloud-api.md §4.1).
 
 Written apart from the client's signer on purpose (nothing here comes from ``handler``): a bug
 shared by signer and verifier would otherwise pass unnoticed. The canonical request is rebuilt

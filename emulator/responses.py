@@ -56,7 +56,7 @@ from emulator.models import (
 )
 
 VM_STATES = {"ACTIVE": "active", "SHUTOFF": "stopped", "BUILD": "building", "ERROR": "error"}
-# Sub-job types are undocumented (cloud-api.md §10); these names are the emulator's invention.
+# Sub-job types are undocumented (docs/cloud-api.md §10); these names are the emulator's invention.
 SUB_JOB_TYPES = {"detachVolume": "detachSingleVolume", "attachVolume": "attachSingleVolume"}
 API_NOT_FOUND = "The API does not exist or has not been published in the environment"
 DETACH_PATH = re.compile(r"/cloudservers/[^/]+/detachvolume/[^/]+$")

@@ -125,15 +125,25 @@ def _require_unique(what: str, values: list[str]) -> None:
         raise ValueError(f"duplicate {what}: {', '.join(duplicates)}")
 
 
+class SeedError(ValueError):
+    """A seed file that cannot be read; the message names the file and what is wrong."""
+
+
 def load_seed(path: str | Path | None = None) -> dict[str, Any]:
-    """Read a seed file; ``None`` reads the packaged default seed."""
+    """Read a seed file; ``None`` reads the packaged default seed. Raises ``SeedError``."""
     if path is None:
         text = resources.files("emulator").joinpath("default_seed.json").read_text("utf-8")
     else:
-        text = Path(path).read_text("utf-8")
-    data = json.loads(text)
+        try:
+            text = Path(path).read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SeedError(f"seed {path}: {exc}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise SeedError(f"seed {path}: not JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError("a seed must be a JSON object")
+        raise SeedError(f"seed {path}: a seed must be a JSON object")
     return data
 
 

@@ -1,4 +1,4 @@
-"""SMN state (cloud-api.md §6, §8): topics, HTTP(S) subscriptions and the signed messages that
+"""SMN state (docs/cloud-api.md §6, §8): topics, HTTP(S) subscriptions and the signed messages that
 publishing makes for them; no HTTP here (``smn_push`` delivers, ``smn_responses`` serves).
 
 Only ``http`` and ``https`` subscriptions are emulated. Message templates are not: publishing
@@ -114,7 +114,7 @@ class Publication:
 
 @dataclass(frozen=True)
 class PushMessage:
-    """One signed HTTP(S) message for one subscription (cloud-api.md §8)."""
+    """One signed HTTP(S) message for one subscription (docs/cloud-api.md §8.1)."""
 
     type: str
     message_id: str
@@ -296,7 +296,7 @@ def _check_time_to_live(value: Any) -> None:
 
 
 def parse_publication(body: Mapping[str, Any]) -> Publication:
-    """Validate a publish body (cloud-api.md §6): ``message_structure`` wins over
+    """Validate a publish body (docs/cloud-api.md §6): ``message_structure`` wins over
     ``message_template_name``, which wins over ``message``."""
     subject = _optional_str(body, "subject", "SMN.0008", "Subject")
     if subject is not None and _utf8_len(subject) > MAX_SUBJECT_BYTES:

@@ -55,12 +55,14 @@ class Settings(BaseSettings):
 
     region: str | None = Field(default=None, description="Region, e.g. ap-southeast-1")
     cloud: CloudName = Field(default="huaweicloud", description="Endpoint pattern")
-    ecs_endpoint: str | None = Field(default=None, description="ECS URL; overrides region/cloud")
+    ecs_endpoint: str | None = Field(
+        default=None, description="ECS URL (e.g. a VPC endpoint); overrides region/cloud for ECS only"
+    )
     evs_endpoint: str | None = Field(
-        default=None, description="EVS URL; default: from region, else the ECS URL"
+        default=None, description="EVS URL; default: from region, else the ECS URL (no region: the emulator)"
     )
     smn_endpoint: str | None = Field(
-        default=None, description="SMN URL; default: from region, else the ECS URL"
+        default=None, description="SMN URL; default: from region, else the ECS URL (no region: the emulator)"
     )
     jobs_topic: str = Field(default=f"{DEFAULT_TOPICS_DB}?topic=jobs")
     results_topic: str = Field(default=f"{DEFAULT_TOPICS_DB}?topic=results")
@@ -184,11 +186,14 @@ class Settings(BaseSettings):
         return self._service_url("evs", self.evs_endpoint)
 
     def _service_url(self, service: str, explicit: str | None) -> str | None:
+        """Explicit URL > derived from region (and cloud) > the ECS URL. An explicit ECS endpoint
+        next to a region is an ECS VPC endpoint or proxy, which serves ECS only: EVS and SMN
+        follow the region. Only without a region (the emulator) do they share the ECS URL."""
         if explicit:
             return explicit.rstrip("/")
-        if self.ecs_endpoint:
-            return self.ecs_endpoint.rstrip("/")
-        return endpoint(service, self.region, self.cloud) if self.region else None
+        if self.region:
+            return endpoint(service, self.region, self.cloud)
+        return self.ecs_url()
 
     def ecs_url(self) -> str | None:
         """The ECS endpoint: explicit, else derived from region and cloud, else None."""

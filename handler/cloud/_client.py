@@ -17,7 +17,8 @@ from handler.cloud._errors import ApiError, TransportError
 from handler.cloud._signer import SignerAuth
 from handler.cloud._transport import CookielessClient, LazyTransport
 from handler.core.backoff import RetryPolicy, retryable
-from handler.support.log import log_event
+from handler.errors import ConfigError
+from handler.support.log import log_event, redact_text
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 DEFAULT_RETRY = RetryPolicy()
@@ -87,7 +88,7 @@ class SignedClient:
         """``/{api_version}/{project}/{segments}``, each segment percent-encoded (``:`` → ``%3A``)."""
         project = project_id or self._project_id
         if not project:
-            raise ValueError("no project ID: set HUAWEICLOUD_SDK_PROJECT_ID or pass project_id")
+            raise ConfigError("no project ID: set HUAWEICLOUD_SDK_PROJECT_ID or pass project_id")
         return f"/{self.api_version}/" + "/".join(quote(part, safe="") for part in (project, *segments))
 
     def _send(
@@ -150,7 +151,8 @@ class SignedClient:
         except httpx.TimeoutException as exc:
             raise TransportError(f"{method} {path}: timed out ({type(exc).__name__})", timeout=True) from exc
         except httpx.TransportError as exc:
-            raise TransportError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+            # The text may quote a proxy URL (HTTP(S)_PROXY) with its credentials: redacted.
+            raise TransportError(f"{method} {path}: {type(exc).__name__}: {redact_text(str(exc))}") from exc
         if response.status_code >= 400:
             raise ApiError.from_response(response)
         return response

@@ -1,4 +1,4 @@
-"""One typed exception for every error body the ECS endpoint can answer with (cloud-api.md §3.1)."""
+"""One typed exception for every error body the ECS endpoint can answer with (docs/cloud-api.md §3.1)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import Any
 import httpx
 
 from handler.core.backoff import retry_after_seconds
+from handler.errors import EcsDetachError
 
 
-class CloudError(Exception):
+class CloudError(EcsDetachError):
     """Any failure of a cloud call."""
 
 

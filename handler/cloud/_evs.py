@@ -1,4 +1,4 @@
-"""The EVS v2 call the safety checks make (cloud-api.md §9), over a signed ``httpx.Client``."""
+"""The EVS v2 call the safety checks make (docs/cloud-api.md §9), over a signed ``httpx.Client``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SDK-HMAC-SHA256 request signing, as the official Huawei Cloud SDKs do it (cloud-api.md §4.1).
+"""SDK-HMAC-SHA256 request signing, as the official Huawei Cloud SDKs do it (docs/cloud-api.md §4.1).
 
 ``sign()`` is a pure function over the parts of a request, so it can be checked against the
 published test vectors; ``SignerAuth`` applies it to every httpx request.

@@ -1,4 +1,4 @@
-"""The SMN v2 call that reports results (cloud-api.md §6), over a signed ``httpx.Client``."""
+"""The SMN v2 call that reports results (docs/cloud-api.md §6), over a signed ``httpx.Client``."""
 
 from __future__ import annotations
 

@@ -1,11 +1,21 @@
-"""What an API error means for a detach: retry later, done already, or refused for good.
+"""The root of ecs-detach's exceptions, and what an API error means for a detach: retry later,
+done already, or refused for good.
 
-Pure decision logic over (HTTP status, error code, message); cloud-api.md §3.
+Pure decision logic over (HTTP status, error code, message); docs/cloud-api.md §3.
 """
 
 from __future__ import annotations
 
 from enum import Enum
+
+
+class EcsDetachError(Exception):
+    """The root of every exception ecs-detach defines; ``handler/errors.py`` shows the tree.
+
+    It lives in ``handler.core`` so that core's own errors (``InvalidInput``) can derive from it
+    while core imports nothing outside itself; ``handler.errors`` re-exports it.
+    """
+
 
 # Other commands are running on the server; the Nova path says conflictingRequest.
 _BUSY_CODES = frozenset({"Ecs.0603", "conflictingRequest"})

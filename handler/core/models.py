@@ -1,4 +1,4 @@
-"""The messages of the detach flow (design.md "Messages"), as pydantic models.
+"""The messages of the detach flow, as pydantic models: requests, accepted jobs, results, CloudEvents.
 
 Versioned by addition: fields are added, never change meaning; unknown fields are ignored.
 """

@@ -85,7 +85,7 @@ def needs_block_devices(request: DetachRequest, server: Server) -> bool:
 
 
 def is_system_disk(volume_id: str, facts: DiskFacts) -> bool:
-    """The server's root device or boot index 0 (cloud-api.md §9), from the server's own
+    """The server's root device or boot index 0 (docs/cloud-api.md §9), from the server's own
     ``volumes_attached``; the block devices, when read, corroborate."""
     server = facts.server
     root = server.root_device_name

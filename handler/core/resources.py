@@ -1,4 +1,4 @@
-"""The cloud's resources as the ECS v1 API reports them (cloud-api.md §2, §9).
+"""The cloud's resources as the ECS v1 API reports them (docs/cloud-api.md §2, §9).
 
 Parsed leniently: unknown fields are ignored, timestamps may be empty while a job runs.
 """

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from handler.core.errors import EcsDetachError
 from handler.core.models import DEVICE_PATTERN, PROJECT_ID_PATTERN, UUID_PATTERN
 
 
@@ -16,7 +17,7 @@ class FieldError:
     reason: str
 
 
-class InvalidInput(ValueError):
+class InvalidInput(EcsDetachError, ValueError):
     """Input that cannot become a detach request (or a message of the flow)."""
 
     def __init__(self, summary: str, errors: list[FieldError] | None = None) -> None:

@@ -15,10 +15,11 @@ from urllib.parse import urlsplit
 import httpx
 
 from handler.core.validation import FieldError, InvalidInput
+from handler.errors import EcsDetachError
 from handler.support.log import log_event
 
 
-class ConfirmationFailed(Exception):
+class ConfirmationFailed(EcsDetachError):
     """SMN did not accept the confirmation (no answer or an error status)."""
 
 

@@ -25,7 +25,8 @@ from handler.cloud import Credentials, time_budget
 from handler.core.outcomes import DetachStatus, QueueAction
 from handler.core.validation import InvalidInput, MalformedInput
 from handler.entry._problems import invalid_problem
-from handler.entry.runtime import ConfigError, Runtime, build_runtime
+from handler.entry.runtime import Runtime, build_runtime
+from handler.errors import ConfigError, EcsDetachError
 from handler.functions.batch import process
 from handler.settings import CloudCredentials, Settings
 from handler.sources.plain import load_object
@@ -100,7 +101,7 @@ def init(context: Context) -> None:
     _runtime_for(context)
 
 
-class RetryLater(Exception):
+class RetryLater(EcsDetachError):
     """Some records of a queue-triggered batch must be retried: raising lets the platform
     redeliver the batch (records already accepted meet Ecs.0603 or Ecs.0111 the second time)."""
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from handler.cloud import Credentials, EcsClient, EvsClient, SmnClient
+from handler.errors import ConfigError
 from handler.functions.detach import DetachFunction
 from handler.functions.jobs import JobsFunction
 from handler.functions.poll import PollFunction
@@ -28,10 +29,6 @@ from handler.topics.push import PushTopic
 
 if TYPE_CHECKING:
     from handler.entry.webhooks import WebhookRouter
-
-
-class ConfigError(ValueError):
-    """The configuration cannot work; the message says which setting to change."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``ecs-detach``: emulator, up, demo, detach."""
+"""``ecs-detach``: emulator, up, worker, demo, invoke, package, detach."""
 
 from __future__ import annotations
 
@@ -28,41 +28,101 @@ if TYPE_CHECKING:
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
 DEMO_EVENT = EVENTS_DIR / "detach-request.json"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CLOUD, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 EXIT_RETRY = 75  # sysexits' EX_TEMPFAIL: nothing was done, the same command may work later
+EXIT_CODES = f"""exit codes:
+  {EXIT_OK}    done
+  {EXIT_FAILED}    the command ran and did not succeed (a detach refused or failed, a job without
+       a result); also any other ecs-detach error, and a bug (shown with its traceback)
+  {EXIT_USAGE}    usage or configuration: a bad argument, ECS_DETACH_* or HUAWEICLOUD_SDK_*
+       setting, topic or store URL, seed or fault file
+  {EXIT_CLOUD}    the cloud refused a call or could not be reached
+  {EXIT_UNAVAILABLE}    a topic or the store is unavailable
+  {EXIT_RETRY}   `detach`: not now (throttled, busy, a limit reached); the same command may work later
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)"""
+# pydantic models whose ValidationError is the user's input, not a bug.
+_INPUT_MODELS = {"Settings": "ECS_DETACH_", "CloudCredentials": "HUAWEICLOUD_SDK_", "DetachRequest": ""}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Known errors become one line on stderr and an exit code (``EXIT_CODES``);
+    anything else is a bug and propagates with its traceback."""
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         result: int = args.run(args)
-    except (ValidationError, ValueError) as error:  # configuration the user can fix
-        print(f"ecs-detach: {error}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        known = _known_error(error)
+        if known is None:
+            raise
+        code, message = known
+        print(f"ecs-detach: {message}", file=sys.stderr)
+        return code
     return result
 
 
+def _known_error(error: Exception) -> tuple[int, str] | None:
+    """The exit code and a one-line message for an error the user can act on, else None."""
+    from pydantic_settings import SettingsError
+
+    from emulator import FaultConfigError, SeedError
+    from handler.cloud import CloudError
+    from handler.errors import ConfigError, EcsDetachError
+    from handler.store import StoreError
+    from handler.support.log import redact_text
+    from handler.topics import TopicError
+
+    code: int
+    if isinstance(error, ValidationError) and error.title in _INPUT_MODELS:
+        return EXIT_USAGE, redact_text(_problems(error, _INPUT_MODELS[error.title]))
+    if isinstance(error, (ConfigError, SettingsError, SeedError, FaultConfigError)):
+        code = EXIT_USAGE  # before TopicError: a TopicConfigError is a bad topic URL
+    elif isinstance(error, CloudError):
+        code = EXIT_CLOUD
+    elif isinstance(error, (TopicError, StoreError)):
+        code = EXIT_UNAVAILABLE
+    elif isinstance(error, EcsDetachError):
+        code = EXIT_USAGE if isinstance(error, ValueError) else EXIT_FAILED  # InvalidInput: usage
+    else:
+        return None
+    return code, redact_text(" ".join(str(error).split()) or type(error).__name__)
+
+
+def _problems(error: ValidationError, env_prefix: str) -> str:
+    """``NAME: reason; …`` without the input values (a setting may be a secret)."""
+    parts = []
+    for detail in error.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in detail["loc"])
+        name = env_prefix + where.upper() if env_prefix else where
+        parts.append(f"{name}: {detail['msg']}" if where else detail["msg"])
+    return "; ".join(parts)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ecs-detach", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="ecs-detach",
+        description=__doc__,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     emu = commands.add_parser("emulator", help="serve the cloud emulator (ECS API) over HTTP")
     emu.add_argument("--host", default="127.0.0.1")
-    emu.add_argument("--port", type=int, default=8081)
-    emu.add_argument("--seed", type=Path, help="seed JSON file (default: the built-in seed)")
-    emu.add_argument("--job-duration", type=float, help="seconds a detach/attach job runs")
+    emu.add_argument("--port", type=_port, default=8081)
+    emu.add_argument("--seed", type=_json_file, help="seed JSON file (default: the built-in seed)")
+    emu.add_argument("--job-duration", type=_seconds, help="seconds a detach/attach job runs")
     emu.set_defaults(run=_emulator)
 
     up = commands.add_parser("up", help="emulator + webhook endpoint + poll worker, until Ctrl-C")
     up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--port", type=int, default=8080, help="webhook endpoint port")
-    up.add_argument("--emulator-port", type=int, default=8081)
-    up.add_argument("--seed", type=Path)
-    up.add_argument("--job-duration", type=float)
-    up.add_argument("--concurrency", type=int, default=2, help="poll worker threads")
+    up.add_argument("--port", type=_port, default=8080, help="webhook endpoint port")
+    up.add_argument("--emulator-port", type=_port, default=8081)
+    up.add_argument("--seed", type=_json_file)
+    up.add_argument("--job-duration", type=_seconds)
+    up.add_argument("--concurrency", type=_positive_int, default=2, help="poll worker threads")
     up.add_argument("--topics", help="broker or database URL for the jobs and results topics")
     up.set_defaults(run=_up)
 
@@ -70,23 +130,23 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--jobs", help="jobs topic URL (default: ECS_DETACH_JOBS_TOPIC)")
     worker.add_argument("--results", help="results topic URL (default: ECS_DETACH_RESULTS_TOPIC)")
     worker.add_argument("--requests", help="also consume detach requests from this topic URL")
-    worker.add_argument("--concurrency", type=int, default=4, help="threads per topic")
+    worker.add_argument("--concurrency", type=_positive_int, default=4, help="threads per topic")
     worker.add_argument("--host", default="127.0.0.1", help="address of /healthz and /metrics")
-    worker.add_argument("--health-port", type=int, default=8088)
+    worker.add_argument("--health-port", type=_port, default=8088)
     worker.set_defaults(run=_worker)
 
     demo = commands.add_parser("demo", help="run one detach end to end on the embedded defaults")
-    demo.add_argument("--event", type=Path, default=DEMO_EVENT, help="detach request to send")
-    demo.add_argument("--job-duration", type=float, default=3.0)
-    demo.add_argument("--timeout", type=float, default=60.0, help="give up after this many seconds")
+    demo.add_argument("--event", type=_json_file, default=DEMO_EVENT, help="detach request to send")
+    demo.add_argument("--job-duration", type=_seconds, default=3.0)
+    demo.add_argument("--timeout", type=_seconds, default=60.0, help="give up after this many seconds")
     demo.set_defaults(run=_demo)
 
     invoke = commands.add_parser("invoke", help="run an event file through the detach function locally")
-    invoke.add_argument("file", type=Path, help="a sample event, e.g. events/alertmanager-firing.json")
+    invoke.add_argument("file", type=_json_file, help="a sample event, e.g. events/alertmanager-firing.json")
     invoke.add_argument("--path", help="webhook route for a webhook payload (default: guessed from it)")
     invoke.add_argument("--follow", action="store_true", help="wait for the result of every job")
-    invoke.add_argument("--job-duration", type=float, default=3.0)
-    invoke.add_argument("--timeout", type=float, default=120.0)
+    invoke.add_argument("--job-duration", type=_seconds, default=3.0)
+    invoke.add_argument("--timeout", type=_seconds, default=120.0)
     invoke.set_defaults(run=_invoke)
 
     package = commands.add_parser("package", help="build the FunctionGraph code package (a reproducible zip)")
@@ -129,6 +189,39 @@ def _add_detach(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     detach.add_argument("--idempotency-key", help="the request's key (default: project/server/disk)")
     detach.add_argument("--wait", action="store_true", help="follow the job until it ends")
     detach.set_defaults(run=_detach)
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0-65535; 0 picks a free one)")
+    return port
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= 0")
+    return value
+
+
+def _json_file(text: str) -> Path:
+    """A readable file of JSON (checked here, so a typo is a usage error, not a traceback)."""
+    path = Path(text)
+    try:
+        json.loads(path.read_text("utf-8"))
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {error.strerror or error}") from None
+    except ValueError as error:  # not UTF-8, or not JSON
+        raise argparse.ArgumentTypeError(f"{text} is not JSON: {error}") from None
+    return path
 
 
 def _emulator_config(job_duration: float | None) -> EmulatorConfig:
@@ -385,7 +478,8 @@ def _package(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from handler.entry.runtime import ConfigError, build_runtime
+    from handler.entry.runtime import build_runtime
+    from handler.errors import ConfigError
     from handler.local.service import WorkerService
     from handler.settings import CloudCredentials, Settings
     from handler.support.log import configure, log_event
@@ -451,6 +545,7 @@ def _detach(args: argparse.Namespace) -> int:
 
     from handler.core.models import DetachRequest
     from handler.entry.runtime import build_runtime
+    from handler.errors import ConfigError
     from handler.local._console import show_events
     from handler.local.local import LocalStack, StackOptions
     from handler.settings import CloudCredentials, Settings
@@ -481,7 +576,7 @@ def _detach(args: argparse.Namespace) -> int:
         endpoint = settings.ecs_url()
         if credentials is None:
             if endpoint is None or not _is_loopback(endpoint):
-                raise ValueError("set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK to call a real cloud")
+                raise ConfigError("set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK to call a real cloud")
             credentials = _demo_credentials()
         runtime = build_runtime(settings, credentials)
         try:

@@ -21,8 +21,9 @@ from flask import Request, Response
 
 from handler.core.validation import InvalidInput
 from handler.entry._problems import invalid_problem
-from handler.entry.runtime import ConfigError, Runtime, build_runtime
+from handler.entry.runtime import Runtime, build_runtime
 from handler.entry.webhooks import WebRequest
+from handler.errors import ConfigError
 from handler.settings import CloudCredentials, Settings
 from handler.sources.cloudevents_http import cloudevent_object
 from handler.support.log import configure

@@ -14,7 +14,8 @@ from pydantic import SecretStr
 
 from emulator import EcsBackend, EmulatorConfig, create_app, credential_from_env, load_seed
 from handler.cloud import Credentials
-from handler.entry.runtime import ConfigError, Runtime, build_runtime
+from handler.entry.runtime import Runtime, build_runtime
+from handler.errors import ConfigError
 from handler.local._serve import BackgroundServer
 from handler.local.http import create_app as create_http_app
 from handler.local.worker import Worker, forwarders, poll_job

@@ -31,6 +31,8 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from handler.errors import EcsDetachError
+
 PROJECT = "ecs-detach"
 SUPPORTED_PYTHONS = ("3.10", "3.11", "3.12")  # FunctionGraph offers 3.10 and 3.12; 3.11 builds locally
 PLATFORM = "manylinux2014_x86_64"
@@ -77,7 +79,7 @@ _FILE_MODE = 0o100644 << 16  # regular file, rw-r--r--
 _MAX_ROUNDS = 5
 
 
-class PackageError(RuntimeError):
+class PackageError(EcsDetachError, RuntimeError):
     """The package cannot be built; the message says why."""
 
 

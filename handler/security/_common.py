@@ -8,6 +8,8 @@ import re
 from collections.abc import Mapping
 from typing import Protocol
 
+from handler.errors import EcsDetachError
+
 _UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
 _HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -22,7 +24,7 @@ DEFAULT_SMN_CERT_HOSTS = (
 )
 
 
-class Unauthenticated(Exception):
+class Unauthenticated(EcsDetachError):
     """The request is refused. ``reason`` may be sent to the caller: it never holds a secret
     or an expected signature, only which check failed."""
 

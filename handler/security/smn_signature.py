@@ -51,6 +51,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from handler.errors import EcsDetachError
 from handler.security._common import Unauthenticated
 from handler.support.log import log_event
 
@@ -67,7 +68,7 @@ CertificateFetcher = Callable[[str], bytes]
 """Returns the certificate (PEM or DER) at a URL, or raises ``CertificateFetchError``."""
 
 
-class CertificateFetchError(Exception):
+class CertificateFetchError(EcsDetachError):
     """The signing certificate could not be fetched."""
 
 

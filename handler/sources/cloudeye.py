@@ -5,7 +5,7 @@ Signatures are not verified here. Only an alarm in state ``alarm`` becomes a req
 ``instance_id`` (``SYS.ECS``) gives the server only, so such an alarm needs a ``volume_id`` too.
 ``project_id`` and ``region`` come from the topic URN ``urn:smn:{region}:{project_id}:{topic}``.
 
-**Unconfirmed** (cloud-api.md §8): the CES JSON inside the SMN ``message``. Keys match whatever
+**Unconfirmed** (docs/cloud-api.md §8.2): the CES JSON inside the SMN ``message``. Keys match whatever
 their case, ``_`` or ``-`` (``alarm_id`` = ``AlarmId``), at the top level and under ``data``,
 ``alarm`` and ``metric``. Accepted: state from ``alarm_state``, ``alarm_status``, ``state`` or a
 boolean ``is_alarm``; dimensions as a list of ``{name, value}``, an object, or the text

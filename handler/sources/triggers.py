@@ -1,4 +1,4 @@
-"""FunctionGraph trigger events (cloud-api.md §7.1): which trigger sent ``event``, and its records.
+"""FunctionGraph trigger events (docs/cloud-api.md §7.1): which trigger sent ``event``, and its records.
 
 APIG events become an ``ApigRequest`` for the HTTP router; every other trigger becomes Records:
 SMN (Cloud Eye alarms, see ``cloudeye.py``), DMS for Kafka and for RabbitMQ (one Record per

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from handler.errors import ConfigError
 from handler.support.log import redact_url
 
 from ._base import (
@@ -57,23 +58,24 @@ def open_store(url: str) -> Store:
     * ``redis://[[user]:password@]host[:port][/db]``, ``rediss://…`` (TLS, ``?ca=/path/ca.pem``);
       ``?prefix=NAME`` keeps the keys under ``NAME:`` (default ``ecs-detach:``)
 
-    Raises ``ValueError`` for a URL it cannot use; URLs are echoed without userinfo and query.
+    Raises ``ConfigError`` (a ``ValueError``) for a URL it cannot use; URLs are echoed as
+    ``redact_url`` shows them.
     """
     try:
         parts = urlsplit(url)
     except ValueError:
-        raise ValueError(f"malformed store URL {redact_url(url)}") from None
+        raise ConfigError(f"malformed store URL {redact_url(url)}") from None
     if parts.scheme in ("redis", "rediss"):
         from .redis import RedisStore  # noqa: PLC0415 (needs the redis extra)
 
         return RedisStore(url)
     if parts.scheme != "sqlite":
         scheme = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
-        raise ValueError(
+        raise ConfigError(
             f"store URL {redact_url(url)} has {scheme}; supported: "
             + ", ".join(f"{supported}://" for supported in SUPPORTED_SCHEMES)
         )
     path = parts.path
     if parts.netloc or parts.query or parts.fragment or not path.startswith("/") or path.endswith("/"):
-        raise ValueError(f"malformed sqlite store URL {redact_url(url)}: {_SQLITE_USAGE}")
+        raise ConfigError(f"malformed sqlite store URL {redact_url(url)}: {_SQLITE_USAGE}")
     return SqliteStore(unquote(path[1:]))

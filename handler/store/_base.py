@@ -21,11 +21,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from handler.errors import EcsDetachError
+
 DEFAULT_RECORD_TTL_S = 24 * 3600.0  # how long callers keep completed records unless configured
 DEFAULT_KEEP_ABANDONED_S = 24 * 3600.0  # how long a lapsed claim keeps its progress
 
 
-class StoreError(Exception):
+class StoreError(EcsDetachError):
     """The store failed (unreachable, corrupt, closed); messages never contain credentials."""
 
 

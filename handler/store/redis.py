@@ -33,7 +33,8 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from handler.support.log import redact_url
+from handler.errors import ConfigError
+from handler.support.log import redact_text, redact_url
 
 from ._base import (
     DEFAULT_KEEP_ABANDONED_S,
@@ -165,17 +166,17 @@ class RedisStore:
             host, port = parts.hostname, parts.port or 6379
             query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
         except ValueError:
-            raise ValueError(malformed) from None
+            raise ConfigError(malformed) from None
         db = parts.path.removeprefix("/") or "0"
         if parts.scheme not in ("redis", "rediss") or parts.fragment or not host:
-            raise ValueError(malformed)
+            raise ConfigError(malformed)
         if not (db.isascii() and db.isdigit()) or set(query) - {"ca", "prefix"}:
-            raise ValueError(malformed)
+            raise ConfigError(malformed)
         if any(len(values) != 1 or not values[0] for values in query.values()):
-            raise ValueError(malformed)
+            raise ConfigError(malformed)
         ca_file = query["ca"][0] if "ca" in query else None
         if ca_file is not None and parts.scheme != "rediss":
-            raise ValueError(f"redis store URL {self._safe_url}: ca= needs rediss://")
+            raise ConfigError(f"redis store URL {self._safe_url}: ca= needs rediss://")
         self._password = unquote(parts.password) if parts.password else None
         self._prefix = f"{query['prefix'][0]}:" if "prefix" in query else prefix
         self._keep_ms = round(keep_abandoned_s * 1000)
@@ -218,10 +219,8 @@ class RedisStore:
         try:
             yield self._client
         except redis.RedisError as exc:
-            detail = str(exc)
-            cause: BaseException | None = exc
-            if self._password and self._password in detail:
-                detail, cause = detail.replace(self._password, "***"), None
+            detail = redact_text(str(exc), self._password)
+            cause = exc if detail == str(exc) else None
             raise StoreError(f"redis store {self._safe_url}: {detail}") from cause
 
     def _record(self, key: str) -> str:

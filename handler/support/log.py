@@ -2,8 +2,10 @@
 
 ``log_event("detach.accepted", job_id=…)`` writes through the ``ecs_detach`` logger; ``configure``
 installs the JSON formatter (FunctionGraph and containers ship stdout to their log service).
-Field names that look like secrets are masked as a last line of defence: the code never logs
-credentials, and this keeps a mistake from reaching a log line.
+Field names that look like secrets are masked, and URLs in text fields redacted, as a last line
+of defence: the code never logs credentials, and this keeps a mistake from reaching a log line.
+``redact_url`` and ``redact_text`` are the one redaction for URLs and error texts that can carry
+credentials (topics, stores, push endpoints, SMN, proxies).
 """
 
 from __future__ import annotations
@@ -27,9 +29,18 @@ def log_event(event: str, *, level: int = logging.INFO, **fields: Any) -> None:
 
 
 def event_fields(record: logging.LogRecord) -> dict[str, Any]:
-    """The fields of a record written by ``log_event``, secrets masked."""
+    """The fields of a record written by ``log_event``, secrets masked: a field whose name looks
+    like a secret, and URLs in text (``redact_text``)."""
     fields: dict[str, Any] = getattr(record, "fields", {})
-    return {key: MASK if _SECRET_KEY.search(key) else value for key, value in fields.items()}
+    return {key: _masked(key, value) for key, value in fields.items()}
+
+
+def _masked(key: str, value: Any) -> Any:
+    if _SECRET_KEY.search(key):
+        return MASK
+    if isinstance(value, str) and "://" in value:
+        return redact_text(value)
+    return value
 
 
 class JsonFormatter(logging.Formatter):
@@ -57,16 +68,56 @@ def configure(level: str | int = "INFO") -> None:
     _logger.propagate = False
 
 
-def redact_url(url: str) -> str:
-    """``url`` without userinfo, query and fragment: safe to show in a message or a log.
+# Query parameters whose values are shown: names the project's own URLs use, none of them secret.
+SAFE_QUERY_PARAMS = frozenset({"topic", "prefix", "ca"})
+_PARAM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,31}")
+# A path segment of a push endpoint that looks like a token (webhook services put keys there).
+_TOKEN_SEGMENT = re.compile(r"(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{16,}")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+REDACTED = "***"
 
-    Works on malformed URLs too, erring towards cutting too much.
+
+def redact_url(url: str) -> str:
+    """``url`` with nothing secret left: fit for a message, a log line or a banner.
+
+    The rule (docs/architecture.md, "Redaction"): scheme, host, port and path are kept, so two
+    topics on one broker still read differently; userinfo (user and password, or a NATS token)
+    becomes ``***@``; of the query, ``topic``, ``prefix`` and ``ca`` keep their values, any
+    other ``name=value`` shows as ``name=***`` and anything else (a bare word, a strange name)
+    is left out; the fragment is left out. In an ``http(s)`` path, a segment that looks like a
+    token (16 or more letters, digits, ``-`` or ``_``, with both letters and digits) becomes
+    ``***``. Works on malformed URLs too, erring towards cutting too much: the userinfo ends
+    at the last ``@`` before the query, wherever the first ``/`` is.
     """
-    head, separator, rest = url.partition("://")
+    scheme, separator, rest = url.partition("://")
     if not separator:
-        head, rest = "", url
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
-    for mark in "?#":
-        rest = rest.partition(mark)[0]
-    return head + separator + rest
+        scheme, rest = "", url
+    rest, _, _fragment = rest.partition("#")
+    location, mark, query = rest.partition("?")
+    if "@" in location:
+        location = REDACTED + "@" + location.rpartition("@")[2]
+    if scheme.lower() in ("http", "https"):
+        host, slash, path = location.partition("/")
+        segments = (REDACTED if _TOKEN_SEGMENT.fullmatch(part) else part for part in path.split("/"))
+        location = host + slash + "/".join(segments)
+    kept = [_redact_param(item) for item in query.split("&")] if mark else []
+    shown = "&".join(item for item in kept if item)
+    return scheme + separator + location + ("?" + shown if shown else "")
+
+
+def _redact_param(item: str) -> str:
+    name, equals, _value = item.partition("=")
+    if not equals or not _PARAM_NAME.fullmatch(name):
+        return ""
+    return item if name in SAFE_QUERY_PARAMS else f"{name}={REDACTED}"
+
+
+def redact_text(text: str, *secrets: str | None) -> str:
+    """``text`` (an error message from a client library) with every URL in it redacted as
+    ``redact_url`` does, and every one of ``secrets`` (a password or token the caller knows)
+    replaced by ``***`` wherever it appears."""
+    text = _URL_IN_TEXT.sub(lambda match: redact_url(match.group()), text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text

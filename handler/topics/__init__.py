@@ -14,13 +14,22 @@ from urllib.parse import SplitResult, parse_qs, parse_qsl, unquote, urlencode, u
 
 from handler.support.log import redact_url as _redact
 
-from ._base import Delivery, StaleDelivery, Topic, TopicError
+from ._base import Delivery, StaleDelivery, Topic, TopicConfigError, TopicError
 from .sqlite import SqliteTopic
 
 if TYPE_CHECKING:
     from handler.cloud import SmnClient
 
-__all__ = ["Delivery", "SqliteTopic", "StaleDelivery", "Topic", "TopicError", "open_topic", "topic_url"]
+__all__ = [
+    "Delivery",
+    "SqliteTopic",
+    "StaleDelivery",
+    "Topic",
+    "TopicConfigError",
+    "TopicError",
+    "open_topic",
+    "topic_url",
+]
 
 SUPPORTED_SCHEMES = ("sqlite", "redis", "rediss", "nats", "tls", "amqp", "amqps", "smn", "https", "http")
 
@@ -59,14 +68,14 @@ def open_topic(
       ``push.py``; delayed messages wait in ``delay_url``'s topic ``{name}-delayed``
 
     The TLS forms take ``&ca=/path/ca.pem``; the broker modules describe their other options.
-    Credentials never appear in messages: URLs are echoed without userinfo and query.
+    Credentials never appear in messages: URLs are echoed as ``redact_url`` shows them.
     """
     if url.startswith(("smn://", "http://", "https://")):
         return _push_topic(url, default_name, smn, delay_url)
     try:
         parts = urlsplit(url)
     except ValueError:
-        raise TopicError(f"malformed topic URL {_redact(url)}") from None
+        raise TopicConfigError(f"malformed topic URL {_redact(url)}") from None
     if parts.scheme in _BROKERS:
         # Each broker module needs its own extra (redis, nats, rabbitmq): imported only when asked.
         module, class_name = _BROKERS[parts.scheme]
@@ -81,7 +90,7 @@ def open_topic(
         return topic
     if parts.scheme != "sqlite":
         scheme = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
-        raise TopicError(
+        raise TopicConfigError(
             f"topic URL {_redact(url)} has {scheme}; supported: "
             + ", ".join(f"{supported}://" for supported in SUPPORTED_SCHEMES)
         )
@@ -107,11 +116,13 @@ def _push_topic(url: str, default_name: str, smn: SmnClient | None, delay_url: s
         urn = url.removeprefix("smn://")
         match = _SMN_URN.match(urn)
         if match is None:
-            raise TopicError(
+            raise TopicConfigError(
                 f"malformed SMN topic URL {_redact(url)}: use smn://urn:smn:REGION:PROJECT_ID:TOPIC"
             )
         if smn is None:
-            raise TopicError(f"SMN topic {urn} needs cloud credentials and a region (or an SMN endpoint)")
+            raise TopicConfigError(
+                f"SMN topic {urn} needs cloud credentials and a region (or an SMN endpoint)"
+            )
         name = match.group(1)
         outbox = _outbox(delay_url, name)
         return PushTopic(name, smn_sender(smn, urn), outbox)
@@ -128,17 +139,17 @@ def _outbox(delay_url: str | None, name: str) -> Topic | None:
 def _sqlite_location(url: str, parts: SplitResult, default_name: str) -> tuple[Path, str]:
     usage = "use sqlite:///relative/path.db or sqlite:////absolute/path.db[?topic=NAME]"
     if parts.netloc or not parts.path.startswith("/") or parts.path == "/" or parts.fragment:
-        raise TopicError(f"malformed sqlite topic URL {_redact(url)}: {usage}")
+        raise TopicConfigError(f"malformed sqlite topic URL {_redact(url)}: {usage}")
     try:
         query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError:
-        raise TopicError(f"malformed query in sqlite topic URL {_redact(url)}: {usage}") from None
+        raise TopicConfigError(f"malformed query in sqlite topic URL {_redact(url)}: {usage}") from None
     unknown = sorted(set(query) - {"topic"})
     if unknown:
-        raise TopicError(
+        raise TopicConfigError(
             f"unknown parameter {', '.join(unknown)} in sqlite topic URL {_redact(url)}: {usage}"
         )
     names = query.get("topic", [default_name])
     if len(names) != 1 or not names[0]:
-        raise TopicError(f"sqlite topic URL {_redact(url)} needs one non-empty topic name: {usage}")
+        raise TopicConfigError(f"sqlite topic URL {_redact(url)} needs one non-empty topic name: {usage}")
     return Path(unquote(parts.path[1:])), names[0]

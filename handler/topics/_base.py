@@ -12,9 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from handler.errors import ConfigError, EcsDetachError
 
-class TopicError(Exception):
+
+class TopicError(EcsDetachError):
     """A topic operation failed (broker unreachable, bad URL, …)."""
+
+
+class TopicConfigError(TopicError, ConfigError):
+    """A topic URL (or the topic name in it) that cannot be used; the message says why."""
 
 
 class StaleDelivery(TopicError):

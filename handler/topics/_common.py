@@ -7,6 +7,8 @@ import math
 from typing import ClassVar, TypeVar
 from urllib.parse import SplitResult
 
+from handler.support.log import redact_text
+
 from ._base import StaleDelivery, TopicError
 from ._url import BrokerAddress, broker_target
 
@@ -45,6 +47,17 @@ def is_dead_letter_topic(name: str) -> bool:
 
 def no_dead_letter_topic(name: str) -> TopicError:
     return TopicError(f"{name!r} is a dead-letter topic and has none of its own")
+
+
+def broker_error(kind: str, name: str, address: BrokerAddress, exc: BaseException) -> TopicError:
+    """``TopicError`` for a broker client's exception, its text redacted (``redact_text``: URLs,
+    and the URL's password or token). The cause is kept only when its text held no secret."""
+    detail = describe(exc)
+    safe = redact_text(detail, *address.secrets)
+    error = TopicError(f"{kind} topic {name!r} at {address.safe_url}: {safe}")
+    error.__cause__ = exc if safe == detail else None
+    error.__suppress_context__ = True
+    return error
 
 
 def stale(name: str, message_id: str) -> StaleDelivery:

@@ -1,4 +1,4 @@
-"""Reading topic URLs, and echoing them without their secrets."""
+"""Reading topic URLs, and echoing them without their secrets (``redact_url``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from urllib.parse import SplitResult, parse_qs, unquote
 
 from handler.support.log import redact_url
 
-from ._base import TopicError
+from ._base import TopicConfigError
 
 
 @dataclass(frozen=True)
@@ -20,12 +20,13 @@ class BrokerAddress:
     path: str  # unquoted, without the leading "/"
     username: str | None
     password: str | None
-    safe_url: str  # the URL without userinfo, query and fragment: fit for messages and logs
+    safe_url: str  # the URL as ``redact_url`` shows it: fit for messages and logs
 
-
-def scrub(text: str, secret: str | None) -> str:
-    """``text`` with ``secret`` replaced by ``***``: broker error messages, in case one quotes it."""
-    return text.replace(secret, "***") if secret else text
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What a broker's error text must not quote: the password, or a user name given
+        alone (``nats://TOKEN@host`` carries a token there)."""
+        return tuple(filter(None, (self.password, self.username if self.password is None else None)))
 
 
 def query_options(url: str, parts: SplitResult, allowed: tuple[str, ...], usage: str) -> dict[str, str]:
@@ -34,16 +35,16 @@ def query_options(url: str, parts: SplitResult, allowed: tuple[str, ...], usage:
     try:
         query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError:
-        raise TopicError(f"malformed query in {kind} topic URL {redact_url(url)}: {usage}") from None
+        raise TopicConfigError(f"malformed query in {kind} topic URL {redact_url(url)}: {usage}") from None
     unknown = sorted(set(query) - set(allowed))
     if unknown:
-        raise TopicError(
+        raise TopicConfigError(
             f"unknown parameter {', '.join(unknown)} in {kind} topic URL {redact_url(url)}: {usage}"
         )
     options: dict[str, str] = {}
     for key, values in query.items():
         if len(values) != 1 or not values[0]:
-            raise TopicError(f"{kind} topic URL {redact_url(url)} needs one non-empty {key}: {usage}")
+            raise TopicConfigError(f"{kind} topic URL {redact_url(url)} needs one non-empty {key}: {usage}")
         options[key] = values[0]
     return options
 
@@ -52,13 +53,13 @@ def broker_address(url: str, parts: SplitResult, default_port: int, usage: str) 
     """Host, port, path and credentials of a broker URL, checked."""
     malformed = f"malformed {parts.scheme} topic URL {redact_url(url)}: {usage}"
     if parts.fragment:
-        raise TopicError(malformed)
+        raise TopicConfigError(malformed)
     try:
         host, port = parts.hostname, parts.port
     except ValueError:
-        raise TopicError(malformed) from None
+        raise TopicConfigError(malformed) from None
     if not host:
-        raise TopicError(malformed)
+        raise TopicConfigError(malformed)
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
     return BrokerAddress(
@@ -80,5 +81,5 @@ def broker_target(
     options = query_options(url, parts, ("topic", "ca"), usage)
     address = broker_address(url, parts, port, usage)
     if "ca" in options and parts.scheme != tls_scheme:
-        raise TopicError(f"{kind} topic URL {address.safe_url}: ca= needs {tls_scheme}://")
+        raise TopicConfigError(f"{kind} topic URL {address.safe_url}: ca= needs {tls_scheme}://")
     return address, options.get("topic", default_name), options.get("ca")

@@ -53,17 +53,16 @@ from aio_pika.connection import make_url
 from pamqp.common import FieldTable
 
 from . import _loop
-from ._base import Delivery, TopicError
+from ._base import Delivery, TopicConfigError, TopicError
 from ._common import (
     BrokerTopic,
+    broker_error,
     check_receive,
     check_seconds,
-    describe,
     is_dead_letter_topic,
     no_dead_letter_topic,
     stale,
 )
-from ._url import scrub
 
 T = TypeVar("T")
 
@@ -114,7 +113,7 @@ class AmqpTopic(BrokerTopic):
     def _start(self) -> None:
         name = self._name
         if name.startswith("amq.") or len(name) > 200:
-            raise ValueError(f"RabbitMQ queue names cannot start with amq. or be this long: {name!r}")
+            raise TopicConfigError(f"RabbitMQ queue names cannot start with amq. or be this long: {name!r}")
         self._dead_queue = None if is_dead_letter_topic(name) else name + ".dead"
         self._connection: AbstractConnection | None = None
         self._publisher: AbstractChannel | None = None  # publisher confirms
@@ -148,8 +147,7 @@ class AmqpTopic(BrokerTopic):
                 _loop.run(self._disconnect(grace=1.0), _TIMEOUT)
             if retry and not isinstance(exc, TimeoutError):
                 return self._call(work, timeout, retry=False)
-            detail = scrub(describe(exc), self._address.password)
-            raise TopicError(f"amqp topic {self._name!r} at {self._address.safe_url}: {detail}") from exc
+            raise broker_error("amqp", self._name, self._address, exc)  # noqa: B904 (cause set there)
 
     async def _open(self) -> AbstractConnection:
         if self._connection is None or self._connection.is_closed:

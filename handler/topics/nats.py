@@ -61,17 +61,16 @@ from nats.js import api
 from handler.support.log import log_event
 
 from . import _loop
-from ._base import Delivery, TopicError
+from ._base import Delivery, TopicConfigError, TopicError
 from ._common import (
     BrokerTopic,
+    broker_error,
     check_receive,
     check_seconds,
-    describe,
     is_dead_letter_topic,
     no_dead_letter_topic,
     stale,
 )
-from ._url import scrub
 
 T = TypeVar("T")
 
@@ -103,9 +102,9 @@ class NatsTopic(BrokerTopic):
     def _start(self) -> None:
         name, address, visibility_timeout = self._name, self._address, self._visibility_timeout
         if not _NAME.fullmatch(name):
-            raise ValueError(f"NATS topic names are letters, digits, - and _ (and .dead), got {name!r}")
+            raise TopicConfigError(f"NATS topic names are letters, digits, - and _ (and .dead), got {name!r}")
         if address.path:
-            raise TopicError(f"nats topic URL {address.safe_url} has a path: {_USAGE}")
+            raise TopicConfigError(f"nats topic URL {address.safe_url} has a path: {_USAGE}")
         self._lease_span = visibility_timeout - min(1.0, visibility_timeout / 10)
         base = name.removesuffix(".dead")
         self._stream = f"ecs-detach-{base}"
@@ -130,8 +129,7 @@ class NatsTopic(BrokerTopic):
         try:
             return _loop.run(coroutine, timeout)
         except (nats.errors.Error, OSError, asyncio.TimeoutError, TimeoutError) as exc:
-            detail = scrub(describe(exc), self._address.password)
-            raise TopicError(f"nats topic {self._name!r} at {self._address.safe_url}: {detail}") from exc
+            raise broker_error("nats", self._name, self._address, exc)  # noqa: B904 (cause set there)
 
     async def _connection(self) -> Client:
         """The connected client, connecting (and declaring stream and consumer) if needed."""

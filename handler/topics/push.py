@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
 from handler.cloud import ApiError, SmnClient, TransportError
 from handler.core.backoff import RetryPolicy, retryable
+from handler.support.log import redact_text, redact_url
 
 from ._base import Delivery, Topic, TopicError
 
@@ -93,7 +95,7 @@ def smn_sender(smn: SmnClient, topic_urn: str) -> Callable[[str], None]:
         try:
             smn.publish(topic_urn, message=body, subject="ecs-detach")
         except (ApiError, TransportError) as error:
-            raise TopicError(f"SMN publish to {topic_urn} failed: {error}") from error
+            raise TopicError(f"SMN publish to {topic_urn} failed: {redact_text(str(error))}") from error
 
     return send
 
@@ -103,7 +105,11 @@ class HttpSender:
 
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
         self._url = url
-        self._safe_url = url.split("?", 1)[0]
+        self._safe_url = redact_url(url)
+        try:  # userinfo, as httpx may quote it unencoded
+            self._secrets = tuple(filter(None, (unquote(urlsplit(url).password or ""),)))
+        except ValueError:
+            self._secrets = ()
         self._policy = RetryPolicy()
         self._client = httpx.Client(timeout=timeout, headers={"Content-Type": "application/cloudevents+json"})
 
@@ -113,8 +119,8 @@ class HttpSender:
             try:
                 response = self._client.post(self._url, content=body.encode())
                 status: int | None = response.status_code
-            except httpx.HTTPError as error:
-                status, reason = None, type(error).__name__
+            except httpx.HTTPError as error:  # its text may quote a proxy URL: redacted
+                status, reason = None, redact_text(f"{type(error).__name__}: {error}", *self._secrets)
             else:
                 if response.status_code < 300:
                     return

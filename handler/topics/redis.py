@@ -48,16 +48,16 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from ._base import Delivery, TopicError
+from ._base import Delivery, TopicConfigError, TopicError
 from ._common import (
     BrokerTopic,
+    broker_error,
     check_receive,
     check_seconds,
     is_dead_letter_topic,
     no_dead_letter_topic,
     stale,
 )
-from ._url import scrub
 
 T = TypeVar("T")
 
@@ -208,7 +208,7 @@ class RedisTopic(BrokerTopic):
     def _start(self) -> None:
         name, address, ca_file = self._name, self._address, self._ca_file
         if not address.path.isdigit() and address.path:
-            raise TopicError(f"redis topic URL {address.safe_url}: the path must be a database number")
+            raise TopicConfigError(f"redis topic URL {address.safe_url}: the path must be a database number")
         self._stream = _key(name)
         self._delayed = self._stream + ":delayed"
         self._dead = None if is_dead_letter_topic(name) else _key(name + ".dead")
@@ -241,14 +241,13 @@ class RedisTopic(BrokerTopic):
 
     @contextmanager
     def _redis(self) -> Iterator[redis.Redis]:
-        """The client, with Redis errors turned into ``TopicError`` (credentials scrubbed)."""
+        """The client, with Redis errors turned into ``TopicError`` (redacted)."""
         if self._client is None:
             raise TopicError(f"topic {self._name!r} at {self._address.safe_url} is closed")
         try:
             yield self._client
         except redis.RedisError as exc:
-            detail = scrub(str(exc), self._address.password)
-            raise TopicError(f"redis topic {self._name!r} at {self._address.safe_url}: {detail}") from exc
+            raise broker_error("redis", self._name, self._address, exc)  # noqa: B904 (cause set there)
 
     def _keys(self) -> list[str]:
         return [self._stream, self._delayed] + ([self._dead] if self._dead else [])

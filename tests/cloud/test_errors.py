@@ -1,4 +1,4 @@
-"""Every error body shape of cloud-api.md §3.1 becomes one ApiError with status, code, message, id."""
+"""Every error body shape of docs/cloud-api.md §3.1 becomes one ApiError with status, code, message, id."""
 
 from __future__ import annotations
 

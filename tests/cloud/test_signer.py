@@ -1,4 +1,4 @@
-"""The signer reproduces both published SDK test vectors (cloud-api.md §4.1) to the byte."""
+"""The signer reproduces both published SDK test vectors (docs/cloud-api.md §4.1) to the byte."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The gateway's signature check against both published vectors (cloud-api.md §4.1)."""
+"""The gateway's signature check against both published vectors (docs/cloud-api.md §4.1)."""
 
 from __future__ import annotations
 

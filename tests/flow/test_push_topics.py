@@ -25,7 +25,8 @@ from starlette.routing import Route
 
 from emulator.smn_models import CONFIRMED
 from handler.cloud import SignerAuth
-from handler.entry.runtime import ConfigError, Runtime, build_runtime
+from handler.entry.runtime import Runtime, build_runtime
+from handler.errors import ConfigError
 from handler.local._serve import BackgroundServer
 from handler.local.http import create_app
 from handler.local.worker import Worker, forwarders, poll_job
