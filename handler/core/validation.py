@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from handler.core.models import DEVICE_PATTERN, PROJECT_ID_PATTERN, UUID_PATTERN
+from handler.core.models import DEVICE_PATTERN, JOB_ID_PATTERN, PROJECT_ID_PATTERN, UUID_PATTERN
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class InvalidInput(ValueError):
 _PATTERN_NAMES = {
     UUID_PATTERN: "must be a UUID (8-4-4-4-12 hex digits)",
     PROJECT_ID_PATTERN: "must be a project ID (32 hex digits)",
+    JOB_ID_PATTERN: "must be a job ID (32 hex digits or a UUID)",
     DEVICE_PATTERN: "must be a device name like vdb or /dev/vdb",
 }
 
