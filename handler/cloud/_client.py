@@ -16,6 +16,7 @@ from handler.cloud._ids import checked
 from handler.cloud._signer import SignerAuth
 from handler.cloud._transport import CookielessClient, LazyTransport
 from handler.core.backoff import RetryPolicy, retryable
+from handler.core.validation import MalformedInput, load_json
 from handler.support.log import log_event
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
@@ -156,14 +157,14 @@ class SignedClient:
 def json_object(response: httpx.Response) -> dict[str, Any]:
     """The answer's JSON object (``ApiError`` ``InvalidResponse`` if it is not one)."""
     try:
-        body = json.loads(response.content) if response.content else {}
-    except ValueError as exc:
+        body = load_json(response.content) if response.content else {}
+    except MalformedInput as exc:
         raise ApiError(
             response.status_code,
             "InvalidResponse",
-            f"answer is not JSON: {response.text[:200]!r}",
+            f"answer is not JSON ({exc.errors[0].reason}): {response.text[:200]!r}",
             request_id=response.headers.get("x-request-id"),
-        ) from exc
+        ) from None
     if not isinstance(body, dict):
         raise ApiError(response.status_code, "InvalidResponse", "answer is not a JSON object")
     return body

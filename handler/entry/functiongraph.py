@@ -10,7 +10,6 @@ No web framework is imported here.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -22,13 +21,12 @@ from typing import Any
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 from handler.cloud import Credentials, time_budget
-from handler.core.validation import InvalidInput, MalformedInput
+from handler.core.validation import InvalidInput, MalformedInput, load_object
 from handler.entry._problems import invalid_problem
 from handler.entry.runtime import ConfigError, Runtime, build_runtime
 from handler.functions.batch import process
 from handler.functions.detach import DetachStatus
 from handler.settings import CloudCredentials, Settings
-from handler.sources.plain import load_object
 from handler.sources.triggers import ApigRequest, apig_response, detect_trigger, dms_messages
 from handler.support.log import configure, log_event
 
@@ -166,7 +164,7 @@ def _poll_event(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     platform's retry and dead-letter policy applies to the batch."""
     records = event.get("record")
     if isinstance(records, list):
-        return {"records": [runtime.poll_event(json.loads(r["smn"]["message"])) for r in records]}
+        return {"records": [runtime.poll_event(load_object(r["smn"]["message"])) for r in records]}
     if isinstance(event.get("records"), list):
         polled = []
         for _, message in dms_messages(event):

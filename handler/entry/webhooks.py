@@ -16,14 +16,13 @@ RFC 9457 problem document: 400 malformed, 401 unauthenticated, 404 unknown route
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from handler.core.models import EVENT_ACCEPTED
-from handler.core.validation import InvalidInput, MalformedInput
+from handler.core.validation import InvalidInput, MalformedInput, load_json
 from handler.entry._problems import invalid_problem, problem
 from handler.entry._smn import ConfirmationFailed
 from handler.functions.batch import BatchReport, process
@@ -195,9 +194,9 @@ def _keyed_by_webhook_id(parsed: Parsed, headers: Mapping[str, str]) -> Parsed:
 def _job_event(body: bytes) -> dict[str, Any] | None:
     """The ``ecs-detach.accepted`` event an SMN notification carries, if it carries one."""
     try:
-        notification = json.loads(body)
-        event = json.loads(notification["message"]) if notification.get("type") == "Notification" else None
-    except (ValueError, TypeError, KeyError, AttributeError):
+        notification = load_json(body)
+        event = load_json(notification["message"]) if notification.get("type") == "Notification" else None
+    except (MalformedInput, TypeError, KeyError, AttributeError):
         return None
     return event if isinstance(event, dict) and event.get("type") == EVENT_ACCEPTED else None
 
