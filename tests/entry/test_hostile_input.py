@@ -31,7 +31,11 @@ JSON = {"Content-Type": "application/json", **AUTH}
 @pytest.fixture
 def webhook(runtime: Runtime) -> Iterator[str]:
     with BackgroundServer(
-        create_app(runtime.router, max_body_bytes=runtime.settings.max_body_bytes)
+        create_app(
+            runtime.router,
+            max_body_bytes=runtime.settings.max_body_bytes,
+            body_timeout_s=runtime.settings.http_body_timeout_s,
+        )
     ) as server:
         yield server.url
 
