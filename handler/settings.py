@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     )
     breaker_window_s: float = Field(default=600.0, gt=0)
     max_body_bytes: int = Field(default=256 * 1024, gt=0, description="Larger webhook bodies get 413")
+    max_records: int = Field(
+        default=100, ge=1, description="Records (alerts, tickets, events) per request or event; more get 413"
+    )
     # The webhook server of `up` (handler/local/_serve.py, http.py): what a slow client may hold.
     http_header_timeout_s: float = Field(
         default=10.0, gt=0, description="A request's head must arrive within this, else the connection closes"

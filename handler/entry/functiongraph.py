@@ -22,11 +22,12 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 from handler.cloud import Credentials, time_budget
 from handler.core.validation import InvalidInput, MalformedInput, load_object
-from handler.entry._problems import invalid_problem
+from handler.entry._problems import invalid_problem, too_many_records
 from handler.entry.runtime import ConfigError, Runtime, build_runtime
 from handler.functions.batch import process
 from handler.functions.detach import DetachStatus
 from handler.settings import CloudCredentials, Settings
+from handler.sources._base import Parsed
 from handler.sources.triggers import ApigRequest, apig_response, detect_trigger, dms_messages
 from handler.support.log import configure, log_event
 
@@ -133,11 +134,32 @@ def handle_event(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
         answer = runtime.router.handle(trigger)
         headers = {"Content-Type": answer.content_type, **answer.headers}
         return apig_response(answer.status, answer.body, headers)
+    refused = _too_many_records(trigger, runtime.settings.max_records)
+    if refused is not None:
+        return refused
     report = process(trigger, runtime.detach)
     retries = report.count(DetachStatus.RETRY.value)
     if retries:
         raise RetryLater(f"{retries} of {len(report.records)} record(s) must be retried later")
     return {"status_code": report.http_status(), **report.as_dict()}
+
+
+class TooManyRecords(Exception):
+    """A queue-triggered batch holds more records than ``ECS_DETACH_MAX_RECORDS``: raising lets
+    the platform retry, then dead-letter it, instead of dropping its messages."""
+
+
+def _too_many_records(trigger: Parsed, limit: int) -> dict[str, Any] | None:
+    """413, before any cloud call, for an event with more records than ``limit``."""
+    if len(trigger.records) <= limit:
+        return None
+    refused = too_many_records(len(trigger.records), limit)
+    log_event(
+        "detach.too_many_records", level=logging.WARNING, source=trigger.source, detail=refused["detail"]
+    )
+    if trigger.source.startswith("dms"):
+        raise TooManyRecords(refused["detail"])
+    return {"status_code": 413, **refused}
 
 
 def poll_handler(event: dict[str, Any], context: Context | None = None) -> dict[str, Any]:

@@ -11,7 +11,8 @@ Every request is authenticated on its raw bytes before anything parses it (401 o
 Answers: the per-record report (202 if anything was accepted, 200 if there was nothing to do,
 409 if the cloud refused all, 503 with ``Retry-After`` if something must be retried), or an
 RFC 9457 problem document: 400 malformed, 401 unauthenticated, 404 unknown route or mapping, 405 wrong method,
-413 too large, 415 unsupported content type, 422 invalid (every record, with field paths).
+413 too large (the body, or more records than ``max_records``, refused before any cloud call),
+415 unsupported content type, 422 invalid (every record, with field paths).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 
 from handler.core.models import EVENT_ACCEPTED
 from handler.core.validation import InvalidInput, MalformedInput, load_json
-from handler.entry._problems import invalid_problem, problem
+from handler.entry._problems import invalid_problem, problem, too_many_records
 from handler.entry._smn import ConfirmationFailed
 from handler.functions.batch import BatchReport, process
 from handler.functions.detach import DetachFunction
@@ -94,6 +95,7 @@ class WebhookRouter:
         labels: LabelNames,
         mappings: Mapping[str, TicketMapping],
         max_body_bytes: int,
+        max_records: int,
         confirm_subscription: Callable[[str], None],
     ) -> None:
         self._detach = detach
@@ -102,6 +104,7 @@ class WebhookRouter:
         self._labels = labels
         self._mappings = mappings
         self._max_body_bytes = max_body_bytes
+        self._max_records = max_records
         self._confirm = confirm_subscription
 
     def handle(self, request: Incoming) -> WebResponse:
@@ -125,7 +128,13 @@ class WebhookRouter:
             return WebResponse(status, invalid_problem(error, status))
         if parsed.confirm_url is not None:
             return self._confirm_subscription(parsed.source, parsed.confirm_url)
-        return _answer(process(_keyed_by_webhook_id(parsed, request.headers), self._detach))
+        return self._process(parsed, request.headers)
+
+    def _process(self, parsed: Parsed, headers: Mapping[str, str]) -> WebResponse:
+        """The report of every record, or 413 (before any cloud call) when there are too many."""
+        if len(parsed.records) > self._max_records:
+            return WebResponse(413, too_many_records(len(parsed.records), self._max_records))
+        return _answer(process(_keyed_by_webhook_id(parsed, headers), self._detach))
 
     def _refuse(self, request: Incoming, path: str) -> WebResponse | None:
         """The answer for a request that cannot be taken at all: route, mapping, method, size."""

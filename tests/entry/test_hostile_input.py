@@ -8,18 +8,22 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from rich.console import Console
 
-from handler.entry.runtime import Runtime
+from handler.entry import functiongraph
+from handler.entry.runtime import Runtime, build_runtime
 from handler.local._console import show_events
 from handler.local._serve import BackgroundServer
 from handler.local.http import create_app
 from handler.support.log import LOGGER_NAME, JsonFormatter, log_event
-from tests.conftest import AUTH, Emulator
-from tests.support import WEB1, WEB1_DATA
+from tests.conftest import AUTH, DEMO_CREDENTIALS, Emulator, fast_settings
+from tests.support import PID, WEB1, WEB1_DATA
+
+TOPIC = f"urn:smn:ap-southeast-1:{PID}:ops-alarms"
 
 DEPTH = 100_000
 DEEP_ARRAY = b"[" * DEPTH + b"]" * DEPTH
@@ -142,3 +146,102 @@ def test_every_console_line_escapes_outside_text(text: str, outputs: tuple[io.St
     assert len(logged) == len(events)
     assert not any(RAW_CONTROL.search(line) for line in logged)
     assert json.loads(logged[-1])[text] == text
+
+
+# -- records per request -----------------------------------------------------------------------
+
+
+def _alerts(count: int) -> dict[str, object]:
+    labels = {"server_id": WEB1, "volume_id": WEB1_DATA}
+    alerts = [
+        {"status": "firing", "labels": labels, "startsAt": "2024-01-15T08:30:00Z", "fingerprint": f"f{i}"}
+        for i in range(count)
+    ]
+    return {"version": "4", "status": "firing", "alerts": alerts}
+
+
+def _cloudevents(count: int) -> list[dict[str, object]]:
+    return [
+        {
+            "specversion": "1.0",
+            "id": str(i),
+            "source": "test",
+            "type": "ecs-detach.requested",
+            "data": {"server_id": WEB1, "volume_id": WEB1_DATA, "dry_run": True},
+        }
+        for i in range(count)
+    ]
+
+
+def _tickets(count: int) -> dict[str, object]:
+    return {"items": [{"key": f"OPS-{i}", "server": WEB1, "volume": WEB1_DATA} for i in range(count)]}
+
+
+BATCHES = {
+    "alertmanager": ("/alertmanager", "application/json", _alerts),
+    "cloudevents": ("/", "application/cloudevents-batch+json", _cloudevents),
+    "tickets": ("/tickets/batch", "application/json", _tickets),
+}
+
+
+@pytest.fixture
+def limited(tmp_path: Path, emulator: Emulator) -> Iterator[tuple[Runtime, str]]:
+    """A webhook server whose requests may hold at most 3 records, with a ticket mapping that
+    reads a list of tickets; dry-run, so requests at the bound make no detach."""
+    mapping = {
+        "name": "batch",
+        "records": "items",
+        "ticket": "key",
+        "fields": {"server_id": "server", "volume_id": "volume"},
+    }
+    (tmp_path / "mappings.json").write_text(json.dumps(mapping))
+    settings = fast_settings(
+        tmp_path, emulator.url, max_records=3, ticket_mappings=tmp_path / "mappings.json", dry_run=True
+    )
+    runtime = build_runtime(settings, DEMO_CREDENTIALS)
+    app = create_app(
+        runtime.router, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.http_body_timeout_s
+    )
+    with BackgroundServer(app) as server:
+        yield runtime, server.url
+    runtime.close()
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+def test_a_request_over_the_records_bound_is_a_413_before_any_cloud_call(
+    limited: tuple[Runtime, str], emulator: Emulator, batch: str
+) -> None:
+    _, url = limited
+    route, content_type, make = BATCHES[batch]
+    headers = {"Content-Type": content_type, **AUTH}
+    problem = _problem(httpx.post(url + route, json=make(4), headers=headers, timeout=10), 413)
+    assert problem["max_records"] == 3
+    assert "4 records" in str(problem["detail"])
+    assert "at most 3" in str(problem["detail"])
+    assert emulator.admin("GET", "calls")["calls"] == []
+
+    answer = httpx.post(url + route, json=make(3), headers=headers, timeout=30)  # at the bound
+    assert answer.status_code < 300, answer.text[:500]
+
+
+def test_the_default_bound_is_100_records(webhook: str, emulator: Emulator) -> None:
+    """One Alertmanager group of 1,000 alerts once made 1,000 cloud reads."""
+    answer = httpx.post(f"{webhook}/alertmanager", json=_alerts(1_000), headers=JSON, timeout=30)
+    assert _problem(answer, 413)["max_records"] == 100
+    assert emulator.admin("GET", "calls")["calls"] == []
+
+
+def test_the_functiongraph_batch_path_has_the_same_bound(tmp_path: Path, emulator: Emulator) -> None:
+    settings = fast_settings(tmp_path, emulator.url, max_records=3)
+    runtime = build_runtime(settings, DEMO_CREDENTIALS)
+    try:
+        request = {"server_id": WEB1, "volume_id": WEB1_DATA, "dry_run": True}
+        smn = {"record": [{"smn": {"message": json.dumps(request), "topic_urn": TOPIC}}] * 4}
+        answer = functiongraph.handle_event(runtime, smn)
+        assert (answer["status_code"], answer["max_records"]) == (413, 3)
+        dms = {"trigger_type": "KAFKA", "records": [{"messages": [json.dumps(request)] * 4}]}
+        with pytest.raises(functiongraph.TooManyRecords, match="at most 3"):
+            functiongraph.handle_event(runtime, dms)  # a queue's batch: retried, then dead-lettered
+        assert emulator.admin("GET", "calls")["calls"] == []
+    finally:
+        runtime.close()
