@@ -595,7 +595,7 @@ def ledger_summary(calls: Sequence[CallRecord], detaches: Sequence[DetachRecord]
 async def _json_object(request: Request) -> dict[str, Any]:
     try:
         data = json.loads(await request.body() or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ValueError("the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ValueError("the body must be a JSON object")

@@ -262,7 +262,7 @@ def _structure(value: Any) -> dict[str, str]:
         raise invalid
     try:
         texts = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise invalid from None
     if not isinstance(texts, dict) or not all(isinstance(t, str) for t in texts.values()):
         raise invalid

@@ -57,7 +57,7 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     """The body as a JSON object; anything else reads as ``{}``, so required fields fail."""
     try:
         data = json.loads(raw or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 

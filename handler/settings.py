@@ -116,6 +116,22 @@ class Settings(BaseSettings):
     )
     breaker_window_s: float = Field(default=600.0, gt=0)
     max_body_bytes: int = Field(default=256 * 1024, gt=0, description="Larger webhook bodies get 413")
+    max_records: int = Field(
+        default=100, ge=1, description="Records (alerts, tickets, events) per request or event; more get 413"
+    )
+    # The webhook server of `up` (handler/local/_serve.py, http.py): what a slow client may hold.
+    http_header_timeout_s: float = Field(
+        default=10.0, gt=0, description="A request's head must arrive within this, else the connection closes"
+    )
+    http_body_timeout_s: float = Field(
+        default=30.0, gt=0, description="A body must arrive within this, else 408"
+    )
+    http_max_connections: int = Field(
+        default=100, ge=1, description="Connections served at once; a request on one more gets 503"
+    )
+    http_keep_alive_s: int = Field(
+        default=5, ge=1, description="An idle kept-alive connection closes after this"
+    )
     alert_labels: LabelNames = Field(
         default_factory=LabelNames, description="Alert label names for each request field (JSON)"
     )

@@ -7,6 +7,7 @@ from handler.cloud._ecs import DetachAnswer, EcsClient
 from handler.cloud._endpoints import CloudName, endpoint
 from handler.cloud._errors import ApiError, CloudError, TransportError
 from handler.cloud._evs import EvsClient
+from handler.cloud._ids import InvalidId
 from handler.cloud._signer import SignerAuth, sign
 from handler.cloud._smn import SmnClient
 
@@ -19,6 +20,7 @@ __all__ = [
     "DetachAnswer",
     "EcsClient",
     "EvsClient",
+    "InvalidId",
     "SignerAuth",
     "SmnClient",
     "TransportError",

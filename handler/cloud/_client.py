@@ -14,9 +14,11 @@ import httpx
 from handler.cloud._budget import remaining
 from handler.cloud._credentials import Credentials
 from handler.cloud._errors import ApiError, TransportError
+from handler.cloud._ids import checked
 from handler.cloud._signer import SignerAuth
 from handler.cloud._transport import CookielessClient, LazyTransport
 from handler.core.backoff import RetryPolicy, retryable
+from handler.core.validation import MalformedInput, load_json
 from handler.errors import ConfigError
 from handler.support.log import log_event, redact_text
 
@@ -84,12 +86,17 @@ class SignedClient:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _path(self, project_id: str | None, *segments: str) -> str:
-        """``/{api_version}/{project}/{segments}``, each segment percent-encoded (``:`` → ``%3A``)."""
-        project = project_id or self._project_id
+    def _path(self, project_id: str | None, template: str, **ids: str) -> str:
+        """``/{api_version}/{project}/{template}``, each ``{name}`` in the template filled with
+        ``ids[name]`` once it is checked to be an id of that kind (``InvalidId`` otherwise, and
+        nothing is sent) and percent-encoded (``:`` → ``%3A``)."""
+        project = self._project_id if project_id is None else project_id
         if not project:
             raise ConfigError("no project ID: set HUAWEICLOUD_SDK_PROJECT_ID or pass project_id")
-        return f"/{self.api_version}/" + "/".join(quote(part, safe="") for part in (project, *segments))
+        segments = {name: quote(checked(name, value), safe="") for name, value in ids.items()}
+        return f"/{self.api_version}/{quote(checked('project_id', project), safe='')}/" + template.format(
+            **segments
+        )
 
     def _send(
         self,
@@ -161,14 +168,14 @@ class SignedClient:
 def json_object(response: httpx.Response) -> dict[str, Any]:
     """The answer's JSON object (``ApiError`` ``InvalidResponse`` if it is not one)."""
     try:
-        body = json.loads(response.content) if response.content else {}
-    except ValueError as exc:
+        body = load_json(response.content) if response.content else {}
+    except MalformedInput as exc:
         raise ApiError(
             response.status_code,
             "InvalidResponse",
-            f"answer is not JSON: {response.text[:200]!r}",
+            f"answer is not JSON ({exc.errors[0].reason}): {response.text[:200]!r}",
             request_id=response.headers.get("x-request-id"),
-        ) from exc
+        ) from None
     if not isinstance(body, dict):
         raise ApiError(response.status_code, "InvalidResponse", "answer is not a JSON object")
     return body

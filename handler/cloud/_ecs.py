@@ -33,26 +33,33 @@ class EcsClient(SignedClient):
         self, server_id: str, volume_id: str, *, project_id: str | None = None, force: bool = False
     ) -> DetachAnswer:
         """``DELETE /v1/{project_id}/cloudservers/{server_id}/detachvolume/{volume_id}``."""
-        path = self._path(project_id, "cloudservers", server_id, "detachvolume", volume_id)
+        path = self._path(
+            project_id,
+            "cloudservers/{server_id}/detachvolume/{volume_id}",
+            server_id=server_id,
+            volume_id=volume_id,
+        )
         response = self._send("DELETE", path, params={"delete_flag": "1" if force else "0"})
         job_id = required_str(response, json_object(response), "job_id", "detach")
         return DetachAnswer(job_id, response.headers.get("x-request-id"), response.status_code)
 
     def show_job(self, job_id: str, *, project_id: str | None = None) -> Job:
         """``GET /v1/{project_id}/jobs/{job_id}``."""
-        response = self._send("GET", self._path(project_id, "jobs", job_id))
+        response = self._send("GET", self._path(project_id, "jobs/{job_id}", job_id=job_id))
         return Job.model_validate(json_object(response))
 
     def list_block_devices(self, server_id: str, *, project_id: str | None = None) -> list[BlockDevice]:
         """``GET /v1/{project_id}/cloudservers/{server_id}/block_device``."""
-        path = self._path(project_id, "cloudservers", server_id, "block_device")
+        path = self._path(project_id, "cloudservers/{server_id}/block_device", server_id=server_id)
         return _block_devices.validate_python(
             json_object(self._send("GET", path)).get("volumeAttachments", [])
         )
 
     def show_server(self, server_id: str, *, project_id: str | None = None) -> Server:
         """``GET /v1/{project_id}/cloudservers/{server_id}``."""
-        body = json_object(self._send("GET", self._path(project_id, "cloudservers", server_id)))
+        body = json_object(
+            self._send("GET", self._path(project_id, "cloudservers/{server_id}", server_id=server_id))
+        )
         return Server.model_validate(body.get("server"))
 
     def list_servers(
@@ -70,7 +77,7 @@ class EcsClient(SignedClient):
             params["name"] = name
         if status:
             params["status"] = status
-        path = self._path(project_id, "cloudservers", "detail")
+        path = self._path(project_id, "cloudservers/detail")
         return _servers.validate_python(
             json_object(self._send("GET", path, params=params)).get("servers", [])
         )

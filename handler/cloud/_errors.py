@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
 
 from handler.core.backoff import retry_after_seconds
+from handler.core.validation import MalformedInput, load_json
 from handler.errors import EcsDetachError
 
 
@@ -52,8 +52,8 @@ class ApiError(CloudError):
     def from_response(cls, response: httpx.Response) -> ApiError:
         request_id = response.headers.get("x-request-id")
         try:
-            body = json.loads(response.content)
-        except ValueError:
+            body = load_json(response.content)
+        except MalformedInput:
             body = None
         code, message, details = _parse_body(body)
         if isinstance(body, dict) and not request_id and isinstance(body.get("request_id"), str):

@@ -14,5 +14,7 @@ class EvsClient(SignedClient):
 
     def show_volume(self, volume_id: str, *, project_id: str | None = None) -> Volume:
         """``GET /v2/{project_id}/cloudvolumes/{volume_id}``."""
-        body = json_object(self._send("GET", self._path(project_id, "cloudvolumes", volume_id)))
+        body = json_object(
+            self._send("GET", self._path(project_id, "cloudvolumes/{volume_id}", volume_id=volume_id))
+        )
         return Volume.model_validate(body.get("volume"))

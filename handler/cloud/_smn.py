@@ -34,6 +34,6 @@ class SmnClient(SignedClient):
             body["message_structure"] = message_structure
         if time_to_live is not None:
             body["time_to_live"] = str(time_to_live)
-        path = self._path(None, "notifications", "topics", topic_urn, "publish")
+        path = self._path(None, "notifications/topics/{topic_urn}/publish", topic_urn=topic_urn)
         response = self._send("POST", path, body=body)
         return required_str(response, json_object(response), "message_id", "publish")

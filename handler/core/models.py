@@ -16,6 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 PROJECT_ID_PATTERN = r"^[0-9a-fA-F]{32}$"
+# ECS job ids are 32 hex digits (ff80808288d41e1b018917ae93d3044c) or a UUID (cloud-api.md §1).
+JOB_ID_PATTERN = (
+    r"^(?:[0-9a-fA-F]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
+)
 DEVICE_PATTERN = r"^(/dev/)?(x?vd|sd|hd|nvme)[a-z0-9]{1,6}$"
 
 
@@ -86,7 +90,7 @@ class DetachAccepted(DetachRequest):
 
     project_id: str = Field(pattern=PROJECT_ID_PATTERN)
     volume_id: str = Field(pattern=UUID_PATTERN)
-    job_id: str = Field(min_length=1, max_length=128)
+    job_id: str = Field(pattern=JOB_ID_PATTERN, description="ECS job id: 32 hex digits or a UUID")
     request_id: str | None = Field(default=None, description="X-Request-Id of the detach call")
     accepted_at: datetime
     attempt: int = Field(default=0, ge=0, description="Job polls made so far")

@@ -16,6 +16,12 @@ def problem(status: int, title: str, detail: str = "", **extra: Any) -> dict[str
     return body
 
 
+def too_many_records(count: int, limit: int) -> dict[str, Any]:
+    """413 for a request or event with more records than ``ECS_DETACH_MAX_RECORDS``."""
+    detail = f"{count} records; at most {limit} per request (ECS_DETACH_MAX_RECORDS)"
+    return problem(413, "Too many records", detail, max_records=limit)
+
+
 def invalid_problem(error: InvalidInput, status: int = 422) -> dict[str, Any]:
     return problem(
         status,

@@ -10,7 +10,6 @@ No web framework is imported here.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -23,13 +22,13 @@ os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 from handler.cloud import Credentials, time_budget
 from handler.core.outcomes import DetachStatus, QueueAction
-from handler.core.validation import InvalidInput, MalformedInput
-from handler.entry._problems import invalid_problem
+from handler.core.validation import InvalidInput, MalformedInput, load_object
+from handler.entry._problems import invalid_problem, too_many_records
 from handler.entry.runtime import Runtime, build_runtime
 from handler.errors import ConfigError, EcsDetachError
 from handler.functions.batch import process
 from handler.settings import CloudCredentials, Settings
-from handler.sources.plain import load_object
+from handler.sources._base import Parsed
 from handler.sources.triggers import ApigRequest, apig_response, detect_trigger, dms_messages
 from handler.support.log import configure, log_event
 
@@ -136,11 +135,32 @@ def handle_event(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
         answer = runtime.router.handle(trigger)
         headers = {"Content-Type": answer.content_type, **answer.headers}
         return apig_response(answer.status, answer.body, headers)
+    refused = _too_many_records(trigger, runtime.settings.max_records)
+    if refused is not None:
+        return refused
     report = process(trigger, runtime.detach)
     if report.disposition() is QueueAction.REQUEUE:
         retries = report.count(DetachStatus.RETRY)
         raise RetryLater(f"{retries} of {len(report.records)} record(s) must be retried later")
     return {"status_code": report.http_status(), **report.as_dict()}
+
+
+class TooManyRecords(Exception):
+    """A queue-triggered batch holds more records than ``ECS_DETACH_MAX_RECORDS``: raising lets
+    the platform retry, then dead-letter it, instead of dropping its messages."""
+
+
+def _too_many_records(trigger: Parsed, limit: int) -> dict[str, Any] | None:
+    """413, before any cloud call, for an event with more records than ``limit``."""
+    if len(trigger.records) <= limit:
+        return None
+    refused = too_many_records(len(trigger.records), limit)
+    log_event(
+        "detach.too_many_records", level=logging.WARNING, source=trigger.source, detail=refused["detail"]
+    )
+    if trigger.source.startswith("dms"):
+        raise TooManyRecords(refused["detail"])
+    return {"status_code": 413, **refused}
 
 
 def poll_handler(event: dict[str, Any], context: Context | None = None) -> dict[str, Any]:
@@ -149,7 +169,7 @@ def poll_handler(event: dict[str, Any], context: Context | None = None) -> dict[
     jobs topic with a delay; the function returns at once instead of sleeping."""
     runtime = _runtime_for(context)
     with time_budget(_budget_s(context, runtime)):
-        return _poll_event(runtime, event)
+        return _job_event(runtime, event)
 
 
 def flush_handler(event: dict[str, Any], context: Context | None = None) -> dict[str, Any]:
@@ -162,13 +182,13 @@ def flush_handler(event: dict[str, Any], context: Context | None = None) -> dict
     return {"forwarded": runtime.flush_delayed(budget), "budget_s": round(budget, 3)}
 
 
-def _poll_event(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
+def _job_event(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     """The event itself, or a queue trigger whose messages are the events: SMN (jobs topic on
     SMN), or DMS RabbitMQ / Kafka (jobs topic on DMS). An invalid message raises, so the
     platform's retry and dead-letter policy applies to the batch."""
     records = event.get("record")
     if isinstance(records, list):
-        return {"records": [runtime.job_event(json.loads(r["smn"]["message"])) for r in records]}
+        return {"records": [runtime.job_event(load_object(r["smn"]["message"])) for r in records]}
     if isinstance(event.get("records"), list):
         polled = []
         for _, message in dms_messages(event):

@@ -64,6 +64,7 @@ class Runtime:
             labels=self.settings.alert_labels,
             mappings=mappings,
             max_body_bytes=self.settings.max_body_bytes,
+            max_records=self.settings.max_records,
             confirm_subscription=SubscriptionConfirmer(self.settings.smn_confirm_hosts),
         )
 

@@ -11,12 +11,12 @@ Every request is authenticated on its raw bytes before anything parses it (401 o
 Answers: the per-record report (202 if anything was accepted, 200 if there was nothing to do,
 409 if the cloud refused all, 503 with ``Retry-After`` if something must be retried), or an
 RFC 9457 problem document: 400 malformed, 401 unauthenticated, 404 unknown route or mapping, 405 wrong method,
-413 too large, 415 unsupported content type, 422 invalid (every record, with field paths).
+413 too large (the body, or more records than ``max_records``, refused before any cloud call),
+415 unsupported content type, 422 invalid (every record, with field paths).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -25,8 +25,8 @@ from typing import Any, Protocol
 
 from handler.cloud import ApiError, TransportError
 from handler.core.models import EVENT_ACCEPTED, EVENT_QUEUED
-from handler.core.validation import InvalidInput, MalformedInput
-from handler.entry._problems import invalid_problem, problem
+from handler.core.validation import InvalidInput, MalformedInput, load_json
+from handler.entry._problems import invalid_problem, problem, too_many_records
 from handler.entry._smn import ConfirmationFailed
 from handler.functions.batch import BatchReport, process
 from handler.functions.detach import DetachFunction
@@ -110,6 +110,7 @@ class WebhookRouter:
         labels: LabelNames,
         mappings: Mapping[str, TicketMapping],
         max_body_bytes: int,
+        max_records: int,
         confirm_subscription: Callable[[str], None],
     ) -> None:
         self._detach = detach
@@ -118,6 +119,7 @@ class WebhookRouter:
         self._labels = labels
         self._mappings = mappings
         self._max_body_bytes = max_body_bytes
+        self._max_records = max_records
         self._confirm = confirm_subscription
 
     def handle(self, request: Incoming) -> WebResponse:
@@ -153,7 +155,13 @@ class WebhookRouter:
             return WebResponse(status, invalid_problem(error, status))
         if parsed.confirm_url is not None:
             return self._confirm_subscription(parsed.source, parsed.confirm_url)
-        return _answer(process(_keyed_by_webhook_id(parsed, request.headers), self._detach))
+        return self._process(parsed, request.headers)
+
+    def _process(self, parsed: Parsed, headers: Mapping[str, str]) -> WebResponse:
+        """The report of every record, or 413 (before any cloud call) when there are too many."""
+        if len(parsed.records) > self._max_records:
+            return WebResponse(413, too_many_records(len(parsed.records), self._max_records))
+        return _answer(process(_keyed_by_webhook_id(parsed, headers), self._detach))
 
     def _refuse(self, request: Incoming, path: str) -> WebResponse | None:
         """The answer for a request that cannot be taken at all: route, mapping, method, size."""
@@ -223,9 +231,9 @@ def _job_event(body: bytes) -> dict[str, Any] | None:
     """The jobs-topic event (``ecs-detach.accepted`` or ``.queued``) an SMN notification
     carries, if it carries one."""
     try:
-        notification = json.loads(body)
-        event = json.loads(notification["message"]) if notification.get("type") == "Notification" else None
-    except (ValueError, TypeError, KeyError, AttributeError):
+        notification = load_json(body)
+        event = load_json(notification["message"]) if notification.get("type") == "Notification" else None
+    except (MalformedInput, TypeError, KeyError, AttributeError):
         return None
     return event if isinstance(event, dict) and event.get("type") in (EVENT_ACCEPTED, EVENT_QUEUED) else None
 

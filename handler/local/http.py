@@ -1,16 +1,19 @@
 """The webhook endpoint as an ASGI app (Starlette), for ``ecs-detach up`` and containers.
 
 Every path goes to ``WebhookRouter`` (routes, statuses and problem documents live there); this
-module only reads the body (stopping at the size limit) and adds ``GET /healthz``.
+module only reads the body (stopping at the size limit, within ``body_timeout_s``: 408 after
+it) and adds ``GET /healthz``. A client that goes away before its body is complete is a DEBUG
+line: nobody is there to answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -22,15 +25,34 @@ from handler.support.log import log_event
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-def create_app(router: WebhookRouter, *, max_body_bytes: int) -> Starlette:
+async def _read_body(request: Request, max_body_bytes: int) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_body_bytes:  # stop reading: the router answers 413
+            break
+    return bytes(body)
+
+
+def create_app(router: WebhookRouter, *, max_body_bytes: int, body_timeout_s: float) -> Starlette:
     async def webhook(request: Request) -> Response:
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_body_bytes:  # stop reading: the router answers 413
-                break
+        try:
+            body = await asyncio.wait_for(_read_body(request, max_body_bytes), body_timeout_s)
+        except asyncio.TimeoutError:
+            log_event(
+                "http.body_timeout", level=logging.DEBUG, path=request.url.path, timeout_s=body_timeout_s
+            )
+            return JSONResponse(
+                problem(408, "Request Timeout", f"the body did not arrive within {body_timeout_s} s"),
+                status_code=408,
+                headers={"Connection": "close"},
+                media_type=PROBLEM_JSON,
+            )
+        except ClientDisconnect:
+            log_event("http.client_disconnected", level=logging.DEBUG, path=request.url.path)
+            return Response(status_code=400)  # never sent: the client is gone
         headers = {name.lower(): value for name, value in request.headers.items()}
-        web = WebRequest(request.method, request.url.path, headers, bytes(body))
+        web = WebRequest(request.method, request.url.path, headers, body)
         answer = await run_in_threadpool(router.handle, web)
         return JSONResponse(
             answer.body, status_code=answer.status, headers=answer.headers, media_type=answer.content_type

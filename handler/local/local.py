@@ -16,7 +16,7 @@ from emulator import EcsBackend, EmulatorConfig, create_app, credential_from_env
 from handler.cloud import Credentials
 from handler.entry.runtime import Runtime, build_runtime
 from handler.errors import ConfigError
-from handler.local._serve import BackgroundServer
+from handler.local._serve import BackgroundServer, ServerLimits
 from handler.local.http import create_app as create_http_app
 from handler.local.worker import Worker, forwarders, poll_job
 from handler.security import generate_local_secret
@@ -58,8 +58,12 @@ class LocalStack:
             settings, credentials = self._cloud()
             settings = self._local_webhook_secret(settings)
             self._runtime = build_runtime(settings, credentials)
-            app = create_http_app(self._runtime.router, max_body_bytes=settings.max_body_bytes)
-            http = self._serve(app, self.options.http_port)
+            app = create_http_app(
+                self._runtime.router,
+                max_body_bytes=settings.max_body_bytes,
+                body_timeout_s=settings.http_body_timeout_s,
+            )
+            http = self._serve(app, self.options.http_port, ServerLimits.from_settings(settings))
             self.webhook_url = http.url
             budget_s = settings.worker_budget_s()
             self._workers = forwarders(self._runtime, budget_s=budget_s)
@@ -127,7 +131,7 @@ class LocalStack:
             self.options.token_file.write_text(self.webhook_token + "\n")
         return settings.model_copy(update={"webhook_bearer_tokens": [SecretStr(self.webhook_token)]})
 
-    def _serve(self, app: object, port: int) -> BackgroundServer:
-        server = BackgroundServer(app, host=self.options.host, port=port).start()
+    def _serve(self, app: object, port: int, limits: ServerLimits | None = None) -> BackgroundServer:
+        server = BackgroundServer(app, host=self.options.host, port=port, limits=limits).start()
         self._servers.append(server)
         return server

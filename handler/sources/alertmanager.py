@@ -12,10 +12,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from handler.core.validation import FieldError, InvalidInput
+from handler.core.validation import FieldError, InvalidInput, load_object
 from handler.sources._base import Parsed, Record
 from handler.sources._labels import LabelNames
-from handler.sources.plain import fit, load_object, validate_request
+from handler.sources.plain import fit, validate_request
 
 _ID_FIELDS = ("server_id", "volume_id", "device", "project_id")
 

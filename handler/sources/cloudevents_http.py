@@ -17,17 +17,9 @@ from urllib.parse import unquote
 from cloudevents.exceptions import GenericException
 from cloudevents.http import CloudEvent, from_http, from_json
 
-from handler.core.validation import FieldError, InvalidInput
+from handler.core.validation import ROOT, FieldError, InvalidInput, load_json, load_object
 from handler.sources._base import Parsed, Record
-from handler.sources.plain import (
-    ROOT,
-    check_cloudevent,
-    cloudevent_record,
-    load_json,
-    load_object,
-    reroot,
-    tag,
-)
+from handler.sources.plain import check_cloudevent, cloudevent_record, reroot, tag
 
 SOURCE = "cloudevents"
 STRUCTURED = "application/cloudevents+json"

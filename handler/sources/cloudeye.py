@@ -17,15 +17,14 @@ from ``alarm_time``, ``time`` or ``timestamp``. A message holding a detach reque
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from handler.core.validation import FieldError, InvalidInput
+from handler.core.validation import FieldError, InvalidInput, MalformedInput, load_json, load_object
 from handler.sources._base import Parsed, Record
-from handler.sources.plain import as_text, fit, join_path, load_object, message_record, validate_request
+from handler.sources.plain import as_text, fit, join_path, message_record, validate_request
 
 SOURCE = "smn"
 _TOPIC_URN = re.compile(r"urn:smn:([a-z0-9-]{1,64}):([0-9a-fA-F]{32}):[^:]+")
@@ -126,8 +125,8 @@ def _decode(message: object) -> dict[str, Any] | str:
     if message is None:
         return "required: the alarm, as JSON text"
     try:
-        alarm = json.loads(message) if isinstance(message, (str, bytes)) else message
-    except (ValueError, RecursionError):
+        alarm = load_json(message) if isinstance(message, (str, bytes)) else message
+    except MalformedInput:
         return "not JSON: a Cloud Eye alarm is a JSON text"
     return alarm if isinstance(alarm, dict) else f"expected a JSON object, got {type(alarm).__name__}"
 

@@ -11,10 +11,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from handler.core.validation import load_object
 from handler.sources._base import Parsed
 from handler.sources._labels import LabelNames
 from handler.sources.alertmanager import DEFAULT_LABELS, alert_records
-from handler.sources.plain import load_object
 
 MAX_VALUES_CHARS = 256
 

@@ -1,13 +1,12 @@
 """The flow's own messages: a plain detach request (JSON), or one wrapped in a CloudEvent.
 
-Also the helpers every adapter shares: loading JSON, re-rooting field paths of errors, fitting
+Also the helpers every adapter shares: re-rooting field paths of errors, fitting
 free text into the request's limits.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -24,34 +23,11 @@ from handler.core.models import (
     DetachQueued,
     DetachRequest,
 )
-from handler.core.validation import FieldError, InvalidInput, MalformedInput
+from handler.core.validation import ROOT, FieldError, InvalidInput, load_object
 from handler.sources._base import Parsed, Record
 
-ROOT = "(root)"
 _CE_REQUIRED = ("specversion", "id", "source", "type")
 _RFC3339: TypeAdapter[AwareDatetime] = TypeAdapter(AwareDatetime)
-
-
-def load_json(raw: str | bytes) -> Any:
-    """The JSON value in ``raw``; ``MalformedInput`` naming why it is not JSON."""
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise MalformedInput("body is not valid JSON", [FieldError(ROOT, str(exc))]) from None
-    except RecursionError:
-        raise MalformedInput("body is not valid JSON", [FieldError(ROOT, "nested too deeply")]) from None
-
-
-def load_object(raw: object) -> dict[str, Any]:
-    """A JSON object from text, bytes or an already decoded dict; ``MalformedInput`` otherwise."""
-    if isinstance(raw, dict):
-        return raw
-    if not isinstance(raw, (str, bytes)):
-        raise MalformedInput("expected JSON text", [FieldError(ROOT, type(raw).__name__)])
-    value = load_json(raw)
-    if not isinstance(value, dict):
-        raise MalformedInput("body must be a JSON object", [FieldError(ROOT, type(value).__name__)])
-    return value
 
 
 def join_path(prefix: str, field: str) -> str:

@@ -28,9 +28,9 @@ from pydantic import (
     field_validator,
 )
 
-from handler.core.validation import FieldError, InvalidInput
+from handler.core.validation import ROOT, FieldError, InvalidInput, load_object
 from handler.sources._base import Parsed, Record
-from handler.sources.plain import ROOT, as_text, fit, join_path, load_object, validate_request
+from handler.sources.plain import as_text, fit, join_path, validate_request
 
 REQUEST_FIELDS = (
     "server_id",

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from handler.core.validation import FieldError, InvalidInput
+from handler.core.validation import ROOT, FieldError, InvalidInput
 from handler.sources._base import Parsed, Record
 from handler.sources.cloudeye import parse_smn_trigger
-from handler.sources.plain import ROOT, message_record, parse_plain
+from handler.sources.plain import message_record, parse_plain
 
 ACCEPTED_SHAPES = (
     "an APIG request (httpMethod), an SMN trigger (record[]), a DMS Kafka or RabbitMQ trigger "

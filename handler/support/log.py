@@ -5,7 +5,9 @@ installs the JSON formatter (FunctionGraph and containers ship stdout to their l
 Field names that look like secrets are masked, and URLs in text fields redacted, as a last line
 of defence: the code never logs credentials, and this keeps a mistake from reaching a log line.
 ``redact_url`` and ``redact_text`` are the one redaction for URLs and error texts that can carry
-credentials (topics, stores, push endpoints, SMN, proxies).
+credentials (topics, stores, push endpoints, SMN, proxies). Fields carry text from outside (keys
+and values of a request, the cloud's answers): no control character reaches a line raw, so none
+can forge a line, repaint a terminal or reorder what is shown.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ LOGGER_NAME = "ecs_detach"
 _logger = logging.getLogger(LOGGER_NAME)
 _SECRET_KEY = re.compile(r"(secret|token|password|authorization|signature|^sk$)", re.IGNORECASE)
 MASK = "**********"
+# What would end a line, repaint a terminal or reorder text if written raw: C0 and C1 controls,
+# DEL, the line and paragraph separators, bidirectional overrides and isolates.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def log_event(event: str, *, level: int = logging.INFO, **fields: Any) -> None:
@@ -53,7 +58,16 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info and record.exc_info[0] is not None:
             line["error_type"] = record.exc_info[0].__name__
-        return json.dumps(line, default=str, ensure_ascii=False)
+        # json.dumps escapes C0 controls; the others, left raw by ensure_ascii=False, become
+        # \\u escapes too (they can only be inside strings): the line reads back unchanged.
+        text = json.dumps(line, default=str, ensure_ascii=False)
+        return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with each control character written as its escape (``\\n``, ``\\x1b``,
+    ``\\u2028``): shown as sent, on one line, with no effect on a terminal."""
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def configure(level: str | int = "INFO") -> None:

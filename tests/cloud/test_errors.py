@@ -106,3 +106,17 @@ def test_unparseable_bodies_fall_back_to_the_status(body: bytes) -> None:
 )
 def test_detach_error_classification(status: int, code: str, message: str, expected: Disposition) -> None:
     assert classify_detach_error(status, code, message) is expected
+
+
+def test_a_deeply_nested_answer_is_an_error_not_a_crash() -> None:
+    """An answer nested deeper than the recursion limit is read like any other body that is
+    not JSON: an error answer keeps its HTTP status, a success answer is ``InvalidResponse``."""
+    from handler.cloud._client import json_object
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+    error = ApiError.from_response(_response(500, deep))
+    assert (error.status, error.code) == (500, "500")
+    with pytest.raises(ApiError) as caught:
+        json_object(_response(200, deep))
+    assert caught.value.code == "InvalidResponse"
+    assert "nested too deeply" in caught.value.message

@@ -16,8 +16,10 @@ from handler.cloud import ApiError, EcsClient, time_budget
 from handler.core.backoff import Backoff, RetryPolicy
 from handler.local._serve import BackgroundServer
 from tests.conftest import DEMO_CREDENTIALS
+from tests.support import WEB1, WEB1_DATA
 
-JOB = {"job_id": "j1", "status": "RUNNING"}
+JOB_ID = "ff80808288d41e1b018917ae93d3044c"
+JOB = {"job_id": JOB_ID, "status": "RUNNING"}
 
 
 @dataclass
@@ -55,7 +57,7 @@ BAD = (400, {"error": {"code": "Ecs.0005", "message": "bad parameter"}}, {})
 def test_throttling_is_retried_after_retry_after(cloud: tuple[FlakyCloud, EcsClient]) -> None:
     flaky, ecs = cloud
     flaky.script = [THROTTLED]
-    assert ecs.show_job("j1").job_id == "j1"
+    assert ecs.show_job(JOB_ID).job_id == JOB_ID
     assert len(flaky.seen) == 2
     assert flaky.seen[1] - flaky.seen[0] >= 1.0  # Retry-After: 1 honoured over the short backoff
 
@@ -63,10 +65,10 @@ def test_throttling_is_retried_after_retry_after(cloud: tuple[FlakyCloud, EcsCli
 def test_server_errors_are_retried_until_the_tries_run_out(cloud: tuple[FlakyCloud, EcsClient]) -> None:
     flaky, ecs = cloud
     flaky.script = [UNAVAILABLE, UNAVAILABLE]
-    assert ecs.show_job("j1").job_id == "j1"
+    assert ecs.show_job(JOB_ID).job_id == JOB_ID
     flaky.script = [UNAVAILABLE] * 3
     with pytest.raises(ApiError) as caught:
-        ecs.show_job("j1")
+        ecs.show_job(JOB_ID)
     assert caught.value.status == 503
     assert len(flaky.seen) == 3 + 3
 
@@ -78,7 +80,7 @@ def test_busy_servers_and_client_errors_are_not_retried_in_the_call(
     flaky, ecs = cloud
     flaky.script = [answer]
     with pytest.raises(ApiError):
-        ecs.detach_volume("s", "v")
+        ecs.detach_volume(WEB1, WEB1_DATA)
     assert len(flaky.seen) == 1
 
 
@@ -87,7 +89,7 @@ def test_no_wait_runs_past_the_time_budget(cloud: tuple[FlakyCloud, EcsClient]) 
     flaky.script = [THROTTLED]  # Retry-After: 1 s, but only 0.5 s are left
     started = time.monotonic()
     with time_budget(0.5), pytest.raises(ApiError) as caught:
-        ecs.show_job("j1")
+        ecs.show_job(JOB_ID)
     assert caught.value.status == 429
     assert time.monotonic() - started < 0.5
     assert len(flaky.seen) == 1

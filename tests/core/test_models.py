@@ -116,3 +116,52 @@ def test_a_result_published_again_is_the_same_cloudevent() -> None:
     assert result_event(result, source="s").id == result_event(again, source="s").id
     assert result_event(result, source="s").id != result_event(failed, source="s").id
     assert result_event(result, source="s").type == "ecs-detach.succeeded"
+
+
+# Ids become path segments of signed API calls: only the forms the cloud issues get through.
+HOSTILE_IDS = [".", "..", "a/b", "%2e%2e", "", "ｆ" * 32, "٠" * 32, "f" * 32 + "\n", "f" * 100_000]
+JOB = "ff80808288d41e1b018917ae93d3044c"
+PROJECT = "0123456789abcdef0123456789abcdef"
+
+
+def _accepted(**data: object) -> dict[str, object]:
+    fields = {
+        "server_id": SERVER,
+        "volume_id": VOLUME,
+        "project_id": PROJECT,
+        "job_id": JOB,
+        "accepted_at": "2024-01-15T08:30:00Z",
+        "not_before": "2024-01-15T08:30:02Z",
+        "deadline": "2024-01-15T08:40:00Z",
+    }
+    return {
+        "specversion": "1.0",
+        "id": "1",
+        "source": "s",
+        "type": "ecs-detach.accepted",
+        "data": fields | data,
+    }
+
+
+@pytest.mark.parametrize("job_id", [JOB, JOB.upper(), "70a599e0-31e7-49b7-b260-868f441e862b"])
+def test_job_ids_in_the_forms_the_cloud_issues_are_accepted(job_id: str) -> None:
+    assert parse_job_event(_accepted(job_id=job_id)).data.job_id == job_id  # opaque: case kept
+
+
+@pytest.mark.parametrize("field", ["job_id", "server_id", "volume_id", "project_id"])
+@pytest.mark.parametrize("bad", HOSTILE_IDS, ids=lambda v: repr(v[:12]) + f"…{len(v)}")
+def test_hostile_ids_in_a_poll_event_name_the_field(field: str, bad: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_job_event(_accepted(**{field: bad}))
+    reasons = {e.field: e.reason for e in caught.value.errors}
+    assert f"data.{field}" in reasons
+    kind = {"job_id": "job ID", "project_id": "project ID"}.get(field, "UUID")
+    assert kind in reasons[f"data.{field}"]
+
+
+@pytest.mark.parametrize("field", ["server_id", "volume_id", "project_id"])
+@pytest.mark.parametrize("bad", HOSTILE_IDS, ids=lambda v: repr(v[:12]) + f"…{len(v)}")
+def test_hostile_ids_in_a_detach_request_name_the_field(field: str, bad: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_request({"server_id": SERVER, "volume_id": VOLUME, field: bad})
+    assert field in {e.field for e in caught.value.errors}

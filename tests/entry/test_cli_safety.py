@@ -98,7 +98,11 @@ def test_a_webhook_request_and_the_same_cli_detach_meet_in_the_store(
     settings = fast_settings(tmp_path, emulator.url)
     runtime = build_runtime(settings, DEMO_CREDENTIALS)
     try:
-        app = create_app(runtime.router, max_body_bytes=settings.max_body_bytes)
+        app = create_app(
+            runtime.router,
+            max_body_bytes=settings.max_body_bytes,
+            body_timeout_s=settings.http_body_timeout_s,
+        )
         with BackgroundServer(app) as server:
             sent = httpx.post(
                 f"{server.url}/", json={"server_id": WEB1, "volume_id": WEB1_DATA}, headers=AUTH, timeout=10

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from emulator import EcsBackend, EmulatorConfig, EmulatorCredential, create_app, load_seed
-from handler.core.validation import InvalidInput
+from handler.core.validation import InvalidInput, MalformedInput
 from handler.entry import functiongraph
 from handler.local._serve import BackgroundServer
 from tests.support import PID, WEB1, WEB1_DATA
@@ -115,6 +115,12 @@ def test_poll_handler_raises_on_a_message_that_is_not_an_accepted_event(function
     """Raising hands the batch to the platform's retry and dead-letter policy: nothing is lost."""
     batch = {"trigger_type": "RABBITMQ", "records": [{"messages": ['{"server_id": "x"}']}]}
     with pytest.raises(InvalidInput, match=r"ecs-detach\.accepted"):
+        functiongraph.poll_handler(batch, FunctionGraphContext())
+
+
+def test_poll_handler_raises_malformed_input_on_a_deeply_nested_message(function_env: str) -> None:
+    batch = {"record": [{"smn": {"message": "[" * 100_000 + "]" * 100_000}}]}
+    with pytest.raises(MalformedInput, match="nested too deeply"):
         functiongraph.poll_handler(batch, FunctionGraphContext())
 
 

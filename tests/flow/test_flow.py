@@ -47,7 +47,11 @@ def worker(runtime: Runtime) -> Iterator[Worker]:
 @pytest.fixture
 def webhook(runtime: Runtime) -> Iterator[str]:
     with BackgroundServer(
-        create_app(runtime.router, max_body_bytes=runtime.settings.max_body_bytes)
+        create_app(
+            runtime.router,
+            max_body_bytes=runtime.settings.max_body_bytes,
+            body_timeout_s=runtime.settings.http_body_timeout_s,
+        )
     ) as server:
         yield server.url
 
@@ -252,7 +256,11 @@ def test_a_standard_webhooks_retry_is_a_duplicate(tmp_path: Path, emulator: Emul
     secret = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
     settings = fast_settings(tmp_path, emulator.url, webhook_standard_secrets=[secret])
     runtime = build_runtime(settings, DEMO_CREDENTIALS)
-    app = create_app(runtime.router, max_body_bytes=settings.max_body_bytes)
+    app = create_app(
+        runtime.router,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.http_body_timeout_s,
+    )
     body = json.dumps({"server_id": WEB1, "volume_id": WEB1_DATA})
 
     def send(url: str, message_id: str) -> httpx.Response:

@@ -95,7 +95,11 @@ def smn_runtime(tmp_path: Path, emulator: Emulator) -> Iterator[tuple[Runtime, S
             smn_cert_hosts=["127.0.0.1"],
         )
         runtime = build_runtime(settings, DEMO_CREDENTIALS)
-        app = create_app(runtime.router, max_body_bytes=settings.max_body_bytes)
+        app = create_app(
+            runtime.router,
+            max_body_bytes=settings.max_body_bytes,
+            body_timeout_s=settings.http_body_timeout_s,
+        )
         with BackgroundServer(app) as webhook:
             assert _topic(api, "jobs", f"{webhook.url}/smn") == jobs_urn  # confirmed by the webhook
             workers = [w.start() for w in forwarders(runtime, budget_s=10)]
