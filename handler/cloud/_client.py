@@ -90,8 +90,8 @@ class SignedClient:
         """``/{api_version}/{project}/{template}``, each ``{name}`` in the template filled with
         ``ids[name]`` once it is checked to be an id of that kind (``InvalidId`` otherwise, and
         nothing is sent) and percent-encoded (``:`` → ``%3A``)."""
-        project = self._project_id if project_id is None else project_id
-        if not project:
+        project = self._project_id if project_id is None else project_id  # "" given is refused below
+        if project is None or (project_id is None and not project):
             raise ConfigError("no project ID: set HUAWEICLOUD_SDK_PROJECT_ID or pass project_id")
         segments = {name: quote(checked(name, value), safe="") for name, value in ids.items()}
         return f"/{self.api_version}/{quote(checked('project_id', project), safe='')}/" + template.format(

@@ -259,7 +259,9 @@ def test_the_jobs_function_drops_an_untrusted_event(world: World) -> None:
     fns = build(world)
     message = accept(world, fns)
     event = CloudEvent[DetachAccepted](
-        source="attacker", type="ecs-detach.accepted", data=_forged(message, job_id="x1")
+        source="attacker",
+        type="ecs-detach.accepted",
+        data=_forged(message, job_id="ff8080820000000000000000deadbeef"),
     )
 
     step = fns.jobs(event.model_dump_json())
