@@ -6,7 +6,6 @@ Neither signs the body nor carries a time, so neither has a replay window: use t
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Mapping, Sequence
 
 from pydantic import SecretStr
@@ -49,7 +48,7 @@ class BasicAuth:
     def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None:
         try:
             given = base64.b64decode(_credentials(headers, "basic") or "", validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or text that is not ASCII
             raise Unauthenticated("Authorization: Basic is not base64 of user:password") from None
         if not any(same(given, pair.get_secret_value().encode()) for pair in self._credentials):
             raise Unauthenticated("the basic-auth user and password are not accepted")

@@ -33,7 +33,6 @@ retried delivery is signed anew, and an old one may be a legitimate retry.
 from __future__ import annotations
 
 import base64
-import binascii
 import ipaddress
 import json
 import threading
@@ -203,7 +202,7 @@ class SmnSignatureVerifier:
         host = self._allowed_host(url)
         try:
             signature = base64.b64decode(_text(message, "signature"), validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or text that is not ASCII
             raise Unauthenticated("the SMN signature is not base64") from None
         signed = string_to_sign(message).encode()
         certificate = self._certificate(url, host)
