@@ -10,7 +10,8 @@ and FunctionGraph's APIG trigger all adapt to it, so every way in behaves the sa
 Every request is authenticated on its raw bytes before anything parses it (401 otherwise).
 Answers: the per-record report (202 if anything was accepted, 200 if there was nothing to do,
 409 if the cloud refused all, 503 with ``Retry-After`` if something must be retried), or an
-RFC 9457 problem document: 400 malformed, 401 unauthenticated, 404 unknown route or mapping, 405 wrong method,
+RFC 9457 problem document: 400 malformed, 401 unauthenticated, 403 a credential used outside
+its routes, 404 unknown route or mapping, 405 wrong method,
 413 too large, 415 unsupported content type, 422 invalid (every record, with field paths).
 """
 
@@ -28,7 +29,7 @@ from handler.entry._problems import invalid_problem, problem
 from handler.entry._smn import ConfirmationFailed
 from handler.functions.batch import BatchReport, process
 from handler.functions.detach import DetachFunction
-from handler.security import Unauthenticated, WebhookAuthenticator
+from handler.security import Refused, WebhookAuthenticator
 from handler.sources import (
     LabelNames,
     TicketMapping,
@@ -148,7 +149,9 @@ class WebhookRouter:
         """Checked on the raw bytes, before anything parses them."""
         try:
             self._authenticator.check(path, request.headers, request.body)
-        except Unauthenticated as refused:
+        except Refused as refused:
+            if refused.status == 403:  # a credential verified, but this route is outside its scope
+                return _problem(403, "Forbidden", refused.reason)
             return _problem(401, "Unauthorized", refused.reason)
         return None
 

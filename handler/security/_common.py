@@ -6,7 +6,10 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from handler.security._scopes import WebhookCredential
 
 _UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
 _HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
@@ -22,13 +25,26 @@ DEFAULT_SMN_CERT_HOSTS = (
 )
 
 
-class Unauthenticated(Exception):
+class Refused(Exception):
     """The request is refused. ``reason`` may be sent to the caller: it never holds a secret
     or an expected signature, only which check failed."""
+
+    status = 401
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class Unauthenticated(Refused):
+    """No credential the request carries verifies (HTTP 401)."""
+
+
+class Forbidden(Refused):
+    """A credential verifies, but it may not call this route (HTTP 403, RFC 9110 §15.5.4:
+    sending the same credential again cannot help)."""
+
+    status = 403
 
 
 class Scheme(Protocol):
@@ -40,7 +56,8 @@ class Scheme(Protocol):
     def header(self) -> str: ...  # what the sender must send, for refusal reasons
 
     def present(self, headers: Mapping[str, str]) -> bool: ...
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None: ...
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> WebhookCredential:
+        """The configured credential the request proves, else ``Unauthenticated``."""
 
 
 def same(given: bytes, expected: bytes) -> bool:

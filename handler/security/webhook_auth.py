@@ -20,10 +20,11 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from handler.security._common import DEFAULT_SMN_CERT_HOSTS, Scheme, Unauthenticated
+from handler.security._common import DEFAULT_SMN_CERT_HOSTS, Forbidden, Refused, Scheme, Unauthenticated
 from handler.security._hmac import GenericHmac, GitHubHmac, GrafanaHmac
+from handler.security._scopes import WebhookCredential, normal_route
 from handler.security._standard import StandardWebhooks, signer
 from handler.security._tokens import BasicAuth, BearerToken
 from handler.security.smn_signature import (
@@ -45,16 +46,21 @@ SETTINGS_HINT = (
 
 
 class WebhookAuthConfig(BaseModel):
-    """Each secret list takes several entries so a secret can be rotated without downtime."""
+    """Each secret list takes several entries so a secret can be rotated without downtime; an
+    entry is a plain secret (every route) or ``{"secret": …, "routes": […]}`` (see ``_scopes``)."""
 
     # A validation error must not echo the secrets it was given.
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     disabled: bool = False
-    bearer_tokens: list[SecretStr] = Field(default_factory=list)
-    basic_credentials: list[SecretStr] = Field(default_factory=list, description='"user:password" pairs')
-    hmac_secrets: list[SecretStr] = Field(default_factory=list, description="GitHub, Grafana, generic")
-    standard_webhooks_secrets: list[SecretStr] = Field(default_factory=list, description="whsec_…")
+    bearer_tokens: list[WebhookCredential] = Field(default_factory=list)
+    basic_credentials: list[WebhookCredential] = Field(
+        default_factory=list, description='"user:password" pairs'
+    )
+    hmac_secrets: list[WebhookCredential] = Field(
+        default_factory=list, description="GitHub, Grafana, generic"
+    )
+    standard_webhooks_secrets: list[WebhookCredential] = Field(default_factory=list, description="whsec_…")
     hmac_require_timestamp: bool = Field(default=False, description="Refuse untimed HMAC forms")
     replay_window_s: int = Field(default=300, gt=0, le=86400)
     smn_cert_hosts: list[str] = Field(default_factory=lambda: list(DEFAULT_SMN_CERT_HOSTS))
@@ -62,17 +68,17 @@ class WebhookAuthConfig(BaseModel):
 
     @field_validator("bearer_tokens", "basic_credentials", "hmac_secrets", "standard_webhooks_secrets")
     @classmethod
-    def _no_empty_secret(cls, values: list[SecretStr]) -> list[SecretStr]:
+    def _no_empty_secret(cls, values: list[WebhookCredential]) -> list[WebhookCredential]:
         for index, value in enumerate(values):
-            if not value.get_secret_value().strip():
+            if not value.secret.get_secret_value().strip():
                 raise ValueError(f"entry {index} is empty")
         return values
 
     @field_validator("basic_credentials")
     @classmethod
-    def _user_and_password(cls, values: list[SecretStr]) -> list[SecretStr]:
+    def _user_and_password(cls, values: list[WebhookCredential]) -> list[WebhookCredential]:
         for index, value in enumerate(values):
-            user, colon, password = value.get_secret_value().partition(":")
+            user, colon, password = value.secret.get_secret_value().partition(":")
             if not (user and colon and password):
                 raise ValueError(f"entry {index} is not user:password")
         return values
@@ -87,10 +93,10 @@ class WebhookAuthConfig(BaseModel):
 
     @field_validator("standard_webhooks_secrets")
     @classmethod
-    def _whsec(cls, values: list[SecretStr]) -> list[SecretStr]:
+    def _whsec(cls, values: list[WebhookCredential]) -> list[WebhookCredential]:
         for index, value in enumerate(values):
             try:
-                signer(value)
+                signer(value.secret)
             except Exception:  # the library raises several types; none may echo the secret
                 raise ValueError(f"entry {index} is not a whsec_… (base64) secret") from None
         return values
@@ -141,15 +147,17 @@ class WebhookAuthenticator:
             )
 
     def check(self, path: str, headers: Mapping[str, str], body: bytes) -> str:
-        """The name of the scheme that accepts the request, or ``Unauthenticated``."""
+        """The name of the scheme that accepts the request on ``path``; else ``Unauthenticated``
+        (no credential verifies) or ``Forbidden`` (one verifies, but may not call ``path``)."""
         if self._config.disabled:
             return DISABLED
-        route = path.rstrip("/") or "/"
+        route = normal_route(path)
         lowered = {name.lower(): value for name, value in headers.items()}
         try:
             return self._check(route, lowered, body)
-        except Unauthenticated as refused:
-            log_event("webhook.unauthenticated", level=logging.WARNING, path=route, reason=refused.reason)
+        except Refused as refused:
+            event = "webhook.forbidden" if isinstance(refused, Forbidden) else "webhook.unauthenticated"
+            log_event(event, level=logging.WARNING, path=route, reason=refused.reason)
             raise
 
     def describe(self) -> str:
@@ -192,11 +200,17 @@ class WebhookAuthenticator:
             raise Unauthenticated(f"no credentials: send one of: {expected}")
         now = self._clock()
         reasons = []
+        out_of_scope = False
         for scheme in present:
             try:
-                scheme.verify(headers, body, now)
+                credential = scheme.verify(headers, body, now)
             except Unauthenticated as refused:
                 reasons.append(refused.reason)
-            else:
+                continue
+            if credential.allows(route):
                 return scheme.name
+            reasons.append(f"this {scheme.name} credential may call {credential.scope()}, not {route}")
+            out_of_scope = True
+        if out_of_scope:
+            raise Forbidden("; ".join(reasons))
         raise Unauthenticated("; ".join(reasons))
