@@ -164,6 +164,9 @@ class Settings(BaseSettings):
             replay_window_s=self.webhook_replay_window_s,
             smn_cert_hosts=self.smn_cert_hosts,
             verify_smn=self.webhook_verify_smn,
+            jobs_topic_urn=(
+                self.jobs_topic.removeprefix("smn://") if self.jobs_topic.startswith("smn://") else None
+            ),
         )
 
     def smn_url(self) -> str | None:

@@ -7,7 +7,9 @@ and FunctionGraph's APIG trigger all adapt to it, so every way in behaves the sa
 - ``POST /``: a detach request (JSON) or a CloudEvent (binary or structured mode);
 - ``POST /alertmanager``, ``POST /grafana``, ``POST /smn``, ``POST /tickets/{mapping}``.
 
-Every request is authenticated on its raw bytes before anything parses it (401 otherwise).
+Every request is authenticated on its raw bytes before anything parses it (401 otherwise). An
+``ecs-detach.accepted`` event on ``/smn`` goes to the poll function, and is authenticated as the
+route ``poll``: only the jobs topic's own SMN signature, or a credential scoped to ``poll``.
 Answers: the per-record report (202 if anything was accepted, 200 if there was nothing to do,
 409 if the cloud refused all, 503 with ``Retry-After`` if something must be retried), or an
 RFC 9457 problem document: 400 malformed, 401 unauthenticated, 403 a credential used outside
@@ -29,7 +31,7 @@ from handler.entry._problems import invalid_problem, problem
 from handler.entry._smn import ConfirmationFailed
 from handler.functions.batch import BatchReport, process
 from handler.functions.detach import DetachFunction
-from handler.security import Refused, WebhookAuthenticator
+from handler.security import POLL, Refused, WebhookAuthenticator
 from handler.sources import (
     LabelNames,
     TicketMapping,
@@ -108,18 +110,18 @@ class WebhookRouter:
 
     def handle(self, request: Incoming) -> WebResponse:
         path = request.path.rstrip("/") or "/"
-        refused = (
-            self._refuse(request, path) or self._unauthenticated(request, path) or _unsupported(request, path)
+        refused = self._refuse(request, path)
+        if refused is not None:
+            return refused
+        # A push of the jobs topic (on SMN) is the poll function's: authenticated as ``poll``.
+        job = _job_event(request.body) if path == "/smn" else None
+        refused = self._unauthenticated(request, POLL if job is not None else path) or _unsupported(
+            request, path
         )
         if refused is not None:
             return refused
-        if path == "/smn":
-            job = _job_event(request.body)
-            if job is not None:  # the jobs topic is on SMN: this push is the poll function's
-                try:
-                    return WebResponse(200, self._on_job(job))
-                except InvalidInput as error:
-                    return WebResponse(422, invalid_problem(error))
+        if job is not None:
+            return self._poll(job)
         try:
             parsed = self._parse(path, request)
         except InvalidInput as error:
@@ -128,6 +130,12 @@ class WebhookRouter:
         if parsed.confirm_url is not None:
             return self._confirm_subscription(parsed.source, parsed.confirm_url)
         return _answer(process(_keyed_by_webhook_id(parsed, request.headers), self._detach))
+
+    def _poll(self, job: dict[str, Any]) -> WebResponse:
+        try:
+            return WebResponse(200, self._on_job(job))
+        except InvalidInput as error:
+            return WebResponse(422, invalid_problem(error))
 
     def _refuse(self, request: Incoming, path: str) -> WebResponse | None:
         """The answer for a request that cannot be taken at all: route, mapping, method, size."""
@@ -200,7 +208,7 @@ def _job_event(body: bytes) -> dict[str, Any] | None:
     try:
         notification = json.loads(body)
         event = json.loads(notification["message"]) if notification.get("type") == "Notification" else None
-    except (ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
     return event if isinstance(event, dict) and event.get("type") == EVENT_ACCEPTED else None
 

@@ -7,6 +7,10 @@ request there needs one of the other schemes. With no scheme configured every re
 refused (on ``/smn``, SMN-signed messages still pass while ``verify_smn`` is on); ``disabled``
 accepts everything and logs a warning once.
 
+The router authenticates an ``ecs-detach.accepted`` event on ``/smn`` as the route ``poll``: only
+an SMN message signed for the jobs topic (``jobs_topic_urn``) or a credential whose routes name
+``poll`` may hand it to the poll function; anything else that verifies is ``Forbidden`` there.
+
 Replay window (``replay_window_s``): timestamped forms (Standard Webhooks, generic HMAC, Grafana
 with its timestamp header) are refused outside it. Within it a captured request verifies again:
 there is no nonce store, as FunctionGraph instances share no memory. Untimed forms (GitHub
@@ -24,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from handler.security._common import DEFAULT_SMN_CERT_HOSTS, Forbidden, Refused, Scheme, Unauthenticated
 from handler.security._hmac import GenericHmac, GitHubHmac, GrafanaHmac
-from handler.security._scopes import WebhookCredential, normal_route
+from handler.security._scopes import POLL, WebhookCredential, normal_route
 from handler.security._standard import StandardWebhooks, signer
 from handler.security._tokens import BasicAuth, BearerToken
 from handler.security.smn_signature import (
@@ -65,6 +69,9 @@ class WebhookAuthConfig(BaseModel):
     replay_window_s: int = Field(default=300, gt=0, le=86400)
     smn_cert_hosts: list[str] = Field(default_factory=lambda: list(DEFAULT_SMN_CERT_HOSTS))
     verify_smn: bool = True
+    jobs_topic_urn: str | None = Field(
+        default=None, description="The jobs topic on SMN: its signed pushes may reach the poll function"
+    )
 
     @field_validator("bearer_tokens", "basic_credentials", "hmac_secrets", "standard_webhooks_secrets")
     @classmethod
@@ -181,13 +188,15 @@ class WebhookAuthenticator:
         return f"webhook authentication: {', '.join(parts)}; replay window {config.replay_window_s} s"
 
     def _check(self, route: str, headers: Mapping[str, str], body: bytes) -> str:
-        if route == "/smn" and self._smn is not None:
+        if route in ("/smn", POLL) and self._smn is not None:
             envelope = smn_envelope(headers, body)
             if envelope is not None:
                 self._smn.verify(envelope)
+                if route == POLL and envelope.get("topic_urn") != self._config.jobs_topic_urn:
+                    raise Forbidden("only the jobs topic's SMN messages may hand events to the poll function")
                 return SMN_SCHEME
         if not self._schemes:
-            if route == "/smn" and self._smn is not None:
+            if route in ("/smn", POLL) and self._smn is not None:
                 raise Unauthenticated(
                     f"/smn accepts signed SMN messages only, no other scheme is configured: {SETTINGS_HINT}"
                 )

@@ -6,11 +6,14 @@ import base64
 import json
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
 
 from handler.security import Forbidden, Unauthenticated, WebhookAuthConfig, WebhookAuthenticator
 from handler.settings import Settings
-from tests.security.support import BODY, FORMS, NOW, authenticator
+from tests.security.conftest import certificate
+from tests.security.smn import CERT_URL, Fetcher, notification
+from tests.security.support import BODY, FORMS, NOW, Clock, authenticator
 
 AM_TOKEN, ALL_TOKEN = "tok-am-3c9e1f", "tok-all-7a2b5d"
 
@@ -100,3 +103,28 @@ def test_the_environment_takes_both_forms(monkeypatch: pytest.MonkeyPatch) -> No
     assert auth.check("/alertmanager", bearer(AM_TOKEN), BODY) == "bearer"
     with pytest.raises(Forbidden):
         auth.check("/tickets/jira", bearer(AM_TOKEN), BODY)
+
+
+JOBS = "urn:smn:ap-southeast-1:0123456789abcdef0123456789abcdef:ecs-detach-jobs"
+
+
+def test_only_the_jobs_topics_smn_signature_may_poll(rsa_key: rsa.RSAPrivateKey) -> None:
+    fetcher = Fetcher({CERT_URL: certificate(rsa_key)})
+    config = WebhookAuthConfig(jobs_topic_urn=JOBS, bearer_tokens=[ALL_TOKEN])
+    auth = WebhookAuthenticator(config, fetch=fetcher, clock=Clock())
+    from_jobs = json.dumps(notification(rsa_key, topic_urn=JOBS)).encode()
+    assert auth.check("poll", {}, from_jobs) == "smn-signature"
+    from_alarms = json.dumps(notification(rsa_key)).encode()  # signed, but for another topic
+    assert auth.check("/smn", {}, from_alarms) == "smn-signature"
+    with pytest.raises(Forbidden, match="only the jobs topic's SMN messages"):
+        auth.check("poll", {}, from_alarms)
+    without_jobs_topic = WebhookAuthenticator(WebhookAuthConfig(), fetch=fetcher, clock=Clock())
+    with pytest.raises(Forbidden):
+        without_jobs_topic.check("poll", {}, from_jobs)
+
+
+def test_the_jobs_topic_urn_comes_from_the_jobs_topic_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ECS_DETACH_JOBS_TOPIC", f"smn://{JOBS}")
+    assert Settings().webhook_auth().jobs_topic_urn == JOBS
+    monkeypatch.setenv("ECS_DETACH_JOBS_TOPIC", "redis://127.0.0.1:6379/0?topic=jobs")
+    assert Settings().webhook_auth().jobs_topic_urn is None
