@@ -160,7 +160,10 @@ class WebhookRouter:
         except Refused as refused:
             if refused.status == 403:  # a credential verified, but this route is outside its scope
                 return _problem(403, "Forbidden", refused.reason)
-            return _problem(401, "Unauthorized", refused.reason)
+            unauthorized = _problem(401, "Unauthorized", refused.reason)
+            # RFC 9110 §15.5.2: a 401 carries at least one challenge.
+            unauthorized.headers["WWW-Authenticate"] = self._authenticator.challenge(path, request.headers)
+            return unauthorized
         return None
 
     def _confirm_subscription(self, source: str, url: str) -> WebResponse:

@@ -25,6 +25,10 @@ DEFAULT_SMN_CERT_HOSTS = (
 )
 
 
+# The protection space named in every ``WWW-Authenticate`` challenge (RFC 9110 §11.5).
+REALM = "ecs-detach"
+
+
 class Refused(Exception):
     """The request is refused. ``reason`` may be sent to the caller: it never holds a secret
     or an expected signature, only which check failed."""
@@ -54,6 +58,8 @@ class Scheme(Protocol):
     def name(self) -> str: ...  # returned by ``WebhookAuthenticator.check`` when it accepts
     @property
     def header(self) -> str: ...  # what the sender must send, for refusal reasons
+    @property
+    def challenge(self) -> str: ...  # its WWW-Authenticate challenge (RFC 9110 §11.6.1)
 
     def present(self, headers: Mapping[str, str]) -> bool: ...
     def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> WebhookCredential:

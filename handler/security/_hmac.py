@@ -26,7 +26,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 
-from handler.security._common import Unauthenticated, fresh_timestamp, hex_sha256
+from handler.security._common import REALM, Unauthenticated, fresh_timestamp, hex_sha256
 from handler.security._scopes import WebhookCredential
 
 GRAFANA_SIGNATURE_HEADERS = ("x-grafana-alerting-signature", "x-grafana-alert-signature")
@@ -51,6 +51,9 @@ def _prefixed(value: str, header: str) -> bytes:
 
 
 class _HmacScheme:
+    # No registered scheme: named for what the sender computes, shared by the three forms.
+    challenge = f'HMAC-SHA256 realm="{REALM}"'
+
     def __init__(
         self, secrets: Sequence[WebhookCredential], *, window_s: int, require_timestamp: bool
     ) -> None:

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pydantic import SecretStr
 from standardwebhooks.webhooks import Webhook
 
-from handler.security._common import Unauthenticated, fresh_timestamp
+from handler.security._common import REALM, Unauthenticated, fresh_timestamp
 from handler.security._scopes import WebhookCredential
 
 _HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
@@ -45,6 +45,7 @@ def _signatures(header: str) -> list[bytes]:
 class StandardWebhooks:
     name = "standard-webhooks"
     header = "webhook-id, webhook-timestamp and webhook-signature"
+    challenge = f'Standard-Webhooks realm="{REALM}"'
 
     def __init__(self, secrets: Sequence[WebhookCredential], *, window_s: int) -> None:
         self._signers = tuple((signer(secret.secret), secret) for secret in secrets)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping, Sequence
 
-from handler.security._common import Unauthenticated, same
+from handler.security._common import REALM, Unauthenticated, same
 from handler.security._scopes import WebhookCredential
 
 
@@ -21,6 +21,7 @@ def _credentials(headers: Mapping[str, str], scheme: str) -> str | None:
 class BearerToken:
     name = "bearer"
     header = "Authorization: Bearer"
+    challenge = f'Bearer realm="{REALM}"'  # RFC 6750 §3
 
     def __init__(self, tokens: Sequence[WebhookCredential]) -> None:
         self._tokens = tuple(tokens)
@@ -39,6 +40,7 @@ class BearerToken:
 class BasicAuth:
     name = "basic"
     header = "Authorization: Basic"
+    challenge = f'Basic realm="{REALM}", charset="UTF-8"'  # RFC 7617 §2
 
     def __init__(self, credentials: Sequence[WebhookCredential]) -> None:
         self._credentials = tuple(credentials)  # "user:password"

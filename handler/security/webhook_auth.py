@@ -26,7 +26,14 @@ from collections.abc import Callable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from handler.security._common import DEFAULT_SMN_CERT_HOSTS, Forbidden, Refused, Scheme, Unauthenticated
+from handler.security._common import (
+    DEFAULT_SMN_CERT_HOSTS,
+    REALM,
+    Forbidden,
+    Refused,
+    Scheme,
+    Unauthenticated,
+)
 from handler.security._hmac import GenericHmac, GitHubHmac, GrafanaHmac
 from handler.security._scopes import POLL, WebhookCredential, normal_route
 from handler.security._standard import StandardWebhooks, signer
@@ -166,6 +173,19 @@ class WebhookAuthenticator:
             event = "webhook.forbidden" if isinstance(refused, Forbidden) else "webhook.unauthenticated"
             log_event(event, level=logging.WARNING, path=route, reason=refused.reason)
             raise
+
+    def challenge(self, path: str, headers: Mapping[str, str]) -> str:
+        """The ``WWW-Authenticate`` value for a 401 on ``path`` (RFC 9110 §11.6.1): a challenge
+        for each configured scheme, ``Bearer`` when none is; never a secret."""
+        route = normal_route(path)
+        found = dict.fromkeys(scheme.challenge for scheme in self._schemes)
+        if self._smn is not None and route in ("/smn", POLL):
+            found[f'SMN-Signature realm="{REALM}"'] = None
+        challenges = list(found) or [f'Bearer realm="{REALM}"']
+        sent = {name.lower(): value for name, value in headers.items()}.get("authorization", "")
+        if sent.strip().lower().startswith("bearer"):  # RFC 6750 §3.1: a token was sent
+            challenges = [f'{c}, error="invalid_token"' if c.startswith("Bearer ") else c for c in challenges]
+        return ", ".join(challenges)
 
     def describe(self) -> str:
         """The configured schemes with counts, for the start-up banner (never a secret)."""

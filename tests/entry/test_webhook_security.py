@@ -7,11 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from handler.entry.runtime import Runtime, build_runtime
 from handler.entry.webhooks import WebRequest, WebResponse
+from handler.local._serve import BackgroundServer
+from handler.local.http import create_app
+from handler.security import WebhookAuthConfig, WebhookAuthenticator
 from tests.conftest import DEMO_CREDENTIALS, Emulator, fast_settings
+from tests.security.support import FORMS
 from tests.support import PID, WEB1, WEB1_DATA
 
 AM_TOKEN, ALL_TOKEN = "tok-am-3c9e1f5a", "tok-all-7a2b5d8e"
@@ -81,3 +86,45 @@ def test_deep_json_on_smn_is_a_400_not_a_500(scoped: Runtime) -> None:
     deep = b"[" * 100_000 + b"]" * 100_000
     answer = post(scoped, "/smn", deep, authorization=f"Bearer {ALL_TOKEN}")
     assert answer.status == 400, answer.body
+
+
+def test_every_401_carries_a_challenge_over_real_http(scoped: Runtime) -> None:
+    app = create_app(scoped.router, max_body_bytes=scoped.settings.max_body_bytes)
+    with BackgroundServer(app) as server:
+        for path, headers in [
+            ("/", {}),
+            ("/alertmanager", {"Authorization": "Basic Zm9vOmJhcg=="}),
+            ("/tickets/jira", {"Authorization": "Bearer wrong"}),
+            ("/smn", {"X-Hub-Signature-256": "sha256=00"}),
+        ]:
+            answer = httpx.post(f"{server.url}{path}", json={}, headers=headers, timeout=10)
+            assert answer.status_code == 401, answer.text
+            challenge = answer.headers["www-authenticate"]
+            assert challenge.startswith('Bearer realm="ecs-detach"')
+            assert ("invalid_token" in challenge) == ("Bearer" in headers.get("Authorization", ""))
+            assert ("SMN-Signature" in challenge) == (path == "/smn")
+            assert ALL_TOKEN not in challenge
+            assert AM_TOKEN not in challenge
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"bearer_tokens": ["t-1"]}, 'Bearer realm="ecs-detach"'),
+        ({"basic_credentials": ["u:p"]}, 'Basic realm="ecs-detach", charset="UTF-8"'),
+        ({"hmac_secrets": ["h-1"]}, 'HMAC-SHA256 realm="ecs-detach"'),
+        ({"standard_webhooks_secrets": [FORMS["standard"].old]}, 'Standard-Webhooks realm="ecs-detach"'),
+        ({"verify_smn": False}, 'Bearer realm="ecs-detach"'),  # nothing configured: still one
+        (
+            {"bearer_tokens": ["t-1"], "hmac_secrets": ["h-1"], "basic_credentials": ["u:p"]},
+            'Bearer realm="ecs-detach", Basic realm="ecs-detach", charset="UTF-8", '
+            'HMAC-SHA256 realm="ecs-detach"',
+        ),
+    ],
+)
+def test_the_challenge_names_the_configured_schemes(config: dict[str, Any], expected: str) -> None:
+    auth = WebhookAuthenticator(WebhookAuthConfig.model_validate(config))
+    assert auth.challenge("/grafana", {}) == expected
+    assert auth.challenge("/smn", {}).endswith('SMN-Signature realm="ecs-detach"') == config.get(
+        "verify_smn", True
+    )
