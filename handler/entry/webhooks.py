@@ -115,8 +115,10 @@ class WebhookRouter:
             return refused
         # A push of the jobs topic (on SMN) is the poll function's: authenticated as ``poll``.
         job = _job_event(request.body) if path == "/smn" else None
-        refused = self._unauthenticated(request, POLL if job is not None else path) or _unsupported(
-            request, path
+        refused = (
+            self._unauthenticated(request, POLL if job is not None else path)
+            or self._unknown_mapping(path)
+            or _unsupported(request, path)
         )
         if refused is not None:
             return refused
@@ -138,19 +140,24 @@ class WebhookRouter:
             return WebResponse(422, invalid_problem(error))
 
     def _refuse(self, request: Incoming, path: str) -> WebResponse | None:
-        """The answer for a request that cannot be taken at all: route, mapping, method, size."""
+        """The answer for a request that cannot be taken at all: route, method, size. Checked
+        before authentication, so it says nothing about the configuration."""
         if path not in _ROUTES and not path.startswith(_TICKETS):
             known = f"{', '.join(_ROUTES)} or {_TICKETS}{{mapping}}"
             return _problem(404, "Not Found", f"no route {path}; POST to {known}")
+        if request.method.upper() != "POST":
+            return _problem(405, "Method Not Allowed", f"{path} accepts POST only")
+        if len(request.body) > self._max_body_bytes:
+            return _problem(413, "Content Too Large", f"body over {self._max_body_bytes} bytes")
+        return None
+
+    def _unknown_mapping(self, path: str) -> WebResponse | None:
+        """Only an authenticated caller learns which ticket mappings are configured."""
         if path.startswith(_TICKETS) and path.removeprefix(_TICKETS) not in self._mappings:
             known = ", ".join(sorted(self._mappings))
             return _problem(
                 404, "Not Found", f"no ticket mapping {path.removeprefix(_TICKETS)!r}; known: {known}"
             )
-        if request.method.upper() != "POST":
-            return _problem(405, "Method Not Allowed", f"{path} accepts POST only")
-        if len(request.body) > self._max_body_bytes:
-            return _problem(413, "Content Too Large", f"body over {self._max_body_bytes} bytes")
         return None
 
     def _unauthenticated(self, request: Incoming, path: str) -> WebResponse | None:

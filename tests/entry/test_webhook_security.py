@@ -128,3 +128,16 @@ def test_the_challenge_names_the_configured_schemes(config: dict[str, Any], expe
     assert auth.challenge("/smn", {}).endswith('SMN-Signature realm="ecs-detach"') == config.get(
         "verify_smn", True
     )
+
+
+def test_only_an_authenticated_caller_learns_the_ticket_mappings(scoped: Runtime) -> None:
+    unauthenticated = post(scoped, "/tickets/no-such-mapping", {})
+    assert unauthenticated.status == 401
+    assert "jira" not in json.dumps(unauthenticated.body)
+    assert "servicenow" not in json.dumps(unauthenticated.body)
+    authenticated = post(scoped, "/tickets/no-such-mapping", {}, authorization=f"Bearer {ALL_TOKEN}")
+    assert authenticated.status == 404
+    assert "known: jira, servicenow" in authenticated.body["detail"]
+    unknown_route = post(scoped, "/admin", {})
+    assert unknown_route.status == 404  # generic: names the routes every deployment has
+    assert "jira" not in json.dumps(unknown_route.body)
