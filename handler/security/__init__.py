@@ -14,7 +14,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from handler.security._common import DEFAULT_SMN_CERT_HOSTS, Forbidden, Refused, Unauthenticated
+from handler.security._common import (
+    DEFAULT_SMN_CERT_HOSTS,
+    HUAWEI_SMN_SUBJECT,
+    Forbidden,
+    Refused,
+    Unauthenticated,
+)
 from handler.security._scopes import POLL, WebhookCredential
 from handler.support.lazy import lazy_names
 
@@ -48,6 +54,7 @@ __getattr__ = lazy_names(__name__, _LAZY)
 
 __all__ = [
     "DEFAULT_SMN_CERT_HOSTS",
+    "HUAWEI_SMN_SUBJECT",
     "POLL",
     "CertificateFetchError",
     "CertificateFetcher",

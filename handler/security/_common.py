@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -15,14 +15,37 @@ _UNIX_SECONDS = re.compile(r"[0-9]{1,12}")
 _HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
-# Where SMN signing certificates may be fetched from (any region of each cloud). Kept here, away
-# from the verifier and its cryptography import, because the settings need it at every start.
+# Where SMN signing certificates may be fetched from: each cloud's SMN endpoint, ``*`` standing for
+# exactly one DNS label (the region). Kept here, away from the verifier and its cryptography
+# import, because the settings need it at every start.
 DEFAULT_SMN_CERT_HOSTS = (
     "smn.*.myhuaweicloud.com",
     "smn.*.myhuaweicloud.eu",
     "smn.*.otc.t-systems.com",
     "smn.*.prod-cloud-ocb.orange-business.com",
 )
+
+
+# The subject of the SMN signing certificate Huawei publishes (smn_ug_a9000), issued by its own
+# "Huawei Cloud CA".
+HUAWEI_SMN_SUBJECT = "CN=Huawei-Cloud-SMN-Meter,O=Huawei,C=CN"
+
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def host_allowed(host: str, patterns: Sequence[str]) -> bool:
+    """Whether ``host`` matches one of ``patterns``, where a ``*`` label stands for exactly one
+    DNS label: ``smn.*.myhuaweicloud.com`` matches ``smn.ap-southeast-1.myhuaweicloud.com``, not
+    ``smn.obs.ap-southeast-1.myhuaweicloud.com``. Any other character matches itself."""
+    labels = host.lower().split(".")
+    for pattern in patterns:
+        wanted = pattern.strip().lower().split(".")
+        if len(wanted) == len(labels) and all(
+            label == want or (want == "*" and _LABEL.fullmatch(label) is not None)
+            for label, want in zip(labels, wanted, strict=True)
+        ):
+            return True
+    return False
 
 
 # The protection space named in every ``WWW-Authenticate`` challenge (RFC 9110 §11.5).

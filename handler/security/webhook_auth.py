@@ -22,12 +22,15 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
+from cryptography import x509
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from handler.security._common import (
     DEFAULT_SMN_CERT_HOSTS,
+    HUAWEI_SMN_SUBJECT,
     REALM,
     Forbidden,
     Refused,
@@ -36,6 +39,7 @@ from handler.security._common import (
 )
 from handler.security._hmac import GenericHmac, GitHubHmac, GrafanaHmac
 from handler.security._scopes import POLL, WebhookCredential, normal_route
+from handler.security._smn_trust import load_certificates
 from handler.security._standard import StandardWebhooks, signer
 from handler.security._tokens import BasicAuth, BearerToken
 from handler.security.smn_signature import (
@@ -75,6 +79,10 @@ class WebhookAuthConfig(BaseModel):
     hmac_require_timestamp: bool = Field(default=False, description="Refuse untimed HMAC forms")
     replay_window_s: int = Field(default=300, gt=0, le=86400)
     smn_cert_hosts: list[str] = Field(default_factory=lambda: list(DEFAULT_SMN_CERT_HOSTS))
+    smn_cert_ca_file: Path | None = Field(
+        default=None, description="PEM trust anchors for SMN signing certificates (default: _smn_trust)"
+    )
+    smn_cert_subjects: list[str] = Field(default_factory=lambda: [HUAWEI_SMN_SUBJECT])
     verify_smn: bool = True
     jobs_topic_urn: str | None = Field(
         default=None, description="The jobs topic on SMN: its signed pushes may reach the poll function"
@@ -103,6 +111,32 @@ class WebhookAuthConfig(BaseModel):
         for index, value in enumerate(values):
             if not value.strip():
                 raise ValueError(f"entry {index} is empty")
+        return values
+
+    @field_validator("smn_cert_ca_file")
+    @classmethod
+    def _anchors(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            try:
+                pem = path.read_bytes()
+            except OSError as error:
+                raise ValueError(f"cannot read {path}: {error.strerror}") from None
+            if not load_certificates(pem):
+                raise ValueError(f"{path} holds no PEM certificate")
+        return path
+
+    @field_validator("smn_cert_subjects")
+    @classmethod
+    def _subjects(cls, values: list[str]) -> list[str]:
+        for index, value in enumerate(values):
+            try:
+                x509.Name.from_rfc4514_string(value)
+            except ValueError:
+                raise ValueError(
+                    f"entry {index} is not an RFC 4514 name such as {HUAWEI_SMN_SUBJECT}"
+                ) from None
+        if not values:
+            raise ValueError(f"at least one subject, such as {HUAWEI_SMN_SUBJECT}")
         return values
 
     @field_validator("standard_webhooks_secrets")
@@ -144,12 +178,23 @@ class WebhookAuthenticator:
         *,
         fetch: CertificateFetcher = fetch_certificate,
         clock: Callable[[], float] = time.time,
+        trust: Sequence[x509.Certificate] | None = None,
     ) -> None:
+        """``trust`` replaces the SMN trust anchors (default: ``smn_cert_ca_file``, else
+        ``_smn_trust``)."""
         self._config = config
         self._clock = clock
         self._schemes = _schemes(config)
+        if trust is None and config.smn_cert_ca_file is not None:
+            trust = load_certificates(config.smn_cert_ca_file.read_bytes())
         self._smn = (
-            SmnSignatureVerifier(config.smn_cert_hosts, fetch=fetch, clock=clock)
+            SmnSignatureVerifier(
+                config.smn_cert_hosts,
+                fetch=fetch,
+                clock=clock,
+                trust=trust,
+                subjects=config.smn_cert_subjects,
+            )
             if config.verify_smn and config.smn_cert_hosts
             else None
         )

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from handler.security import Unauthenticated, WebhookAuthConfig, WebhookAuthenticator
-from tests.security.conftest import certificate
+from tests.security.conftest import anchors, certificate
 from tests.security.smn import CERT_URL, Fetcher, notification
 from tests.security.support import BODY, NOW, STANDARD, Clock, authenticator
 
@@ -51,7 +51,9 @@ def test_non_ascii_hmac_headers_are_refused(value: str) -> None:
 @pytest.mark.parametrize("value", HOSTILE)
 def test_non_ascii_smn_signature_is_refused_before_any_fetch(rsa_key: rsa.RSAPrivateKey, value: str) -> None:
     fetcher = Fetcher({CERT_URL: certificate(rsa_key)})
-    auth = WebhookAuthenticator(WebhookAuthConfig(bearer_tokens=["tok-1f3e5a"]), fetch=fetcher, clock=Clock())
+    auth = WebhookAuthenticator(
+        WebhookAuthConfig(bearer_tokens=["tok-1f3e5a"]), fetch=fetcher, clock=Clock(), trust=anchors()
+    )
     body = json.dumps({**notification(rsa_key), "signature": value}).encode()
     with pytest.raises(Unauthenticated, match="SMN signature is not base64"):
         auth.check("/smn", {"x-smn-message-type": "Notification"}, body)

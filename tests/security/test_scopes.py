@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from handler.security import Forbidden, Unauthenticated, WebhookAuthConfig, WebhookAuthenticator
 from handler.settings import Settings
-from tests.security.conftest import certificate
+from tests.security.conftest import anchors, certificate
 from tests.security.smn import CERT_URL, Fetcher, notification
 from tests.security.support import BODY, FORMS, NOW, Clock, authenticator
 
@@ -111,14 +111,16 @@ JOBS = "urn:smn:ap-southeast-1:0123456789abcdef0123456789abcdef:ecs-detach-jobs"
 def test_only_the_jobs_topics_smn_signature_may_poll(rsa_key: rsa.RSAPrivateKey) -> None:
     fetcher = Fetcher({CERT_URL: certificate(rsa_key)})
     config = WebhookAuthConfig(jobs_topic_urn=JOBS, bearer_tokens=[ALL_TOKEN])
-    auth = WebhookAuthenticator(config, fetch=fetcher, clock=Clock())
+    auth = WebhookAuthenticator(config, fetch=fetcher, clock=Clock(), trust=anchors())
     from_jobs = json.dumps(notification(rsa_key, topic_urn=JOBS)).encode()
     assert auth.check("poll", {}, from_jobs) == "smn-signature"
     from_alarms = json.dumps(notification(rsa_key)).encode()  # signed, but for another topic
     assert auth.check("/smn", {}, from_alarms) == "smn-signature"
     with pytest.raises(Forbidden, match="only the jobs topic's SMN messages"):
         auth.check("poll", {}, from_alarms)
-    without_jobs_topic = WebhookAuthenticator(WebhookAuthConfig(), fetch=fetcher, clock=Clock())
+    without_jobs_topic = WebhookAuthenticator(
+        WebhookAuthConfig(), fetch=fetcher, clock=Clock(), trust=anchors()
+    )
     with pytest.raises(Forbidden):
         without_jobs_topic.check("poll", {}, from_jobs)
 
