@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -55,7 +56,8 @@ def test_ticket_scopes_name_one_mapping_or_all() -> None:
 @pytest.mark.parametrize("name", ["github", "grafana", "generic", "standard"])
 def test_signed_forms_are_scoped_too(name: str) -> None:
     form = FORMS[name]
-    auth = authenticator(**{form.field: [{"secret": form.old, "routes": ["/grafana"]}, form.new]})
+    config: dict[str, Any] = {form.field: [{"secret": form.old, "routes": ["/grafana"]}, form.new]}
+    auth = authenticator(**config)
     assert auth.check("/grafana", form.sign(form.old, BODY, NOW), BODY) == form.scheme
     with pytest.raises(Forbidden):
         auth.check("/", form.sign(form.old, BODY, NOW), BODY)
