@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from handler.cloud import CloudName, Credentials, endpoint
 from handler.core.policy import SafetyPolicy
 from handler.core.polling import PollSchedule
-from handler.security import DEFAULT_SMN_CERT_HOSTS
+from handler.security import DEFAULT_SMN_CERT_HOSTS, HUAWEI_SMN_SUBJECT, WebhookCredential
 from handler.sources._labels import LabelNames
 
 if TYPE_CHECKING:
@@ -140,16 +140,21 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_SMN_CERT_HOSTS),
         description="Hosts (patterns) whose SMN subscribe_url may be fetched to confirm (JSON list)",
     )
-    # Webhook authentication (handler/security): every list takes several secrets, for rotation.
+    # Webhook authentication (handler/security): every list takes several secrets, for rotation;
+    # an entry is a secret (every route) or {"secret": …, "routes": […]} (handler/security/_scopes.py).
     webhook_auth_disabled: bool = Field(default=False, description="Accept unauthenticated webhooks")
-    webhook_bearer_tokens: list[SecretStr] = Field(default_factory=list)
-    webhook_basic_credentials: list[SecretStr] = Field(default_factory=list)
-    webhook_hmac_secrets: list[SecretStr] = Field(default_factory=list)
-    webhook_standard_secrets: list[SecretStr] = Field(default_factory=list)
+    webhook_bearer_tokens: list[WebhookCredential] = Field(default_factory=list)
+    webhook_basic_credentials: list[WebhookCredential] = Field(default_factory=list)
+    webhook_hmac_secrets: list[WebhookCredential] = Field(default_factory=list)
+    webhook_standard_secrets: list[WebhookCredential] = Field(default_factory=list)
     webhook_hmac_require_timestamp: bool = False
     webhook_replay_window_s: int = Field(default=300, gt=0, le=86400)
     webhook_verify_smn: bool = True
     smn_cert_hosts: list[str] = Field(default_factory=lambda: list(DEFAULT_SMN_CERT_HOSTS))
+    smn_cert_ca_file: Path | None = Field(
+        default=None, description="PEM trust anchors for SMN signing certificates"
+    )
+    smn_cert_subjects: list[str] = Field(default_factory=lambda: [HUAWEI_SMN_SUBJECT])
 
     @model_validator(mode="after")
     def _delays_ordered(self) -> Settings:
@@ -190,7 +195,12 @@ class Settings(BaseSettings):
             hmac_require_timestamp=self.webhook_hmac_require_timestamp,
             replay_window_s=self.webhook_replay_window_s,
             smn_cert_hosts=self.smn_cert_hosts,
+            smn_cert_ca_file=self.smn_cert_ca_file,
+            smn_cert_subjects=self.smn_cert_subjects,
             verify_smn=self.webhook_verify_smn,
+            jobs_topic_urn=(
+                self.jobs_topic.removeprefix("smn://") if self.jobs_topic.startswith("smn://") else None
+            ),
         )
 
     def smn_url(self) -> str | None:

@@ -1,7 +1,7 @@
 """Confirm an SMN HTTP(S) subscription by fetching its ``subscribe_url`` — only on allowed hosts.
 
 A forged ``SubscriptionConfirmation`` must not make the function fetch arbitrary URLs (SSRF):
-the URL's host must match ``ECS_DETACH_SMN_CONFIRM_HOSTS`` (shell-style patterns), and it must
+the URL's host must match ``ECS_DETACH_SMN_CONFIRM_HOSTS`` (``*`` stands for one DNS label), and it must
 be HTTPS unless the host is a loopback address (the emulator).
 """
 
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from fnmatch import fnmatchcase
 from urllib.parse import urlsplit
 
 import httpx
 
 from handler.core.validation import FieldError, InvalidInput
 from handler.errors import EcsDetachError
+from handler.security._common import host_allowed
 from handler.support.log import log_event
 
 
@@ -36,9 +36,14 @@ class SubscriptionConfirmer:
         self._timeout = timeout
 
     def __call__(self, url: str) -> None:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        if not any(fnmatchcase(host, pattern) for pattern in self._allowed):
+        try:
+            parts = urlsplit(url)
+            host = (parts.hostname or "").lower()
+        except ValueError:
+            raise InvalidInput(
+                "subscription not confirmed", [FieldError("subscribe_url", "is not a URL")]
+            ) from None
+        if not host_allowed(host, self._allowed):
             raise InvalidInput(
                 "subscription not confirmed",
                 [FieldError("subscribe_url", f"host {host!r} is not in ECS_DETACH_SMN_CONFIRM_HOSTS")],

@@ -7,12 +7,16 @@ and FunctionGraph's APIG trigger all adapt to it, so every way in behaves the sa
 - ``POST /``: a detach request (JSON) or a CloudEvent (binary or structured mode);
 - ``POST /alertmanager``, ``POST /grafana``, ``POST /smn``, ``POST /tickets/{mapping}``.
 
-Every request is authenticated on its raw bytes before anything parses it (401 otherwise).
+Every request is authenticated on its raw bytes before anything parses it (401 otherwise). An
+``ecs-detach.accepted`` event on ``/smn`` goes to the poll function, and is authenticated as the
+route ``poll``: only the jobs topic's own SMN signature, or a credential scoped to ``poll``.
 Answers: the per-record report (202 if anything was accepted, 200 if there was nothing to do,
 409 if the cloud refused all, 503 with ``Retry-After`` if something must be retried), or an
-RFC 9457 problem document: 400 malformed, 401 unauthenticated, 404 unknown route or mapping, 405 wrong method,
-413 too large (the body, or more records than ``max_records``, refused before any cloud call),
-415 unsupported content type, 422 invalid (every record, with field paths).
+RFC 9457 problem document: 400 malformed, 401 unauthenticated, 403 a credential used outside
+its routes, 404 unknown route or mapping, 405 wrong method, 413 too large (the body, or more
+records than ``max_records``, refused before any cloud call), 415 unsupported content type,
+422 invalid (every record, with field paths), 503 with ``Retry-After`` when the store, a topic
+or the cloud does not answer.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from handler.entry._problems import invalid_problem, problem, too_many_records
 from handler.entry._smn import ConfirmationFailed
 from handler.functions.batch import BatchReport, process
 from handler.functions.detach import DetachFunction
-from handler.security import Unauthenticated, WebhookAuthenticator
+from handler.security import POLL, Refused, WebhookAuthenticator
 from handler.sources import (
     LabelNames,
     TicketMapping,
@@ -124,30 +128,30 @@ class WebhookRouter:
 
     def handle(self, request: Incoming) -> WebResponse:
         path = request.path.rstrip("/") or "/"
+        refused = self._refuse(request, path)
+        if refused is not None:
+            return refused
+        # A push of the jobs topic (on SMN) is the poll function's: authenticated as ``poll``.
+        job = _job_event(request.body) if path == "/smn" else None
         refused = (
-            self._refuse(request, path) or self._unauthenticated(request, path) or _unsupported(request, path)
+            self._unauthenticated(request, POLL if job is not None else path)
+            or self._unknown_mapping(path)
+            or _unsupported(request, path)
         )
         if refused is not None:
             return refused
         try:
-            return self._dispatch(path, request)
+            return self._dispatch(path, request, job)
         except _UNAVAILABLE as error:  # a dependency is down: the sender tries again later
-            log_event(
-                "webhook.unavailable", level=logging.WARNING, path=path, error=f"{type(error).__name__}"
-            )
+            log_event("webhook.unavailable", level=logging.WARNING, path=path, error=type(error).__name__)
             retry = str(_UNAVAILABLE_RETRY_S)
             return WebResponse(
                 503, problem(503, "Service Unavailable", _unavailable(error)), {"Retry-After": retry}
             )
 
-    def _dispatch(self, path: str, request: Incoming) -> WebResponse:
-        if path == "/smn":
-            job = _job_event(request.body)
-            if job is not None:  # the jobs topic is on SMN: this push is the poll function's
-                try:
-                    return WebResponse(200, self._on_job(job))
-                except InvalidInput as error:
-                    return WebResponse(422, invalid_problem(error))
+    def _dispatch(self, path: str, request: Incoming, job: dict[str, Any] | None) -> WebResponse:
+        if job is not None:
+            return self._poll(job)
         try:
             parsed = self._parse(path, request)
         except InvalidInput as error:
@@ -163,28 +167,44 @@ class WebhookRouter:
             return WebResponse(413, too_many_records(len(parsed.records), self._max_records))
         return _answer(process(_keyed_by_webhook_id(parsed, headers), self._detach))
 
+    def _poll(self, job: dict[str, Any]) -> WebResponse:
+        try:
+            return WebResponse(200, self._on_job(job))
+        except InvalidInput as error:
+            return WebResponse(422, invalid_problem(error))
+
     def _refuse(self, request: Incoming, path: str) -> WebResponse | None:
-        """The answer for a request that cannot be taken at all: route, mapping, method, size."""
+        """The answer for a request that cannot be taken at all: route, method, size. Checked
+        before authentication, so it says nothing about the configuration."""
         if path not in _ROUTES and not path.startswith(_TICKETS):
             known = f"{', '.join(_ROUTES)} or {_TICKETS}{{mapping}}"
             return _problem(404, "Not Found", f"no route {path}; POST to {known}")
-        if path.startswith(_TICKETS) and path.removeprefix(_TICKETS) not in self._mappings:
-            known = ", ".join(sorted(self._mappings))
-            return _problem(
-                404, "Not Found", f"no ticket mapping {path.removeprefix(_TICKETS)!r}; known: {known}"
-            )
         if request.method.upper() != "POST":
             return _problem(405, "Method Not Allowed", f"{path} accepts POST only")
         if len(request.body) > self._max_body_bytes:
             return _problem(413, "Content Too Large", f"body over {self._max_body_bytes} bytes")
         return None
 
+    def _unknown_mapping(self, path: str) -> WebResponse | None:
+        """Only an authenticated caller learns which ticket mappings are configured."""
+        if path.startswith(_TICKETS) and path.removeprefix(_TICKETS) not in self._mappings:
+            known = ", ".join(sorted(self._mappings))
+            return _problem(
+                404, "Not Found", f"no ticket mapping {path.removeprefix(_TICKETS)!r}; known: {known}"
+            )
+        return None
+
     def _unauthenticated(self, request: Incoming, path: str) -> WebResponse | None:
         """Checked on the raw bytes, before anything parses them."""
         try:
             self._authenticator.check(path, request.headers, request.body)
-        except Unauthenticated as refused:
-            return _problem(401, "Unauthorized", refused.reason)
+        except Refused as refused:
+            if refused.status == 403:  # a credential verified, but this route is outside its scope
+                return _problem(403, "Forbidden", refused.reason)
+            unauthorized = _problem(401, "Unauthorized", refused.reason)
+            # RFC 9110 §15.5.2: a 401 carries at least one challenge.
+            unauthorized.headers["WWW-Authenticate"] = self._authenticator.challenge(path, request.headers)
+            return unauthorized
         return None
 
     def _confirm_subscription(self, source: str, url: str) -> WebResponse:

@@ -14,7 +14,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from handler.security._common import DEFAULT_SMN_CERT_HOSTS, Unauthenticated
+from handler.security._common import (
+    DEFAULT_SMN_CERT_HOSTS,
+    HUAWEI_SMN_SUBJECT,
+    Forbidden,
+    Refused,
+    Unauthenticated,
+)
+from handler.security._scopes import POLL, WebhookCredential
 from handler.support.lazy import lazy_names
 
 if TYPE_CHECKING:
@@ -47,12 +54,17 @@ __getattr__ = lazy_names(__name__, _LAZY)
 
 __all__ = [
     "DEFAULT_SMN_CERT_HOSTS",
+    "HUAWEI_SMN_SUBJECT",
+    "POLL",
     "CertificateFetchError",
     "CertificateFetcher",
+    "Forbidden",
+    "Refused",
     "SmnSignatureVerifier",
     "Unauthenticated",
     "WebhookAuthConfig",
     "WebhookAuthenticator",
+    "WebhookCredential",
     "fetch_certificate",
     "generate_local_secret",
     "string_to_sign",

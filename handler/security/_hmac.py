@@ -26,23 +26,22 @@ import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 
-from pydantic import SecretStr
-
-from handler.security._common import Unauthenticated, fresh_timestamp, hex_sha256
+from handler.security._common import REALM, Unauthenticated, fresh_timestamp, hex_sha256
+from handler.security._scopes import WebhookCredential
 
 GRAFANA_SIGNATURE_HEADERS = ("x-grafana-alerting-signature", "x-grafana-alert-signature")
 GRAFANA_TIMESTAMP_HEADER = "x-grafana-alerting-timestamp"
 
 
-def _matches(secrets: Sequence[SecretStr], given: bytes, *signed: bytes) -> bool:
-    """Whether ``given`` is the HMAC-SHA256 of the concatenated ``signed`` under any secret."""
+def _matching(secrets: Sequence[WebhookCredential], given: bytes, *signed: bytes) -> WebhookCredential | None:
+    """The secret under which ``given`` is the HMAC-SHA256 of the concatenated ``signed``."""
     for secret in secrets:
-        mac = hmac.new(secret.get_secret_value().encode(), digestmod=hashlib.sha256)
+        mac = hmac.new(secret.secret.get_secret_value().encode(), digestmod=hashlib.sha256)
         for part in signed:
             mac.update(part)
         if hmac.compare_digest(mac.digest(), given):
-            return True
-    return False
+            return secret
+    return None
 
 
 def _prefixed(value: str, header: str) -> bytes:
@@ -52,7 +51,12 @@ def _prefixed(value: str, header: str) -> bytes:
 
 
 class _HmacScheme:
-    def __init__(self, secrets: Sequence[SecretStr], *, window_s: int, require_timestamp: bool) -> None:
+    # No registered scheme: named for what the sender computes, shared by the three forms.
+    challenge = f'HMAC-SHA256 realm="{REALM}"'
+
+    def __init__(
+        self, secrets: Sequence[WebhookCredential], *, window_s: int, require_timestamp: bool
+    ) -> None:
         self._secrets = tuple(secrets)
         self._window_s = window_s
         self._require_timestamp = require_timestamp
@@ -65,12 +69,13 @@ class GitHubHmac(_HmacScheme):
     def present(self, headers: Mapping[str, str]) -> bool:
         return "x-hub-signature-256" in headers
 
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None:
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> WebhookCredential:
         if self._require_timestamp:
             raise Unauthenticated("X-Hub-Signature-256 signs no timestamp, and a timestamp is required")
         given = _prefixed(headers["x-hub-signature-256"], self.header)
-        if not _matches(self._secrets, given, body):
+        if (found := _matching(self._secrets, given, body)) is None:
             raise Unauthenticated("X-Hub-Signature-256 does not match the body")
+        return found
 
 
 class GrafanaHmac(_HmacScheme):
@@ -80,7 +85,7 @@ class GrafanaHmac(_HmacScheme):
     def present(self, headers: Mapping[str, str]) -> bool:
         return any(name in headers for name in GRAFANA_SIGNATURE_HEADERS)
 
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None:
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> WebhookCredential:
         value = next(headers[name] for name in GRAFANA_SIGNATURE_HEADERS if name in headers)
         given = hex_sha256(value, self.header)
         timestamp = headers.get(GRAFANA_TIMESTAMP_HEADER)
@@ -91,8 +96,9 @@ class GrafanaHmac(_HmacScheme):
         else:
             fresh_timestamp(timestamp, "X-Grafana-Alerting-Timestamp", self._window_s, now)
             signed = (timestamp.encode(), b":", body)
-        if not _matches(self._secrets, given, *signed):
+        if (found := _matching(self._secrets, given, *signed)) is None:
             raise Unauthenticated("X-Grafana-Alerting-Signature does not match the timestamp and body")
+        return found
 
 
 class GenericHmac(_HmacScheme):
@@ -102,11 +108,12 @@ class GenericHmac(_HmacScheme):
     def present(self, headers: Mapping[str, str]) -> bool:
         return "x-signature" in headers
 
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None:
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> WebhookCredential:
         timestamp = headers.get("x-timestamp")
         if timestamp is None:
             raise Unauthenticated("X-Timestamp is missing (X-Signature signs {X-Timestamp}.{body})")
         fresh_timestamp(timestamp, "X-Timestamp", self._window_s, now)
         given = _prefixed(headers["x-signature"], "X-Signature")
-        if not _matches(self._secrets, given, timestamp.encode(), b".", body):
+        if (found := _matching(self._secrets, given, timestamp.encode(), b".", body)) is None:
             raise Unauthenticated("X-Signature does not match the timestamp and body")
+        return found

@@ -10,7 +10,6 @@ compares every ``v1`` signature with ``hmac.compare_digest``: the tolerance is e
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -18,7 +17,8 @@ from datetime import datetime, timezone
 from pydantic import SecretStr
 from standardwebhooks.webhooks import Webhook
 
-from handler.security._common import Unauthenticated, fresh_timestamp
+from handler.security._common import REALM, Unauthenticated, fresh_timestamp
+from handler.security._scopes import WebhookCredential
 
 _HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
@@ -37,7 +37,7 @@ def _signatures(header: str) -> list[bytes]:
             continue
         try:
             found.append(base64.b64decode(encoded, validate=True))
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or text that is not ASCII
             continue
     return found
 
@@ -45,15 +45,16 @@ def _signatures(header: str) -> list[bytes]:
 class StandardWebhooks:
     name = "standard-webhooks"
     header = "webhook-id, webhook-timestamp and webhook-signature"
+    challenge = f'Standard-Webhooks realm="{REALM}"'
 
-    def __init__(self, secrets: Sequence[SecretStr], *, window_s: int) -> None:
-        self._signers = tuple(signer(secret) for secret in secrets)
+    def __init__(self, secrets: Sequence[WebhookCredential], *, window_s: int) -> None:
+        self._signers = tuple((signer(secret.secret), secret) for secret in secrets)
         self._window_s = window_s
 
     def present(self, headers: Mapping[str, str]) -> bool:
         return any(name in headers for name in _HEADERS)
 
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None:
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> WebhookCredential:
         if not all(headers.get(name) for name in _HEADERS):
             raise Unauthenticated(f"Standard Webhooks needs all of {', '.join(_HEADERS)}")
         timestamp = headers["webhook-timestamp"]
@@ -64,8 +65,8 @@ class StandardWebhooks:
             raise Unauthenticated("a Standard Webhooks body must be UTF-8") from None
         given = _signatures(headers["webhook-signature"])
         when = datetime.fromtimestamp(int(timestamp), timezone.utc)
-        for webhook in self._signers:
+        for webhook, credential in self._signers:
             expected = base64.b64decode(webhook.sign(headers["webhook-id"], when, text).partition(",")[2])
             if any(hmac.compare_digest(expected, signature) for signature in given):
-                return
+                return credential
         raise Unauthenticated("webhook-signature does not match the id, timestamp and body")

@@ -6,12 +6,10 @@ Neither signs the body nor carries a time, so neither has a replay window: use t
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Mapping, Sequence
 
-from pydantic import SecretStr
-
-from handler.security._common import Unauthenticated, same
+from handler.security._common import REALM, Unauthenticated, same
+from handler.security._scopes import WebhookCredential
 
 
 def _credentials(headers: Mapping[str, str], scheme: str) -> str | None:
@@ -23,33 +21,39 @@ def _credentials(headers: Mapping[str, str], scheme: str) -> str | None:
 class BearerToken:
     name = "bearer"
     header = "Authorization: Bearer"
+    challenge = f'Bearer realm="{REALM}"'  # RFC 6750 §3
 
-    def __init__(self, tokens: Sequence[SecretStr]) -> None:
+    def __init__(self, tokens: Sequence[WebhookCredential]) -> None:
         self._tokens = tuple(tokens)
 
     def present(self, headers: Mapping[str, str]) -> bool:
         return _credentials(headers, "bearer") is not None
 
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None:
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> WebhookCredential:
         given = (_credentials(headers, "bearer") or "").encode()
-        if not any(same(given, token.get_secret_value().encode()) for token in self._tokens):
-            raise Unauthenticated("the bearer token is not accepted")
+        for token in self._tokens:
+            if same(given, token.secret.get_secret_value().encode()):
+                return token
+        raise Unauthenticated("the bearer token is not accepted")
 
 
 class BasicAuth:
     name = "basic"
     header = "Authorization: Basic"
+    challenge = f'Basic realm="{REALM}", charset="UTF-8"'  # RFC 7617 §2
 
-    def __init__(self, credentials: Sequence[SecretStr]) -> None:
+    def __init__(self, credentials: Sequence[WebhookCredential]) -> None:
         self._credentials = tuple(credentials)  # "user:password"
 
     def present(self, headers: Mapping[str, str]) -> bool:
         return _credentials(headers, "basic") is not None
 
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None:
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> WebhookCredential:
         try:
             given = base64.b64decode(_credentials(headers, "basic") or "", validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or text that is not ASCII
             raise Unauthenticated("Authorization: Basic is not base64 of user:password") from None
-        if not any(same(given, pair.get_secret_value().encode()) for pair in self._credentials):
-            raise Unauthenticated("the basic-auth user and password are not accepted")
+        for pair in self._credentials:
+            if same(given, pair.secret.get_secret_value().encode()):
+                return pair
+        raise Unauthenticated("the basic-auth user and password are not accepted")

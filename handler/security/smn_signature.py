@@ -23,17 +23,21 @@ takes the most credible reading (``string_to_sign`` and ``_signature_hash`` are 
   the Node sample signs nothing for it. Here: like a subscription confirmation.
 
 The guide asks to fetch the certificate over HTTPS and verify the server's identity: the URL must
-be https (http only on loopback, for the emulator) on a host matching the allowlist, checked
-before anything is fetched. The certificate's chain is not checked (smn_ug_a9000 publishes the
-SMN signing certificate, issued by "Huawei Cloud CA", for pinning); it must be within its
-validity dates. The SMN ``timestamp`` gets no replay window: the docs say nothing on whether a
+be https (http only on loopback, for the emulator) on an allowed host, checked before anything
+is fetched, where a ``*`` in an allowed host stands for exactly one DNS label (the region). The
+certificate must be within its validity dates, chain to a trust anchor (``_smn_trust``: the
+certifi bundle and the signing certificate Huawei publishes, or ``ECS_DETACH_SMN_CERT_CA_FILE``),
+verified with cryptography's X.509 verifier, and carry an accepted subject (by default Huawei's,
+``CN=Huawei-Cloud-SMN-Meter,O=Huawei,C=CN``). Huawei's certificate has no subjectAltName, so the
+end-entity extension policy is relaxed; a CA certificate must meet the Web PKI's.
+
+The SMN ``timestamp`` gets no replay window: the docs say nothing on whether a
 retried delivery is signed anew, and an old one may be a legitimate retry.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import ipaddress
 import json
 import threading
@@ -41,7 +45,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
-from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,9 +53,11 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
 from handler.errors import EcsDetachError
-from handler.security._common import Unauthenticated
+from handler.security._common import HUAWEI_SMN_SUBJECT, Unauthenticated, host_allowed
+from handler.security._smn_trust import default_anchors, load_certificates
 from handler.support.log import log_event
 
 SIGNATURE_VERSION = "v1"
@@ -136,13 +141,24 @@ def _text(message: Mapping[str, Any], name: str) -> str:
     return value
 
 
-def _load_certificate(raw: bytes) -> x509.Certificate:
+def _load_chain(raw: bytes) -> tuple[x509.Certificate, list[x509.Certificate]]:
+    """The signing certificate and any intermediates served after it (PEM), or the one DER."""
     try:
         if raw.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_certificate(raw)
-        return x509.load_der_x509_certificate(raw)
+            chain = load_certificates(raw)
+            if chain:
+                return chain[0], chain[1:]
+            raise ValueError
+        return x509.load_der_x509_certificate(raw), []
     except ValueError:
         raise Unauthenticated("the SMN signing certificate is not an X.509 certificate") from None
+
+
+def _within_dates(certificate: x509.Certificate, now: datetime) -> None:
+    if now < certificate.not_valid_before_utc:
+        raise Unauthenticated("the SMN signing certificate is not valid yet")
+    if now > certificate.not_valid_after_utc:
+        raise Unauthenticated("the SMN signing certificate has expired")
 
 
 def _signature_hash(certificate: x509.Certificate) -> hashes.HashAlgorithm:
@@ -181,10 +197,17 @@ class SmnSignatureVerifier:
         *,
         fetch: CertificateFetcher = fetch_certificate,
         clock: Callable[[], float] = time.time,
+        trust: Sequence[x509.Certificate] | None = None,
+        subjects: Sequence[str] = (HUAWEI_SMN_SUBJECT,),
         cache_size: int = 16,
         cache_ttl_s: float = 3600.0,
     ) -> None:
+        """``trust``: the anchors a signing certificate must chain to (default: ``_smn_trust``);
+        ``subjects``: the RFC 4514 subjects a signing certificate may have."""
         self._hosts = tuple(pattern.lower() for pattern in allowed_hosts)
+        self._trust = tuple(trust) if trust is not None else None
+        self._store: Store | None = None  # built on first use: the default reads certifi's bundle
+        self._subjects = tuple(x509.Name.from_rfc4514_string(subject) for subject in subjects)
         self._fetch = fetch
         self._clock = clock
         self._cache_size = cache_size
@@ -204,29 +227,57 @@ class SmnSignatureVerifier:
         host = self._allowed_host(url)
         try:
             signature = base64.b64decode(_text(message, "signature"), validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or text that is not ASCII
             raise Unauthenticated("the SMN signature is not base64") from None
         signed = string_to_sign(message).encode()
         certificate = self._certificate(url, host)
-        now = datetime.fromtimestamp(self._clock(), timezone.utc)
-        if now < certificate.not_valid_before_utc:
-            raise Unauthenticated("the SMN signing certificate is not valid yet")
-        if now > certificate.not_valid_after_utc:
-            raise Unauthenticated("the SMN signing certificate has expired")
+        _within_dates(certificate, datetime.fromtimestamp(self._clock(), timezone.utc))  # also when cached
         if not _signed_by(certificate, signature, signed):
             raise Unauthenticated("the SMN signature does not match the message")
 
     def _allowed_host(self, url: str) -> str:
         try:
             parts = urlsplit(url)
+            host = (parts.hostname or "").lower()
         except ValueError:
             raise Unauthenticated("signing_cert_url is not a URL") from None
-        host = (parts.hostname or "").lower()
-        if not any(fnmatchcase(host, pattern) for pattern in self._hosts):
+        if not host_allowed(host, self._hosts):
             raise Unauthenticated(f"signing_cert_url host {_shown(host)} is not an allowed SMN host")
         if parts.scheme != "https" and not (parts.scheme == "http" and _loopback(host)):
             raise Unauthenticated("signing_cert_url must be an https URL")
         return host
+
+    def _trusted(
+        self, certificate: x509.Certificate, intermediates: list[x509.Certificate]
+    ) -> x509.Certificate:
+        """``certificate`` when it is in date, chains to a trust anchor and has an accepted subject."""
+        now = datetime.fromtimestamp(self._clock(), timezone.utc)
+        _within_dates(certificate, now)
+        if self._store is None:
+            self._store = Store(list(self._trust if self._trust is not None else default_anchors()))
+        verifier = (
+            PolicyBuilder()
+            .store(self._store)
+            .time(now)
+            .extension_policies(
+                ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ExtensionPolicy.permit_all()
+            )
+            .build_client_verifier()
+        )
+        try:
+            verifier.verify(certificate, intermediates)
+        except VerificationError:
+            raise Unauthenticated("the SMN signing certificate is not issued by a trusted CA") from None
+        try:
+            subject = certificate.subject
+            shown = _shown(subject.rfc4514_string())
+        except ValueError:
+            raise Unauthenticated("the SMN signing certificate's subject is malformed") from None
+        if subject not in self._subjects:
+            raise Unauthenticated(
+                f"the SMN signing certificate's subject {shown} is not an accepted SMN subject"
+            )
+        return certificate
 
     def _certificate(self, url: str, host: str) -> x509.Certificate:
         now = self._clock()
@@ -241,7 +292,7 @@ class SmnSignatureVerifier:
             raise Unauthenticated(
                 f"could not fetch the SMN signing certificate from {host}: {error}"
             ) from None
-        certificate = _load_certificate(raw)
+        certificate = self._trusted(*_load_chain(raw))
         keep_until = min(now + self._cache_ttl_s, certificate.not_valid_after_utc.timestamp())
         with self._lock:
             self._cache[url] = (certificate, keep_until)

@@ -7,6 +7,10 @@ request there needs one of the other schemes. With no scheme configured every re
 refused (on ``/smn``, SMN-signed messages still pass while ``verify_smn`` is on); ``disabled``
 accepts everything and logs a warning once.
 
+The router authenticates an ``ecs-detach.accepted`` event on ``/smn`` as the route ``poll``: only
+an SMN message signed for the jobs topic (``jobs_topic_urn``) or a credential whose routes name
+``poll`` may hand it to the poll function; anything else that verifies is ``Forbidden`` there.
+
 Replay window (``replay_window_s``): timestamped forms (Standard Webhooks, generic HMAC, Grafana
 with its timestamp header) are refused outside it. Within it a captured request verifies again:
 there is no nonce store, as FunctionGraph instances share no memory. Untimed forms (GitHub
@@ -18,12 +22,24 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from cryptography import x509
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from handler.security._common import DEFAULT_SMN_CERT_HOSTS, Scheme, Unauthenticated
+from handler.security._common import (
+    DEFAULT_SMN_CERT_HOSTS,
+    HUAWEI_SMN_SUBJECT,
+    REALM,
+    Forbidden,
+    Refused,
+    Scheme,
+    Unauthenticated,
+)
 from handler.security._hmac import GenericHmac, GitHubHmac, GrafanaHmac
+from handler.security._scopes import POLL, WebhookCredential, normal_route
+from handler.security._smn_trust import load_certificates
 from handler.security._standard import StandardWebhooks, signer
 from handler.security._tokens import BasicAuth, BearerToken
 from handler.security.smn_signature import (
@@ -45,34 +61,46 @@ SETTINGS_HINT = (
 
 
 class WebhookAuthConfig(BaseModel):
-    """Each secret list takes several entries so a secret can be rotated without downtime."""
+    """Each secret list takes several entries so a secret can be rotated without downtime; an
+    entry is a plain secret (every route) or ``{"secret": …, "routes": […]}`` (see ``_scopes``)."""
 
     # A validation error must not echo the secrets it was given.
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     disabled: bool = False
-    bearer_tokens: list[SecretStr] = Field(default_factory=list)
-    basic_credentials: list[SecretStr] = Field(default_factory=list, description='"user:password" pairs')
-    hmac_secrets: list[SecretStr] = Field(default_factory=list, description="GitHub, Grafana, generic")
-    standard_webhooks_secrets: list[SecretStr] = Field(default_factory=list, description="whsec_…")
+    bearer_tokens: list[WebhookCredential] = Field(default_factory=list)
+    basic_credentials: list[WebhookCredential] = Field(
+        default_factory=list, description='"user:password" pairs'
+    )
+    hmac_secrets: list[WebhookCredential] = Field(
+        default_factory=list, description="GitHub, Grafana, generic"
+    )
+    standard_webhooks_secrets: list[WebhookCredential] = Field(default_factory=list, description="whsec_…")
     hmac_require_timestamp: bool = Field(default=False, description="Refuse untimed HMAC forms")
     replay_window_s: int = Field(default=300, gt=0, le=86400)
     smn_cert_hosts: list[str] = Field(default_factory=lambda: list(DEFAULT_SMN_CERT_HOSTS))
+    smn_cert_ca_file: Path | None = Field(
+        default=None, description="PEM trust anchors for SMN signing certificates (default: _smn_trust)"
+    )
+    smn_cert_subjects: list[str] = Field(default_factory=lambda: [HUAWEI_SMN_SUBJECT])
     verify_smn: bool = True
+    jobs_topic_urn: str | None = Field(
+        default=None, description="The jobs topic on SMN: its signed pushes may reach the poll function"
+    )
 
     @field_validator("bearer_tokens", "basic_credentials", "hmac_secrets", "standard_webhooks_secrets")
     @classmethod
-    def _no_empty_secret(cls, values: list[SecretStr]) -> list[SecretStr]:
+    def _no_empty_secret(cls, values: list[WebhookCredential]) -> list[WebhookCredential]:
         for index, value in enumerate(values):
-            if not value.get_secret_value().strip():
+            if not value.secret.get_secret_value().strip():
                 raise ValueError(f"entry {index} is empty")
         return values
 
     @field_validator("basic_credentials")
     @classmethod
-    def _user_and_password(cls, values: list[SecretStr]) -> list[SecretStr]:
+    def _user_and_password(cls, values: list[WebhookCredential]) -> list[WebhookCredential]:
         for index, value in enumerate(values):
-            user, colon, password = value.get_secret_value().partition(":")
+            user, colon, password = value.secret.get_secret_value().partition(":")
             if not (user and colon and password):
                 raise ValueError(f"entry {index} is not user:password")
         return values
@@ -85,12 +113,38 @@ class WebhookAuthConfig(BaseModel):
                 raise ValueError(f"entry {index} is empty")
         return values
 
-    @field_validator("standard_webhooks_secrets")
+    @field_validator("smn_cert_ca_file")
     @classmethod
-    def _whsec(cls, values: list[SecretStr]) -> list[SecretStr]:
+    def _anchors(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            try:
+                pem = path.read_bytes()
+            except OSError as error:
+                raise ValueError(f"cannot read {path}: {error.strerror}") from None
+            if not load_certificates(pem):
+                raise ValueError(f"{path} holds no PEM certificate")
+        return path
+
+    @field_validator("smn_cert_subjects")
+    @classmethod
+    def _subjects(cls, values: list[str]) -> list[str]:
         for index, value in enumerate(values):
             try:
-                signer(value)
+                x509.Name.from_rfc4514_string(value)
+            except ValueError:
+                raise ValueError(
+                    f"entry {index} is not an RFC 4514 name such as {HUAWEI_SMN_SUBJECT}"
+                ) from None
+        if not values:
+            raise ValueError(f"at least one subject, such as {HUAWEI_SMN_SUBJECT}")
+        return values
+
+    @field_validator("standard_webhooks_secrets")
+    @classmethod
+    def _whsec(cls, values: list[WebhookCredential]) -> list[WebhookCredential]:
+        for index, value in enumerate(values):
+            try:
+                signer(value.secret)
             except Exception:  # the library raises several types; none may echo the secret
                 raise ValueError(f"entry {index} is not a whsec_… (base64) secret") from None
         return values
@@ -124,12 +178,23 @@ class WebhookAuthenticator:
         *,
         fetch: CertificateFetcher = fetch_certificate,
         clock: Callable[[], float] = time.time,
+        trust: Sequence[x509.Certificate] | None = None,
     ) -> None:
+        """``trust`` replaces the SMN trust anchors (default: ``smn_cert_ca_file``, else
+        ``_smn_trust``)."""
         self._config = config
         self._clock = clock
         self._schemes = _schemes(config)
+        if trust is None and config.smn_cert_ca_file is not None:
+            trust = load_certificates(config.smn_cert_ca_file.read_bytes())
         self._smn = (
-            SmnSignatureVerifier(config.smn_cert_hosts, fetch=fetch, clock=clock)
+            SmnSignatureVerifier(
+                config.smn_cert_hosts,
+                fetch=fetch,
+                clock=clock,
+                trust=trust,
+                subjects=config.smn_cert_subjects,
+            )
             if config.verify_smn and config.smn_cert_hosts
             else None
         )
@@ -141,16 +206,31 @@ class WebhookAuthenticator:
             )
 
     def check(self, path: str, headers: Mapping[str, str], body: bytes) -> str:
-        """The name of the scheme that accepts the request, or ``Unauthenticated``."""
+        """The name of the scheme that accepts the request on ``path``; else ``Unauthenticated``
+        (no credential verifies) or ``Forbidden`` (one verifies, but may not call ``path``)."""
         if self._config.disabled:
             return DISABLED
-        route = path.rstrip("/") or "/"
+        route = normal_route(path)
         lowered = {name.lower(): value for name, value in headers.items()}
         try:
             return self._check(route, lowered, body)
-        except Unauthenticated as refused:
-            log_event("webhook.unauthenticated", level=logging.WARNING, path=route, reason=refused.reason)
+        except Refused as refused:
+            event = "webhook.forbidden" if isinstance(refused, Forbidden) else "webhook.unauthenticated"
+            log_event(event, level=logging.WARNING, path=route, reason=refused.reason)
             raise
+
+    def challenge(self, path: str, headers: Mapping[str, str]) -> str:
+        """The ``WWW-Authenticate`` value for a 401 on ``path`` (RFC 9110 §11.6.1): a challenge
+        for each configured scheme, ``Bearer`` when none is; never a secret."""
+        route = normal_route(path)
+        found = dict.fromkeys(scheme.challenge for scheme in self._schemes)
+        if self._smn is not None and route in ("/smn", POLL):
+            found[f'SMN-Signature realm="{REALM}"'] = None
+        challenges = list(found) or [f'Bearer realm="{REALM}"']
+        sent = {name.lower(): value for name, value in headers.items()}.get("authorization", "")
+        if sent.strip().lower().startswith("bearer"):  # RFC 6750 §3.1: a token was sent
+            challenges = [f'{c}, error="invalid_token"' if c.startswith("Bearer ") else c for c in challenges]
+        return ", ".join(challenges)
 
     def describe(self) -> str:
         """The configured schemes with counts, for the start-up banner (never a secret)."""
@@ -173,13 +253,15 @@ class WebhookAuthenticator:
         return f"webhook authentication: {', '.join(parts)}; replay window {config.replay_window_s} s"
 
     def _check(self, route: str, headers: Mapping[str, str], body: bytes) -> str:
-        if route == "/smn" and self._smn is not None:
+        if route in ("/smn", POLL) and self._smn is not None:
             envelope = smn_envelope(headers, body)
             if envelope is not None:
                 self._smn.verify(envelope)
+                if route == POLL and envelope.get("topic_urn") != self._config.jobs_topic_urn:
+                    raise Forbidden("only the jobs topic's SMN messages may hand events to the poll function")
                 return SMN_SCHEME
         if not self._schemes:
-            if route == "/smn" and self._smn is not None:
+            if route in ("/smn", POLL) and self._smn is not None:
                 raise Unauthenticated(
                     f"/smn accepts signed SMN messages only, no other scheme is configured: {SETTINGS_HINT}"
                 )
@@ -192,11 +274,17 @@ class WebhookAuthenticator:
             raise Unauthenticated(f"no credentials: send one of: {expected}")
         now = self._clock()
         reasons = []
+        out_of_scope = False
         for scheme in present:
             try:
-                scheme.verify(headers, body, now)
+                credential = scheme.verify(headers, body, now)
             except Unauthenticated as refused:
                 reasons.append(refused.reason)
-            else:
+                continue
+            if credential.allows(route):
                 return scheme.name
+            reasons.append(f"this {scheme.name} credential may call {credential.scope()}, not {route}")
+            out_of_scope = True
+        if out_of_scope:
+            raise Forbidden("; ".join(reasons))
         raise Unauthenticated("; ".join(reasons))

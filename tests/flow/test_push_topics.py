@@ -85,6 +85,9 @@ def smn_runtime(tmp_path: Path, emulator: Emulator) -> Iterator[tuple[Runtime, S
         # runtime's settings, then serve the real one.
         jobs_urn = f"urn:smn:ap-southeast-1:{PID}:jobs"
         results_urn = _topic(api, "results", f"{results_hook.url}/hook")
+        # The emulator signs with its own self-signed certificate: trusted as the only anchor.
+        emulator_cert = tmp_path / "emulator-smn.pem"
+        emulator_cert.write_bytes(httpx.get(f"{emulator.url}/_smn/cert.pem", timeout=5).content)
         settings = fast_settings(
             tmp_path,
             emulator.url,
@@ -93,6 +96,8 @@ def smn_runtime(tmp_path: Path, emulator: Emulator) -> Iterator[tuple[Runtime, S
             delay_topic=f"sqlite:///{tmp_path}/delays.db",
             smn_confirm_hosts=["127.0.0.1"],
             smn_cert_hosts=["127.0.0.1"],
+            smn_cert_ca_file=emulator_cert,
+            smn_cert_subjects=["CN=ecs-detach emulator SMN"],
         )
         runtime = build_runtime(settings, DEMO_CREDENTIALS)
         app = create_app(

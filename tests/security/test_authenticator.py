@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import ValidationError
 
 from handler.security import Unauthenticated, WebhookAuthConfig, WebhookAuthenticator
-from tests.security.conftest import certificate
+from tests.security.conftest import anchors, certificate
 from tests.security.smn import CERT_URL, Fetcher, notification
 from tests.security.support import BODY, FORMS, NOW, Clock, authenticator
 
@@ -20,7 +20,9 @@ ROUTES = ["/", "/alertmanager", "/grafana", "/smn", "/tickets/jira"]
 
 def smn_auth(key: rsa.RSAPrivateKey, **config: object) -> WebhookAuthenticator:
     fetcher = Fetcher({CERT_URL: certificate(key)})
-    return WebhookAuthenticator(WebhookAuthConfig.model_validate(config), fetch=fetcher, clock=Clock())
+    return WebhookAuthenticator(
+        WebhookAuthConfig.model_validate(config), fetch=fetcher, clock=Clock(), trust=anchors()
+    )
 
 
 @pytest.mark.parametrize("route", ROUTES)

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from handler.security import Unauthenticated, WebhookAuthConfig, WebhookAuthenticator
 from handler.support.log import JsonFormatter
-from tests.security.conftest import certificate
+from tests.security.conftest import anchors, certificate
 from tests.security.smn import CERT_URL, Fetcher, notification
 from tests.security.support import BODY, FORMS, HMAC, NOW, STANDARD, UNTIMED, Clock
 
@@ -32,7 +32,9 @@ def test_a_run_over_every_scheme_leaks_no_secret(
         standard_webhooks_secrets=list(STANDARD[:2]),
     )
     clock = Clock()
-    auth = WebhookAuthenticator(config, fetch=Fetcher({CERT_URL: certificate(rsa_key)}), clock=clock)
+    auth = WebhookAuthenticator(
+        config, fetch=Fetcher({CERT_URL: certificate(rsa_key)}), clock=clock, trust=anchors()
+    )
     requests: list[tuple[str, dict[str, str], bytes]] = []
     expected_signatures: list[str] = []
     for form in FORMS.values():

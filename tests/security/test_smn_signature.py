@@ -20,7 +20,7 @@ from handler.security import (
     WebhookAuthenticator,
     string_to_sign,
 )
-from tests.security.conftest import certificate
+from tests.security.conftest import anchors, certificate
 from tests.security.smn import CERT_URL, Fetcher, notification, sign
 from tests.security.support import NOW, Clock
 
@@ -28,7 +28,9 @@ EVENTS = Path(__file__).parents[2] / "events"
 
 
 def verifier(fetcher: Fetcher, clock: Clock | None = None, **options: Any) -> SmnSignatureVerifier:
-    return SmnSignatureVerifier(DEFAULT_SMN_CERT_HOSTS, fetch=fetcher, clock=clock or Clock(), **options)
+    return SmnSignatureVerifier(
+        DEFAULT_SMN_CERT_HOSTS, fetch=fetcher, clock=clock or Clock(), trust=anchors(), **options
+    )
 
 
 def test_the_string_to_sign_is_the_guides_example() -> None:
@@ -56,7 +58,7 @@ def test_the_string_to_sign_is_the_guides_example() -> None:
 
 def test_a_signed_notification_passes_on_smn(rsa_key: rsa.RSAPrivateKey) -> None:
     fetcher = Fetcher({CERT_URL: certificate(rsa_key)})
-    auth = WebhookAuthenticator(WebhookAuthConfig(), fetch=fetcher, clock=Clock())
+    auth = WebhookAuthenticator(WebhookAuthConfig(), fetch=fetcher, clock=Clock(), trust=anchors())
     body = json.dumps(notification(rsa_key)).encode()
     assert auth.check("/smn", {"x-smn-message-type": "Notification"}, body) == "smn-signature"
 
@@ -131,7 +133,7 @@ def test_an_http_certificate_url_is_refused_unless_loopback(rsa_key: rsa.RSAPriv
     assert fetcher.calls == []
     local = "http://127.0.0.1:9/cert.pem"
     loopback = SmnSignatureVerifier(
-        ["127.0.0.1"], fetch=Fetcher({local: certificate(rsa_key)}), clock=Clock()
+        ["127.0.0.1"], fetch=Fetcher({local: certificate(rsa_key)}), clock=Clock(), trust=anchors()
     )
     loopback.verify(notification(rsa_key, url=local))
 
@@ -238,7 +240,7 @@ def test_the_default_fetcher_gets_the_certificate_from_a_loopback_server(
     rsa_key: rsa.RSAPrivateKey, cert_server: str
 ) -> None:
     config = WebhookAuthConfig(smn_cert_hosts=["127.0.0.1"])
-    auth = WebhookAuthenticator(config, clock=Clock())
+    auth = WebhookAuthenticator(config, clock=Clock(), trust=anchors())
     body = json.dumps(notification(rsa_key, url=f"{cert_server}/cert.pem")).encode()
     assert auth.check("/smn", {}, body) == "smn-signature"
     missing = json.dumps(notification(rsa_key, url=f"{cert_server}/cert.der")).encode()
