@@ -145,7 +145,7 @@ def handle_event(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     return {"status_code": report.http_status(), **report.as_dict()}
 
 
-class TooManyRecords(Exception):
+class TooManyRecords(EcsDetachError):
     """A queue-triggered batch holds more records than ``ECS_DETACH_MAX_RECORDS``: raising lets
     the platform retry, then dead-letter it, instead of dropping its messages."""
 

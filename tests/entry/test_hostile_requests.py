@@ -207,7 +207,12 @@ def test_the_router_never_answers_5xx(target: Target, data: st.DataObject) -> No
 
 
 def test_the_real_server_never_answers_5xx(target: Target) -> None:
-    app = create_app(target.runtime.router, max_body_bytes=target.runtime.settings.max_body_bytes)
+    limits = target.runtime.settings
+    app = create_app(
+        target.runtime.router,
+        max_body_bytes=limits.max_body_bytes,
+        body_timeout_s=limits.http_body_timeout_s,
+    )
     with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
 
         @settings(max_examples=40, deadline=None)

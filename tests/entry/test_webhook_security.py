@@ -89,7 +89,10 @@ def test_deep_json_on_smn_is_a_400_not_a_500(scoped: Runtime) -> None:
 
 
 def test_every_401_carries_a_challenge_over_real_http(scoped: Runtime) -> None:
-    app = create_app(scoped.router, max_body_bytes=scoped.settings.max_body_bytes)
+    settings = scoped.settings
+    app = create_app(
+        scoped.router, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.http_body_timeout_s
+    )
     with BackgroundServer(app) as server:
         for path, headers in [
             ("/", {}),
