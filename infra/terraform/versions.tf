@@ -5,7 +5,7 @@ terraform {
   required_providers {
     huaweicloud = {
       source  = "huaweicloud/huaweicloud"
-      version = "~> 1.64"
+      version = "= 1.97.1"
     }
   }
 }
