@@ -298,12 +298,13 @@ variable "apig_app_code" {
 }
 
 variable "kafka_trigger" {
-  description = "DMS for Kafka trigger of the detach function (each message a detach request or CloudEvent); null: none. Needs vpc_id."
+  description = "DMS for Kafka trigger of the detach function (each message a detach request or CloudEvent); null: none. Needs vpc_id. user_name (with kafka_password) for SASL instances; ssl_enable for SASL_SSL."
   type = object({
     instance_id = string
     topic_ids   = list(string)
     batch_size  = optional(number, 10)
     user_name   = optional(string, "")
+    ssl_enable  = optional(bool, false)
   })
   default = null
 
@@ -321,20 +322,29 @@ variable "kafka_password" {
 }
 
 variable "rabbitmq_trigger" {
-  description = "DMS for RabbitMQ trigger of the detach function; null: none. Needs vpc_id. event_data_extra adds trigger fields (see infra/terraform/README.md)."
+  description = "DMS for RabbitMQ trigger of the detach function; null: none. Needs vpc_id and rabbitmq_password. exchange_name: the exchange whose messages invoke the function; user_name: the instance's user (rabbitmq_password is its password); connect_address: host:port, empty for the instance's own; ssl_enable: the instance has SSL on."
   type = object({
-    instance_id      = string
-    exchange         = string
-    vhost            = optional(string, "/")
-    batch_size       = optional(number, 10)
-    event_data_extra = optional(map(string), {})
+    instance_id     = string
+    exchange_name   = string
+    vhost           = optional(string, "/")
+    batch_size      = optional(number, 10)
+    user_name       = string
+    connect_address = optional(string, "")
+    ssl_enable      = optional(bool, false)
   })
   default = null
 
   validation {
-    condition     = var.rabbitmq_trigger == null || try(var.rabbitmq_trigger.batch_size >= 1 && var.rabbitmq_trigger.batch_size <= 1000, false)
-    error_message = "A RabbitMQ trigger has a batch size of 1 to 1000."
+    condition     = var.rabbitmq_trigger == null || try(var.rabbitmq_trigger.batch_size >= 1 && var.rabbitmq_trigger.batch_size <= 1000 && var.rabbitmq_trigger.exchange_name != "" && var.rabbitmq_trigger.user_name != "", false)
+    error_message = "A RabbitMQ trigger names an exchange and a user, with a batch size of 1 to 1000."
   }
+}
+
+variable "rabbitmq_password" {
+  description = "Password of rabbitmq_trigger.user_name on the DMS for RabbitMQ instance (the API requires it for the trigger)."
+  type        = string
+  default     = ""
+  sensitive   = true
 }
 
 variable "results_https_endpoints" {

@@ -12,6 +12,8 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -151,3 +153,101 @@ def test_the_checker_finds_what_the_provider_refuses() -> None:
     assert "memory_size: required, not set" in found
     assert any(line.startswith("func_mounts.") and "required" in line for line in found)
     assert "tags: is an argument, written as a block" in found
+
+
+EVENT_DATA = json.loads((SCHEMA_DIR / "functiongraph-trigger-event-data.json").read_text())["types"]
+# `name = value` in an HCL object literal (not ==, !=, <=, >=).
+_OBJECT_KEY = re.compile(r"(?<![=!<>])\b([a-z_]+)\s*=(?!=)")
+
+
+def _locals() -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for path in sorted(TERRAFORM.glob("*.tf")):
+        for block in hcl2.loads(path.read_text(), serialization_options=OPTIONS).get("locals", []):
+            found.update({key: value for key, value in block.items() if not key.startswith("__")})
+    return found
+
+
+def event_data_fields(expression: str) -> set[str]:
+    """The field names of a trigger's ``event_data = jsonencode(…)``, through one local."""
+    reference = re.fullmatch(r"\$\{jsonencode\(local\.(\w+)\)\}", expression)
+    if reference:
+        expression = str(_locals()[reference.group(1)])
+    assert expression.startswith("${"), expression
+    # The keys of object literals; `for key, value in …` names no field.
+    return set(_OBJECT_KEY.findall(expression)) - {"key", "value"}
+
+
+TRIGGERS = [block for block in BLOCKS if block.type == "huaweicloud_fgs_function_trigger"]
+
+
+@pytest.mark.parametrize("block", TRIGGERS, ids=lambda block: block.address)
+def test_trigger_event_data_has_the_api_fields(block: Block) -> None:
+    spec = EVENT_DATA[block.body["type"]]
+    fields = event_data_fields(block.body["event_data"])
+    unknown = fields - set(spec["required"]) - set(spec["optional"])
+    missing = set(spec["required"]) - fields
+    assert (sorted(unknown), sorted(missing)) == ([], []), f"{block.address}: unknown, missing fields"
+
+
+def test_event_data_fields_are_read_from_the_expression() -> None:
+    expression = (
+        '${jsonencode(merge({a_b = 1, c = x == "" ? 1 : 2}, '
+        '{for key, value in {d = 1} : key => value if y != ""}))}'
+    )
+    assert event_data_fields(expression) == {"a_b", "c", "d"}
+
+
+def _dms_locals_block() -> str:
+    text = (TERRAFORM / "dms.tf").read_text()
+    match = re.search(r"^locals \{\n.*?^\}\n", text, re.DOTALL | re.MULTILINE)
+    assert match, "dms.tf has a locals block"
+    return match.group(0)
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed")
+@pytest.mark.parametrize(
+    ("local", "type_", "variables"),
+    [
+        ("kafka_event_data", "KAFKA", {"kafka_trigger": '{instance_id="i", topic_ids=["t"]}'}),
+        (
+            "kafka_event_data",
+            "KAFKA",
+            {"kafka_trigger": '{instance_id="i", topic_ids=["t"], user_name="u"}', "kafka_password": "p"},
+        ),
+        (
+            "rabbitmq_event_data",
+            "RABBITMQ",
+            {
+                "rabbitmq_trigger": '{instance_id="i", exchange_name="e", user_name="u"}',
+                "rabbitmq_password": "p",
+            },
+        ),
+    ],
+)
+def test_terraform_renders_trigger_event_data_with_the_api_fields(
+    local: str, type_: str, variables: dict[str, str], tmp_path: Any
+) -> None:
+    """The JSON Terraform itself renders (terraform console on variables.tf and dms.tf's locals;
+    no provider needed) has every required field and no unknown one."""
+    shutil.copy(TERRAFORM / "variables.tf", tmp_path / "variables.tf")
+    (tmp_path / "locals.tf").write_text(_dms_locals_block())
+    arguments = [f"-var={name}={value}" for name, value in {"region": "ap-southeast-1", **variables}.items()]
+    arguments += ["-var=package_path=p.zip", "-var=delay_topic_url=redis://h:6379"]
+    result = subprocess.run(
+        ["terraform", "console", "-no-color", *arguments],
+        input=f"nonsensitive(jsonencode(local.{local}))\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rendered = json.loads(json.loads(result.stdout.strip()))
+    spec = EVENT_DATA[type_]
+    assert set(spec["required"]) <= set(rendered)
+    assert set(rendered) <= set(spec["required"]) | set(spec["optional"])
+    assert isinstance(rendered["batch_size"], int)
+    if type_ == "KAFKA":  # credentials only for a SASL user
+        assert ("kafka_password" in rendered) == ("user_name" in variables["kafka_trigger"])

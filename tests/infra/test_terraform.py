@@ -292,7 +292,7 @@ def test_preconditions_catch_short_timeouts() -> None:
 
 
 def test_variables_are_described_and_validated() -> None:
-    unvalidated = {"tags", "kafka_password"}
+    unvalidated = {"tags", "kafka_password", "rabbitmq_password"}
     for name, spec in CONFIG.variables.items():
         assert spec.get("description"), name
         assert "type" in spec, name
@@ -305,6 +305,7 @@ def test_variables_are_described_and_validated() -> None:
         "webhook_hmac_secrets",
         "apig_app_code",
         "kafka_password",
+        "rabbitmq_password",
     ):
         assert CONFIG.variables[secret].get("sensitive") is True, secret
 
