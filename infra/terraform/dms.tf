@@ -52,6 +52,19 @@ resource "huaweicloud_fgs_function_trigger" "kafka" {
   }
 }
 
+# A Kafka trigger is created DISABLED (the API's default for Kafka); the provider sends `status`
+# only on update (since 1.75.2), so this one-time action switches it on after creation.
+resource "huaweicloud_fgs_function_trigger_status_action" "kafka" {
+  count = var.kafka_trigger == null ? 0 : 1
+
+  function_urn      = huaweicloud_fgs_function.detach.urn
+  trigger_type_code = "KAFKA"
+  trigger_id        = huaweicloud_fgs_function_trigger.kafka[0].id
+  trigger_status    = "ACTIVE"
+  # The same source as the trigger's (the provider advises against the trigger's own attribute).
+  event_data = jsonencode(local.kafka_event_data)
+}
+
 resource "huaweicloud_fgs_function_trigger" "rabbitmq" {
   count = var.rabbitmq_trigger == null ? 0 : 1
 
