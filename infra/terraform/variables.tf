@@ -297,6 +297,28 @@ variable "apig_app_code" {
   }
 }
 
+variable "webhook_domain" {
+  description = "Independent domain of the webhook API (e.g. ecs-detach.example.com), a CNAME to the API group's debugging domain (output webhook_dns_record); empty: the debugging domain, limited to 1,000 calls a day."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.webhook_domain == "" || can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}$", var.webhook_domain))
+    error_message = "The webhook domain is empty or a lower-case domain name such as ecs-detach.example.com."
+  }
+}
+
+variable "webhook_certificate_id" {
+  description = "ID of the APIG SSL certificate for webhook_domain (huaweicloud_apig_certificate, or uploaded in the console); required with webhook_domain."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9-]{0,64}$", var.webhook_certificate_id))
+    error_message = "The certificate ID is empty or up to 64 letters, digits and hyphens."
+  }
+}
+
 variable "kafka_trigger" {
   description = "DMS for Kafka trigger of the detach function (each message a detach request or CloudEvent); null: none. Needs vpc_id. user_name (with kafka_password) for SASL instances; ssl_enable for SASL_SSL."
   type = object({

@@ -23,6 +23,7 @@ import pytest
 from hcl2 import SerializationOptions
 
 from tests.infra.conftest import INFRA, ROOT
+from tests.infra.schema.trim import pinned_version
 
 TERRAFORM = INFRA / "terraform"
 SCHEMA_DIR = ROOT / "tests" / "infra" / "schema"
@@ -34,15 +35,8 @@ META_ARGUMENTS = frozenset({"count", "for_each", "depends_on", "lifecycle", "pro
 DEPRECATED_ALLOWED: dict[tuple[str, str], str] = {}
 
 
-def _pinned_version() -> str:
-    text = (TERRAFORM / "versions.tf").read_text()
-    match = re.search(r'source\s*=\s*"huaweicloud/huaweicloud"\s*\n\s*version\s*=\s*"=\s*([0-9.]+)"', text)
-    assert match, "versions.tf pins the huaweicloud provider to one exact version (= X.Y.Z)"
-    return match.group(1)
-
-
 def _schemas() -> dict[str, Any]:
-    path = SCHEMA_DIR / f"huaweicloud-{_pinned_version()}.json.gz"
+    path = SCHEMA_DIR / f"huaweicloud-{pinned_version()}.json.gz"
     assert path.exists(), f"{path.name} is missing: regenerate it (tests/infra/schema/trim.py)"
     with gzip.open(path, "rt") as file:
         schemas: dict[str, Any] = json.load(file)["provider_schemas"][PROVIDER]

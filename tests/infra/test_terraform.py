@@ -291,7 +291,7 @@ def test_variables_are_described_and_validated() -> None:
 def test_outputs() -> None:
     for name in ("webhook_url", "jobs_topic_urn", "results_topic_urn", "dead_letter_topic_urn"):
         assert CONFIG.outputs[name].get("description"), name
-    assert "sl_domain" in CONFIG.outputs["webhook_url"]["value"]
+    assert "sl_domain" in CONFIG.locals["debugging_domain"]
 
 
 def test_api_gateway_authenticates() -> None:
@@ -344,3 +344,38 @@ def test_triggers_created_disabled_are_switched_on() -> None:
         assert action["function_urn"] == trigger["function_urn"]
         assert action["event_data"] == trigger["event_data"]
         assert action.get("count") == trigger.get("count")
+
+
+APIG = {
+    **REQUIRED,
+    "apig_instance_id": "0123456789abcdef0123456789abcdef",
+    "apig_app_code": "c" * 64,
+    "webhook_bearer_tokens": ["t" * 32],
+}
+
+
+def test_webhook_url_is_the_independent_domain_else_the_enabled_debugging_domain() -> None:
+    """The debugging domain is off unless domain_access_enabled, and takes 1,000 calls a day:
+    with webhook_domain the group gets that domain and its certificate, and the outputs name it."""
+    group = CONFIG.resource("huaweicloud_apig_group.webhooks")
+    assert group["domain_access_enabled"] == '${var.webhook_domain == ""}'
+    assert Evaluator(APIG)(group["domain_access_enabled"]) is True
+    domain = {**APIG, "webhook_domain": "ecs-detach.example.com", "webhook_certificate_id": "a" * 32}
+    assert Evaluator(domain)(group["domain_access_enabled"]) is False
+    associate = CONFIG.resource("huaweicloud_apig_group_domain_associate.webhooks")
+    assert associate["url_domain"] == "${var.webhook_domain}"
+    assert Evaluator(domain)(associate["count"]) == 1
+    assert Evaluator(APIG)(associate["count"]) == 0
+    certificate = CONFIG.resource("huaweicloud_apig_domain_certificate_associate.webhooks")
+    assert certificate["domain_id"] == "${huaweicloud_apig_group_domain_associate.webhooks[0].domain_id}"
+    assert all(_preconditions(domain).values())
+    without_certificate = _preconditions({**domain, "webhook_certificate_id": ""})
+    assert not without_certificate["huaweicloud_apig_domain_certificate_associate.webhooks[0]"]
+    host = CONFIG.locals["webhook_host"]
+    assert host == "${local.use_domain ? var.webhook_domain : local.debugging_domain}"
+    assert (
+        CONFIG.outputs["webhook_url"]["value"]
+        == '${local.use_apig ? "https://${local.webhook_host}/" : null}'
+    )
+    assert "/alertmanager" in CONFIG.outputs["alertmanager_url"]["value"]
+    assert "1,000 calls a day" in CONFIG.outputs["webhook_url_kind"]["value"]

@@ -31,6 +31,16 @@ PROVIDER = "registry.terraform.io/huaweicloud/huaweicloud"
 OPTIONS = SerializationOptions(strip_string_quotes=True, with_comments=False)
 
 
+def pinned_version() -> str:
+    """The exact provider version infra/terraform/versions.tf pins (``version = "= X.Y.Z"``)."""
+    match = re.search(
+        r'version\s*=\s*"=\s*([0-9]+\.[0-9]+\.[0-9]+)"', (TERRAFORM / "versions.tf").read_text()
+    )
+    if match is None:
+        raise SystemExit("infra/terraform/versions.tf pins no exact provider version (= X.Y.Z)")
+    return match.group(1)
+
+
 def module_types() -> tuple[set[str], set[str]]:
     """The ``huaweicloud_*`` resource and data source types of infra/terraform/*.tf."""
     resources: set[str] = set()
@@ -68,10 +78,7 @@ def main() -> None:
     parser.add_argument("schema", type=Path, help="gzipped `terraform providers schema -json`")
     parser.add_argument("--types", default="", help="extra resource types to keep, comma separated")
     args = parser.parse_args()
-    match = re.search(r'version\s*=\s*"=\s*([0-9.]+)"', (TERRAFORM / "versions.tf").read_text())
-    if match is None:
-        raise SystemExit("infra/terraform/versions.tf pins no exact provider version (= X.Y.Z)")
-    version = match.group(1)
+    version = pinned_version()
     with gzip.open(args.schema, "rt") as file:
         full = json.load(file)
     resources, data = module_types()
