@@ -9,13 +9,13 @@ variable "region" {
 }
 
 variable "cloud" {
-  description = "Endpoint pattern of the ECS/EVS APIs (ECS_DETACH_CLOUD): huaweicloud, huaweicloud-eu, otc or flexibleengine."
+  description = "Which Huawei Cloud: huaweicloud (myhuaweicloud.com) or huaweicloud-eu (myhuaweicloud.eu, e.g. eu-west-101); also ECS_DETACH_CLOUD. The functions run on OTC and Flexible Engine too, but this module needs the huaweicloud provider's resources, which those clouds do not serve: deploy there with their own providers."
   type        = string
   default     = "huaweicloud"
 
   validation {
-    condition     = contains(["huaweicloud", "huaweicloud-eu", "otc", "flexibleengine"], var.cloud)
-    error_message = "The cloud is one of huaweicloud, huaweicloud-eu, otc, flexibleengine."
+    condition     = contains(["huaweicloud", "huaweicloud-eu"], var.cloud)
+    error_message = "This module deploys on Huawei Cloud only: cloud is huaweicloud or huaweicloud-eu (otc and flexibleengine need their own providers)."
   }
 }
 
@@ -41,13 +41,13 @@ variable "package_path" {
 }
 
 variable "python_version" {
-  description = "FunctionGraph Python runtime; the package must be built for the same version."
+  description = "FunctionGraph Python runtime (Python3.10 or Python3.12); the package must be built for it (ecs-detach package --python). Several regions list only up to Python 3.10 (the EU regions, Kuala Lumpur, Abu Dhabi, per FunctionGraph's runtime list): check the console's runtime list of your region and use 3.10 there."
   type        = string
   default     = "3.12"
 
   validation {
     condition     = contains(["3.10", "3.12"], var.python_version)
-    error_message = "FunctionGraph runs Python 3.10 or 3.12."
+    error_message = "python_version is 3.10 or 3.12 (FunctionGraph's Python3.10 and Python3.12 runtimes)."
   }
 }
 
@@ -392,13 +392,13 @@ variable "async_event_max_age_s" {
 }
 
 variable "async_retry_attempts" {
-  description = "Retries of a failed asynchronous invocation before it goes to the dead-letter topic."
+  description = "Retries of a failed asynchronous invocation before it goes to the dead-letter topic (FunctionGraph allows 0 to 3)."
   type        = number
   default     = 3
 
   validation {
-    condition     = var.async_retry_attempts >= 0 && var.async_retry_attempts <= 8
-    error_message = "The retry attempts are 0 to 8."
+    condition     = var.async_retry_attempts >= 0 && var.async_retry_attempts <= 3 && floor(var.async_retry_attempts) == var.async_retry_attempts
+    error_message = "The retry attempts are a whole number from 0 to 3 (the provider's range for max_async_retry_attempts)."
   }
 }
 

@@ -14,4 +14,5 @@ terraform {
 
 provider "huaweicloud" {
   region = var.region
+  cloud  = var.cloud == "huaweicloud-eu" ? "myhuaweicloud.eu" : "myhuaweicloud.com"
 }

@@ -10,6 +10,7 @@ import subprocess
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import hcl2
@@ -379,3 +380,57 @@ def test_webhook_url_is_the_independent_domain_else_the_enabled_debugging_domain
     )
     assert "/alertmanager" in CONFIG.outputs["alertmanager_url"]["value"]
     assert "1,000 calls a day" in CONFIG.outputs["webhook_url_kind"]["value"]
+
+
+def _variable_errors(tmp_path: Path, values: Mapping[str, str], var_file: Path | None = None) -> str:
+    """Terraform's own validation of variables.tf for ``values`` (terraform console needs no
+    provider): the messages of the variables it refuses, empty when it accepts them all."""
+    shutil.copy(TERRAFORM / "variables.tf", tmp_path / "variables.tf")
+    required = {"region": "ap-southeast-1", "package_path": "p.zip", "delay_topic_url": "redis://h:6379"}
+    arguments = [f"-var={name}={value}" for name, value in {**required, **values}.items()]
+    if var_file is not None:
+        arguments = [f"-var-file={var_file}"]
+    result = subprocess.run(
+        ["terraform", "console", "-no-color", *arguments],
+        input="1\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    return output if "Invalid value for variable" in output else ""
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed")
+@pytest.mark.parametrize(
+    ("values", "refused"),
+    [
+        ({"async_retry_attempts": "3"}, None),
+        ({"async_retry_attempts": "5"}, "0 to 3"),
+        ({"cloud": "huaweicloud-eu", "python_version": "3.10"}, None),
+        ({"cloud": "otc"}, "Huawei Cloud only"),
+        ({"cloud": "flexibleengine"}, "Huawei Cloud only"),
+        ({"python_version": "3.11"}, "3.10 or 3.12"),
+    ],
+)
+def test_terraform_validates_the_variables(
+    tmp_path: Path, values: dict[str, str], refused: str | None
+) -> None:
+    errors = _variable_errors(tmp_path, values)
+    if refused is None:
+        assert errors == ""
+    else:
+        assert refused in errors
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed")
+def test_terraform_accepts_example_tfvars(tmp_path: Path) -> None:
+    assert _variable_errors(tmp_path, {}, TERRAFORM / "example.tfvars") == ""
+
+
+def test_the_provider_talks_to_the_configured_cloud() -> None:
+    text = (TERRAFORM / "versions.tf").read_text()
+    assert 'cloud  = var.cloud == "huaweicloud-eu" ? "myhuaweicloud.eu" : "myhuaweicloud.com"' in text
+    assert CONFIG.locals["runtime"] == "Python${var.python_version}"
