@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: venv demo test lint typecheck unit storm bench clean provider-schema
+.PHONY: venv demo test lint typecheck unit storm bench clean provider-schema package-constraints
 
 venv: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ unit: venv
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# handler/local/package-constraints.txt: the versions of the FunctionGraph package, renewed (PyPI).
+package-constraints: venv
+	$(BIN)/python -m handler.local.package
 
 # tests/infra/schema/huaweicloud-<version>.json.gz, the provider schema the Terraform tests check
 # against: after changing the pinned provider version or the resource types (needs the registry).

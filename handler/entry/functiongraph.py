@@ -30,6 +30,7 @@ from handler.functions.detach import DetachStatus
 from handler.settings import CloudCredentials, Settings
 from handler.sources.plain import load_object
 from handler.sources.triggers import ApigRequest, apig_response, detect_trigger, dms_messages
+from handler.support.extras import describe, missing
 from handler.support.log import configure, log_event
 
 # FunctionGraph's context object: read through getattr (getSecurityAccessKey, getProjectID, …),
@@ -91,8 +92,24 @@ def _runtime_for(context: Context | None) -> Runtime:
             credentials = from_env.model_copy(update={"project_id": project_id})
         settings = Settings()
         configure(settings.log_level)
+        _check_extras(settings)
         _runtime, _project_id = build_runtime(settings, credentials), project_id
         return _runtime
+
+
+def _check_extras(settings: Settings) -> None:
+    """A URL whose client library is not in the package: say which extra to build it with,
+    rather than fail on the first use of the URL with a ModuleNotFoundError."""
+    unmet = missing(
+        [
+            ("ECS_DETACH_JOBS_TOPIC", settings.jobs_topic),
+            ("ECS_DETACH_RESULTS_TOPIC", settings.results_topic),
+            ("ECS_DETACH_DELAY_TOPIC", settings.delay_topic),
+            ("ECS_DETACH_STORE", settings.store),
+        ]
+    )
+    if unmet:
+        raise ConfigError(describe(unmet))
 
 
 def init(context: Context) -> None:

@@ -17,7 +17,8 @@ import hcl2
 import pytest
 from hcl2 import SerializationOptions
 
-from handler.local.package import IAM_ACTIONS, SMN_PUBLISH_ACTION, PackageReport
+from handler.local.package import IAM_ACTIONS, SMN_PUBLISH_ACTION, PackageReport, build_package
+from handler.support.extras import SCHEME_EXTRAS
 from tests.infra.conftest import INFRA, ROOT
 
 TERRAFORM = INFRA / "terraform"
@@ -127,6 +128,8 @@ def _preconditions(values: Mapping[str, Any]) -> dict[str, bool]:
                 continue
             for lifecycle in body.get("lifecycle", []):
                 for index, precondition in enumerate(lifecycle.get("precondition", [])):
+                    if "local.package_problems" in precondition["condition"]:
+                        continue  # reads files: test_terraform_checks_the_package runs Terraform on it
                     results[f"{kind}.{name}[{index}]"] = bool(evaluate(precondition["condition"]))
     return results
 
@@ -434,3 +437,59 @@ def test_the_provider_talks_to_the_configured_cloud() -> None:
     text = (TERRAFORM / "versions.tf").read_text()
     assert 'cloud  = var.cloud == "huaweicloud-eu" ? "myhuaweicloud.eu" : "myhuaweicloud.com"' in text
     assert CONFIG.locals["runtime"] == "Python${var.python_version}"
+
+
+@pytest.fixture(scope="module")
+def redis_package(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> PackageReport:
+    """A package for FunctionGraph's Python 3.12 with the redis extra."""
+    return build_package("3.12", tmp_path_factory.mktemp("dist312"), extras=["redis"], wheelhouse=wheelhouse)
+
+
+def _package_problems(tmp_path: Path, package: Path, values: Mapping[str, str]) -> list[str]:
+    """local.package_problems as Terraform evaluates it (variables.tf and package.tf only)."""
+    tmp_path.mkdir(exist_ok=True)
+    for name in ("variables.tf", "package.tf"):
+        shutil.copy(TERRAFORM / name, tmp_path / name)
+    arguments = [
+        f"-var={name}={value}"
+        for name, value in {"region": "ap-southeast-1", "package_path": str(package), **values}.items()
+    ]
+    result = subprocess.run(
+        ["terraform", "console", "-no-color", *arguments],
+        input="jsonencode(local.package_problems)\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    problems: list[str] = json.loads(json.loads(result.stdout.strip()))
+    return problems
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed")
+def test_terraform_checks_the_package(redis_package: PackageReport, tmp_path: Path) -> None:
+    """The plan refuses a package that cannot serve the configured URLs, another Python, or a
+    manifest of another zip; a matching package passes."""
+    redis = {"delay_topic_url": "rediss://:pw@redis.internal:6379/0", "python_version": "3.12"}
+    assert _package_problems(tmp_path / "ok", redis_package.path, redis) == []
+    amqp = {**redis, "delay_topic_url": "amqps://u:pw@mq.internal:5671/"}
+    (problem,) = _package_problems(tmp_path / "amqp", redis_package.path, amqp)
+    assert "needs the rabbitmq extra" in problem
+    assert "ecs-detach package --python 3.12 --extra rabbitmq" in problem
+    (problem,) = _package_problems(tmp_path / "py", redis_package.path, {**redis, "python_version": "3.10"})
+    assert "built for Python 3.12, the functions run Python 3.10" in problem
+    other = tmp_path / "other" / redis_package.path.name
+    other.parent.mkdir()
+    shutil.copy(redis_package.manifest, other.parent)
+    other.write_bytes(redis_package.path.read_bytes() + b"\0")
+    (problem,) = _package_problems(tmp_path / "sha", other, redis)
+    assert "describes another zip" in problem
+    detach = CONFIG.resource("huaweicloud_fgs_function.detach")
+    conditions = [p["condition"] for p in detach["lifecycle"][0]["precondition"]]
+    assert "${length(local.package_problems) == 0}" in conditions
+
+
+def test_terraform_knows_the_extras_of_every_scheme() -> None:
+    assert CONFIG.locals["scheme_extras"] == SCHEME_EXTRAS
