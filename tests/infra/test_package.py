@@ -229,6 +229,7 @@ def test_initializer_names_the_missing_extra(package: PackageReport, tmp_path: P
         "HUAWEICLOUD_SDK_SK": "sk",
         "ECS_DETACH_REGION": "ap-southeast-1",
         "ECS_DETACH_JOBS_TOPIC": "smn://urn:smn:ap-southeast-1:0123456789abcdef0123456789abcdef:jobs",
+        "ECS_DETACH_RESULTS_TOPIC": "smn://urn:smn:ap-southeast-1:0123456789abcdef0123456789abcdef:results",
         "ECS_DETACH_DELAY_TOPIC": "rediss://:secret-pw@redis.example:6379/0",
         "ECS_DETACH_STORE": "sqlite:////tmp/ecs-detach-test/store.db",
     }
