@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from emulator import DEMO_CREDENTIAL
-from handler.entry import container
+from handler.local import container
 from handler.sources import parse_request
 from tests.conftest import Emulator
 from tests.support import WEB1, WEB1_DATA
@@ -46,7 +46,7 @@ def test_functions_framework_target(tmp_path: Path, emulator: Emulator) -> None:
         [
             str(Path(sys.executable).parent / "functions-framework"),
             "--source",
-            str(ROOT / "handler" / "entry" / "container.py"),
+            str(ROOT / "handler" / "local" / "container.py"),
             "--target",
             "webhook",
             "--host",
