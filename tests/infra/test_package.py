@@ -5,17 +5,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import hcl2
 import pytest
 
 from emulator import DEMO_CREDENTIAL, EcsBackend, EmulatorConfig, create_app, load_seed
 from handler.local._serve import BackgroundServer
-from handler.local.cli import main
+from handler.local.cli import _parser, main
 from handler.local.package import (
     CONSTRAINTS,
     EXCLUDED_FOLDER,
@@ -28,6 +31,7 @@ from handler.local.package import (
     format_report,
     resolve,
 )
+from handler.support.extras import needs
 from tests.infra.conftest import ROOT, RUNNING_PYTHON
 
 pytestmark = pytest.mark.slow
@@ -246,3 +250,17 @@ def test_initializer_names_the_missing_extra(package: PackageReport, tmp_path: P
     assert result.stdout.startswith("ConfigError ECS_DETACH_DELAY_TOPIC (rediss://) need(s) the redis extra")
     assert "install the redis extra: ecs-detach package --extra redis" in result.stdout
     assert "secret-pw" not in result.stdout
+
+
+def test_the_documented_build_serves_the_example_deployment() -> None:
+    """docs/deploy.md's `ecs-detach package` command, parsed by the CLI, names every extra the
+    store and delay topic of example.tfvars need (and the same Python)."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    block = re.search(r"\.venv/bin/ecs-detach package (.*?)\n   ```", text, re.DOTALL)
+    assert block is not None
+    args = _parser().parse_args(["package", *shlex.split(block.group(1).replace("\\\n", " "))])
+    example = hcl2.loads((ROOT / "infra" / "terraform" / "example.tfvars").read_text())
+    urls = [("delay_topic_url", example["delay_topic_url"].strip('"'))]
+    urls.append(("store_url", example.get("store_url", '"sqlite:////tmp/ecs-detach/store.db"').strip('"')))
+    assert {need.extra for need in needs(urls)} <= set(args.extra)
+    assert args.python == example["python_version"].strip('"')
