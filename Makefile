@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: venv demo test lint typecheck unit storm bench clean
+.PHONY: venv demo test lint typecheck unit storm bench clean provider-schema package-constraints
 
 venv: $(VENV)/.installed
 
@@ -28,6 +28,18 @@ unit: venv
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# handler/local/package-constraints.txt: the versions of the FunctionGraph package, renewed (PyPI).
+package-constraints: venv
+	$(BIN)/python -m handler.local.package
+
+# tests/infra/schema/huaweicloud-<version>.json.gz, the provider schema the Terraform tests check
+# against: after changing the pinned provider version or the resource types (needs the registry).
+provider-schema: venv
+	cd infra/terraform && terraform init -backend=false -input=false >/dev/null \
+		&& terraform providers schema -json | gzip > ../../.provider-schema.json.gz
+	$(BIN)/python -m tests.infra.schema.trim .provider-schema.json.gz
+	rm -f .provider-schema.json.gz
 
 # The storm test (docs/resilience.md); STORM_TOPICS=redis://… (or nats, amqp) for a broker.
 storm: venv

@@ -5,7 +5,8 @@ The package's ``index.py`` re-exports them: configure the functions as ``index.h
 ``index.poll_handler``, ``index.flush_handler`` and ``index.init``. The runtime is built once per
 instance and reused across invocations. Credentials: the function's agency (temporary AK/SK/token
 from the context) win over ``HUAWEICLOUD_SDK_*``; they rotate, so each invocation refreshes them.
-No web framework is imported here.
+Settings come from the context's user data (``context.getUserData``: where FunctionGraph serves
+the encrypted ones) and the environment. No web framework is imported here.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 # These functions use no pydantic plugin. Without this, building the first model scans every
 # installed distribution for plugin entry points: about 15 ms of each cold start. An operator
 # who wants plugins (e.g. for tracing) sets PYDANTIC_DISABLE_PLUGINS to "" in the function.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
+from pydantic_settings import BaseSettings, EnvSettingsSource
 
 from handler.cloud import Credentials, time_budget
 from handler.core.outcomes import DetachStatus, QueueAction
@@ -30,12 +34,15 @@ from handler.functions.batch import process
 from handler.settings import CloudCredentials, Settings
 from handler.sources._base import Parsed
 from handler.sources.triggers import ApigRequest, apig_response, detect_trigger, dms_messages
+from handler.support.extras import describe, missing
 from handler.support.log import configure, log_event
 
 # FunctionGraph's context object: read through getattr (getSecurityAccessKey, getProjectID, …),
 # since its methods differ between runtimes and local test harnesses.
 Context = object
 
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 SAFETY_MARGIN_S = 2.0  # kept back from the time budget to publish and return
 _lock = threading.Lock()
@@ -61,10 +68,36 @@ def _agency_credentials(context: Context | None, project_id: str | None) -> Cred
     )
 
 
-def _call(context: Context, method: str) -> str:
+def _call(context: Context, method: str, *arguments: str) -> str:
     getter = getattr(context, method, None)
-    value = getter() if callable(getter) else None
+    value = getter(*arguments) if callable(getter) else None
     return value if isinstance(value, str) else ""
+
+
+class UserDataSource(EnvSettingsSource):
+    """The function's environment variables as the context serves them (``getUserData(key)``):
+    FunctionGraph documents the encrypted ones (``encrypted_user_data``) there, and they need
+    not be in ``os.environ``. Read like the environment (prefix, JSON lists)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], context: Context) -> None:
+        self._context = context
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        prefix = self.settings_cls.model_config.get("env_prefix", "")
+        found = {}
+        for field in self.settings_cls.model_fields:
+            key = f"{prefix}{field}".upper()
+            value = _call(self._context, "getUserData", key)
+            if value:
+                found[key.lower()] = value
+        return found
+
+
+def read_settings(settings_cls: type[SettingsT], context: Context | None) -> SettingsT:
+    """``settings_cls`` from the context's user data, else the environment."""
+    from_context = UserDataSource(settings_cls, context)() if context is not None else {}
+    return settings_cls(**from_context)
 
 
 def _runtime_for(context: Context | None) -> Runtime:
@@ -78,7 +111,7 @@ def _runtime_for(context: Context | None) -> Runtime:
                 for client in (_runtime.ecs, _runtime.evs, _runtime.smn):
                     client.use_credentials(fresh)
             return _runtime
-        configured = CloudCredentials()
+        configured = read_settings(CloudCredentials, context)
         project_id = configured.project_id or os.environ.get("RUNTIME_PROJECT_ID")
         credentials = _agency_credentials(context, project_id)
         if credentials is None:
@@ -89,10 +122,37 @@ def _runtime_for(context: Context | None) -> Runtime:
                     "HUAWEICLOUD_SDK_SK"
                 )
             credentials = from_env.model_copy(update={"project_id": project_id})
-        settings = Settings()
+        settings = read_settings(Settings, context)
         configure(settings.log_level)
+        _check_backends(settings)
         _runtime, _project_id = build_runtime(settings, credentials), project_id
         return _runtime
+
+
+def _check_backends(settings: Settings) -> None:
+    """Refuse what cannot work in a function, naming the setting: a relative SQLite path (the
+    code folder is read-only, only /tmp is writable), or a URL whose client library is not in
+    the package (say which extra to build it with, rather than a ModuleNotFoundError later)."""
+    topics = [settings.jobs_topic, settings.results_topic]
+    urls = [
+        ("ECS_DETACH_JOBS_TOPIC", settings.jobs_topic),
+        ("ECS_DETACH_RESULTS_TOPIC", settings.results_topic),
+        ("ECS_DETACH_STORE", settings.store),
+    ]
+    if any(url.startswith(("smn://", "http://", "https://")) for url in topics):
+        urls.append(("ECS_DETACH_DELAY_TOPIC", settings.delay_topic))  # only push topics use it
+    relative = [
+        name for name, url in urls if url.startswith("sqlite:///") and not url.startswith("sqlite:////")
+    ]
+    if relative:
+        raise ConfigError(
+            f"{', '.join(relative)}: a relative SQLite path (e.g. the default sqlite:///.ecs-detach/…) "
+            "cannot be written in FunctionGraph, whose code folder is read-only: use sqlite:////tmp/… "
+            "(per instance) or a shared redis:// store and broker topics"
+        )
+    unmet = missing(urls)
+    if unmet:
+        raise ConfigError(describe(unmet))
 
 
 def init(context: Context) -> None:

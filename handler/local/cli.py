@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr, ValidationError
 
+from handler.support.extras import EXTRA_MODULES
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -42,6 +44,14 @@ EXIT_CODES = f"""exit codes:
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)"""
 # pydantic models whose ValidationError is the user's input, not a bug.
 _INPUT_MODELS = {"Settings": "ECS_DETACH_", "CloudCredentials": "HUAWEICLOUD_SDK_", "DetachRequest": ""}
+PACKAGE_EXTRAS = tuple(sorted(EXTRA_MODULES))
+# `ecs-detach package` options → the setting each stands for.
+PACKAGE_URL_OPTIONS = {
+    "--jobs-topic": "ECS_DETACH_JOBS_TOPIC",
+    "--results-topic": "ECS_DETACH_RESULTS_TOPIC",
+    "--delay-topic": "ECS_DETACH_DELAY_TOPIC",
+    "--store": "ECS_DETACH_STORE",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,6 +110,26 @@ def _problems(error: ValidationError, env_prefix: str) -> str:
     return "; ".join(parts)
 
 
+def _add_package_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    package = commands.add_parser("package", help="build the FunctionGraph code package (a reproducible zip)")
+    package.add_argument(
+        "--python", choices=("3.10", "3.12"), default="3.12", help="FunctionGraph Python runtime"
+    )
+    package.add_argument("--out", type=Path, default=Path("dist"), help="folder for the zip (default: dist)")
+    package.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        choices=PACKAGE_EXTRAS,
+        help="add the client of a broker or store the deployment uses (repeatable)",
+    )
+    # The deployment's URLs (or only their scheme, e.g. rediss://): a build that lacks the extra
+    # one of them needs is refused, instead of a function that fails on every invocation.
+    for option, setting in PACKAGE_URL_OPTIONS.items():
+        package.add_argument(option, metavar="URL", help=f"the deployment's {setting} (checks the extras)")
+    package.set_defaults(run=_package)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ecs-detach",
@@ -149,19 +179,7 @@ def _parser() -> argparse.ArgumentParser:
     invoke.add_argument("--timeout", type=_seconds, default=120.0)
     invoke.set_defaults(run=_invoke)
 
-    package = commands.add_parser("package", help="build the FunctionGraph code package (a reproducible zip)")
-    package.add_argument(
-        "--python", choices=("3.10", "3.12"), default="3.12", help="FunctionGraph Python runtime"
-    )
-    package.add_argument("--out", type=Path, default=Path("dist"), help="folder for the zip (default: dist)")
-    package.add_argument(
-        "--extra",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="add an optional dependency group, e.g. redis",
-    )
-    package.set_defaults(run=_package)
+    _add_package_command(commands)
 
     _add_detach(commands)
     return parser
@@ -469,7 +487,12 @@ def _package(args: argparse.Namespace) -> int:
     from handler.local.package import PackageError, build_package, format_report
 
     try:
-        report = build_package(args.python, args.out, extras=args.extra)
+        urls = [
+            (option, value)
+            for option in PACKAGE_URL_OPTIONS
+            if (value := getattr(args, option.removeprefix("--").replace("-", "_")))
+        ]
+        report = build_package(args.python, args.out, extras=args.extra, urls=urls)
     except PackageError as error:
         print(f"ecs-detach package: {error}", file=sys.stderr)
         return EXIT_FAILED

@@ -4,7 +4,9 @@
     functions-framework --source handler/local/container.py --target poll --port 8080
 
 Configuration and credentials come from the environment (``ECS_DETACH_*``,
-``HUAWEICLOUD_SDK_*``). ``webhook`` serves the routes and answers of ``WebhookRouter``.
+``HUAWEICLOUD_SDK_*``). ``webhook`` serves the routes and answers of ``WebhookRouter``. Both
+targets answer ``GET /healthz`` (the image's HEALTHCHECK, the Knative readiness probes) once the
+runtime is built.
 ``poll`` takes the jobs topic as pushed CloudEvents (a Knative Trigger on the broker): with the
 jobs topic an HTTP push topic to the broker, delayed continuations wait in the delay topic and
 the worker's forwarder sends them. Without a broker, run the poll worker beside the webhook
@@ -45,9 +47,15 @@ def _runtime_once() -> Runtime:
         return _runtime
 
 
+def _healthy() -> Response:
+    return Response(json.dumps({"status": "ok"}), status=200, mimetype="application/json")
+
+
 @functions_framework.http
 def webhook(request: Request) -> Response:
     runtime = _runtime_once()
+    if request.method == "GET" and request.path == "/healthz":  # the health check: the runtime is built
+        return _healthy()
     limit = runtime.settings.max_body_bytes
     body = request.stream.read(limit + 1)  # one byte more than allowed: the router answers 413
     headers = {name.lower(): value for name, value in request.headers.items()}
@@ -64,7 +72,7 @@ def poll(request: Request) -> Response:
     dead-letters it); an error answers 500, and the broker delivers the event again."""
     runtime = _runtime_once()
     if request.method == "GET":  # the readiness probe (/healthz): the runtime is built
-        return Response(json.dumps({"status": "ok"}), status=200, mimetype="application/json")
+        return _healthy()
     headers = {name.lower(): value for name, value in request.headers.items()}
     try:
         reply = runtime.job_event(cloudevent_object(headers, request.get_data()))

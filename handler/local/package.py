@@ -7,6 +7,14 @@ resolution is completed here with the target's markers (e.g. ``exceptiongroup`` 
 The wheels are installed with ``pip install --target`` and zipped with sorted entries, a fixed
 timestamp and fixed permissions: the same wheels give a byte-identical zip.
 
+Versions come from ``package-constraints.txt`` beside this module (``CONSTRAINTS``): one set for
+every supported Python, so 3.10 and 3.12 builds get the same versions and a commit builds the
+same package next month. ``update_constraints`` (``make package-constraints``) renews it.
+
+Beside the zip goes ``{zip stem}.manifest.json``: its sha256, Python and extras, which
+infra/terraform checks against the URLs it configures. A build given the deployment's URLs
+refuses to leave out an extra they need (``handler.support.extras``).
+
 The package holds no web framework, CLI, emulator or build code: ``handler/local/`` (``EXCLUDED_FOLDER``)
 stays out, and a build fails if a forbidden top-level name gets in.
 """
@@ -32,9 +40,11 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from handler.errors import EcsDetachError
+from handler.support.extras import EXTRA_MODULES, needs
 
 PROJECT = "ecs-detach"
 SUPPORTED_PYTHONS = ("3.10", "3.11", "3.12")  # FunctionGraph offers 3.10 and 3.12; 3.11 builds locally
+FUNCTIONGRAPH_PYTHONS = ("3.10", "3.12")
 PLATFORM = "manylinux2014_x86_64"
 HANDLER_MODULE = "handler.entry.functiongraph"
 HANDLERS = ("handler", "poll_handler", "flush_handler", "init")  # detach, poll, flush, initializer
@@ -71,6 +81,12 @@ EXCLUDED_FOLDER = "handler/local"
 FORBIDDEN_TOP_LEVEL = frozenset(
     {"emulator", "starlette", "uvicorn", "flask", "functions_framework", "rich", "werkzeug", "gunicorn"}
 )
+
+# The pinned versions of every runtime distribution, for every supported Python.
+CONSTRAINTS = Path(__file__).resolve().with_name("package-constraints.txt")
+# The extras a FunctionGraph package may carry: the broker and store clients.
+PACKAGE_EXTRAS = tuple(sorted(EXTRA_MODULES))
+MANIFEST_SUFFIX = ".manifest.json"
 
 _HANDLER_DIR = Path(__file__).resolve().parents[1]
 _PYPROJECT = _HANDLER_DIR.parent / "pyproject.toml"
@@ -116,6 +132,8 @@ class PackageReport:
     top_level: tuple[TopLevel, ...]
     distributions: tuple[Pin, ...]
     import_checked: bool
+    extras: tuple[str, ...]
+    manifest: Path
 
 
 def build_package(
@@ -123,15 +141,28 @@ def build_package(
     out: Path,
     *,
     extras: Sequence[str] = (),
+    urls: Sequence[tuple[str, str]] = (),
     wheelhouse: Path | None = None,
 ) -> PackageReport:
-    """Build ``out/ecs-detach-{version}-py{XY}.zip`` for FunctionGraph's CPython ``python``.
+    """Build ``out/ecs-detach-{version}-py{XY}.zip`` for FunctionGraph's CPython ``python``, and
+    its manifest beside it.
 
-    ``extras`` adds optional dependency groups (e.g. ``redis`` for a DCS store); ``wheelhouse``
-    keeps the downloaded wheels between builds (a temporary folder otherwise). When ``python``
-    is the running version, the handler module is imported from the package alone.
+    ``extras`` adds optional dependency groups (e.g. ``redis`` for a DCS store); ``urls`` are
+    the deployment's ``(option, URL)`` pairs (topics, store): a URL whose backend needs an
+    extra missing from ``extras`` is refused. ``wheelhouse`` keeps the downloaded wheels between
+    builds (a temporary folder otherwise). When ``python`` is the running version, the handler
+    module is imported from the package alone.
     """
     _check_python(python)
+    unmet = [need for need in needs(urls) if need.extra not in extras]
+    if unmet:
+        raise PackageError(
+            "; ".join(
+                f"{need.setting} is a {need.scheme}:// URL: the package needs the {need.extra} extra "
+                f"(add --extra {need.extra})"
+                for need in unmet
+            )
+        )
     pins = resolve(python, extras=extras)
     version = _project_version()
     out.mkdir(parents=True, exist_ok=True)
@@ -163,37 +194,78 @@ def build_package(
         if import_checked:
             check_import(staging)
         files = _write_zip(staging, target)
+    sha256 = hashlib.sha256(target.read_bytes()).hexdigest()
+    chosen = tuple(sorted(set(extras)))
+    manifest = target.with_name(target.name.removesuffix(".zip") + MANIFEST_SUFFIX)
+    manifest.write_text(
+        json.dumps(
+            {
+                "package": target.name,
+                "sha256": sha256,
+                "python": python,
+                "extras": list(chosen),
+                "distributions": [str(pin) for pin in sorted(pins, key=lambda pin: pin.name)],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return PackageReport(
         path=target,
         python=python,
-        sha256=hashlib.sha256(target.read_bytes()).hexdigest(),
+        sha256=sha256,
         zipped_bytes=target.stat().st_size,
         unzipped_bytes=sum(size for _, size in files),
         files=len(files),
         top_level=_top_level(files),
         distributions=tuple(sorted(pins, key=lambda pin: pin.name)),
         import_checked=import_checked,
+        extras=chosen,
+        manifest=manifest,
     )
 
 
-def resolve(python: str, *, extras: Sequence[str] = ()) -> tuple[Pin, ...]:
+def resolve(
+    python: str, *, extras: Sequence[str] = (), constraints: Path | None = CONSTRAINTS
+) -> tuple[Pin, ...]:
     """The runtime distributions for CPython ``python`` on manylinux2014 x86_64, pinned.
 
-    pip resolves (``install --dry-run --report``); its markers are the running Python's, so the
-    closure is recomputed with the target's markers and anything pip left out is asked for in
-    another round.
+    pip resolves (``install --dry-run --report``) within ``constraints`` (None: the newest
+    versions); its markers are the running Python's, so the closure is recomputed with the
+    target's markers and anything pip left out is asked for in another round.
     """
     _check_python(python)
     environment = target_environment(python)
     wanted = runtime_requirements(extras, environment)
     extra_requirements: list[Requirement] = []
     for _ in range(_MAX_ROUNDS):
-        resolved = _pip_resolve(python, [*wanted, *extra_requirements])
+        resolved = _pip_resolve(python, [*wanted, *extra_requirements], constraints)
         needed, missing = _closure(wanted, resolved, environment)
         if not missing:
             return tuple(Pin(resolved[name][0], resolved[name][1]) for name in sorted(needed))
         extra_requirements += missing
     raise PackageError(f"dependencies for Python {python} did not settle after {_MAX_ROUNDS} rounds")
+
+
+def update_constraints(path: Path = CONSTRAINTS) -> list[Pin]:
+    """Pin every runtime distribution (all PACKAGE_EXTRAS) for all FunctionGraph Pythons at once
+    and write the pins to ``path``. The oldest Python resolves first, to the newest versions it
+    can run; each later one resolves within those pins (adding what only it needs), so every
+    Python builds with the same versions even where a newer release dropped the oldest."""
+    pins: dict[str, Pin] = {}
+    with tempfile.TemporaryDirectory(prefix="ecs-detach-constraints-") as tmp:
+        so_far = Path(tmp, "constraints.txt")
+        for python in FUNCTIONGRAPH_PYTHONS:
+            so_far.write_text("".join(f"{pin}\n" for pin in pins.values()))
+            for pin in resolve(python, extras=PACKAGE_EXTRAS, constraints=so_far):
+                pins.setdefault(canonicalize_name(pin.name), pin)
+    ordered = sorted(pins.values(), key=lambda pin: canonicalize_name(pin.name))
+    header = (
+        "# The versions `ecs-detach package` puts in the FunctionGraph package, the same for every\n"
+        "# FunctionGraph Python (3.10 resolved first). Renew with: make package-constraints\n"
+    )
+    path.write_text(header + "".join(f"{pin}\n" for pin in ordered))
+    return ordered
 
 
 def runtime_requirements(extras: Sequence[str], environment: Mapping[str, str]) -> list[Requirement]:
@@ -273,6 +345,7 @@ def format_report(report: PackageReport) -> str:
         f"  sha256        {report.sha256}",
         f"  size          {_size(report.zipped_bytes)} zipped, {_size(report.unzipped_bytes)} unzipped, "
         f"{report.files:,} files",
+        f"  manifest      {report.manifest} (extras: {', '.join(report.extras) or 'none'})",
         f"  handlers      index.{{{', '.join(HANDLERS)}}} ({ENTRY_FILE} → {HANDLER_MODULE}): {checked}",
         f"  dependencies  {', '.join(map(str, report.distributions))}",
         "  top level",
@@ -322,7 +395,9 @@ def _pip(*arguments: str) -> str:
     return result.stdout
 
 
-def _pip_resolve(python: str, requirements: Iterable[Requirement]) -> dict[str, tuple[str, str, list[str]]]:
+def _pip_resolve(
+    python: str, requirements: Iterable[Requirement], constraints: Path | None
+) -> dict[str, tuple[str, str, list[str]]]:
     """pip's resolution: canonical name → (name, version, Requires-Dist lines)."""
     with tempfile.TemporaryDirectory(prefix="ecs-detach-resolve-") as tmp:
         report = Path(tmp, "report.json")
@@ -332,6 +407,7 @@ def _pip_resolve(python: str, requirements: Iterable[Requirement]) -> dict[str, 
             "--ignore-installed",
             "--report",
             str(report),
+            *(["--constraint", str(constraints)] if constraints is not None else []),
             *_target_options(python),
             *map(str, requirements),
         )
@@ -470,3 +546,8 @@ def _top_level(files: Sequence[tuple[str, int]]) -> tuple[TopLevel, ...]:
 
 def _size(count: int) -> str:
     return f"{count / 1024 / 1024:.1f} MiB" if count >= 1024 * 1024 else f"{count / 1024:.1f} KiB"
+
+
+if __name__ == "__main__":  # make package-constraints
+    for pinned in update_constraints():
+        print(pinned)

@@ -1,9 +1,14 @@
 # The webhook routes (/, /alertmanager, /grafana, /smn, /tickets/…, /healthz) on a dedicated
 # API Gateway, forwarded to the detach function. Created only with apig_instance_id.
+#
+# Senders reach the group through an independent domain (webhook_domain, with an SSL
+# certificate): the group's debugging domain is limited to 1,000 calls a day and meant for
+# trials, so it is switched on only when no independent domain is given.
 
 locals {
   use_apig     = var.apig_instance_id != ""
   use_app_auth = local.use_apig && var.apig_authentication == "APP"
+  use_domain   = local.use_apig && var.webhook_domain != ""
   release_env  = "DEFAULT_ENVIRONMENT_RELEASE_ID" # the built-in RELEASE environment
 }
 
@@ -13,6 +18,42 @@ resource "huaweicloud_apig_group" "webhooks" {
   instance_id = var.apig_instance_id
   name        = "${var.name_prefix}-webhooks"
   description = "ecs-detach webhook routes"
+  # The provider creates the group with its debugging domain off unless this is true.
+  domain_access_enabled = var.webhook_domain == ""
+}
+
+# The production entry: an independent domain (a CNAME to the group's debugging domain, see
+# the webhook_dns_record output) with its SSL certificate, since the API is HTTPS only.
+resource "huaweicloud_apig_group_domain_associate" "webhooks" {
+  count = local.use_domain ? 1 : 0
+
+  instance_id     = var.apig_instance_id
+  group_id        = huaweicloud_apig_group.webhooks[0].id
+  url_domain      = var.webhook_domain
+  min_ssl_version = "TLSv1.2"
+}
+
+resource "huaweicloud_apig_domain_certificate_associate" "webhooks" {
+  count = local.use_domain ? 1 : 0
+
+  instance_id    = var.apig_instance_id
+  group_id       = huaweicloud_apig_group.webhooks[0].id
+  domain_id      = huaweicloud_apig_group_domain_associate.webhooks[0].domain_id
+  certificate_id = var.webhook_certificate_id
+
+  lifecycle {
+    precondition {
+      condition     = var.webhook_certificate_id != ""
+      error_message = "webhook_domain needs webhook_certificate_id: the webhook API is HTTPS only (an APIG SSL certificate for that domain, huaweicloud_apig_certificate)."
+    }
+  }
+}
+
+check "webhook_domain" {
+  assert {
+    condition     = !local.use_apig || var.webhook_domain != ""
+    error_message = "The webhook answers on the API group's debugging domain, limited to 1,000 calls a day: for production set webhook_domain and webhook_certificate_id."
+  }
 }
 
 resource "huaweicloud_apig_api" "webhooks" {

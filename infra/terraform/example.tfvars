@@ -11,7 +11,8 @@ extra_environment = {
 }
 
 # SMN cannot delay: the poll function's continuations wait here until the flush function
-# sends them (a DCS Redis or DMS RabbitMQ in the functions' VPC; build the package with --extra redis).
+# sends them (a DCS Redis or DMS RabbitMQ in the functions' VPC). The package must carry its
+# client: ecs-detach package --python 3.12 --out dist --extra redis --delay-topic rediss://
 delay_topic_url = "rediss://:change-me@redis.example.internal:6379/0?topic=ecs-detach-delays"
 vpc_id          = "00000000-0000-4000-8000-000000000001"
 network_id      = "00000000-0000-4000-8000-000000000002"
@@ -20,6 +21,8 @@ network_id      = "00000000-0000-4000-8000-000000000002"
 webhook_bearer_tokens = ["change-me-to-a-random-token-of-32-characters-or-more"]
 
 # API Gateway: the webhook URL is an output. APP authentication: senders add X-Apig-AppCode.
+# For production, an independent domain and its APIG SSL certificate (else the debugging
+# domain, 1,000 calls a day): webhook_domain = "ecs-detach.example.com", webhook_certificate_id = "…"
 apig_instance_id    = "0123456789abcdef0123456789abcdef"
 apig_authentication = "APP"
 apig_app_code       = "change-me-to-a-random-app-code-of-at-least-64-characters-0123456789abcdef"

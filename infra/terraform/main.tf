@@ -131,6 +131,10 @@ resource "huaweicloud_fgs_function" "detach" {
       condition     = !local.use_vpc || var.network_id != ""
       error_message = "network_id is required with vpc_id."
     }
+    precondition {
+      condition     = length(local.package_problems) == 0
+      error_message = "The package cannot serve this deployment: ${join("; ", local.package_problems)}."
+    }
   }
 }
 

@@ -1,6 +1,26 @@
+locals {
+  debugging_domain = local.use_apig ? data.huaweicloud_apig_groups.webhooks[0].groups[0].sl_domain : null
+  webhook_host     = local.use_domain ? var.webhook_domain : local.debugging_domain
+}
+
 output "webhook_url" {
-  description = "Base URL of the webhook routes (POST /, /alertmanager, /grafana, /smn, /tickets/{mapping}); null without API Gateway."
-  value       = local.use_apig ? "https://${data.huaweicloud_apig_groups.webhooks[0].groups[0].sl_domain}/" : null
+  description = "The URL to give webhook senders (POST /, /alertmanager, /grafana, /smn, /tickets/{mapping}): the independent domain (webhook_domain), else the group's debugging domain (1,000 calls a day, trials only); null without API Gateway."
+  value       = local.use_apig ? "https://${local.webhook_host}/" : null
+}
+
+output "alertmanager_url" {
+  description = "The url of Alertmanager's webhook_configs (with the bearer token in http_config.authorization, and X-Apig-AppCode with APP authentication)."
+  value       = local.use_apig ? "https://${local.webhook_host}/alertmanager" : null
+}
+
+output "webhook_url_kind" {
+  description = "Which domain webhook_url uses: independent (production) or debugging (1,000 calls a day)."
+  value       = local.use_apig ? (local.use_domain ? "independent domain ${var.webhook_domain}" : "debugging domain: limited to 1,000 calls a day; set webhook_domain for production") : null
+}
+
+output "webhook_dns_record" {
+  description = "The DNS record webhook_domain needs: a CNAME to the group's debugging domain."
+  value       = local.use_domain ? "${var.webhook_domain}. CNAME ${local.debugging_domain}." : null
 }
 
 output "jobs_topic_urn" {

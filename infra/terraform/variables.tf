@@ -9,13 +9,13 @@ variable "region" {
 }
 
 variable "cloud" {
-  description = "Endpoint pattern of the ECS/EVS APIs (ECS_DETACH_CLOUD): huaweicloud, huaweicloud-eu, otc or flexibleengine."
+  description = "Which Huawei Cloud: huaweicloud (myhuaweicloud.com) or huaweicloud-eu (myhuaweicloud.eu, e.g. eu-west-101); also ECS_DETACH_CLOUD. The functions run on OTC and Flexible Engine too, but this module needs the huaweicloud provider's resources, which those clouds do not serve: deploy there with their own providers."
   type        = string
   default     = "huaweicloud"
 
   validation {
-    condition     = contains(["huaweicloud", "huaweicloud-eu", "otc", "flexibleengine"], var.cloud)
-    error_message = "The cloud is one of huaweicloud, huaweicloud-eu, otc, flexibleengine."
+    condition     = contains(["huaweicloud", "huaweicloud-eu"], var.cloud)
+    error_message = "This module deploys on Huawei Cloud only: cloud is huaweicloud or huaweicloud-eu (otc and flexibleengine need their own providers)."
   }
 }
 
@@ -41,13 +41,13 @@ variable "package_path" {
 }
 
 variable "python_version" {
-  description = "FunctionGraph Python runtime; the package must be built for the same version."
+  description = "FunctionGraph Python runtime (Python3.10 or Python3.12); the package must be built for it (ecs-detach package --python). Several regions list only up to Python 3.10 (the EU regions, Kuala Lumpur, Abu Dhabi, per FunctionGraph's runtime list): check the console's runtime list of your region and use 3.10 there."
   type        = string
   default     = "3.12"
 
   validation {
     condition     = contains(["3.10", "3.12"], var.python_version)
-    error_message = "FunctionGraph runs Python 3.10 or 3.12."
+    error_message = "python_version is 3.10 or 3.12 (FunctionGraph's Python3.10 and Python3.12 runtimes)."
   }
 }
 
@@ -297,13 +297,36 @@ variable "apig_app_code" {
   }
 }
 
+variable "webhook_domain" {
+  description = "Independent domain of the webhook API (e.g. ecs-detach.example.com), a CNAME to the API group's debugging domain (output webhook_dns_record); empty: the debugging domain, limited to 1,000 calls a day."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.webhook_domain == "" || can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}$", var.webhook_domain))
+    error_message = "The webhook domain is empty or a lower-case domain name such as ecs-detach.example.com."
+  }
+}
+
+variable "webhook_certificate_id" {
+  description = "ID of the APIG SSL certificate for webhook_domain (huaweicloud_apig_certificate, or uploaded in the console); required with webhook_domain."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9-]{0,64}$", var.webhook_certificate_id))
+    error_message = "The certificate ID is empty or up to 64 letters, digits and hyphens."
+  }
+}
+
 variable "kafka_trigger" {
-  description = "DMS for Kafka trigger of the detach function (each message a detach request or CloudEvent); null: none. Needs vpc_id."
+  description = "DMS for Kafka trigger of the detach function (each message a detach request or CloudEvent); null: none. Needs vpc_id. user_name (with kafka_password) for SASL instances; ssl_enable for SASL_SSL."
   type = object({
     instance_id = string
     topic_ids   = list(string)
     batch_size  = optional(number, 10)
     user_name   = optional(string, "")
+    ssl_enable  = optional(bool, false)
   })
   default = null
 
@@ -321,20 +344,29 @@ variable "kafka_password" {
 }
 
 variable "rabbitmq_trigger" {
-  description = "DMS for RabbitMQ trigger of the detach function; null: none. Needs vpc_id. event_data_extra adds trigger fields (see infra/terraform/README.md)."
+  description = "DMS for RabbitMQ trigger of the detach function; null: none. Needs vpc_id and rabbitmq_password. exchange_name: the exchange whose messages invoke the function; user_name: the instance's user (rabbitmq_password is its password); connect_address: host:port, empty for the instance's own; ssl_enable: the instance has SSL on."
   type = object({
-    instance_id      = string
-    exchange         = string
-    vhost            = optional(string, "/")
-    batch_size       = optional(number, 10)
-    event_data_extra = optional(map(string), {})
+    instance_id     = string
+    exchange_name   = string
+    vhost           = optional(string, "/")
+    batch_size      = optional(number, 10)
+    user_name       = string
+    connect_address = optional(string, "")
+    ssl_enable      = optional(bool, false)
   })
   default = null
 
   validation {
-    condition     = var.rabbitmq_trigger == null || try(var.rabbitmq_trigger.batch_size >= 1 && var.rabbitmq_trigger.batch_size <= 1000, false)
-    error_message = "A RabbitMQ trigger has a batch size of 1 to 1000."
+    condition     = var.rabbitmq_trigger == null || try(var.rabbitmq_trigger.batch_size >= 1 && var.rabbitmq_trigger.batch_size <= 1000 && var.rabbitmq_trigger.exchange_name != "" && var.rabbitmq_trigger.user_name != "", false)
+    error_message = "A RabbitMQ trigger names an exchange and a user, with a batch size of 1 to 1000."
   }
+}
+
+variable "rabbitmq_password" {
+  description = "Password of rabbitmq_trigger.user_name on the DMS for RabbitMQ instance (the API requires it for the trigger)."
+  type        = string
+  default     = ""
+  sensitive   = true
 }
 
 variable "results_https_endpoints" {
@@ -360,13 +392,13 @@ variable "async_event_max_age_s" {
 }
 
 variable "async_retry_attempts" {
-  description = "Retries of a failed asynchronous invocation before it goes to the dead-letter topic."
+  description = "Retries of a failed asynchronous invocation before it goes to the dead-letter topic (FunctionGraph allows 0 to 3)."
   type        = number
   default     = 3
 
   validation {
-    condition     = var.async_retry_attempts >= 0 && var.async_retry_attempts <= 8
-    error_message = "The retry attempts are 0 to 8."
+    condition     = var.async_retry_attempts >= 0 && var.async_retry_attempts <= 3 && floor(var.async_retry_attempts) == var.async_retry_attempts
+    error_message = "The retry attempts are a whole number from 0 to 3 (the provider's range for max_async_retry_attempts)."
   }
 }
 

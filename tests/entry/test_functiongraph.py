@@ -6,15 +6,18 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from emulator import EcsBackend, EmulatorConfig, EmulatorCredential, create_app, load_seed
 from handler.core.validation import InvalidInput, MalformedInput
 from handler.entry import functiongraph
+from handler.entry.runtime import ConfigError
 from handler.local._serve import BackgroundServer
 from tests.support import PID, WEB1, WEB1_DATA
 
+EVENTS = Path(__file__).resolve().parents[2] / "events"
 AGENCY = EmulatorCredential(
     access_key="AGENCYTEMPAK00000001",
     secret_key="agency-temporary-secret-key-000000000001",
@@ -151,3 +154,50 @@ def test_an_invalid_event_returns_the_field_errors(function_env: str) -> None:
     assert [(e["field"], e["reason"]) for e in record["errors"]] == [
         ("volume_id", "volume_id or device is required")
     ]
+
+
+class ContextWithUserData(FunctionGraphContext):
+    """The context as FunctionGraph serves encrypted_user_data: getUserData(key) only."""
+
+    def __init__(self, user_data: dict[str, str]) -> None:
+        super().__init__()
+        self._user_data = user_data
+
+    def getUserData(self, key: str) -> str:
+        return self._user_data.get(key, "")
+
+
+def _apig_event(token: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((EVENTS / "fg-apig.json").read_text())
+    event["headers"]["authorization"] = f"Bearer {token}"
+    return event
+
+
+def test_settings_held_only_in_the_context_user_data(
+    function_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bearer tokens and the store in encrypted_user_data reach the function through
+    context.getUserData, though not in os.environ: the APIG request is accepted, not 401, and
+    the records go to the configured store, not the relative default."""
+    monkeypatch.delenv("ECS_DETACH_STORE")
+    monkeypatch.delenv("ECS_DETACH_WEBHOOK_BEARER_TOKENS", raising=False)
+    token = "user-data-only-token-0123456789abcdef"
+    store = tmp_path / "from-user-data.db"
+    context = ContextWithUserData(
+        {"ECS_DETACH_WEBHOOK_BEARER_TOKENS": json.dumps([token]), "ECS_DETACH_STORE": f"sqlite:///{store}"}
+    )
+    functiongraph.init(context)
+    answer = functiongraph.handler(_apig_event(token), context)
+    assert answer["statusCode"] == 202, answer
+    assert json.loads(answer["body"])["records"][0]["status"] == "accepted"
+    assert store.exists()
+    refused = functiongraph.handler(_apig_event("another-token-0123456789abcdef0123"), context)
+    assert refused["statusCode"] == 401
+
+
+def test_a_relative_sqlite_store_is_refused(function_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The code folder is read-only in FunctionGraph: a relative SQLite path (the default) is a
+    clear error at initialisation, not a failure at the first request."""
+    monkeypatch.delenv("ECS_DETACH_STORE")
+    with pytest.raises(ConfigError, match=r"ECS_DETACH_STORE: a relative SQLite path .* sqlite:////tmp/"):
+        functiongraph.init(FunctionGraphContext())

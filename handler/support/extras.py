@@ -1,0 +1,68 @@
+"""Which optional dependency group ("extra") each backend URL needs, and whether it is installed.
+
+The broker topics and the Redis store import their client library only when a URL asks for it,
+so a package built without the matching extra fails on the first use of that URL. The package
+builder (``ecs-detach package``) refuses such a package, Terraform checks the package's manifest,
+and the FunctionGraph initializer names the missing extra instead of a ModuleNotFoundError.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# URL scheme → the extra of pyproject.toml that serves it (infra/terraform/package.tf mirrors this).
+SCHEME_EXTRAS = {
+    "redis": "redis",
+    "rediss": "redis",
+    "nats": "nats",
+    "tls": "nats",
+    "amqp": "rabbitmq",
+    "amqps": "rabbitmq",
+}
+# Extra → the module its backend imports.
+EXTRA_MODULES = {"redis": "redis", "nats": "nats", "rabbitmq": "aio_pika"}
+
+
+@dataclass(frozen=True)
+class Need:
+    """``setting`` (a name, never its value: URLs carry passwords) needs ``extra`` for ``scheme``."""
+
+    setting: str
+    scheme: str
+    extra: str
+
+
+def scheme_of(url: str) -> str:
+    """The scheme of ``url`` (``rediss`` for ``rediss://:pw@host``), lower case; empty if none."""
+    scheme, separator, _ = url.partition("://")
+    return scheme.lower() if separator else ""
+
+
+def needs(urls: Iterable[tuple[str, str]]) -> list[Need]:
+    """What each ``(setting, url)`` needs installed, in order; URLs served by the core package
+    (sqlite, smn, https) need nothing."""
+    found = []
+    for setting, url in urls:
+        scheme = scheme_of(url)
+        if scheme in SCHEME_EXTRAS:
+            found.append(Need(setting, scheme, SCHEME_EXTRAS[scheme]))
+    return found
+
+
+def missing(urls: Iterable[tuple[str, str]]) -> list[Need]:
+    """The needs of ``urls`` whose extra is not installed here."""
+    return [need for need in needs(urls) if importlib.util.find_spec(EXTRA_MODULES[need.extra]) is None]
+
+
+def describe(unmet: Iterable[Need]) -> str:
+    """One sentence per missing extra, naming the settings and the command that fixes it."""
+    by_extra: dict[str, list[Need]] = {}
+    for need in unmet:
+        by_extra.setdefault(need.extra, []).append(need)
+    return "; ".join(
+        f"{' and '.join(f'{n.setting} ({n.scheme}://)' for n in group)} need(s) the {extra} extra, "
+        f"which this package lacks: install the {extra} extra: ecs-detach package --extra {extra}"
+        for extra, group in sorted(by_extra.items())
+    )
