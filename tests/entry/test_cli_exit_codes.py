@@ -109,7 +109,7 @@ def test_a_cloud_that_cannot_be_reached_exits_3_without_the_proxy_password(
     ecs = EcsClient("https://ecs.example.invalid", DEMO_CREDENTIALS)
     try:
         with pytest.raises(TransportError) as caught:
-            ecs.show_job("job-1")
+            ecs.show_job("ff8080820000000000000000deadbeef")
     finally:
         ecs.close()
     known = _known_error(caught.value)
