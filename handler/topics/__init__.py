@@ -14,13 +14,24 @@ from urllib.parse import SplitResult, parse_qs, parse_qsl, unquote, urlencode, u
 
 from handler.support.log import redact_url as _redact
 
-from ._base import Delivery, StaleDelivery, Topic, TopicError
+from ._base import Browsable, Browsed, Browser, Delivery, StaleDelivery, Topic, TopicError
 from .sqlite import SqliteTopic
 
 if TYPE_CHECKING:
     from handler.cloud import SmnClient
 
-__all__ = ["Delivery", "SqliteTopic", "StaleDelivery", "Topic", "TopicError", "open_topic", "topic_url"]
+__all__ = [
+    "Browsable",
+    "Browsed",
+    "Browser",
+    "Delivery",
+    "SqliteTopic",
+    "StaleDelivery",
+    "Topic",
+    "TopicError",
+    "open_topic",
+    "topic_url",
+]
 
 SUPPORTED_SCHEMES = ("sqlite", "redis", "rediss", "nats", "tls", "amqp", "amqps", "smn", "https", "http")
 
