@@ -1,4 +1,4 @@
-"""``ecs-detach``: emulator, up, demo, detach."""
+"""``ecs-detach``: emulator, up, demo, detach, results."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return result
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (a few statements per command)
     parser = argparse.ArgumentParser(prog="ecs-detach", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -100,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     package.set_defaults(run=_package)
 
+    _add_results(commands)
+
     detach = commands.add_parser("detach", help="detach one volume now (real cloud or any endpoint)")
     detach.add_argument("--server-id", required=True)
     detach.add_argument("--volume-id", required=True)
@@ -109,6 +111,17 @@ def _parser() -> argparse.ArgumentParser:
     detach.add_argument("--wait", action="store_true", help="follow the job until it ends")
     detach.set_defaults(run=_detach)
     return parser
+
+
+def _add_results(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    results = commands.add_parser(
+        "results", help="print the result events of the results topic, leaving them to its consumers"
+    )
+    results.add_argument("--topic", help="results topic URL (default: ECS_DETACH_RESULTS_TOPIC)")
+    results.add_argument("--follow", "-f", action="store_true", help="go on printing new ones until Ctrl-C")
+    results.add_argument("--json", action="store_true", help="each event as it was published, one a line")
+    results.add_argument("--since", help="only those published since: 10m, 2h, 1d or an ISO 8601 time")
+    results.set_defaults(run=_results)
 
 
 def _emulator_config(job_duration: float | None) -> EmulatorConfig:
@@ -435,6 +448,14 @@ def _is_loopback(url: str) -> bool:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _results(args: argparse.Namespace) -> int:
+    from handler.local.results import run
+    from handler.settings import Settings
+
+    url = args.topic or Settings().results_topic
+    return run(url, follow=args.follow, as_json=args.json, since=args.since)
 
 
 def _detach(args: argparse.Namespace) -> int:
