@@ -121,6 +121,7 @@ def _add_results(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     results.add_argument("--follow", "-f", action="store_true", help="go on printing new ones until Ctrl-C")
     results.add_argument("--json", action="store_true", help="each event as it was published, one a line")
     results.add_argument("--since", help="only those published since: 10m, 2h, 1d or an ISO 8601 time")
+    results.add_argument("--schema", action="store_true", help="print the JSON Schema of a result event")
     results.set_defaults(run=_results)
 
 
@@ -451,9 +452,12 @@ def _is_loopback(url: str) -> bool:
 
 
 def _results(args: argparse.Namespace) -> int:
-    from handler.local.results import run
+    from handler.local.results import result_event_schema, run
     from handler.settings import Settings
 
+    if args.schema:
+        print(result_event_schema(), end="")
+        return EXIT_OK
     url = args.topic or Settings().results_topic
     return run(url, follow=args.follow, as_json=args.json, since=args.since)
 

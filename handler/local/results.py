@@ -8,10 +8,11 @@ subscription). A RabbitMQ queue cannot be read without taking its messages, and 
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
-from datetime import timedelta
+from datetime import timedelta, timezone
 from typing import TextIO
 
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
@@ -25,6 +26,25 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _TIME = TypeAdapter(AwareDatetime)
 _RESULT = TypeAdapter(CloudEvent[DetachResult])
 DOCS = "docs/consuming-results.md"
+
+
+SCHEMA_ID = "urn:ecs-detach:schema:result-event"
+
+
+def result_event_schema() -> str:
+    """The JSON Schema (2020-12) of a result event, from the models that write them; checked in
+    as docs/schema/result-event.schema.json (``ecs-detach results --schema``)."""
+    schema = {
+        **_RESULT.json_schema(),
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "ecs-detach result event",
+        "description": (
+            "An ecs-detach result event: a CloudEvents 1.0 event in structured JSON mode whose type"
+            " is ecs-detach.{outcome} and whose data says how one detach ended."
+        ),
+    }
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
 class CannotBrowse(Exception):
@@ -78,7 +98,8 @@ def describe(item: Browsed) -> str:
     except ValidationError:
         return f"message {item.message_id}: not a result event ({len(item.body)} bytes)"
     result = event.data
-    parts = [event.time.strftime("%Y-%m-%dT%H:%M:%SZ"), f"{result.outcome.value:<16}", event.subject or ""]
+    when = event.time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    parts = [when, f"{result.outcome.value:<16}", event.subject or ""]
     if result.job_id:
         parts.append(f"job {result.job_id}")
     if result.error_code:

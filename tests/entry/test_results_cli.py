@@ -12,20 +12,16 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from handler.core.models import CloudEvent, DetachResult
-from handler.entry.runtime import Runtime, build_runtime
-from handler.functions.detach import DetachStatus
 from handler.local.cli import main
 from handler.local.results import parse_since
-from handler.local.worker import Worker, poll_job
-from handler.sources import parse_request
-from tests.conftest import DEMO_CREDENTIALS, Emulator, fast_settings
+from tests.conftest import Emulator
+from tests.results_support import Deployment, deployed
 from tests.support import WEB1, WEB1_DATA
 from tests.topics.brokers import BACKENDS, Backend
 from tests.topics.conftest import require_broker
@@ -33,50 +29,16 @@ from tests.topics.conftest import require_broker
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@dataclass
-class Deployment:
-    """A runtime whose results topic is on the broker under test, with its poll worker."""
-
-    runtime: Runtime
-    results_url: str
-
-    def detach(self) -> str:
-        outcome = self.runtime.detach(parse_request({"server_id": WEB1, "volume_id": WEB1_DATA}))
-        assert outcome.status is DetachStatus.ACCEPTED
-        assert outcome.job_id is not None
-        return outcome.job_id
-
-    def wait_for_result(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.runtime.results.pending() == 0:
-            assert time.monotonic() < deadline, "no result event published"
-            time.sleep(0.1)
-
-    def consume(self) -> list[str]:
-        """What the deployment's own consumer of the results topic receives (and acks)."""
-        bodies = []
-        for delivery in self.runtime.results.receive(10, wait=3):
-            assert delivery.deliveries == 1  # nobody leased it before
-            bodies.append(delivery.body)
-            self.runtime.results.ack(delivery)
-        return bodies
-
-
 @pytest.fixture(params=["sqlite", "redis", "nats"])
 def deployment(request: pytest.FixtureRequest, tmp_path: Path, emulator: Emulator) -> Iterator[Deployment]:
     require_broker(request.param)
     backend: Backend = BACKENDS[request.param](tmp_path)
     name = f"results-{uuid.uuid4().hex[:10]}"
-    url = backend.url(name)
-    runtime = build_runtime(fast_settings(tmp_path, emulator.url, results_topic=url), DEMO_CREDENTIALS)
-    worker = Worker(runtime.jobs, poll_job(runtime), concurrency=1, wait_s=0.1).start()
     try:
-        yield Deployment(runtime, url)
+        with deployed(tmp_path, emulator, backend.url(name)) as deployment:
+            yield deployment
     finally:
-        worker.stop()
-        topics = [runtime.results]
-        runtime.close()
-        backend.cleanup(name, topics)
+        backend.cleanup(name, [])
 
 
 def result_of(line: str) -> CloudEvent[DetachResult]:
