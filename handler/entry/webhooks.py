@@ -260,10 +260,12 @@ def _job_event(body: bytes) -> dict[str, Any] | None:
 
 def _unsupported(request: Incoming, path: str) -> WebResponse | None:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if path != "/smn" and content_type not in _JSON_TYPES and not content_type.endswith("+json"):
-        detail = f"expected application/json, got {content_type or 'none'}"
-        return _problem(415, "Unsupported Media Type", detail)
-    return None
+    if path == "/smn" or content_type in _JSON_TYPES or content_type.endswith("+json"):
+        return None
+    if path == "/" and not content_type and "ce-specversion" in request.headers:
+        return None  # a binary-mode CloudEvent need not name its data's type (CloudEvents 1.0)
+    expected = "application/json" + (" or a binary-mode CloudEvent (ce-* headers)" if path == "/" else "")
+    return _problem(415, "Unsupported Media Type", f"expected {expected}, got {content_type or 'none'}")
 
 
 def _answer(report: BatchReport) -> WebResponse:

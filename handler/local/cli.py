@@ -1,4 +1,4 @@
-"""``ecs-detach``: emulator, up, worker, demo, invoke, package, detach."""
+"""``ecs-detach``: emulator, up, worker, demo, invoke, package, results, detach."""
 
 from __future__ import annotations
 
@@ -180,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     invoke.set_defaults(run=_invoke)
 
     _add_package_command(commands)
-
+    _add_results(commands)
     _add_detach(commands)
     return parser
 
@@ -240,6 +240,18 @@ def _json_file(text: str) -> Path:
     except ValueError as error:  # not UTF-8, or not JSON
         raise argparse.ArgumentTypeError(f"{text} is not JSON: {error}") from None
     return path
+
+
+def _add_results(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    results = commands.add_parser(
+        "results", help="print the result events of the results topic, leaving them to its consumers"
+    )
+    results.add_argument("--topic", help="results topic URL (default: ECS_DETACH_RESULTS_TOPIC)")
+    results.add_argument("--follow", "-f", action="store_true", help="go on printing new ones until Ctrl-C")
+    results.add_argument("--json", action="store_true", help="each event as it was published, one a line")
+    results.add_argument("--since", help="only those published since: 10m, 2h, 1d or an ISO 8601 time")
+    results.add_argument("--schema", action="store_true", help="print the JSON Schema of a result event")
+    results.set_defaults(run=_results)
 
 
 def _emulator_config(job_duration: float | None) -> EmulatorConfig:
@@ -561,6 +573,17 @@ def _is_loopback(url: str) -> bool:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _results(args: argparse.Namespace) -> int:
+    from handler.local.results import result_event_schema, run
+    from handler.settings import Settings
+
+    if args.schema:
+        print(result_event_schema(), end="")
+        return EXIT_OK
+    url = args.topic or Settings().results_topic
+    return run(url, follow=args.follow, as_json=args.json, since=args.since)
 
 
 def _detach(args: argparse.Namespace) -> int:

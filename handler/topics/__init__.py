@@ -14,13 +14,16 @@ from urllib.parse import SplitResult, parse_qs, parse_qsl, unquote, urlencode, u
 
 from handler.support.log import redact_url as _redact
 
-from ._base import Delivery, StaleDelivery, Topic, TopicConfigError, TopicError
+from ._base import Browsable, Browsed, Browser, Delivery, StaleDelivery, Topic, TopicConfigError, TopicError
 from .sqlite import SqliteTopic
 
 if TYPE_CHECKING:
     from handler.cloud import SmnClient
 
 __all__ = [
+    "Browsable",
+    "Browsed",
+    "Browser",
     "Delivery",
     "SqliteTopic",
     "StaleDelivery",

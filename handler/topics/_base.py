@@ -5,12 +5,15 @@ a received message is leased for the visibility timeout and comes back if it is 
 acknowledged in time (the consumer crashed). Each failed delivery counts; after
 ``max_deliveries`` the message moves to the dead-letter topic ``{name}.dead`` instead of
 being delivered again.
+
+Some backends can also be read without taking anything away from the topic's consumers
+(``Browsable``): ``ecs-detach results`` shows the results topic that way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from handler.errors import ConfigError, EcsDetachError
 
@@ -80,3 +83,38 @@ class Topic(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Browsed:
+    """One message seen by a ``Browser``: not leased, nothing to settle."""
+
+    message_id: str
+    body: str
+    published_at: float  # Unix time the broker (or file) has for it
+
+
+class Browser(Protocol):
+    """A read-only cursor on a topic: each message once, in publish order."""
+
+    def next(self, wait: float = 0.0) -> list[Browsed]:
+        """The messages published since the last call (at first: those ``browse`` asked for),
+        waiting up to ``wait`` s for one."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Browsable(Protocol):
+    """A topic that can be read without leasing, acking or hiding a message from its consumers.
+
+    What a browser can see is what the broker still holds: messages that a consumer has
+    already acked are gone from the SQLite, Redis and NATS topics (they keep no history), so a
+    browser sees the backlog and, while it runs, every message published.
+    """
+
+    def browse(self, *, since: float | None = None) -> Browser:
+        """A browser starting with the messages still in the topic that were published at or
+        after ``since`` (Unix time; None: all of them)."""
+        ...

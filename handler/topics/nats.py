@@ -31,6 +31,9 @@ with ``.dead`` for a dead-letter topic.
   a delivery settles only until its visibility timeout (less a margin) has passed since it
   arrived, else ``StaleDelivery`` and nothing is sent. Each fetch uses its own reply inbox and
   waits for the server's end-of-request status, so a message is never left in a closed inbox.
+* ``browse`` creates no consumer (a work-queue stream refuses a second one on a subject): it
+  reads the messages still in the stream by sequence (the stream's message get API) and
+  subscribes to the subject on core NATS, which receives each publish as it is stored.
 * nats-py reconnects by itself (forever, once a second); acks and naks work across reconnects.
   It upgrades to TLS only if the server's INFO asks for it: with ``tls://`` a server that does
   not is refused, before any credential is sent.
@@ -61,7 +64,7 @@ from nats.js import api
 from handler.support.log import log_event
 
 from . import _loop
-from ._base import Delivery, TopicConfigError, TopicError
+from ._base import Browsed, Delivery, TopicConfigError, TopicError
 from ._common import (
     BrokerTopic,
     broker_error,
@@ -430,6 +433,12 @@ class NatsTopic(BrokerTopic):
         """Messages of this subject in the stream: unacked ones, delayed or leased included."""
         return self._call(self._pending())
 
+    def browse(self, *, since: float | None = None) -> _NatsBrowser:
+        """Read the stream without a consumer (see ``Browsable``)."""
+        browser = _NatsBrowser(self, since)
+        self._call(browser.start())
+        return browser
+
     def dead_letter_topic(self) -> NatsTopic:
         """The ``{name}.dead`` topic on the same server, as a new instance the caller closes."""
         if self._dead_subject is None:
@@ -457,3 +466,84 @@ class NatsTopic(BrokerTopic):
 
 def _message_id(msg: Msg) -> str:
     return (msg.headers or {}).get(ID) or f"seq-{msg.metadata.sequence.stream}"
+
+
+class _NatsBrowser:
+    """First the stream's messages of the subject (by sequence, from ``since``), then what the
+    core subscription, opened before that read, received; each message id is shown once."""
+
+    def __init__(self, topic: NatsTopic, since: float | None) -> None:
+        self._topic = topic
+        self._since = since
+        self._live: asyncio.Queue[Msg] = asyncio.Queue()
+        self._subscription: Any = None
+        self._backlog: list[Browsed] = []
+        self._seen: dict[str, None] = {}
+
+    async def start(self) -> None:
+        topic = self._topic
+        client = await topic._connection()
+
+        async def arrived(msg: Msg) -> None:
+            await self._live.put(msg)
+
+        self._subscription = await client.subscribe(topic._subject, cb=arrived)
+        js = client.jetstream()
+        sequence = 1
+        while True:
+            try:
+                raw = await js.get_msg(topic._stream, seq=sequence, subject=topic._subject, next=True)
+            except nats.js.errors.NotFoundError:
+                break
+            sequence = (raw.seq or sequence) + 1
+            at = raw.time.timestamp() if raw.time is not None else time.time()
+            headers = raw.headers or {}
+            if (self._since is None or at >= self._since) and DELAY not in headers:
+                self._backlog.append(self._browsed(headers, raw.data or b"", at, f"seq-{raw.seq}"))
+
+    def _browsed(self, headers: dict[str, str], data: bytes, at: float, fallback: str) -> Browsed:
+        return Browsed(headers.get(ID) or fallback, data.decode(), at)
+
+    def _fresh(self, items: list[Browsed]) -> list[Browsed]:
+        found = []
+        for item in items:
+            if item.message_id not in self._seen:
+                self._seen[item.message_id] = None
+                found.append(item)
+        while len(self._seen) > 10_000:
+            del self._seen[next(iter(self._seen))]
+        return found
+
+    def _arrived(self, msg: Msg) -> list[Browsed]:
+        headers = msg.headers or {}
+        if DELAY in headers:  # a continuation held for later: not due yet
+            return []
+        fallback = f"live-{uuid.uuid4().hex}"  # every ecs-detach publish has its id header
+        return self._fresh([self._browsed(headers, msg.data, time.time(), fallback)])
+
+    async def _next(self, wait: float) -> list[Browsed]:
+        backlog, self._backlog = self._backlog, []
+        found = self._fresh(backlog)
+        deadline = time.monotonic() + wait
+        while True:
+            while not self._live.empty():
+                found += self._arrived(self._live.get_nowait())
+            remaining = deadline - time.monotonic()
+            if found or remaining <= 0:
+                return found
+            try:
+                msg = await asyncio.wait_for(self._live.get(), min(remaining, 1.0))
+            except asyncio.TimeoutError:
+                continue
+            found += self._arrived(msg)
+
+    def next(self, wait: float = 0.0) -> list[Browsed]:
+        check_seconds("wait", wait)
+        return self._topic._call(self._next(wait), wait + _TIMEOUT)
+
+    async def _close(self) -> None:
+        if self._subscription is not None:
+            await self._subscription.unsubscribe()
+
+    def close(self) -> None:
+        self._topic._call(self._close())

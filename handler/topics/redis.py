@@ -26,6 +26,9 @@ them atomically (Redis Cluster and DCS proxy clusters need that).
   from Redis (``TIME``), not from the clients' clocks. ``nack`` of the last allowed delivery
   and a reclaim of an entry past ``max_deliveries`` write it to the dead-letter stream, with the
   body, the count and the reason.
+* ``browse`` reads the stream with plain XREAD (no group, nothing leased or acked): the
+  entries still there, then, from a thread kept blocked in XREAD, each one as it is added,
+  even if the group settles it at once.
 * Reconnects are redis-py's: a dropped connection is replaced on the next command (three
   retries, 50 ms to 1 s apart). A settling script whose reply was lost in a drop is retried
   and then reports a stale lease although it did its work. A group lost with the data (a
@@ -36,7 +39,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -48,7 +53,7 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from ._base import Delivery, TopicConfigError, TopicError
+from ._base import Browsed, Delivery, TopicConfigError, TopicError
 from ._common import (
     BrokerTopic,
     broker_error,
@@ -381,6 +386,16 @@ class RedisTopic(BrokerTopic):
             in_stream, delayed = pipe.execute()
         return int(in_stream) + int(delayed)
 
+    def browse(self, *, since: float | None = None) -> _RedisBrowser:
+        """Read the stream with XREAD, outside the consumer group (see ``Browsable``)."""
+        return _RedisBrowser(self, "0-0" if since is None else f"{max(_ms(since) - 1, 0)}-{2**64 - 1}")
+
+    def _read_after(self, entry_id: str, block: float | None) -> list[tuple[str, dict[str, str]]]:
+        with self._redis() as client:
+            block_ms = None if block is None else max(1, _ms(block))
+            streams: Any = client.xread({self._stream: entry_id}, count=500, block=block_ms)
+        return [(entry, fields) for _, entries in streams or [] for entry, fields in entries]
+
     def dead_letter_topic(self) -> RedisTopic:
         """The ``{name}.dead`` topic on the same Redis, as a new instance the caller closes."""
         if self._dead is None:
@@ -402,3 +417,57 @@ class RedisTopic(BrokerTopic):
         with contextlib.suppress(redis.RedisError):
             self._forget(keys=[self._stream], args=[GROUP, self._consumer], client=client)
         client.close()
+
+
+class _RedisBrowser:
+    """A thread kept in a blocking XREAD after the last entry seen, so an entry the group settles
+    at once is still seen: Redis serves blocked readers as the entry is added. A nacked message
+    comes back as a new entry with the same ``id`` field: shown once (the last 10 000 ids kept)."""
+
+    def __init__(self, topic: RedisTopic, after: str) -> None:
+        self._topic = topic
+        self._after = after
+        self._seen: dict[str, None] = {}
+        self._found: queue.Queue[Browsed | TopicError] = queue.Queue()
+        self._stop = threading.Event()
+        self._read()  # what is there now, before next() returns anything
+        self._thread = threading.Thread(target=self._follow, name=f"browse-{topic.name}", daemon=True)
+        self._thread.start()
+
+    def _read(self, block: float | None = None) -> None:
+        for entry_id, fields in self._topic._read_after(self._after, block):
+            self._after = entry_id
+            message_id = fields.get("id", entry_id)
+            if message_id not in self._seen:
+                self._seen[message_id] = None
+                at = int(entry_id.split("-")[0]) / 1000
+                self._found.put(Browsed(message_id, fields.get("body", ""), at))
+        while len(self._seen) > 10_000:
+            del self._seen[next(iter(self._seen))]
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._read(block=_MAX_BLOCK)
+            except TopicError as error:
+                self._found.put(error)
+                return
+
+    def next(self, wait: float = 0.0) -> list[Browsed]:
+        check_seconds("wait", wait)
+        found: list[Browsed] = []
+        with contextlib.suppress(queue.Empty):
+            found.append(self._item(self._found.get(timeout=wait) if wait > 0 else self._found.get_nowait()))
+            while True:
+                found.append(self._item(self._found.get_nowait()))
+        return found
+
+    def _item(self, item: Browsed | TopicError) -> Browsed:
+        if isinstance(item, TopicError):
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Stop the reading thread (within one blocking read, at most ``_MAX_BLOCK`` s)."""
+        self._stop.set()
+        self._thread.join(_MAX_BLOCK + _SOCKET_TIMEOUT)

@@ -11,6 +11,7 @@ however often they are delivered.
 
 from __future__ import annotations
 
+import math
 import secrets
 import sqlite3
 import threading
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from handler.support.sqlite import connect, immediate
 
-from ._base import Delivery, TopicError
+from ._base import Browsed, Delivery, TopicError
 from ._common import (
     DEAD_SUFFIX,
     check_receive,
@@ -35,6 +36,7 @@ from ._common import (
 
 SCHEMA_VERSION = 1  # PRAGMA user_version of a file this code created
 _POLL_INTERVAL = 0.05  # s a waiting receiver goes at most without looking at the file again
+_CLOCK_SKEW = 1.0  # s a publisher's clock may lag another's: browsers look back this far
 
 _SCHEMA = (
     """
@@ -268,6 +270,19 @@ class SqliteTopic:
             (count,) = conn.execute("SELECT COUNT(*) FROM messages WHERE topic = ?", (self._name,)).fetchone()
         return int(count)
 
+    def browse(self, *, since: float | None = None) -> _SqliteBrowser:
+        """Read the rows of this topic without leasing them (see ``Browsable``)."""
+        return _SqliteBrowser(self, since)
+
+    def _rows_from(self, since: float, limit: int) -> list[tuple[str, str, float]]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT id, body, published_at FROM messages WHERE topic = ? AND published_at >= ?"
+                " ORDER BY published_at, seq LIMIT ?",
+                (self._name, since, limit),
+            ).fetchall()
+        return [(str(i), str(body), float(at)) for i, body, at in rows]
+
     def dead_letter_topic(self) -> SqliteTopic:
         """The ``{name}.dead`` topic in the same file, as a new instance the caller closes."""
         if self._dead_name is None:
@@ -286,3 +301,38 @@ class SqliteTopic:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+class _SqliteBrowser:
+    """Rows by publish time; ``seq`` cannot be the cursor (SQLite reuses the highest one once
+    its row is deleted). Rows of the last ``_CLOCK_SKEW`` s are read again, and skipped by id."""
+
+    def __init__(self, topic: SqliteTopic, since: float | None) -> None:
+        self._topic = topic
+        self._from = -math.inf if since is None else since
+        self._seen: dict[str, float] = {}
+
+    def next(self, wait: float = 0.0) -> list[Browsed]:
+        check_seconds("wait", wait)
+        deadline = time.monotonic() + wait
+        wakeup = self._topic._wakeup
+        while True:
+            seen = wakeup.generation()
+            found = [
+                Browsed(message_id, body, at)
+                for message_id, body, at in self._topic._rows_from(self._from, len(self._seen) + 500)
+                if message_id not in self._seen
+            ]
+            if found:
+                newest = max(item.published_at for item in found)
+                self._seen.update((item.message_id, item.published_at) for item in found)
+                self._from = max(self._from, newest - _CLOCK_SKEW)
+                self._seen = {i: at for i, at in self._seen.items() if at >= self._from}
+                return found
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            wakeup.wait(seen, min(remaining, _POLL_INTERVAL))
+
+    def close(self) -> None:
+        """Nothing to release: the topic's connection is the topic's."""
