@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from handler.entry._problems import problem
+from handler.entry.runtime import Runtime
 from handler.entry.webhooks import PROBLEM_JSON, WebhookRouter, WebRequest
 from handler.support.log import log_event
 
@@ -32,6 +33,14 @@ async def _read_body(request: Request, max_body_bytes: int) -> bytes:
         if len(body) > max_body_bytes:  # stop reading: the router answers 413
             break
     return bytes(body)
+
+
+def runtime_app(runtime: Runtime) -> Starlette:
+    """The webhook app of ``runtime``: its router, with the body limits of its settings."""
+    settings = runtime.settings
+    return create_app(
+        runtime.router, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.http_body_timeout_s
+    )
 
 
 def create_app(router: WebhookRouter, *, max_body_bytes: int, body_timeout_s: float) -> Starlette:

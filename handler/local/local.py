@@ -17,7 +17,7 @@ from handler.cloud import Credentials
 from handler.entry.runtime import Runtime, build_runtime
 from handler.errors import ConfigError
 from handler.local._serve import BackgroundServer, ServerLimits
-from handler.local.http import create_app as create_http_app
+from handler.local.http import runtime_app
 from handler.local.worker import Worker, forwarders, poll_job
 from handler.security import generate_local_secret
 from handler.settings import CloudCredentials, Settings
@@ -58,11 +58,7 @@ class LocalStack:
             settings, credentials = self._cloud()
             settings = self._local_webhook_secret(settings)
             self._runtime = build_runtime(settings, credentials)
-            app = create_http_app(
-                self._runtime.router,
-                max_body_bytes=settings.max_body_bytes,
-                body_timeout_s=settings.http_body_timeout_s,
-            )
+            app = runtime_app(self._runtime)
             http = self._serve(app, self.options.http_port, ServerLimits.from_settings(settings))
             self.webhook_url = http.url
             budget_s = settings.worker_budget_s()

@@ -18,6 +18,7 @@ from typing import TextIO
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
 from handler.core.models import CloudEvent, DetachResult
+from handler.errors import ConfigError, EcsDetachError
 from handler.topics import Browsable, Browsed, Topic, TopicError, open_topic
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -47,7 +48,7 @@ def result_event_schema() -> str:
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
-class CannotBrowse(Exception):
+class CannotBrowse(EcsDetachError):
     """This topic cannot be read without taking its messages; the message says what to do."""
 
 
@@ -63,7 +64,7 @@ def parse_since(text: str, *, now: float | None = None) -> float:
             return _TIME.validate_python(text.strip()).timestamp()
     except ValidationError:
         pass
-    raise ValueError(
+    raise ConfigError(
         f"--since {text!r}: expected a duration (90s, 10m, 2h, 1d) or an ISO 8601 time with a"
         " zone (2024-01-15T08:30:00Z)"
     ) from None

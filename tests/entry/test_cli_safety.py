@@ -14,7 +14,7 @@ import pytest
 
 from handler.entry.runtime import build_runtime
 from handler.local._serve import BackgroundServer
-from handler.local.http import create_app
+from handler.local.http import runtime_app
 from tests.conftest import AUTH, DEMO_CREDENTIALS, Emulator, fast_settings
 from tests.support import CLUSTER1, SHARED, WEB1, WEB1_DATA, WEB2
 
@@ -98,11 +98,7 @@ def test_a_webhook_request_and_the_same_cli_detach_meet_in_the_store(
     settings = fast_settings(tmp_path, emulator.url)
     runtime = build_runtime(settings, DEMO_CREDENTIALS)
     try:
-        app = create_app(
-            runtime.router,
-            max_body_bytes=settings.max_body_bytes,
-            body_timeout_s=settings.http_body_timeout_s,
-        )
+        app = runtime_app(runtime)
         with BackgroundServer(app) as server:
             sent = httpx.post(
                 f"{server.url}/", json={"server_id": WEB1, "volume_id": WEB1_DATA}, headers=AUTH, timeout=10

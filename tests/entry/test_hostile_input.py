@@ -18,7 +18,7 @@ from handler.entry import functiongraph
 from handler.entry.runtime import Runtime, build_runtime
 from handler.local._console import show_events
 from handler.local._serve import BackgroundServer
-from handler.local.http import create_app
+from handler.local.http import runtime_app
 from handler.support.log import LOGGER_NAME, JsonFormatter, log_event
 from tests.conftest import AUTH, DEMO_CREDENTIALS, Emulator, fast_settings
 from tests.support import PID, WEB1, WEB1_DATA
@@ -34,13 +34,7 @@ JSON = {"Content-Type": "application/json", **AUTH}
 
 @pytest.fixture
 def webhook(runtime: Runtime) -> Iterator[str]:
-    with BackgroundServer(
-        create_app(
-            runtime.router,
-            max_body_bytes=runtime.settings.max_body_bytes,
-            body_timeout_s=runtime.settings.http_body_timeout_s,
-        )
-    ) as server:
+    with BackgroundServer(runtime_app(runtime)) as server:
         yield server.url
 
 
@@ -199,9 +193,7 @@ def limited(tmp_path: Path, emulator: Emulator) -> Iterator[tuple[Runtime, str]]
         tmp_path, emulator.url, max_records=3, ticket_mappings=tmp_path / "mappings.json", dry_run=True
     )
     runtime = build_runtime(settings, DEMO_CREDENTIALS)
-    app = create_app(
-        runtime.router, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.http_body_timeout_s
-    )
+    app = runtime_app(runtime)
     with BackgroundServer(app) as server:
         yield runtime, server.url
     runtime.close()

@@ -32,7 +32,7 @@ from starlette.routing import Route
 from handler.entry.runtime import Runtime, build_runtime
 from handler.entry.webhooks import WebRequest
 from handler.local._serve import BackgroundServer
-from handler.local.http import create_app
+from handler.local.http import runtime_app
 from handler.security import string_to_sign
 from tests.conftest import DEMO_CREDENTIALS, Emulator, fast_settings
 from tests.security.conftest import anchors, certificate
@@ -207,12 +207,7 @@ def test_the_router_never_answers_5xx(target: Target, data: st.DataObject) -> No
 
 
 def test_the_real_server_never_answers_5xx(target: Target) -> None:
-    limits = target.runtime.settings
-    app = create_app(
-        target.runtime.router,
-        max_body_bytes=limits.max_body_bytes,
-        body_timeout_s=limits.http_body_timeout_s,
-    )
+    app = runtime_app(target.runtime)
     with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
 
         @settings(max_examples=40, deadline=None)

@@ -13,7 +13,7 @@ import pytest
 from handler.entry.runtime import Runtime, build_runtime
 from handler.entry.webhooks import WebRequest, WebResponse
 from handler.local._serve import BackgroundServer
-from handler.local.http import create_app
+from handler.local.http import runtime_app
 from handler.security import WebhookAuthConfig, WebhookAuthenticator
 from tests.conftest import DEMO_CREDENTIALS, Emulator, fast_settings
 from tests.security.support import FORMS
@@ -89,10 +89,7 @@ def test_deep_json_on_smn_is_a_400_not_a_500(scoped: Runtime) -> None:
 
 
 def test_every_401_carries_a_challenge_over_real_http(scoped: Runtime) -> None:
-    settings = scoped.settings
-    app = create_app(
-        scoped.router, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.http_body_timeout_s
-    )
+    app = runtime_app(scoped)
     with BackgroundServer(app) as server:
         for path, headers in [
             ("/", {}),

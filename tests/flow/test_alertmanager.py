@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from handler.entry.runtime import Runtime
 from handler.local._serve import BackgroundServer
-from handler.local.http import create_app
+from handler.local.http import runtime_app
 from tests.conftest import WEBHOOK_TOKEN, Emulator
 from tests.support import PID, WEB1, WEB1_DATA
 
@@ -105,7 +105,7 @@ def answers() -> Answers:
 
 @pytest.fixture
 def webhook(runtime: Runtime, answers: Answers) -> Iterator[str]:
-    app = create_app(runtime.router, max_body_bytes=runtime.settings.max_body_bytes)
+    app = runtime_app(runtime)
     with BackgroundServer(answers.wrap(app)) as server:
         yield server.url
 

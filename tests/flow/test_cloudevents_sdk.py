@@ -20,7 +20,7 @@ from cloudevents.http import CloudEvent
 
 from handler.entry.runtime import Runtime
 from handler.local._serve import BackgroundServer
-from handler.local.http import create_app
+from handler.local.http import runtime_app
 from tests.conftest import AUTH, Emulator
 from tests.support import WEB1, WEB1_DATA, WEB1_LOGS, WEB2, WEB2_DATA
 
@@ -29,9 +29,7 @@ SOURCE = "urn:example:runbook/disk-replacement"
 
 @pytest.fixture
 def webhook(runtime: Runtime) -> Iterator[str]:
-    with BackgroundServer(
-        create_app(runtime.router, max_body_bytes=runtime.settings.max_body_bytes)
-    ) as server:
+    with BackgroundServer(runtime_app(runtime)) as server:
         yield server.url
 
 

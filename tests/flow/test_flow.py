@@ -17,7 +17,7 @@ from handler.core.models import CloudEvent, DetachResult, Outcome
 from handler.core.outcomes import DetachStatus
 from handler.entry.runtime import Runtime, build_runtime
 from handler.local._serve import BackgroundServer
-from handler.local.http import create_app
+from handler.local.http import runtime_app
 from handler.local.worker import Worker, poll_job
 from handler.sources import parse_request
 from tests.conftest import AUTH, DEMO_CREDENTIALS, Emulator, fast_settings
@@ -46,13 +46,7 @@ def worker(runtime: Runtime) -> Iterator[Worker]:
 
 @pytest.fixture
 def webhook(runtime: Runtime) -> Iterator[str]:
-    with BackgroundServer(
-        create_app(
-            runtime.router,
-            max_body_bytes=runtime.settings.max_body_bytes,
-            body_timeout_s=runtime.settings.http_body_timeout_s,
-        )
-    ) as server:
+    with BackgroundServer(runtime_app(runtime)) as server:
         yield server.url
 
 
@@ -256,11 +250,7 @@ def test_a_standard_webhooks_retry_is_a_duplicate(tmp_path: Path, emulator: Emul
     secret = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
     settings = fast_settings(tmp_path, emulator.url, webhook_standard_secrets=[secret])
     runtime = build_runtime(settings, DEMO_CREDENTIALS)
-    app = create_app(
-        runtime.router,
-        max_body_bytes=settings.max_body_bytes,
-        body_timeout_s=settings.http_body_timeout_s,
-    )
+    app = runtime_app(runtime)
     body = json.dumps({"server_id": WEB1, "volume_id": WEB1_DATA})
 
     def send(url: str, message_id: str) -> httpx.Response:

@@ -28,7 +28,7 @@ from handler.cloud import SignerAuth
 from handler.entry.runtime import Runtime, build_runtime
 from handler.errors import ConfigError
 from handler.local._serve import BackgroundServer
-from handler.local.http import create_app
+from handler.local.http import runtime_app
 from handler.local.worker import Worker, forwarders, poll_job
 from handler.sources import parse_request
 from handler.topics import TopicError, open_topic
@@ -100,11 +100,7 @@ def smn_runtime(tmp_path: Path, emulator: Emulator) -> Iterator[tuple[Runtime, S
             smn_cert_subjects=["CN=ecs-detach emulator SMN"],
         )
         runtime = build_runtime(settings, DEMO_CREDENTIALS)
-        app = create_app(
-            runtime.router,
-            max_body_bytes=settings.max_body_bytes,
-            body_timeout_s=settings.http_body_timeout_s,
-        )
+        app = runtime_app(runtime)
         with BackgroundServer(app) as webhook:
             assert _topic(api, "jobs", f"{webhook.url}/smn") == jobs_urn  # confirmed by the webhook
             workers = [w.start() for w in forwarders(runtime, budget_s=10)]

@@ -15,7 +15,7 @@ import pytest
 from handler.entry.runtime import Runtime
 from handler.local._serve import BackgroundServer
 from handler.local.cli import EVENTS_DIR
-from handler.local.http import create_app
+from handler.local.http import runtime_app
 from handler.local.worker import Worker, poll_job
 from tests.conftest import AUTH, Emulator
 from tests.support import WEB1, WEB1_DATA, WEB1_LOGS
@@ -23,9 +23,7 @@ from tests.support import WEB1, WEB1_DATA, WEB1_LOGS
 
 @pytest.fixture
 def webhook(runtime: Runtime) -> Iterator[str]:
-    with BackgroundServer(
-        create_app(runtime.router, max_body_bytes=runtime.settings.max_body_bytes)
-    ) as server:
+    with BackgroundServer(runtime_app(runtime)) as server:
         yield server.url
 
 
