@@ -140,7 +140,7 @@ def test_a_proxy_with_credentials_stays_out_of_cloud_errors(monkeypatch: pytest.
     ecs = EcsClient("http://ecs.example.invalid", DEMO_CREDENTIALS)
     try:
         with pytest.raises(TransportError) as caught:
-            ecs.show_job("job-1")
+            ecs.show_job("ff8080820000000000000000deadbeef")
     finally:
         ecs.close()
     assert "ConnectError" in str(caught.value)  # the proxy was used, and refused the connection
