@@ -1,4 +1,4 @@
-"""``ecs-detach``: emulator, up, worker, demo, invoke, package, results, detach."""
+"""``ecs-detach``: emulator, up, worker, demo, invoke, package, results, status, detach."""
 
 from __future__ import annotations
 
@@ -181,6 +181,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_package_command(commands)
     _add_results(commands)
+    _add_status(commands)
     _add_detach(commands)
     return parser
 
@@ -240,6 +241,21 @@ def _json_file(text: str) -> Path:
     except ValueError as error:  # not UTF-8, or not JSON
         raise argparse.ArgumentTypeError(f"{text} is not JSON: {error}") from None
     return path
+
+
+def _add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    status = commands.add_parser(
+        "status",
+        help="what became of one request: its record, its job and its result, from the deployment's store",
+    )
+    status.add_argument(
+        "reference", metavar="KEY|JOB_ID", help="the request's idempotency key, or its job id"
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    status.add_argument(
+        "--no-cloud", action="store_true", help="do not ask the cloud for a job still running"
+    )
+    status.set_defaults(run=_status)
 
 
 def _add_results(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -584,6 +600,27 @@ def _results(args: argparse.Namespace) -> int:
         return EXIT_OK
     url = args.topic or Settings().results_topic
     return run(url, follow=args.follow, as_json=args.json, since=args.since)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from handler.cloud import EcsClient
+    from handler.local.status import find, look_up_job, show
+    from handler.settings import CloudCredentials, Settings
+    from handler.store import open_store
+
+    settings = Settings()
+    store = open_store(settings.store)
+    try:
+        status = find(store, args.reference)
+    finally:
+        store.close()
+    credentials = CloudCredentials().credentials()
+    endpoint = settings.ecs_url()
+    if not args.no_cloud and credentials is not None and endpoint is not None:
+        with EcsClient(endpoint, credentials) as ecs:
+            look_up_job(status, ecs, credentials.project_id)
+    show(status, sys.stdout, as_json=args.json)
+    return EXIT_OK if status.state != "unknown" else EXIT_FAILED
 
 
 def _detach(args: argparse.Namespace) -> int:
