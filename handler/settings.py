@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     max_records: int = Field(
         default=100, ge=1, description="Records (alerts, tickets, events) per request or event; more get 413"
     )
+    max_cloud_calls: int = Field(
+        default=400, ge=1, description="Cloud calls (policy reads and detaches, tries included) per request"
+    )
     # The webhook server of `up` (handler/local/_serve.py, http.py): what a slow client may hold.
     http_header_timeout_s: float = Field(
         default=10.0, gt=0, description="A request's head must arrive within this, else the connection closes"

@@ -11,9 +11,9 @@ from urllib.parse import quote
 
 import httpx
 
-from handler.cloud._budget import remaining
+from handler.cloud._budget import remaining, spend_call
 from handler.cloud._credentials import Credentials
-from handler.cloud._errors import ApiError, TransportError
+from handler.cloud._errors import ApiError, CallBudgetSpent, TransportError
 from handler.cloud._ids import checked
 from handler.cloud._signer import SignerAuth
 from handler.cloud._transport import CookielessClient, LazyTransport
@@ -113,6 +113,8 @@ class SignedClient:
         while True:
             try:
                 return self._send_once(method, path, params, content)
+            except CallBudgetSpent:
+                raise  # nothing was sent, and trying again spends nothing more
             except (ApiError, TransportError) as error:
                 status = error.status if isinstance(error, ApiError) else None
                 code = error.code if isinstance(error, ApiError) else None
@@ -135,6 +137,8 @@ class SignedClient:
     def _send_once(
         self, method: str, path: str, params: dict[str, str] | None, content: bytes | None
     ) -> httpx.Response:
+        if not spend_call():
+            raise CallBudgetSpent(f"{method} {path}: not sent, the request's budget of cloud calls is spent")
         timeout: httpx.Timeout | float = self._timeout
         left = remaining()
         if left is not None:

@@ -23,6 +23,11 @@ class TransportError(CloudError):
         self.timeout = timeout
 
 
+class CallBudgetSpent(TransportError):
+    """The request's budget of cloud calls is spent (``call_budget``): the call was not sent.
+    Its record is answered ``retry``; the sender's next try finds the rest done or duplicate."""
+
+
 class ApiError(CloudError):
     """The API answered with an error status.
 

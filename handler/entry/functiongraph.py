@@ -198,7 +198,7 @@ def handle_event(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     refused = _too_many_records(trigger, runtime.settings.max_records)
     if refused is not None:
         return refused
-    report = process(trigger, runtime.detach)
+    report = process(trigger, runtime.detach, max_cloud_calls=runtime.settings.max_cloud_calls)
     if report.disposition() is QueueAction.REQUEUE:
         retries = report.count(DetachStatus.RETRY)
         raise RetryLater(f"{retries} of {len(report.records)} record(s) must be retried later")

@@ -65,6 +65,7 @@ class Runtime:
             mappings=mappings,
             max_body_bytes=self.settings.max_body_bytes,
             max_records=self.settings.max_records,
+            max_cloud_calls=self.settings.max_cloud_calls,
             confirm_subscription=SubscriptionConfirmer(self.settings.smn_confirm_hosts),
         )
 

@@ -115,6 +115,7 @@ class WebhookRouter:
         mappings: Mapping[str, TicketMapping],
         max_body_bytes: int,
         max_records: int,
+        max_cloud_calls: int,
         confirm_subscription: Callable[[str], None],
     ) -> None:
         self._detach = detach
@@ -124,6 +125,7 @@ class WebhookRouter:
         self._mappings = mappings
         self._max_body_bytes = max_body_bytes
         self._max_records = max_records
+        self._max_cloud_calls = max_cloud_calls
         self._confirm = confirm_subscription
 
     def handle(self, request: Incoming) -> WebResponse:
@@ -165,7 +167,8 @@ class WebhookRouter:
         """The report of every record, or 413 (before any cloud call) when there are too many."""
         if len(parsed.records) > self._max_records:
             return WebResponse(413, too_many_records(len(parsed.records), self._max_records))
-        return _answer(process(_keyed_by_webhook_id(parsed, headers), self._detach))
+        keyed = _keyed_by_webhook_id(parsed, headers)
+        return _answer(process(keyed, self._detach, max_cloud_calls=self._max_cloud_calls))
 
     def _poll(self, job: dict[str, Any]) -> WebResponse:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from handler.cloud import call_budget
 from handler.core.outcomes import (
     DetachStatus,
     QueueAction,
@@ -19,7 +20,7 @@ from handler.core.outcomes import (
 )
 from handler.core.validation import FieldError
 from handler.functions.detach import DetachFunction
-from handler.sources._base import Parsed
+from handler.sources._base import Parsed, Record
 from handler.support.log import log_event
 
 
@@ -85,39 +86,36 @@ class BatchReport:
         }
 
 
-def process(parsed: Parsed, detach: DetachFunction) -> BatchReport:
-    reports: list[RecordReport] = []
-    for record in parsed.records:
-        if record.request is not None:
-            outcome = detach(record.request)
-            result = outcome.result
-            reports.append(
-                RecordReport(
-                    record.ref,
-                    outcome.status,
-                    server_id=record.request.server_id,
-                    volume_id=outcome.accepted.volume_id if outcome.accepted else outcome.request.volume_id,
-                    job_id=outcome.job_id,
-                    error_code=outcome.error_code,
-                    detail=(result.fail_reason if result else None) or outcome.reason or None,
-                    retry_after_s=outcome.retry_after_s if outcome.status is DetachStatus.RETRY else None,
-                    original=outcome.original,
-                )
-            )
-        elif record.error is not None:
-            log_event(
-                "detach.invalid",
-                level=logging.WARNING,
-                source=parsed.source,
-                ref=record.ref,
-                reason=str(record.error),
-            )
-            reports.append(
-                RecordReport(
-                    record.ref, DetachStatus.INVALID, detail=record.error.summary, errors=record.error.errors
-                )
-            )
-        else:
-            log_event("detach.ignored", source=parsed.source, ref=record.ref, reason=record.ignored)
-            reports.append(RecordReport(record.ref, DetachStatus.IGNORED, detail=record.ignored))
-    return BatchReport(parsed.source, reports)
+def process(parsed: Parsed, detach: DetachFunction, *, max_cloud_calls: int) -> BatchReport:
+    """Every record through ``detach``, within a budget of ``max_cloud_calls`` cloud calls for the
+    whole request (policy reads included): records past it are answered ``retry``."""
+    with call_budget(max_cloud_calls):
+        return BatchReport(
+            parsed.source, [_record(parsed.source, record, detach) for record in parsed.records]
+        )
+
+
+def _record(source: str, record: Record, detach: DetachFunction) -> RecordReport:
+    if record.request is not None:
+        outcome = detach(record.request)
+        result = outcome.result
+        return RecordReport(
+            record.ref,
+            outcome.status,
+            server_id=record.request.server_id,
+            volume_id=outcome.accepted.volume_id if outcome.accepted else outcome.request.volume_id,
+            job_id=outcome.job_id,
+            error_code=outcome.error_code,
+            detail=(result.fail_reason if result else None) or outcome.reason or None,
+            retry_after_s=outcome.retry_after_s if outcome.status is DetachStatus.RETRY else None,
+            original=outcome.original,
+        )
+    if record.error is not None:
+        log_event(
+            "detach.invalid", level=logging.WARNING, source=source, ref=record.ref, reason=str(record.error)
+        )
+        return RecordReport(
+            record.ref, DetachStatus.INVALID, detail=record.error.summary, errors=record.error.errors
+        )
+    log_event("detach.ignored", source=source, ref=record.ref, reason=record.ignored)
+    return RecordReport(record.ref, DetachStatus.IGNORED, detail=record.ignored)

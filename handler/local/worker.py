@@ -64,7 +64,8 @@ def detach_request(runtime: Runtime, requests: Topic) -> Handle:
     """
 
     def handle(delivery: Delivery) -> str:
-        report = process(parse_message(delivery.body, source="requests"), runtime.detach)
+        parsed = parse_message(delivery.body, source="requests")
+        report = process(parsed, runtime.detach, max_cloud_calls=runtime.settings.max_cloud_calls)
         action = report.disposition()
         if action is QueueAction.REQUEUE:
             requests.requeue(delivery, delivery.body, delay=report.retry_after_s or 1.0)
