@@ -31,7 +31,10 @@ The layout:
   ``x-overflow: reject-publish`` (which that strategy needs). These queues do not expire (a
   quorum queue's ``x-expires`` is not renewed by publishing, so it could delete messages): there
   is one per delay in use, and an empty one may be deleted at any time (it is declared again
-  before each publish into it). On a cluster each is replicated like any quorum queue.
+  before each publish into it). On a cluster each is replicated like any quorum queue. A
+  quorum queue created less than about a second before a broker crash comes back empty on
+  RabbitMQ 3.10 (Ra registers its log lazily), so the first publish into a wait queue that did
+  not exist waits 2 s after declaring it (once per delay and broker, as the queues stay).
 * Upgrading from the classic delay queues ``jobs.delay.<ms>`` of earlier versions needs nothing:
   those drain into ``jobs`` and expire by themselves a minute after their last use. A queue
   ``jobs.wait.<ms>`` with other arguments is refused with a ``TopicConfigError`` that says how
@@ -97,6 +100,7 @@ _USAGE = "use amqp[s]://[user:password@]host[:port][/vhost][?topic=NAME][&ca=/pa
 _TIMEOUT = 10.0  # s for one broker operation
 _FIRST_PAUSE, _LONGEST_PAUSE = 0.01, 0.2  # s between two basic.get while waiting
 _MAX_TTL_MS = 2**32 - 1
+_SETTLE_S = 2.0  # s a new quorum queue needs before its registration survives a crash (< 1 s seen)
 _OLDEST = (3, 10)  # quorum queues with message TTL and at-least-once dead-lettering
 CONTENT_TYPE = "application/cloudevents+json"
 _LEASE_EXPIRED = "not settled within the visibility timeout"
@@ -228,11 +232,18 @@ class AmqpTopic(BrokerTopic):
         self._leases.clear()
 
     async def _declare_delay_queue(self, channel: AbstractChannel, ttl_ms: int) -> AbstractQueue:
-        """The quorum queue ``{name}.wait.<ttl_ms>``, dead-lettering at least once into ``name``."""
-        self._buckets.add(ttl_ms)
+        """The quorum queue ``{name}.wait.<ttl_ms>``, dead-lettering at least once into ``name``.
+
+        A quorum queue that the broker created less than about a second before a ``kill -9``
+        comes back empty (RabbitMQ 3.10's Ra saves the name of the queue's log lazily): when this
+        instance first uses a delay and finds no queue for it, it declares the queue and lets
+        ``_SETTLE_S`` pass before anything is published into it.
+        """
         queue = delay_queue_name(self._name, ttl_ms)
+        created = ttl_ms not in self._buckets and not await self._exists(queue)
+        self._buckets.add(ttl_ms)
         try:
-            return await channel.declare_queue(
+            declared = await channel.declare_queue(
                 queue, durable=True, arguments=delay_queue_arguments(self._name, ttl_ms)
             )
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
@@ -242,6 +253,21 @@ class AmqpTopic(BrokerTopic):
                 f" {delay_queue_arguments(self._name, ttl_ms)}; once it is empty, delete it"
                 f" (rabbitmqctl delete_queue {queue} --if-empty) and ecs-detach declares it anew"
             ) from None
+        if created:
+            await asyncio.sleep(_SETTLE_S)
+        return declared
+
+    async def _exists(self, queue: str) -> bool:
+        """Whether ``queue`` exists (a passive declare, on a channel of its own as a miss closes it)."""
+        channel = await (await self._open()).channel()
+        try:
+            await channel.declare_queue(queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        return True
 
     async def _route(self, channel: AbstractChannel, delay: float) -> str:
         """The queue to publish into for ``delay``, declaring its delay queue if it has one."""

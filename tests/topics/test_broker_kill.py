@@ -87,6 +87,30 @@ def test_rabbitmq_kill_while_delays_fall_due_loses_no_message(tmp_path: Path) ->
             topic.close()
 
 
+@pytest.mark.slow
+def test_rabbitmq_kill_just_after_a_wait_queue_is_created_loses_no_message(tmp_path: Path) -> None:
+    """RabbitMQ 3.10 brings a quorum queue created less than a second before a crash back empty."""
+    with rabbitmq(tmp_path) as node:
+        topic = open_topic(node.url("jobs"), default_name="jobs", visibility_timeout=10)
+        try:
+            published = {topic.publish(f"{number}", delay=1.0) for number in range(20)}
+            node.kill()  # within a few ms of the last publish
+            node.start()
+            received: set[str] = set()
+            deadline = time.monotonic() + 20
+            while not published <= received and time.monotonic() < deadline:
+                try:
+                    for delivery in topic.receive(20, wait=0.5):
+                        received.add(delivery.message_id)
+                        topic.ack(delivery)
+                except TopicError:
+                    time.sleep(0.2)
+            assert len(published - received) == 0
+            assert topic.pending() == 0
+        finally:
+            topic.close()
+
+
 def _stream_messages(port: int, stream: str) -> int:
     """What the stream holds, whether or not a consumer will ever deliver it."""
 
