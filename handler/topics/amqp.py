@@ -1,27 +1,54 @@
-"""Topics on RabbitMQ (AMQP 0-9-1, no plugins: Huawei DMS for RabbitMQ included).
+"""Topics on RabbitMQ 3.10 or later (AMQP 0-9-1, no plugins).
 
 URL: ``amqp://[user:password@]host[:port][/vhost][?topic=NAME]``, ``amqps://…`` for TLS
 (``&ca=/path/ca.pem`` adds a CA bundle); the vhost is percent-encoded (``/%2F`` for ``/``).
 
+What is guaranteed: a message whose ``publish`` (or ``requeue``, ``nack``, ``dead_letter``)
+returned is delivered at least once, across a broker ``kill -9`` and restart included: to a
+receiver of the topic or, once it has used up its deliveries, to ``{name}.dead``. It may be
+delivered more than once (always with the same ``message_id``); it is never lost by the broker
+while the broker's disk lives. This rests on three things RabbitMQ guarantees:
+
+* every publish waits for the broker's publisher confirm (``mandatory``: an unroutable message
+  is an error), which a durable queue sends once the persistent message is on disk;
+* a successor copy is confirmed before the copy it replaces is acked, so a crash between the
+  two leaves both (the old one comes back ``redelivered``), never neither;
+* delayed messages wait in quorum queues that dead-letter *at least once*: the queue keeps an
+  expired message until ``name`` has confirmed it (RabbitMQ's ``at-least-once``
+  ``x-dead-letter-strategy``; classic-queue dead-lettering is at most once and lost messages
+  due at the instant of a crash).
+
+The layout:
+
 * Topic ``jobs`` is the durable classic queue ``jobs``; its dead letters the queue ``jobs.dead``.
-  Messages are persistent, published with publisher confirms through the default exchange.
-  A message carries its id (``message_id``), the headers ``ecs-detach-failures`` (failed
-  deliveries before this copy) and, once dead, ``ecs-detach-reason``.
-* Delays use no plugin: a delayed message goes to the queue ``jobs.delay.<ms>`` whose
+  Messages are persistent, ``content_type`` ``application/cloudevents+json`` (a successor keeps
+  the type of the copy it replaces), published through the default exchange. A message carries
+  its id (``message_id``), the headers ``ecs-detach-failures`` (failed deliveries before this
+  copy) and, once dead, ``ecs-detach-reason``.
+* Delays use no plugin: a delayed message goes to the quorum queue ``jobs.wait.<ms>`` whose
   ``x-message-ttl`` is the delay rounded up to two significant digits (at most 10 % late,
-  never early), whose dead-letter target is ``jobs``, and which ``x-expires`` a minute after its
-  TTL once unused. It is declared again before each publish into it, which keeps it alive.
+  never early), dead-lettering into ``jobs`` with ``x-dead-letter-strategy: at-least-once`` and
+  ``x-overflow: reject-publish`` (which that strategy needs). These queues do not expire (a
+  quorum queue's ``x-expires`` is not renewed by publishing, so it could delete messages): there
+  is one per delay in use, and an empty one may be deleted at any time (it is declared again
+  before each publish into it). On a cluster each is replicated like any quorum queue. A
+  quorum queue created less than about a second before a broker crash comes back empty on
+  RabbitMQ 3.10 (Ra registers its log lazily), so the first publish into a wait queue that did
+  not exist waits 2 s after declaring it (once per delay and broker, as the queues stay).
+* Upgrading from the classic delay queues ``jobs.delay.<ms>`` of earlier versions needs nothing:
+  those drain into ``jobs`` and expire by themselves a minute after their last use. A queue
+  ``jobs.wait.<ms>`` with other arguments is refused with a ``TopicConfigError`` that says how
+  to replace it; so is a broker older than 3.10.
 * Receiving is ``basic.get`` (a pull), polled with a back-off of 10 to 200 ms while waiting: a
   consumer holds exactly the messages it was handed, nothing is prefetched into a process that
   is not asking (the prefetch is the ``max_messages`` of each receive), and ``redelivered``
   means that a consumer lost its channel with the message.
 * Deliveries = failures + 1: every copy is handed out once; a redelivered copy is replaced
   (its lost delivery counted) before anyone gets it. ``nack``, ``requeue``, ``dead_letter``,
-  an expired lease and that replacement all publish a successor copy
-  (with the count raised, unless a requeue) and ack the old one in one AMQP transaction on the
-  receiving channel, so the replacement is atomic (RabbitMQ makes a transaction atomic per
-  queue: a broker crash during the commit could still leave both). Past ``max_deliveries`` the
-  successor goes to ``jobs.dead`` instead.
+  an expired lease and that replacement all publish a successor copy (with the count raised,
+  unless a requeue), then ack the old one. Acks are committed (a transaction on the receiving
+  channel holding only acks of one queue), so an ``ack`` has been applied when it returns.
+  Past ``max_deliveries`` the successor goes to ``jobs.dead`` instead.
 * RabbitMQ has no visibility timeout: this process starts a timer per delivery and, when it
   fires unsettled, replaces the copy as above; a later settle raises ``StaleDelivery``. If the
   process dies, the broker requeues at once when the connection closes (``redelivered``); a
@@ -38,6 +65,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 import secrets
 import ssl
 import time
@@ -71,8 +99,10 @@ REASON = "ecs-detach-reason"
 _USAGE = "use amqp[s]://[user:password@]host[:port][/vhost][?topic=NAME][&ca=/path/ca.pem]"
 _TIMEOUT = 10.0  # s for one broker operation
 _FIRST_PAUSE, _LONGEST_PAUSE = 0.01, 0.2  # s between two basic.get while waiting
-_EXPIRY_MARGIN_MS = 60_000  # a delay queue outlives its last declaration by its TTL plus this
 _MAX_TTL_MS = 2**32 - 1
+_SETTLE_S = 2.0  # s a new quorum queue needs before its registration survives a crash (< 1 s seen)
+_OLDEST = (3, 10)  # quorum queues with message TTL and at-least-once dead-lettering
+CONTENT_TYPE = "application/cloudevents+json"
 _LEASE_EXPIRED = "not settled within the visibility timeout"
 _CONNECTION_LOST = "its consumer lost the connection before settling it"
 _ERRORS = (
@@ -116,8 +146,8 @@ class AmqpTopic(BrokerTopic):
             raise TopicConfigError(f"RabbitMQ queue names cannot start with amq. or be this long: {name!r}")
         self._dead_queue = None if is_dead_letter_topic(name) else name + ".dead"
         self._connection: AbstractConnection | None = None
-        self._publisher: AbstractChannel | None = None  # publisher confirms
-        self._receiver: AbstractChannel | None = None  # transactional: basic.get and settling
+        self._publisher: AbstractChannel | None = None  # publisher confirms: every publish
+        self._receiver: AbstractChannel | None = None  # transactional: basic.get and committed acks
         self._queue: AbstractQueue | None = None  # ``name`` on the receiving channel
         self._opening = asyncio.Lock()  # binds to the shared loop at first use
         self._settling = asyncio.Lock()
@@ -170,6 +200,7 @@ class AmqpTopic(BrokerTopic):
                     await connection.close()
                 raise
             self._connection = connection
+            _check_version(connection, address.safe_url)
         return self._connection
 
     async def _publishing_channel(self) -> AbstractChannel:
@@ -201,17 +232,42 @@ class AmqpTopic(BrokerTopic):
         self._leases.clear()
 
     async def _declare_delay_queue(self, channel: AbstractChannel, ttl_ms: int) -> AbstractQueue:
+        """The quorum queue ``{name}.wait.<ttl_ms>``, dead-lettering at least once into ``name``.
+
+        A quorum queue that the broker created less than about a second before a ``kill -9``
+        comes back empty (RabbitMQ 3.10's Ra saves the name of the queue's log lazily): when this
+        instance first uses a delay and finds no queue for it, it declares the queue and lets
+        ``_SETTLE_S`` pass before anything is published into it.
+        """
+        queue = delay_queue_name(self._name, ttl_ms)
+        created = ttl_ms not in self._buckets and not await self._exists(queue)
         self._buckets.add(ttl_ms)
-        return await channel.declare_queue(
-            f"{self._name}.delay.{ttl_ms}",
-            durable=True,
-            arguments={
-                "x-message-ttl": ttl_ms,
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": self._name,
-                "x-expires": ttl_ms + _EXPIRY_MARGIN_MS,
-            },
-        )
+        try:
+            declared = await channel.declare_queue(
+                queue, durable=True, arguments=delay_queue_arguments(self._name, ttl_ms)
+            )
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            raise TopicConfigError(
+                f"RabbitMQ at {self._address.safe_url} refused the delay queue {queue!r} ({exc}): a queue of"
+                " that name exists with other arguments. It must be a quorum queue with"
+                f" {delay_queue_arguments(self._name, ttl_ms)}; once it is empty, delete it"
+                f" (rabbitmqctl delete_queue {queue} --if-empty) and ecs-detach declares it anew"
+            ) from None
+        if created:
+            await asyncio.sleep(_SETTLE_S)
+        return declared
+
+    async def _exists(self, queue: str) -> bool:
+        """Whether ``queue`` exists (a passive declare, on a channel of its own as a miss closes it)."""
+        channel = await (await self._open()).channel()
+        try:
+            await channel.declare_queue(queue, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return False
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        return True
 
     async def _route(self, channel: AbstractChannel, delay: float) -> str:
         """The queue to publish into for ``delay``, declaring its delay queue if it has one."""
@@ -231,10 +287,20 @@ class AmqpTopic(BrokerTopic):
         return message_id
 
     async def _publish(self, body: bytes, message_id: str, delay: float) -> None:
+        await self._send(_message(body, message_id, failures=0), delay)
+
+    async def _send(self, message: aio_pika.Message, delay: float = 0.0, *, dead: bool = False) -> None:
+        """Publish ``message`` into ``name``, its delay queue or (``dead``) its dead-letter
+        queue, and wait for the broker's confirm: it is stored when this returns."""
         channel = await self._publishing_channel()
-        message = _message(body, message_id, failures=0)
-        routing_key = await self._route(channel, delay)
-        await channel.default_exchange.publish(message, routing_key=routing_key, mandatory=True)
+        if dead:
+            assert self._dead_queue is not None
+            routing_key = self._dead_queue
+        else:
+            routing_key = await self._route(channel, delay)
+        await channel.default_exchange.publish(
+            message, routing_key=routing_key, mandatory=True, timeout=_TIMEOUT
+        )
 
     def receive(self, max_messages: int = 1, *, wait: float = 0.0) -> list[Delivery]:
         """Lease up to ``max_messages`` messages, waiting up to ``wait`` s for the first."""
@@ -292,33 +358,37 @@ class AmqpTopic(BrokerTopic):
         delay: float = 0.0,
         dead: bool = False,
     ) -> bool:
-        """Publish the successor of ``message`` and ack it, in one transaction; False if the
-        channel of ``message`` is gone (the broker has requeued it).
+        """Publish the successor of ``message`` (confirmed), then ack ``message`` (committed);
+        False if the channel of ``message`` is gone (the broker has requeued it).
 
         The successor goes to the dead-letter queue if ``dead`` or if it has used up its
-        deliveries, else to ``name`` (or its delay queue).
+        deliveries, else to ``name`` (or its delay queue). A crash between the two leaves both:
+        the old copy comes back ``redelivered`` and is replaced again (at least once).
         """
+        if self._receiver is None or self._receiver.is_closed:
+            return False
+        dead = (dead or failures >= self._max_deliveries) and self._dead_queue is not None
+        if self._dead_queue is None:  # a dead letter keeps why it died unless told anew
+            reason = reason or _reason(message)
+        elif not dead:
+            reason = ""
+        successor = _message(
+            message.body if body is None else body,
+            message.message_id or "",
+            failures=failures,
+            reason=reason,
+            content_type=message.content_type,
+        )
+        await self._send(successor, delay, dead=dead)
+        return await self._commit_ack(message)
+
+    async def _commit_ack(self, message: AbstractIncomingMessage) -> bool:
+        """Ack ``message`` and commit: the ack is applied when this returns (one queue, so the
+        transaction is atomic). False if its channel is gone (the broker has requeued it)."""
         async with self._settling:
             channel = self._receiver
             if channel is None or channel.is_closed:
                 return False
-            exhausted = failures >= self._max_deliveries and self._dead_queue is not None
-            if dead or exhausted:
-                assert self._dead_queue is not None
-                routing_key = self._dead_queue
-            else:
-                routing_key = await self._route(channel, delay)
-            if self._dead_queue is None:  # a dead letter keeps why it died unless told anew
-                reason = reason or _reason(message)
-            elif routing_key != self._dead_queue:
-                reason = ""
-            successor = _message(
-                message.body if body is None else body,
-                message.message_id or "",
-                failures=failures,
-                reason=reason,
-            )
-            await channel.default_exchange.publish(successor, routing_key=routing_key)
             await message.ack()
             await channel.transaction().commit(timeout=_TIMEOUT)
             return True
@@ -332,13 +402,8 @@ class AmqpTopic(BrokerTopic):
         return lease
 
     async def _ack(self, delivery: Delivery) -> None:
-        lease = self._take(delivery)
-        async with self._settling:
-            channel = self._receiver
-            if channel is None or channel.is_closed:
-                raise stale(self._name, delivery.message_id)
-            await lease.message.ack()
-            await channel.transaction().commit(timeout=_TIMEOUT)
+        if not await self._commit_ack(self._take(delivery).message):
+            raise stale(self._name, delivery.message_id)
 
     def ack(self, delivery: Delivery) -> None:
         """Remove the message; raises ``StaleDelivery`` unless the lease is still ours."""
@@ -418,10 +483,47 @@ def _reason(message: AbstractIncomingMessage) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _message(body: bytes, message_id: str, *, failures: int, reason: str = "") -> aio_pika.Message:
+def _message(
+    body: bytes, message_id: str, *, failures: int, reason: str = "", content_type: str | None = None
+) -> aio_pika.Message:
     headers: dict[str, Any] = {FAILURES: failures}
     if reason:
         headers[REASON] = reason
     return aio_pika.Message(
-        body, message_id=message_id, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+        body,
+        message_id=message_id,
+        headers=headers,
+        content_type=content_type or CONTENT_TYPE,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
     )
+
+
+def delay_queue_name(name: str, ttl_ms: int) -> str:
+    return f"{name}.wait.{ttl_ms}"
+
+
+def delay_queue_arguments(name: str, ttl_ms: int) -> FieldTable:
+    """A quorum queue whose messages expire after ``ttl_ms`` into ``name``, at least once."""
+    return {
+        "x-queue-type": "quorum",
+        "x-message-ttl": ttl_ms,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": name,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",  # at-least-once dead-lettering needs it (no length limit is set)
+    }
+
+
+def _check_version(connection: AbstractConnection, url: str) -> None:
+    """Refuse a broker older than 3.10: its quorum queues cannot dead-letter at least once."""
+    underlay = connection.transport
+    properties = underlay.connection.server_properties if underlay is not None else {}
+    product, version = properties.get("product", b""), properties.get("version", b"")
+    product = product.decode() if isinstance(product, bytes) else str(product)
+    version = version.decode() if isinstance(version, bytes) else str(version)
+    numbers = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    if product == "RabbitMQ" and numbers < _OLDEST:
+        raise TopicConfigError(
+            f"RabbitMQ at {url} is version {version}: ecs-detach needs RabbitMQ 3.10 or later"
+            " (quorum queues with at-least-once dead-lettering hold its delayed messages)"
+        )

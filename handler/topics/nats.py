@@ -11,6 +11,18 @@ with ``.dead`` for a dead-letter topic.
   timeout, no server-side delivery limit and no limit on unacked messages (delayed messages
   wait as unacked). Stream and consumer are created if missing; opening a topic with another
   visibility timeout updates the consumer's ``ack_wait`` for all of them.
+* The consumer keeps its state in memory (``mem_storage``), the stream on disk. A server that
+  restarts, ``kill -9`` included, forgets the consumer; every instance declares it again when
+  it reconnects, and the new consumer delivers every message the stream still holds: all of
+  them, at least once. (A file-backed consumer survived a ``kill -9`` of nats-server 2.9 with a
+  state newer than its stream's: messages acked and removed came back to the stream below the
+  consumer's ack floor, never delivered again, counted forever.) The price of a restart:
+  messages in flight, and any acked ones the stream brings back, are delivered once more, and
+  the server's delivery counts start again (a poison message gets more deliveries); leases held
+  when the consumer is replaced end (``StaleDelivery``). A consumer made by an earlier version
+  (file storage) is replaced by the first instance that connects.
+* ``pending()`` is what the consumer will still deliver: not yet handed out, or handed out and
+  not acked (leased or delayed).
 * A message carries headers: ``Ecs-Detach-Id`` (stable across requeues),
   ``Ecs-Detach-Failures`` (failed deliveries of the message before this copy),
   ``Ecs-Detach-Delay`` (s after its stream timestamp before it is due) and, in the dead-letter
@@ -34,7 +46,8 @@ with ``.dead`` for a dead-letter topic.
 * ``browse`` creates no consumer (a work-queue stream refuses a second one on a subject): it
   reads the messages still in the stream by sequence (the stream's message get API) and
   subscribes to the subject on core NATS, which receives each publish as it is stored.
-* nats-py reconnects by itself (forever, once a second); acks and naks work across reconnects.
+* nats-py reconnects by itself (forever, once a second); acks and naks work across reconnects
+  to the same server process. After a reconnect, the next call declares the consumer again.
   It upgrades to TLS only if the server's INFO asks for it: with ``tls://`` a server that does
   not is refused, before any credential is sent.
 """
@@ -117,6 +130,8 @@ class NatsTopic(BrokerTopic):
         self._durable = name.replace(".", "-")
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{self._stream}.{self._durable}"
         self._client: Client | None = None
+        self._declared = False  # stream and consumer declared on the current connection
+        self._consumer_created: object = None  # when the consumer our leases belong to was created
         self._connecting = asyncio.Lock()  # binds to the shared loop at first use
         self._leases: dict[str, _Lease] = {}
         self._closed = False
@@ -135,12 +150,18 @@ class NatsTopic(BrokerTopic):
             raise broker_error("nats", self._name, self._address, exc)  # noqa: B904 (cause set there)
 
     async def _connection(self) -> Client:
-        """The connected client, connecting (and declaring stream and consumer) if needed."""
-        if self._client is not None and not self._client.is_closed:
-            return self._client
+        """The connected client, connecting if needed, with stream and consumer declared since
+        the last (re)connect: a restarted server has lost the consumer (memory storage)."""
+        client = self._client
+        if client is not None and not client.is_closed and self._declared:
+            return client
         async with self._connecting:
             if self._client is None or self._client.is_closed:
+                self._declared = False
                 self._client = await self._connect()
+            if not self._declared:
+                await self._declare(self._client)
+                self._declared = True
             return self._client
 
     async def _connect(self) -> Client:
@@ -174,7 +195,6 @@ class NatsTopic(BrokerTopic):
             if tls:
                 self._over_tls(client, "")()
             client.options["allow_reconnect"] = True
-            await self._declare(client)
         except BaseException:
             with contextlib.suppress(Exception):  # closing a half-open client can hang
                 await asyncio.wait_for(client.close(), 1.0)
@@ -196,6 +216,15 @@ class NatsTopic(BrokerTopic):
         return checked
 
     async def _declare(self, client: Client) -> None:
+        """Create the stream if missing, and the consumer, or replace one of another kind.
+
+        The consumer keeps its state in memory: a server that restarts (or is killed) forgets
+        it, and the next (re)connect creates it anew, which delivers every message the stream
+        still holds. With file storage, a killed nats-server 2.9 can come back with a consumer
+        state newer than its stream's: acked messages that the work queue had removed reappear
+        below the ack floor, never delivered again and counted forever. A fresh consumer hands
+        them out once more instead (at least once); the leases held here end with the old one.
+        """
         js = client.jetstream()
         try:
             await js.stream_info(self._stream)
@@ -206,18 +235,27 @@ class NatsTopic(BrokerTopic):
                 retention=api.RetentionPolicy.WORK_QUEUE,
                 storage=api.StorageType.FILE,
             )
-        await js.add_consumer(
-            self._stream,
-            api.ConsumerConfig(
-                durable_name=self._durable,
-                filter_subject=self._subject,
-                deliver_policy=api.DeliverPolicy.ALL,
-                ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=self._visibility_timeout,
-                max_deliver=-1,
-                max_ack_pending=-1,
-            ),
+        config = api.ConsumerConfig(
+            durable_name=self._durable,
+            filter_subject=self._subject,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self._visibility_timeout,
+            max_deliver=-1,
+            max_ack_pending=-1,
+            mem_storage=True,
         )
+        try:
+            existing = await js.consumer_info(self._stream, self._durable)
+        except nats.js.errors.NotFoundError:
+            existing = None
+        if existing is not None and not existing.config.mem_storage:  # made by an earlier version
+            await js.delete_consumer(self._stream, self._durable)
+            log_event("topic.consumer_replaced", topic=self._name, broker=self._address.safe_url)
+        info = await js.add_consumer(self._stream, config)
+        if info.created != self._consumer_created:
+            self._leases.clear()
+            self._consumer_created = info.created
 
     async def _on_error(self, exc: Exception) -> None:
         """Connection errors reach callers as ``TopicError``; this only keeps nats-py quiet."""
@@ -228,6 +266,7 @@ class NatsTopic(BrokerTopic):
         )
 
     async def _on_reconnected(self) -> None:
+        self._declared = False  # the server may have restarted and lost the consumer
         log_event("topic.reconnected", topic=self._name, broker=self._address.safe_url)
 
     async def _reply(self, msg: Msg, payload: bytes) -> None:
@@ -345,6 +384,9 @@ class NatsTopic(BrokerTopic):
                     msgs.append(msg)
                 elif status in ("404", "408"):
                     break  # no (more) messages, or the request expired
+                elif status == "503":  # no consumer: a restarted server forgot it
+                    self._declared = False
+                    raise TopicError(f"nats consumer {self._durable!r} is gone; it is created again")
                 elif status != "100":
                     description = (msg.headers or {}).get("Description", "")
                     raise TopicError(f"nats consumer {self._durable!r}: {status} {description}")
@@ -426,11 +468,12 @@ class NatsTopic(BrokerTopic):
 
     async def _pending(self) -> int:
         client = await self._connection()
-        info = await client.jetstream().stream_info(self._stream, subjects_filter=self._subject)
-        return (info.state.subjects or {}).get(self._subject, 0)
+        info = await client.jetstream().consumer_info(self._stream, self._durable)
+        return (info.num_pending or 0) + (info.num_ack_pending or 0)
 
     def pending(self) -> int:
-        """Messages of this subject in the stream: unacked ones, delayed or leased included."""
+        """What the consumer will still deliver: messages not yet handed out, and those handed
+        out and not acked (delayed or leased)."""
         return self._call(self._pending())
 
     def browse(self, *, since: float | None = None) -> _NatsBrowser:

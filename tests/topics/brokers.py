@@ -20,6 +20,8 @@ import nats
 import redis
 from nats.js.errors import NotFoundError
 
+from handler.topics.amqp import delay_queue_name
+
 LOOPBACK = "127.0.0.1"
 PORTS = {"redis": 6379, "nats": 4222, "amqp": 5672}
 
@@ -156,7 +158,9 @@ class AmqpBackend(Backend):
 
     def cleanup(self, name: str, topics: list[Any]) -> None:
         # Delay queues expire by themselves; those known are deleted here at once.
-        delay_queues = {f"{name}.delay.{ms}" for topic in topics for ms in getattr(topic, "_buckets", ())}
+        delay_queues = {
+            delay_queue_name(name, ms) for topic in topics for ms in getattr(topic, "_buckets", ())
+        }
 
         async def delete() -> None:
             connection = await aio_pika.connect(host=LOOPBACK, port=PORTS["amqp"])
