@@ -21,6 +21,8 @@ from handler.functions.jobs import JobsFunction
 from handler.functions.poll import PollFunction
 from handler.guards.blast import BlastRadius
 from handler.guards.idempotency import Guard
+from handler.history import check_url
+from handler.history.recorder import HistoryRecorder, acquire_recorder, release_recorder
 from handler.settings import Settings
 from handler.store import Store, open_store
 from handler.support.log import log_event
@@ -43,6 +45,8 @@ class Runtime:
     detach: DetachFunction
     poll: PollFunction
     jobs_function: JobsFunction
+    # Registered with log_event for the runtime's lifetime (None: ECS_DETACH_HISTORY=off).
+    history: HistoryRecorder | None = None
 
     @cached_property
     def router(self) -> WebhookRouter:
@@ -111,6 +115,9 @@ class Runtime:
         self.jobs.close()
         self.results.close()
         self.store.close()
+        if self.history is not None:
+            release_recorder(self.history)
+            self.history = None
 
 
 def _forward(topic: PushTopic, outbox: Topic, delivery: Delivery) -> int:
@@ -157,7 +164,28 @@ def build_runtime(settings: Settings, credentials: Credentials) -> Runtime:
     detach, poll = build_functions(
         settings, credentials, ecs=ecs, evs=evs, jobs=jobs, results=results, store=store
     )
-    return Runtime(settings, ecs, evs, smn, jobs, results, store, detach, poll, JobsFunction(detach, poll))
+    jobs_function = JobsFunction(detach, poll)
+    history = build_history(settings)
+    return Runtime(settings, ecs, evs, smn, jobs, results, store, detach, poll, jobs_function, history)
+
+
+def build_history(settings: Settings) -> HistoryRecorder | None:
+    """The history's recorder, registered with ``log_event`` (shared with any other runtime of
+    this process that names the same history); None when ``ECS_DETACH_HISTORY=off``. A bad URL
+    raises ``ConfigError`` now; a database that cannot be reached does not stop the runtime:
+    the recorder reports it and keeps trying (docs/history.md)."""
+    url = settings.history_url()
+    if url is None:
+        return None
+    opener = check_url(url)
+    return acquire_recorder(
+        url,
+        lambda: HistoryRecorder(
+            opener,
+            retention_s=settings.history_retention_days * 86400.0,
+            wait_s=settings.history_wait_s,
+        ),
+    )
 
 
 def build_functions(

@@ -1,0 +1,255 @@
+"""Real flows leave their whole trail in the history: a webhook over loopback, the worker, the
+result; a queued request, a duplicate, a refusal. The recorder sees every step whatever the log
+level, and a history that is down never fails or holds up a detach: what it loses is counted
+and reported."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from handler.entry.runtime import Runtime, build_runtime
+from handler.history import Query, Trail, open_history
+from handler.history.recorder import HistoryRecorder
+from handler.local._serve import BackgroundServer
+from handler.local.http import runtime_app
+from handler.local.worker import Worker, poll_job
+from handler.sources import parse_request
+from handler.support.log import add_recorder, log_event, remove_recorder
+from tests.conftest import AUTH, DEMO_CREDENTIALS, Emulator, fast_settings
+from tests.flow.test_flow import next_result
+from tests.support import WEB1, WEB1_DATA, WEB1_LOGS, WEB1_SYSTEM
+from tests.topics.brokers import proxy_to
+
+ALERT = Path(__file__).resolve().parents[2] / "events" / "alertmanager-firing.json"
+
+
+class Records(logging.Handler):
+    """The ``ecs_detach`` log records, whatever the logger's configuration."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append(record)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [getattr(r, "fields", {}) for r in self.seen if getattr(r, "event", None) == name]
+
+
+@pytest.fixture
+def records() -> Iterator[Records]:
+    logger = logging.getLogger("ecs_detach")
+    handler, level = Records(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, emulator: Emulator, history_url: str) -> Iterator[Runtime]:
+    runtime = build_runtime(fast_settings(tmp_path, emulator.url, history=history_url), DEMO_CREDENTIALS)
+    worker = Worker(runtime.jobs, poll_job(runtime), concurrency=2, wait_s=0.1).start()
+    yield runtime
+    worker.stop()
+    runtime.close()
+
+
+@pytest.fixture
+def webhook(deployment: Runtime) -> Iterator[str]:
+    with BackgroundServer(runtime_app(deployment)) as server:
+        yield server.url
+
+
+def trails(runtime: Runtime, **query: Any) -> list[Trail]:
+    assert runtime.history is not None
+    assert runtime.history.flush(10.0)
+    store = open_history(runtime.settings.history)
+    try:
+        return store.query(Query(**query))
+    finally:
+        store.close()
+
+
+def events(trail: Trail) -> list[str]:
+    return [step.event for step in trail.steps]
+
+
+def test_an_alert_leaves_its_whole_trail(deployment: Runtime, webhook: str) -> None:
+    answer = httpx.post(
+        f"{webhook}/alertmanager",
+        content=ALERT.read_bytes(),
+        headers={**AUTH, "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["job_ids"][0]
+    assert next_result(deployment).data.outcome.value == "succeeded"
+
+    (trail,) = trails(deployment)
+    assert trail.outcome == "succeeded"
+    assert trail.origin["source"] == "alertmanager"
+    assert trail.origin["fingerprint"] == "b5f5c8e7a1d3f2c4"
+    assert (trail.server_id, trail.job_id) == (WEB1, job_id)
+    assert trail.key is not None
+    assert trail.key.startswith("alertmanager:")
+    steps = events(trail)
+    assert steps[:3] == ["detach.requested", "detach.resolved", "detach.accepted"]
+    assert "poll.status" in steps
+    assert steps[-1] == "detach.result"
+    accepted = trail.steps[2].fields
+    assert accepted["volume_id"] == WEB1_DATA
+    assert accepted["request_id"]  # the cloud's request id of the detach call
+    result = trail.steps[-1].fields
+    assert result["polls"] >= 1
+    assert result["duration_s"] > 0
+    assert trail.finished_at is not None
+    assert trail.finished_at >= trail.started_at
+
+    again = httpx.post(
+        f"{webhook}/alertmanager",
+        content=ALERT.read_bytes(),
+        headers={**AUTH, "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert again.status_code == 202
+    newest, first = trails(deployment)
+    assert events(newest) == ["detach.requested", "detach.duplicate"]
+    assert newest.outcome == "duplicate"
+    assert newest.steps[-1].fields["job_id"] == job_id
+    assert first.id == trail.id
+    assert first.outcome == "succeeded"  # the duplicate changed nothing of the original's trail
+
+
+def test_a_queued_request_keeps_one_trail_through_its_turns(deployment: Runtime, emulator: Emulator) -> None:
+    emulator.admin("PATCH", f"volumes/{WEB1_DATA}", {"job_duration_s": 1.0})
+    first = deployment.detach(parse_request({"server_id": WEB1, "volume_id": WEB1_DATA}))
+    second = deployment.detach(parse_request({"server_id": WEB1, "volume_id": WEB1_LOGS}))
+    assert (first.status.value, second.status.value) == ("accepted", "queued")
+    outcomes = {next_result(deployment).data.outcome.value for _ in range(2)}
+    assert outcomes == {"succeeded"}
+
+    queued, accepted = trails(deployment)
+    assert queued.volume_id == WEB1_LOGS
+    steps = events(queued)
+    assert steps[:2] == ["detach.requested", "detach.queued"]
+    assert "detach.accepted" in steps
+    assert steps[-1] == "detach.result"
+    assert queued.outcome == "succeeded"
+    assert accepted.outcome == "succeeded"
+    assert accepted.job_id != queued.job_id
+
+
+def test_a_refusal_is_recorded_with_the_policy_verdict(deployment: Runtime) -> None:
+    outcome = deployment.detach(parse_request({"server_id": WEB1, "volume_id": WEB1_SYSTEM}))
+    assert outcome.status.value == "rejected"
+
+    (trail,) = trails(deployment, outcome="rejected")
+    assert events(trail) == ["detach.requested", "detach.refused_by_policy", "detach.result"]
+    assert trail.steps[1].fields["code"] == trail.steps[2].fields["error_code"]
+    assert trails(deployment, outcome="succeeded") == []
+
+
+def test_steps_are_recorded_whatever_the_log_level(deployment: Runtime) -> None:
+    logger = logging.getLogger("ecs_detach")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        deployment.detach(parse_request({"server_id": WEB1, "volume_id": WEB1_SYSTEM}))
+    finally:
+        logger.setLevel(level)
+    (trail,) = trails(deployment)
+    assert trail.outcome == "rejected"
+
+
+def test_a_failing_recorder_fails_no_step(records: Records) -> None:
+    def broken(event: str, fields: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+    add_recorder(broken)
+    try:
+        log_event("detach.requested", server_id=WEB1)
+    finally:
+        remove_recorder(broken)
+    assert records.events("detach.requested") == [{"server_id": WEB1}]
+    assert records.events("log.recorder_failed") == [{"error": "RuntimeError"}]
+
+
+def closed_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def test_a_history_that_is_down_holds_up_no_detach_and_reports_what_it_lost(
+    tmp_path: Path, emulator: Emulator, records: Records
+) -> None:
+    down = f"postgresql://127.0.0.1:{closed_port()}/history"
+    settings = fast_settings(tmp_path, emulator.url, history=down, history_wait_s=1.0)
+    runtime = build_runtime(settings, DEMO_CREDENTIALS)
+    try:
+        start = time.monotonic()
+        outcome = runtime.detach(parse_request({"server_id": WEB1, "volume_id": WEB1_DATA}))
+        took = time.monotonic() - start
+        assert outcome.status.value == "accepted"
+        assert took < 1.0  # at most the first step waits, and only until the write fails
+        assert runtime.history is not None
+        assert runtime.history.stats()["healthy"] is False
+    finally:
+        runtime.close()
+    (unavailable,) = records.events("history.unavailable")
+    assert "127.0.0.1" in unavailable["error"]
+    lost = sum(report["steps"] for report in records.events("history.lost"))
+    assert lost == 2  # detach.requested and detach.accepted: every step, counted
+    assert records.events("detach.accepted")  # the detach went on
+
+
+def test_a_lost_connection_is_reopened_and_nothing_is_lost(postgres_url: str) -> None:
+    from tests.history.conftest import POSTGRES
+
+    port = int(POSTGRES.rsplit(":", 1)[1].split("/")[0])
+    with proxy_to(port) as proxy:
+        url = postgres_url.replace(f":{port}/", f":{proxy.port}/")
+        opener = lambda: open_history(url)  # noqa: E731
+        recorder = HistoryRecorder(opener, retention_s=86400.0)
+        try:
+            recorder("detach.requested", {"server_id": WEB1, "idempotency_key": "k"})
+            assert recorder.flush(10.0)
+            proxy.cut()  # the database connection dies (RST)
+            recorder("detach.result", {"server_id": WEB1, "idempotency_key": "k", "outcome": "rejected"})
+            assert recorder.flush(15.0)
+            assert recorder.stats()["lost"] == 0
+        finally:
+            recorder.close()
+    store = open_history(postgres_url)
+    try:
+        (trail,) = store.query(Query())
+        assert events(trail) == ["detach.requested", "detach.result"]
+    finally:
+        store.close()
+
+
+def test_a_detach_waits_for_its_step_only_when_told(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/history.db"
+    recorder = HistoryRecorder(lambda: open_history(url), retention_s=86400.0, wait_s=2.0)
+    try:
+        recorder("detach.requested", {"server_id": WEB1, "idempotency_key": "k"})
+        store = open_history(url)  # no flush: with wait_s, the step is written when the call returns
+        try:
+            assert store.count() == 1
+        finally:
+            store.close()
+    finally:
+        recorder.close()
+    assert json.loads(json.dumps(recorder.stats()))["lost"] == 0
