@@ -155,6 +155,11 @@ class HistoryStore(ABC):
         if query.key is not None:
             where.append(f"s.trail IN (SELECT trail FROM {TABLE} WHERE idempotency_key = ?)")
             params.append(query.key)
+        if query.job_id is not None:
+            where.append(
+                f"s.trail IN (SELECT trail FROM {TABLE} WHERE job_id = ? AND event = 'detach.accepted')"
+            )
+            params.append(query.job_id)
         if query.outcome is not None:
             # The trail's latest step that has a status has this one.
             where.append(

@@ -209,6 +209,7 @@ class Query:
 
     server_id: str | None = None
     key: str | None = None
+    job_id: str | None = None  # the request whose detach started this job
     outcome: str | None = None
     since: datetime | None = None  # requests that started at or after this
     limit: int = 50

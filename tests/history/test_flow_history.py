@@ -253,3 +253,33 @@ def test_a_detach_waits_for_its_step_only_when_told(tmp_path: Path) -> None:
     finally:
         recorder.close()
     assert json.loads(json.dumps(recorder.stats()))["lost"] == 0
+
+
+def test_status_shows_the_trail_after_the_store_forgot_the_request(
+    deployment: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from handler.local.cli import main
+
+    outcome = deployment.detach(
+        parse_request({"server_id": WEB1, "volume_id": WEB1_DATA, "idempotency_key": "s-1"})
+    )
+    assert next_result(deployment).data.outcome.value == "succeeded"
+    assert deployment.history is not None
+    assert deployment.history.flush(10.0)
+    monkeypatch.setenv("ECS_DETACH_HISTORY", deployment.settings.history)
+    monkeypatch.setenv("ECS_DETACH_STORE", f"sqlite:///{tmp_path}/another-store.db")  # knows nothing
+
+    assert main(["status", "s-1", "--no-cloud"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("the store has forgotten it")
+    assert "succeeded" in out.splitlines()[1]
+    assert any("detach.result" in line for line in out.splitlines())
+
+    assert main(["status", str(outcome.job_id), "--no-cloud", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["state"] == "unknown"
+    assert shown["history"]["job_id"] == outcome.job_id
+    assert shown["history"]["outcome"] == "succeeded"
+
+    monkeypatch.setenv("ECS_DETACH_HISTORY", "off")
+    assert main(["status", "s-1", "--no-cloud"]) == 1
