@@ -363,6 +363,9 @@ def _up(args: argparse.Namespace) -> int:
             )
         console.print(f"jobs topic        {redact_url(stack.settings.jobs_topic)}")
         console.print(f"results topic     {redact_url(stack.settings.results_topic)}")
+        history = stack.settings.history_url()
+        shown = f"{redact_url(history)}  (ecs-detach history)" if history else "off"
+        console.print(f"audit history     {shown}")
         console.print("Ctrl-C to stop")
         _wait_for_signal()
     return EXIT_OK
@@ -415,6 +418,8 @@ def _demo(args: argparse.Namespace) -> int:
                     console.print(f"result event [bold]{result.type}[/] ({result.id}):")
                     for key, value in result.data.model_dump(mode="json", exclude_none=True).items():
                         console.print(f"  {key:<16} {value}", highlight=False)
+                    if settings.history_url() is not None:
+                        console.print("its whole trail: ecs-detach history --limit 1")
                     return EXIT_OK if result.data.outcome.value == "succeeded" else EXIT_FAILED
             console.print(f"[red]no result for job {job_id} within {args.timeout} s[/]")
             return EXIT_FAILED

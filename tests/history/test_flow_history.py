@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +30,7 @@ from handler.sources import parse_request
 from handler.support.log import add_recorder, log_event, remove_recorder
 from tests.conftest import AUTH, DEMO_CREDENTIALS, Emulator, fast_settings
 from tests.flow.test_flow import next_result
-from tests.support import WEB1, WEB1_DATA, WEB1_LOGS, WEB1_SYSTEM
+from tests.support import PID, WEB1, WEB1_DATA, WEB1_LOGS, WEB1_SYSTEM
 from tests.topics.brokers import proxy_to
 
 ALERT = Path(__file__).resolve().parents[2] / "events" / "alertmanager-firing.json"
@@ -283,3 +287,107 @@ def test_status_shows_the_trail_after_the_store_forgot_the_request(
 
     monkeypatch.setenv("ECS_DETACH_HISTORY", "off")
     assert main(["status", "s-1", "--no-cloud"]) == 1
+
+
+def test_steps_from_another_process_join_the_request_they_belong_to(
+    tmp_path: Path, emulator: Emulator, history_url: str
+) -> None:
+    """As on FunctionGraph: one process takes the request, another (here `ecs-detach worker`)
+    polls its job; both write to the one history, and the polls join the request's trail."""
+    settings = fast_settings(tmp_path, emulator.url, history=history_url)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("ECS_DETACH_", "HUAWEICLOUD_SDK_"))},
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "ECS_DETACH_ECS_ENDPOINT": emulator.url,
+        "ECS_DETACH_STORE": settings.store,
+        "ECS_DETACH_HISTORY": history_url,
+        "ECS_DETACH_FIRST_POLL_S": "0.1",
+        "ECS_DETACH_MIN_POLL_DELAY_S": "0.1",
+        "ECS_DETACH_MAX_POLL_DELAY_S": "0.3",
+        "HUAWEICLOUD_SDK_AK": DEMO_CREDENTIALS.access_key,
+        "HUAWEICLOUD_SDK_SK": DEMO_CREDENTIALS.secret_key.get_secret_value(),
+        "HUAWEICLOUD_SDK_PROJECT_ID": PID,
+    }
+    runtime = build_runtime(settings, DEMO_CREDENTIALS)  # takes requests; polls nothing
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "handler.local.cli",
+            "worker",
+            "--health-port",
+            "0",
+            "--jobs",
+            settings.jobs_topic,
+            "--results",
+            settings.results_topic,
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        outcome = runtime.detach(parse_request({"server_id": WEB1, "volume_id": WEB1_DATA}))
+        assert outcome.status.value == "accepted"
+        assert next_result(runtime, timeout=30).data.outcome.value == "succeeded"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, errors = worker.communicate(timeout=30)
+        runtime.close()
+    assert worker.returncode == 0, errors
+
+    store = open_history(history_url)
+    try:
+        (trail,) = store.query(Query())
+    finally:
+        store.close()
+    assert events(trail)[:2] == ["detach.requested", "detach.accepted"]
+    assert "poll.status" in events(trail)
+    assert events(trail)[-1] == "detach.result"
+    assert trail.outcome == "succeeded"
+    assert trail.job_id == outcome.job_id
+
+
+def test_the_writer_prunes_past_the_retention_a_bounded_batch_at_a_time(
+    history_url: str, records: Records
+) -> None:
+    from datetime import timedelta
+
+    from tests.history.test_contract import T0, a_request
+
+    store = open_history(history_url)
+    try:
+        for number in range(4):  # 16 steps, all 500 days before "now"
+            store.append(a_request(f"old{number}", f"k{number}", WEB1, number, job=f"{number:032x}"))
+    finally:
+        store.close()
+    now = T0 + timedelta(days=500)
+    recorder = HistoryRecorder(
+        lambda: open_history(history_url),
+        retention_s=400 * 86400.0,
+        clock=lambda: now,
+        prune_every_s=0.05,
+        prune_batch=3,
+        prune_batches=2,
+    )
+    try:
+        recorder("detach.requested", {"server_id": WEB1, "idempotency_key": "young"})
+        assert recorder.flush(10.0)
+        deadline = time.monotonic() + 10
+        while (
+            sum(p["removed"] for p in records.events("history.pruned")) < 16 and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+    finally:
+        recorder.close()
+    passes = [p["removed"] for p in records.events("history.pruned")]
+    assert sum(passes) == 16
+    assert max(passes) <= 6  # each pass: at most 2 batches of 3
+    store = open_history(history_url)
+    try:
+        (young,) = store.query(Query())
+        assert young.key == "young"
+    finally:
+        store.close()
