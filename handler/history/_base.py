@@ -37,12 +37,16 @@ COLUMNS = (
 )
 INDEXES = (
     f"CREATE INDEX IF NOT EXISTS {TABLE}_opens ON {TABLE} (at) WHERE opens = 1",
+    # A trail is opened once: a second opening (a result event recorded twice at once) fails.
+    f"CREATE UNIQUE INDEX IF NOT EXISTS {TABLE}_one_opening ON {TABLE} (trail) WHERE opens = 1",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_trail ON {TABLE} (trail, seq)",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_job ON {TABLE} (job_id) WHERE job_id IS NOT NULL",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_key ON {TABLE} (idempotency_key, seq)",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_server ON {TABLE} (server_id)",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_at ON {TABLE} (at)",
 )
+
+_INSERT = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 
 
 class HistoryError(EcsDetachError):
@@ -95,27 +99,48 @@ class HistoryStore(ABC):
 
     def append(self, steps: Sequence[Step]) -> None:
         """Write ``steps`` in one transaction, each joined to its trail (``models`` says how)."""
-        insert = self._sql(
-            f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
-        )
         with self._transaction() as cursor:
             for step in steps:
-                trail, opens = self._trail_of(cursor, step)
-                cursor.execute(
-                    insert,
-                    (
-                        trail,
-                        1 if opens else 0,
-                        self._time_in(step.at),
-                        step.event,
-                        step.status,
-                        step.idempotency_key,
-                        step.job_id,
-                        step.server_id,
-                        step.volume_id,
-                        self._fields_in(json.dumps(dict(step.fields), default=str)),
-                    ),
-                )
+                self._insert(cursor, step, *self._trail_of(cursor, step))
+
+    def append_new(self, steps: Sequence[Step]) -> int:
+        """Write the steps of each trail ``steps`` name (every step names its trail) unless
+        that trail is kept already: how many trails were new. For records that may come twice
+        (result events delivered again)."""
+        trails: dict[str, list[Step]] = {}
+        for step in steps:
+            if step.trail is None:
+                raise ValueError(f"{step.event} names no trail")
+            trails.setdefault(step.trail, []).append(step)
+        new = 0
+        with self._transaction() as cursor:
+            for trail, its_steps in trails.items():
+                cursor.execute(self._sql(f"SELECT 1 FROM {TABLE} WHERE trail = ? LIMIT 1"), (trail,))
+                if cursor.fetchone() is not None:
+                    continue
+                for step in its_steps:
+                    self._insert(cursor, step, trail, step.opens)
+                new += 1
+        return new
+
+    def _insert(self, cursor: Cursor, step: Step, trail: str, opens: bool) -> None:
+        cursor.execute(
+            self._sql(
+                f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+            ),
+            (
+                trail,
+                1 if opens else 0,
+                self._time_in(step.at),
+                step.event,
+                step.status,
+                step.idempotency_key,
+                step.job_id,
+                step.server_id,
+                step.volume_id,
+                self._fields_in(json.dumps(dict(step.fields), default=str)),
+            ),
+        )
 
     def _trail_of(self, cursor: Cursor, step: Step) -> tuple[str, bool]:
         """The step's trail and whether it opens it: its own, else its job's, else its key's."""
