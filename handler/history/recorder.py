@@ -4,8 +4,8 @@ A step is taken in the caller's thread (its time, and its trail when the invocat
 it opened one) and put in a bounded in-process buffer; a writer thread writes the buffer in
 batches, prunes what is older than the retention, and reopens the database after a failure.
 A detach never waits for the history unless ``wait_s`` says so (FunctionGraph: an instance
-may be frozen as soon as it answers), and never longer than ``wait_s``, nor at all while the
-history is down.
+may be frozen as soon as it answers), and never longer than ``wait_s``; not at all while the
+history is down, and once a wait ran out, not again until the writer has caught up.
 
 What is guaranteed (docs/history.md, "What a crash loses"): a step the writer committed is
 durable; a step still in the buffer is lost if the process dies (normally the last ~0.1 s;
@@ -73,6 +73,7 @@ class HistoryRecorder:
         self._cond = threading.Condition()
         self._taken = 0  # steps put in the buffer, in order
         self._written = 0  # of those, committed (or given up)
+        self._behind = 0  # a wait for this step timed out: none waits until it is written
         self._lost = 0
         self._reported = 0
         self._healthy = True
@@ -98,8 +99,12 @@ class HistoryRecorder:
                 return
             self._taken += 1
             ticket = self._taken
-            if self._wait_s > 0 and self._healthy:
-                self._cond.wait_for(lambda: self._written >= ticket or not self._healthy, self._wait_s)
+            if self._wait_s > 0 and self._healthy and self._written >= self._behind:
+                written = self._cond.wait_for(
+                    lambda: self._written >= ticket or not self._healthy, self._wait_s
+                )
+                if not written:  # slow: no step waits again until the writer has caught up
+                    self._behind = ticket
 
     def _step(self, event: str, fields: Mapping[str, Any]) -> Step:
         """The step, with its trail when this invocation's request is known (``models``)."""

@@ -5,11 +5,13 @@ and reported."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from handler.entry.runtime import Runtime, build_runtime
@@ -389,5 +392,49 @@ def test_the_writer_prunes_past_the_retention_a_bounded_batch_at_a_time(
     try:
         (young,) = store.query(Query())
         assert young.key == "young"
+    finally:
+        store.close()
+
+
+@contextlib.contextmanager
+def table_locked(url: str) -> Iterator[None]:
+    """Another client holds the history's table (a long migration, a backup): writes wait."""
+    if url.startswith("sqlite:"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+        return
+    with psycopg.connect(url) as pg:
+        pg.execute("LOCK TABLE ecs_detach_history IN ACCESS EXCLUSIVE MODE")
+        yield
+        pg.rollback()
+
+
+def test_a_slow_history_holds_up_one_step_at_most(history_url: str) -> None:
+    """A history that answers, slowly: one step waits its ``wait_s``; the next ones do not
+    wait until the writer has caught up, and nothing is lost."""
+    recorder = HistoryRecorder(lambda: open_history(history_url), retention_s=86400.0, wait_s=0.3)
+    try:
+        recorder("detach.requested", {"server_id": WEB1, "idempotency_key": "first"})  # the table exists
+        took = []
+        with table_locked(history_url):
+            for number in range(5):
+                start = time.monotonic()
+                recorder("detach.requested", {"server_id": WEB1, "idempotency_key": f"k{number}"})
+                took.append(time.monotonic() - start)
+            time.sleep(0.5)
+        assert took[0] == pytest.approx(0.3, abs=0.2)
+        assert sum(took[1:]) < 0.1
+        assert recorder.flush(15.0)
+        assert recorder.stats()["lost"] == 0
+    finally:
+        recorder.close()
+    store = open_history(history_url)
+    try:
+        assert store.count() == 6
     finally:
         store.close()
