@@ -132,6 +132,10 @@ class HistoryRecorder:
 
     def _run(self) -> None:
         store: HistoryStore | None = None
+        try:  # at once: the retention is kept, and an unreachable history is reported, before any step
+            store = self._open_store()
+        except Exception as error:
+            self._down(error)
         held: list[Step] = []
         backoff = 0.5
         next_prune = time.monotonic()
