@@ -127,11 +127,12 @@ class Step:
         return _text(self.fields.get("volume_id"))
 
     def as_dict(self) -> dict[str, Any]:
+        """``status`` is what the step made of the request; ``fields`` what the event said."""
         return {
             "at": self.at.isoformat(),
             "event": self.event,
             "status": self.status,
-            **{key: value for key, value in self.fields.items() if value is not None},
+            "fields": {key: value for key, value in self.fields.items() if value is not None},
         }
 
 

@@ -85,6 +85,9 @@ def test_filters_and_json(history_url: str, tmp_path: Path) -> None:
     (request,) = json.loads(shown.stdout)["requests"]
     assert request["outcome"] == "succeeded"
     assert request["duration_s"] == 4.5
+    poll = request["steps"][2]
+    assert (poll["status"], poll["fields"]["status"]) == (None, "RUNNING")  # the job's status, apart
+    assert request["steps"][-1]["status"] == "succeeded"
     assert [s["event"] for s in request["steps"]] == [
         "detach.requested",
         "detach.accepted",

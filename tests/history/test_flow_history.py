@@ -438,3 +438,27 @@ def test_a_slow_history_holds_up_one_step_at_most(history_url: str) -> None:
         assert store.count() == 6
     finally:
         store.close()
+
+
+def test_runtimes_sharing_a_history_write_each_step_once_and_stop_at_close(
+    tmp_path: Path, emulator: Emulator, history_url: str
+) -> None:
+    one = build_runtime(fast_settings(tmp_path / "one", emulator.url, history=history_url), DEMO_CREDENTIALS)
+    two = build_runtime(fast_settings(tmp_path / "two", emulator.url, history=history_url), DEMO_CREDENTIALS)
+    try:
+        assert one.history is two.history  # one recorder per history in a process
+        one.detach(parse_request({"server_id": WEB1, "volume_id": WEB1_SYSTEM}))
+    finally:
+        one.close()
+    assert two.history is not None
+    assert two.history.flush(10.0)  # still recording for the runtime left
+    two.close()
+    log_event("detach.requested", server_id=WEB1)  # no runtime: no recorder
+
+    store = open_history(history_url)
+    try:
+        (trail,) = store.query(Query())
+        assert events(trail) == ["detach.requested", "detach.refused_by_policy", "detach.result"]
+        assert store.count() == 3
+    finally:
+        store.close()
