@@ -290,6 +290,13 @@ def test_status_shows_the_trail_after_the_store_forgot_the_request(
 
     monkeypatch.setenv("ECS_DETACH_HISTORY", "off")
     assert main(["status", "s-1", "--no-cloud"]) == 1
+    capsys.readouterr()
+
+    monkeypatch.setenv("ECS_DETACH_HISTORY", f"postgresql://ops:pw-1a2b@127.0.0.1:{closed_port()}/history")
+    assert main(["status", "s-1", "--no-cloud"]) == 1  # the store's answer stands: unknown
+    out = capsys.readouterr().out
+    assert "history   unavailable: cannot open the history postgresql://***@127.0.0.1:" in out
+    assert "pw-1a2b" not in out
 
 
 def test_steps_from_another_process_join_the_request_they_belong_to(
