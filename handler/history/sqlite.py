@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from handler.history._base import INDEXES, TABLE, Cursor, HistoryError, HistoryStore
-from handler.support.sqlite import connect, immediate
+from handler.support.sqlite import BUSY_TIMEOUT_S, connect, immediate
 
 _TIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # fixed width, UTC: sorts as text in time order
 _SCHEMA = f"""
@@ -43,10 +44,26 @@ def _prepare(conn: sqlite3.Connection, _path: Path) -> None:
             conn.execute(index)
 
 
+def _busy(error: HistoryError) -> bool:
+    """Whether opening failed only because another connection held the file for a moment."""
+    cause = error.__cause__
+    return isinstance(cause, sqlite3.OperationalError) and "database is locked" in str(cause)
+
+
 class SqliteHistory(HistoryStore):
     def __init__(self, path: str | Path) -> None:
         super().__init__(f"sqlite:///{path}")
-        self._conn = connect(Path(path), _prepare, HistoryError, "the history")
+        # Switching a new file to WAL needs it to itself, and SQLite answers "locked" at once
+        # instead of waiting (two processes opening a new history together): try again.
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._conn = connect(Path(path), _prepare, HistoryError, "the history")
+                return
+            except HistoryError as error:
+                if not _busy(error) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.05)
 
     @contextmanager
     def _transaction(self) -> Iterator[Cursor]:

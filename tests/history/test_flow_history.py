@@ -469,3 +469,13 @@ def test_runtimes_sharing_a_history_write_each_step_once_and_stop_at_close(
         assert store.count() == 3
     finally:
         store.close()
+
+
+def test_a_history_url_that_cannot_work_stops_the_runtime_before_anything_opens(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    from handler.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ECS_DETACH_HISTORY mysql://db/history has scheme 'mysql'"):
+        build_runtime(fast_settings(tmp_path, emulator.url, history="mysql://db/history"), DEMO_CREDENTIALS)
+    assert not (tmp_path / "store.db").exists()
