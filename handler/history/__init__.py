@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from handler.errors import ConfigError
-from handler.history._base import HistoryError, HistoryStore
+from handler.history._base import HistoryError, HistoryRefused, HistoryStore
 from handler.history.models import OUTCOMES, Query, Step, Trail
 from handler.support.log import redact_url
 
@@ -23,6 +23,7 @@ __all__ = [
     "OFF",
     "OUTCOMES",
     "HistoryError",
+    "HistoryRefused",
     "HistoryStore",
     "Query",
     "Step",

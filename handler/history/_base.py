@@ -11,9 +11,10 @@ placeholders (``%s`` on PostgreSQL).
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
@@ -53,6 +54,29 @@ class HistoryError(EcsDetachError):
     """The history cannot be used: its URL is wrong, or its database is down or refuses."""
 
 
+class HistoryRefused(HistoryError):
+    """The database answered, and refused what was written (a constraint, a value it cannot
+    hold): writing the same again fails again, unlike a database that is down."""
+
+
+REPLACEMENT = "\ufffd"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean(value: Any, *, nul: bool) -> Any:
+    """``value`` with every text fit for the database: a lone surrogate (JSON can carry one,
+    no UTF-8 text can), and with ``nul`` the NUL character (PostgreSQL's text and JSONB hold
+    none), become U+FFFD. Everything else is kept as sent."""
+    if isinstance(value, str):
+        value = _SURROGATE.sub(REPLACEMENT, value)
+        return value.replace("\x00", REPLACEMENT) if nul else value
+    if isinstance(value, Mapping):
+        return {clean(str(key), nul=nul): clean(item, nul=nul) for key, item in value.items()}
+    if isinstance(value, list):
+        return [clean(item, nul=nul) for item in value]
+    return value
+
+
 class Cursor(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Any: ...
 
@@ -65,6 +89,8 @@ class HistoryStore(ABC):
     """Where the steps are kept. Not shared between threads: the recorder's writer has one, a
     reader (the CLI) another."""
 
+    holds_nul = True  # whether its text columns can hold the NUL character
+
     def __init__(self, shown_url: str) -> None:
         self.url = shown_url  # redacted: fit for a message
 
@@ -73,7 +99,7 @@ class HistoryStore(ABC):
     @abstractmethod
     def _transaction(self) -> AbstractContextManager[Cursor]:
         """A cursor in one transaction, committed at the end (rolled back on error); errors of
-        the database raise ``HistoryError``."""
+        the database raise ``HistoryError``, ``HistoryRefused`` when it refused the data."""
 
     @abstractmethod
     def _sql(self, statement: str) -> str:
@@ -124,21 +150,17 @@ class HistoryStore(ABC):
         return new
 
     def _insert(self, cursor: Cursor, step: Step, trail: str, opens: bool) -> None:
+        nul = not self.holds_nul
+        columns = (step.event, step.status, step.idempotency_key, step.job_id, step.server_id, step.volume_id)
+        fields = json.loads(json.dumps(dict(step.fields), default=str))  # JSON values only
         cursor.execute(
-            self._sql(
-                f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
-            ),
+            self._sql(_INSERT),
             (
                 trail,
                 1 if opens else 0,
                 self._time_in(step.at),
-                step.event,
-                step.status,
-                step.idempotency_key,
-                step.job_id,
-                step.server_id,
-                step.volume_id,
-                self._fields_in(json.dumps(dict(step.fields), default=str)),
+                *(clean(column, nul=nul) for column in columns),
+                self._fields_in(json.dumps(clean(fields, nul=nul))),
             ),
         )
 

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 from psycopg.types.json import Jsonb
 
-from handler.history._base import INDEXES, TABLE, Cursor, HistoryError, HistoryStore
+from handler.history._base import INDEXES, TABLE, Cursor, HistoryError, HistoryRefused, HistoryStore
 from handler.support.log import redact_text, redact_url
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ _SCHEMA_LOCK = 0x6563_7364_6869_7374  # "ecsdhist": one advisory lock for creati
 
 
 class PostgresHistory(HistoryStore):
+    holds_nul = False  # neither TEXT nor JSONB can hold U+0000
+
     def __init__(self, url: str, *, connect_timeout_s: float = 5.0, statement_timeout_s: float = 5.0) -> None:
         super().__init__(redact_url(url))
         self._dsn = url
@@ -87,10 +89,13 @@ class PostgresHistory(HistoryStore):
             with conn.transaction(), conn.cursor() as cursor:
                 yield cursor
         except psycopg.Error as error:
-            if isinstance(error, psycopg.OperationalError) or conn.closed:
+            if isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError)) or conn.closed:
                 conn.close()  # reopened by the next call
                 self._conn = None
-            raise HistoryError(f"the history {self.url} failed: {self._safe(error)}") from None
+                raise HistoryError(f"the history {self.url} failed: {self._safe(error)}") from None
+            raise HistoryRefused(f"the history {self.url} refused a step: {self._safe(error)}") from None
+        except UnicodeError as error:
+            raise HistoryRefused(f"the history {self.url} refused a step: {error}") from None
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", "%s")

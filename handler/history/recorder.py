@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from handler.core.models import utcnow
-from handler.history._base import HistoryStore
+from handler.history._base import HistoryRefused, HistoryStore
 from handler.history.models import ENDS_REQUEST, OPENS_REQUEST, OWN_TRAIL, Step, recorded, status_of
 from handler.support.log import add_recorder, log_event, redact_text, remove_recorder
 
@@ -148,16 +148,15 @@ class HistoryRecorder:
             if held:
                 try:
                     store = store or self._open_store()
-                    store.append(held)
-                except Exception as error:  # the database is down or refuses: keep the batch, try again
+                    self._write(store, held)
+                except Exception as error:  # the database is down: keep what is left, try again
                     self._down(error)
                     if self._stopping.is_set():
                         break
                     self._stopping.wait(backoff)
                     backoff = min(backoff * 2, _MAX_BACKOFF_S)
                     continue
-                self._wrote(len(held))
-                held, backoff = [], 0.5
+                backoff = 0.5
             if store is not None and time.monotonic() >= next_prune:
                 self._prune(store)
                 next_prune = time.monotonic() + self._prune_every_s
@@ -185,6 +184,31 @@ class HistoryRecorder:
             except queue.Empty:
                 break
         return steps
+
+    def _write(self, store: HistoryStore, held: list[Step]) -> None:
+        """Write ``held``, emptying it as steps are done. A step the database refuses (its data,
+        not the database being down) is dropped, counted and reported, and the others written:
+        one bad step never blocks the history. A database that is down raises, and what is not
+        written yet stays in ``held``."""
+        try:
+            store.append(held)
+        except HistoryRefused:
+            while held:  # one at a time, to find the refused one
+                try:
+                    store.append(held[:1])
+                except HistoryRefused as error:
+                    self._refused(held[0], error)
+                held.pop(0)
+                self._wrote(1)
+            return
+        self._wrote(len(held))
+        held.clear()
+
+    def _refused(self, step: Step, error: HistoryRefused) -> None:
+        with self._cond:
+            self._lost += 1
+            self._reported += 1  # reported here, with its reason
+        log_event("history.refused", level=logging.WARNING, step=step.event, error=str(error)[:500])
 
     def _wrote(self, count: int) -> None:
         with self._cond:

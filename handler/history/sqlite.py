@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from handler.history._base import INDEXES, TABLE, Cursor, HistoryError, HistoryStore
+from handler.history._base import INDEXES, TABLE, Cursor, HistoryError, HistoryRefused, HistoryStore
 from handler.support.sqlite import BUSY_TIMEOUT_S, connect, immediate
 
 _TIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # fixed width, UTC: sorts as text in time order
@@ -70,8 +70,10 @@ class SqliteHistory(HistoryStore):
         try:
             with immediate(self._conn):
                 yield self._conn.cursor()
-        except sqlite3.Error as error:
+        except sqlite3.OperationalError as error:  # locked too long, disk full or gone
             raise HistoryError(f"the history {self.url} failed: {error}") from error
+        except (sqlite3.Error, UnicodeError) as error:  # a constraint, a value it cannot hold
+            raise HistoryRefused(f"the history {self.url} refused a step: {error}") from error
 
     def _sql(self, statement: str) -> str:
         return statement

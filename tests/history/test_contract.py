@@ -273,3 +273,24 @@ def test_a_password_in_the_url_never_reaches_an_error() -> None:
         open_history("postgresql://ops:s3cr3t-pw@127.0.0.1:1/history?connect_timeout=1")
     assert "s3cr3t-pw" not in str(refused.value)
     assert "***@127.0.0.1:1" in str(refused.value)
+
+
+def test_text_no_database_can_hold_is_kept_readable(history: HistoryStore, history_url: str) -> None:
+    """A lone surrogate (JSON can carry one) becomes U+FFFD; so does NUL on PostgreSQL, whose
+    text and JSONB cannot hold it (SQLite keeps it). Nothing else of the step changes."""
+    key = "fp-\ud800-1"
+    history.append([step("detach.requested", 0, trail="t", idempotency_key=key, reason="a\x00b\udfffc")])
+
+    (trail,) = history.query(Query(key="fp-\ufffd-1"))
+    nul = "\x00" if history_url.startswith("sqlite") else "\ufffd"
+    assert trail.steps[0].fields["reason"] == f"a{nul}b\ufffdc"
+    assert trail.key == "fp-\ufffd-1"
+
+
+def test_a_trail_opens_once(history: HistoryStore) -> None:
+    from handler.history import HistoryRefused
+
+    history.append(a_request("t", "k", SERVER_A, 0))
+    with pytest.raises(HistoryRefused, match="refused a step"):
+        history.append(a_request("t", "k", SERVER_A, 5))
+    assert history.count() == 1  # the refused transaction left nothing

@@ -479,3 +479,44 @@ def test_a_history_url_that_cannot_work_stops_the_runtime_before_anything_opens(
     with pytest.raises(ConfigError, match="ECS_DETACH_HISTORY mysql://db/history has scheme 'mysql'"):
         build_runtime(fast_settings(tmp_path, emulator.url, history="mysql://db/history"), DEMO_CREDENTIALS)
     assert not (tmp_path / "store.db").exists()
+
+
+def refuse_poison(url: str) -> None:
+    """The database itself refuses one kind of step (as a constraint added by a DBA would)."""
+    if url.startswith("sqlite:"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+            conn.execute(
+                "CREATE TRIGGER no_poison BEFORE INSERT ON ecs_detach_history "
+                "WHEN NEW.event = 'detach.poison' BEGIN SELECT RAISE(ABORT, 'poison'); END"
+            )
+            conn.commit()
+        return
+    with psycopg.connect(url) as pg:
+        pg.execute("ALTER TABLE ecs_detach_history ADD CONSTRAINT no_poison CHECK (event <> 'detach.poison')")
+
+
+def test_a_step_the_database_refuses_is_dropped_alone(history_url: str, records: Records) -> None:
+    open_history(history_url).close()  # the table
+    refuse_poison(history_url)
+    recorder = HistoryRecorder(lambda: open_history(history_url), retention_s=86400.0)
+    try:
+        recorder("detach.requested", {"server_id": WEB1, "idempotency_key": "k"})
+        recorder("detach.poison", {"server_id": WEB1, "idempotency_key": "k"})
+        recorder("detach.result", {"server_id": WEB1, "idempotency_key": "k", "outcome": "rejected"})
+        assert recorder.flush(10.0)
+        recorder("detach.requested", {"server_id": WEB1, "idempotency_key": "later"})
+        assert recorder.flush(10.0)
+        assert recorder.stats()["lost"] == 1
+        assert recorder.stats()["healthy"] is True
+    finally:
+        recorder.close()
+    (refused,) = records.events("history.refused")
+    assert refused["step"] == "detach.poison"
+    assert records.events("history.unavailable") == []
+    store = open_history(history_url)
+    try:
+        later, first = store.query(Query())
+        assert events(first) == ["detach.requested", "detach.result"]
+        assert later.key == "later"
+    finally:
+        store.close()
