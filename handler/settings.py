@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 DEFAULT_TOPICS_DB = "sqlite:///.ecs-detach/topics.db"
 DEFAULT_STORE = "sqlite:///.ecs-detach/store.db"
+DEFAULT_HISTORY = "sqlite:///.ecs-detach/history.db"
+HISTORY_OFF = "off"
 
 
 class CloudCredentials(BaseSettings):
@@ -85,6 +87,20 @@ class Settings(BaseSettings):
     store: str = Field(default=DEFAULT_STORE, description="Idempotency/lock store URL (sqlite, redis)")
     record_ttl_s: float = Field(
         default=86400.0, gt=0, description="How long a finished request is remembered"
+    )
+    # The audit history (handler/history, docs/history.md): every request and each of its steps.
+    history: str = Field(
+        default=DEFAULT_HISTORY,
+        description=f"Audit history URL (sqlite, postgresql), or {HISTORY_OFF!r} to keep none",
+    )
+    history_retention_days: float = Field(
+        default=400.0, gt=0, description="Steps older than this are pruned from the history"
+    )
+    history_wait_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=5,
+        description="How long a step may wait for its history write (0: never; FunctionGraph: 1)",
     )
     invocation_timeout_s: float = Field(
         default=60.0, gt=0, description="The function timeout: an unfinished claim lapses after it"
@@ -171,6 +187,11 @@ class Settings(BaseSettings):
             min_delay_s=self.min_poll_delay_s,
             max_delay_s=self.max_poll_delay_s,
         )
+
+    def history_url(self) -> str | None:
+        """The history's URL, or None when it is turned off (``ECS_DETACH_HISTORY=off``)."""
+        url = self.history.strip()
+        return None if url.lower() == HISTORY_OFF else url
 
     def worker_budget_s(self) -> float:
         """What a worker may spend on one delivery: settled well before its lease runs out."""

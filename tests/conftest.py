@@ -52,6 +52,7 @@ def fast_settings(tmp_path: Path, endpoint: str, **overrides: Any) -> Settings:
         "jobs_topic": f"{db}?topic=jobs",
         "results_topic": f"{db}?topic=results",
         "store": f"sqlite:///{tmp_path}/store.db",
+        "history": f"sqlite:///{tmp_path}/history.db",
         "first_poll_s": 0.1,
         "min_poll_delay_s": 0.1,
         "max_poll_delay_s": 0.3,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,8 @@ from handler.functions.jobs import JobsFunction
 from handler.functions.poll import PollFunction
 from handler.guards.blast import BlastRadius
 from handler.guards.idempotency import Guard
+from handler.history import HistoryStore, check_url
+from handler.history.recorder import HistoryRecorder, acquire_recorder, release_recorder
 from handler.settings import Settings
 from handler.store import Store, open_store
 from handler.support.log import log_event
@@ -43,6 +46,8 @@ class Runtime:
     detach: DetachFunction
     poll: PollFunction
     jobs_function: JobsFunction
+    # Registered with log_event for the runtime's lifetime (None: ECS_DETACH_HISTORY=off).
+    history: HistoryRecorder | None = None
 
     @cached_property
     def router(self) -> WebhookRouter:
@@ -112,6 +117,9 @@ class Runtime:
         self.jobs.close()
         self.results.close()
         self.store.close()
+        if self.history is not None:
+            release_recorder(self.history)
+            self.history = None
 
 
 def _forward(topic: PushTopic, outbox: Topic, delivery: Delivery) -> int:
@@ -138,6 +146,9 @@ def build_runtime(settings: Settings, credentials: Credentials) -> Runtime:
         raise ConfigError(
             "no ECS endpoint: set ECS_DETACH_REGION (and ECS_DETACH_CLOUD) or ECS_DETACH_ECS_ENDPOINT"
         )
+    history_url = settings.history_url()
+    # A history URL that can never work fails now, before anything is opened (ConfigError).
+    open_history = None if history_url is None else check_url(history_url)
     timeout = httpx.Timeout(settings.http_timeout_s, connect=settings.connect_timeout_s)
     ecs = EcsClient(url, credentials, timeout=timeout)
     evs = EvsClient(settings.evs_url() or url, credentials, timeout=timeout)
@@ -158,7 +169,23 @@ def build_runtime(settings: Settings, credentials: Credentials) -> Runtime:
     detach, poll = build_functions(
         settings, credentials, ecs=ecs, evs=evs, jobs=jobs, results=results, store=store
     )
-    return Runtime(settings, ecs, evs, smn, jobs, results, store, detach, poll, JobsFunction(detach, poll))
+    jobs_function = JobsFunction(detach, poll)
+    history = _recorder(settings, history_url, open_history) if history_url and open_history else None
+    return Runtime(settings, ecs, evs, smn, jobs, results, store, detach, poll, jobs_function, history)
+
+
+def _recorder(settings: Settings, url: str, open_history: Callable[[], HistoryStore]) -> HistoryRecorder:
+    """The history's recorder, registered with ``log_event`` (shared with any other runtime of
+    this process that names the same history). A database that cannot be reached does not stop
+    the runtime: the recorder reports it and keeps trying (docs/history.md)."""
+    return acquire_recorder(
+        url,
+        lambda: HistoryRecorder(
+            open_history,
+            retention_s=settings.history_retention_days * 86400.0,
+            wait_s=settings.history_wait_s,
+        ),
+    )
 
 
 def build_functions(

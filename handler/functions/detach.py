@@ -154,8 +154,12 @@ class DetachFunction:
             project_id=request.project_id or self._default_project_id,
             force=bool(request.delete_flag),
             dry_run=request.dry_run or self._dry_run,
-            idempotency_key=request.idempotency_key,
+            idempotency_key=request_key(request, p)
+            if (p := request.project_id or self._default_project_id)
+            else None,
             alert_id=request.alert_id,
+            origin=request.origin,
+            reason=request.reason,
         )
         project_id = request.project_id or self._default_project_id
         if project_id is None:
@@ -451,7 +455,13 @@ class DetachFunction:
             return self._retry(
                 request, _RETRY_SOON_S, f"the jobs topic did not take the queued request: {error}"
             )
-        log_event("detach.queued", server_id=request.server_id, volume_id=request.volume_id, reason=reason)
+        log_event(
+            "detach.queued",
+            server_id=request.server_id,
+            volume_id=request.volume_id,
+            reason=reason,
+            idempotency_key=call.key,
+        )
         return DetachOutcome(DetachStatus.QUEUED, request, retry_after_s=self._queue_check_s, reason=reason)
 
     def _still_queued(self, call: _Call, delay: float, reason: str) -> DetachOutcome:
@@ -480,7 +490,11 @@ class DetachFunction:
 
     def _refused(self, request: DetachRequest, verdict: Verdict) -> DetachOutcome:
         log_event(
-            "detach.refused_by_policy", server_id=request.server_id, code=verdict.code, reason=verdict.reason
+            "detach.refused_by_policy",
+            server_id=request.server_id,
+            code=verdict.code,
+            reason=verdict.reason,
+            idempotency_key=request.idempotency_key,
         )
         return self._finish(request, Outcome.REJECTED, verdict.code, verdict.reason)
 
@@ -491,6 +505,7 @@ class DetachFunction:
             volume_id=request.volume_id,
             retry_after_s=delay,
             reason=reason,
+            idempotency_key=request.idempotency_key,
         )
         return DetachOutcome(DetachStatus.RETRY, request, retry_after_s=delay, reason=reason)
 

@@ -92,6 +92,7 @@ class PollFunction:
             attempt=polled.attempt,
             server_id=message.server_id,
             volume_id=message.volume_id,
+            idempotency_key=message.idempotency_key,
         )
         if job.status is JobStatus.FAIL:
             code, reason = job.failure()
@@ -178,7 +179,7 @@ class PollFunction:
             wait = max(claim.expires_in_s or 1.0, 1.0)
             return PollOutcome(next=message, delay_s=wait)
         if claim.state is ClaimState.DONE:  # reported before this delivery came back: once only
-            log_event("poll.already_reported", job_id=message.job_id)
+            log_event("poll.already_reported", job_id=message.job_id, idempotency_key=message.idempotency_key)
             self._unlock(message)
             return PollOutcome(result=DetachResult.model_validate(claim.record))
         result = DetachResult(

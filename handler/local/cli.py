@@ -1,4 +1,4 @@
-"""``ecs-detach``: emulator, up, worker, demo, invoke, package, results, status, detach."""
+"""``ecs-detach``: emulator, up, worker, demo, invoke, package, results, status, history, detach."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from handler.core.models import DetachRequest
     from handler.entry.runtime import Runtime
     from handler.local.local import LocalStack
+    from handler.local.status import Status
 
 EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
 DEMO_EVENT = EVENTS_DIR / "detach-request.json"
@@ -39,7 +40,7 @@ EXIT_CODES = f"""exit codes:
   {EXIT_USAGE}    usage or configuration: a bad argument, ECS_DETACH_* or HUAWEICLOUD_SDK_*
        setting, topic or store URL, seed or fault file
   {EXIT_CLOUD}    the cloud refused a call or could not be reached
-  {EXIT_UNAVAILABLE}    a topic or the store is unavailable
+  {EXIT_UNAVAILABLE}    a topic, the store or the history is unavailable
   {EXIT_RETRY}   `detach`: not now (throttled, busy, a limit reached); the same command may work later
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)"""
 # pydantic models whose ValidationError is the user's input, not a bug.
@@ -80,6 +81,7 @@ def _known_error(error: Exception) -> tuple[int, str] | None:
     from emulator import FaultConfigError, SeedError
     from handler.cloud import CloudError
     from handler.errors import ConfigError, EcsDetachError
+    from handler.history import HistoryError
     from handler.store import StoreError
     from handler.support.log import redact_text
     from handler.topics import TopicError
@@ -91,7 +93,7 @@ def _known_error(error: Exception) -> tuple[int, str] | None:
         code = EXIT_USAGE  # before TopicError: a TopicConfigError is a bad topic URL
     elif isinstance(error, CloudError):
         code = EXIT_CLOUD
-    elif isinstance(error, (TopicError, StoreError)):
+    elif isinstance(error, (TopicError, StoreError, HistoryError)):
         code = EXIT_UNAVAILABLE
     elif isinstance(error, EcsDetachError):
         code = EXIT_USAGE if isinstance(error, ValueError) else EXIT_FAILED  # InvalidInput: usage
@@ -182,6 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_package_command(commands)
     _add_results(commands)
     _add_status(commands)
+    _add_history(commands)
     _add_detach(commands)
     return parser
 
@@ -256,6 +259,22 @@ def _add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--no-cloud", action="store_true", help="do not ask the cloud for a job still running"
     )
     status.set_defaults(run=_status)
+
+
+def _add_history(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from handler.history import OUTCOMES
+
+    history = commands.add_parser(
+        "history",
+        help="the requests the audit history keeps (ECS_DETACH_HISTORY), newest first, with their trails",
+    )
+    history.add_argument("--server", metavar="SERVER_ID", help="only requests for this server")
+    history.add_argument("--key", help="only requests with this idempotency key")
+    history.add_argument("--outcome", choices=OUTCOMES, help="only requests that ended so (or are so now)")
+    history.add_argument("--since", help="only requests started since: 10m, 2h, 1d or an ISO 8601 time")
+    history.add_argument("--limit", type=_positive_int, default=20, help="at most this many (default 20)")
+    history.add_argument("--json", action="store_true", help="one JSON object")
+    history.set_defaults(run=_history)
 
 
 def _add_results(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -344,6 +363,9 @@ def _up(args: argparse.Namespace) -> int:
             )
         console.print(f"jobs topic        {redact_url(stack.settings.jobs_topic)}")
         console.print(f"results topic     {redact_url(stack.settings.results_topic)}")
+        history = stack.settings.history_url()
+        shown = f"{redact_url(history)}  (ecs-detach history)" if history else "off"
+        console.print(f"audit history     {shown}")
         console.print("Ctrl-C to stop")
         _wait_for_signal()
     return EXIT_OK
@@ -396,6 +418,8 @@ def _demo(args: argparse.Namespace) -> int:
                     console.print(f"result event [bold]{result.type}[/] ({result.id}):")
                     for key, value in result.data.model_dump(mode="json", exclude_none=True).items():
                         console.print(f"  {key:<16} {value}", highlight=False)
+                    if settings.history_url() is not None:
+                        console.print("its whole trail: ecs-detach history --limit 1")
                     return EXIT_OK if result.data.outcome.value == "succeeded" else EXIT_FAILED
             console.print(f"[red]no result for job {job_id} within {args.timeout} s[/]")
             return EXIT_FAILED
@@ -614,13 +638,51 @@ def _status(args: argparse.Namespace) -> int:
         status = find(store, args.reference)
     finally:
         store.close()
+    history_url = settings.history_url()
+    if history_url is not None:
+        _status_trail(status, history_url, args.reference)
     credentials = CloudCredentials().credentials()
     endpoint = settings.ecs_url()
     if not args.no_cloud and credentials is not None and endpoint is not None:
         with EcsClient(endpoint, credentials) as ecs:
             look_up_job(status, ecs, credentials.project_id)
     show(status, sys.stdout, as_json=args.json)
-    return EXIT_OK if status.state != "unknown" else EXIT_FAILED
+    return EXIT_OK if status.known else EXIT_FAILED
+
+
+def _status_trail(status: Status, url: str, reference: str) -> None:
+    """The request's trail from the history; a history that cannot be read is noted, not fatal
+    (the store's answer stands on its own)."""
+    from handler.history import HistoryError, open_history
+    from handler.local.status import add_trail
+
+    try:
+        history = open_history(url)
+        try:
+            add_trail(status, history, reference)
+        finally:
+            history.close()
+    except HistoryError as error:
+        status.history_error = str(error)
+
+
+def _history(args: argparse.Namespace) -> int:
+    from handler.errors import ConfigError
+    from handler.history import open_history
+    from handler.local.history import query, show
+    from handler.settings import Settings
+
+    url = Settings().history_url()
+    if url is None:
+        raise ConfigError("no history is kept: ECS_DETACH_HISTORY is off")
+    wanted = query(server=args.server, key=args.key, outcome=args.outcome, since=args.since, limit=args.limit)
+    history = open_history(url)
+    try:
+        trails = history.query(wanted)
+    finally:
+        history.close()
+    show(trails, sys.stdout, as_json=args.json)
+    return EXIT_OK
 
 
 def _detach(args: argparse.Namespace) -> int:

@@ -5,7 +5,8 @@ A request is found by its idempotency key (``alertmanager:…``, ``webhook:…``
 answer has the key's record (in progress, queued, or its final outcome), the job's result when
 it was reported (outcome, polls, duration, error), and — while the job is still followed and
 credentials are at hand — the job as the cloud shows it now. The store keeps a request for
-``ECS_DETACH_RECORD_TTL_S`` (default a day); after that nothing is known of it here.
+``ECS_DETACH_RECORD_TTL_S`` (default a day); the audit history (``ECS_DETACH_HISTORY``, kept
+400 days by default), when there is one, adds the request's trail: every step, with its time.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from handler.cloud import ApiError, CloudError, EcsClient
+from handler.history import HistoryStore, Query, Trail
+from handler.local.history import show_trail
 from handler.store import ClaimState, Store
 
 _JOB_ID = re.compile(r"^([0-9a-fA-F]{32}|[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12})$")
@@ -30,15 +33,26 @@ class Status:
     record: dict[str, Any] = field(default_factory=dict)
     result: dict[str, Any] | None = None
     job: dict[str, Any] | None = None
+    trail: Trail | None = None  # from the audit history
+    history_error: str | None = None  # the history could not be read
 
     @property
     def job_id(self) -> str | None:
         found = (self.result or {}).get("job_id") or self.record.get("job_id")
         return str(found) if found else None
 
+    @property
+    def known(self) -> bool:
+        """Whether the store or the history knows the request."""
+        return self.state != "unknown" or self.trail is not None
+
     def as_dict(self) -> dict[str, Any]:
         fields = ("key", "state", "record", "result", "job")
-        return {name: getattr(self, name) for name in fields}
+        shown = {name: getattr(self, name) for name in fields}
+        shown["history"] = self.trail.as_dict() if self.trail is not None else None
+        if self.history_error:
+            shown["history_error"] = self.history_error
+        return shown
 
 
 def find(store: Store, reference: str) -> Status:
@@ -70,6 +84,16 @@ def _from_record(store: Store, key: str, state: ClaimState, record: dict[str, An
     return status
 
 
+def add_trail(status: Status, history: HistoryStore, reference: str) -> None:
+    """The request's trail from the history: the one that started its job, else the newest of
+    its key (``reference`` is a key or a job id)."""
+    job_id = status.job_id or (reference if _JOB_ID.match(reference) else None)
+    found = history.query(Query(job_id=job_id, limit=1)) if job_id else []
+    if not found:
+        found = history.query(Query(key=status.key or reference, limit=1))
+    status.trail = found[0] if found else None
+
+
 def look_up_job(status: Status, ecs: EcsClient, project_id: str | None) -> None:
     """The job as the cloud shows it now, for a request whose result is not in yet."""
     job_id = status.job_id
@@ -91,8 +115,7 @@ def show(status: Status, out: TextIO, *, as_json: bool) -> None:
         print(json.dumps(status.as_dict(), default=str), file=out)
         return
     if status.state == "unknown":
-        job = f" (job {status.record['job_id']})" if status.record.get("job_id") else ""
-        print(f"no request known{job}: never seen, or forgotten after the record's time to live", file=out)
+        _show_unknown(status, out)
         return
     print(f"key       {status.key}", file=out)
     record = status.record
@@ -118,3 +141,22 @@ def show(status: Status, out: TextIO, *, as_json: bool) -> None:
             print(f"finished  {result['finished_at']}", file=out)
     elif status.job is not None:
         print(f"job now   {status.job.get('status') or status.job.get('error')} (no result yet)", file=out)
+    _show_history(status, out)
+
+
+def _show_unknown(status: Status, out: TextIO) -> None:
+    if status.trail is not None:
+        print("the store has forgotten it (the record's time to live); the history has:", file=out)
+        show_trail(status.trail, out)
+        return
+    job = f" (job {status.record['job_id']})" if status.record.get("job_id") else ""
+    print(f"no request known{job}: never seen, or forgotten after the record's time to live", file=out)
+    _show_history(status, out)
+
+
+def _show_history(status: Status, out: TextIO) -> None:
+    if status.history_error:
+        print(f"history   unavailable: {status.history_error}", file=out)
+    elif status.trail is not None:
+        print("history", file=out)
+        show_trail(status.trail, out)

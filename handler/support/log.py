@@ -8,6 +8,10 @@ of defence: the code never logs credentials, and this keeps a mistake from reach
 credentials (topics, stores, push endpoints, SMN, proxies). Fields carry text from outside (keys
 and values of a request, the cloud's answers): no control character reaches a line raw, so none
 can forge a line, repaint a terminal or reorder what is shown.
+
+Recorders (``add_recorder``) are handed every event too, whatever the log level: the audit
+history (``handler.history``) is one. They are not ``logging`` handlers on purpose: a level
+or a filter that drops a log line must never drop an audit record.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import json
 import logging
 import re
 import sys
+import threading
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -28,9 +34,46 @@ MASK = "**********"
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
+Recorder = Callable[[str, Mapping[str, Any]], None]
+"""Takes an event's name and its fields (secrets masked); must return quickly and not raise."""
+_recorders: tuple[Recorder, ...] = ()
+_recorders_lock = threading.Lock()
+
+
+def add_recorder(recorder: Recorder) -> None:
+    """Hand every later event to ``recorder`` (until ``remove_recorder``)."""
+    global _recorders  # noqa: PLW0603 (one registry per process, replaced whole: readers need no lock)
+    with _recorders_lock:
+        _recorders = (*_recorders, recorder)
+
+
+def remove_recorder(recorder: Recorder) -> None:
+    """Stop handing events to ``recorder`` (no-op when it is not registered)."""
+    global _recorders  # noqa: PLW0603
+    with _recorders_lock:
+        kept = list(_recorders)
+        if recorder in kept:
+            kept.remove(recorder)
+        _recorders = tuple(kept)
+
+
 def log_event(event: str, *, level: int = logging.INFO, **fields: Any) -> None:
-    """Log one step of the flow; ``fields`` become top-level JSON keys."""
+    """Log one step of the flow; ``fields`` become top-level JSON keys. Every registered
+    recorder gets the event too, whatever the level; a recorder that fails is logged, never
+    raised to the caller."""
     _logger.log(level, event, extra={"event": event, "fields": fields})
+    recorders = _recorders
+    if not recorders:
+        return
+    masked = {key: _masked(key, value) for key, value in fields.items()}
+    for recorder in recorders:
+        try:
+            recorder(event, masked)
+        except Exception as error:  # a recorder's bug must not fail the step it records
+            _logger.warning(
+                "log.recorder_failed",
+                extra={"event": "log.recorder_failed", "fields": {"error": type(error).__name__}},
+            )
 
 
 def event_fields(record: logging.LogRecord) -> dict[str, Any]:
