@@ -145,6 +145,11 @@ class DetachFunction:
         self._dry_run = dry_run
         self._clock = clock
 
+    @property
+    def guard(self) -> Guard:
+        """The idempotency guard, whose outbox the relay sweeps (``handler.functions.relay``)."""
+        return self._guard
+
     def __call__(self, request: DetachRequest) -> DetachOutcome:
         log_event(
             "detach.requested",

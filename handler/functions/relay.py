@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 from handler.core.outcomes import DetachStatus
 from handler.functions.detach import DetachFunction
-from handler.guards.idempotency import Guard
 from handler.support.log import log_event
 
 RELAY_AFTER_S = 20.0  # a record waits this long in the outbox before the relay takes it over
@@ -48,13 +47,12 @@ class Relay:
     def __init__(
         self,
         detach: DetachFunction,
-        guard: Guard,
         *,
         older_than_s: float = RELAY_AFTER_S,
         batch: int = RELAY_BATCH,
     ) -> None:
         self._detach = detach
-        self._guard = guard
+        self._guard = detach.guard
         self._older_than_s = older_than_s
         self._batch = batch
 

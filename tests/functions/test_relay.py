@@ -51,7 +51,7 @@ def die_at_the_publish(world: World, *, after_it: bool = False) -> None:
 
 
 def relay(fns: Functions) -> Relay:
-    return Relay(fns.detach, fns.guard)
+    return Relay(fns.detach)
 
 
 def test_a_failed_publish_nobody_retries_is_published_by_the_relay(world: World) -> None:
@@ -197,7 +197,7 @@ def test_a_sweep_goes_through_every_batch(world: World) -> None:
     world.jobs.down = False
     world.clock.advance(RELAY_AFTER_S)
 
-    assert Relay(fns.detach, fns.guard, batch=1).sweep() == RelayReport(published=2)
+    assert Relay(fns.detach, batch=1).sweep() == RelayReport(published=2)
     fns.drain(world)
     assert sorted(r["volume_id"] for r in world.results_of()) == sorted([WEB1_DATA, WEB2_DATA])
 
