@@ -13,8 +13,8 @@ lasts the function timeout, 60 s by default, and a dead owner's would block its 
 so an owner that is merely slow to publish (a broker answering after its timeout) may see its
 event published a second time by the relay. That is harmless: the poll function claims each
 job's result once (``Guard.claim_result``), so a second event for one job ends in no second
-result. ``RELAY_AFTER_S`` is longer than a publish normally takes, including a broker's own
-retries, and much shorter than the claim.
+result. The default age (``ECS_DETACH_RELAY_AFTER_S``, 20 s) is longer than a publish normally
+takes, including a broker's own retries, and much shorter than the claim.
 
 Two relays do not race for a record: taking it claims it, and it is due again only
 ``older_than_s`` later (when this relay died or its publish failed).
@@ -29,8 +29,6 @@ from handler.core.outcomes import DetachStatus
 from handler.functions.detach import DetachFunction
 from handler.support.log import log_event
 
-RELAY_AFTER_S = 20.0  # a record waits this long in the outbox before the relay takes it over
-RELAY_EVERY_S = 5.0  # how often the worker's relay sweeps
 RELAY_BATCH = 50  # records taken per store call
 
 
@@ -48,7 +46,7 @@ class Relay:
         self,
         detach: DetachFunction,
         *,
-        older_than_s: float = RELAY_AFTER_S,
+        older_than_s: float,
         batch: int = RELAY_BATCH,
     ) -> None:
         self._detach = detach

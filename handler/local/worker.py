@@ -22,7 +22,7 @@ from handler.core.outcomes import DetachStatus, QueueAction
 from handler.core.validation import InvalidInput
 from handler.entry.runtime import Runtime
 from handler.functions.batch import process
-from handler.functions.relay import RELAY_EVERY_S, Relay
+from handler.functions.relay import Relay
 from handler.sources import parse_message
 from handler.support.log import log_event
 from handler.topics import Delivery, StaleDelivery, Topic, TopicError
@@ -189,7 +189,7 @@ class RelayWorker:
     its publish) go out. Like a ``Worker`` to its service: ``start``, ``stop``, ``alive``, and
     ``last_receive_ok``, the last time the store answered a sweep."""
 
-    def __init__(self, relay: Relay, *, every_s: float = RELAY_EVERY_S) -> None:
+    def __init__(self, relay: Relay, *, every_s: float) -> None:
         self._relay = relay
         self._every_s = every_s
         self._stopping = threading.Event()
@@ -221,7 +221,10 @@ class RelayWorker:
 
 def relay_worker(runtime: Runtime) -> RelayWorker:
     """The outbox relay of ``runtime``'s detach function, as a thread."""
-    return RelayWorker(Relay(runtime.detach))
+    settings = runtime.settings
+    return RelayWorker(
+        Relay(runtime.detach, older_than_s=settings.relay_after_s), every_s=settings.relay_every_s
+    )
 
 
 def forwarders(runtime: Runtime, *, budget_s: float) -> list[Worker]:

@@ -9,12 +9,13 @@ import pytest
 
 from handler.core.models import DetachRequest
 from handler.core.outcomes import DetachStatus, record_http_status
-from handler.functions.relay import RELAY_AFTER_S, Relay, RelayReport
+from handler.functions.relay import Relay, RelayReport
 from handler.store import ClaimState
 from tests.functions.conftest import Functions, World, build
 from tests.support import PID, WEB1, WEB1_DATA, WEB1_LOGS, WEB2, WEB2_DATA
 
 KEY = "alert-7"
+RELAY_AFTER_S = 20.0
 CLAIM_S = 60.0  # the claim build() gives a key: a dead owner's holds this long
 
 
@@ -51,7 +52,7 @@ def die_at_the_publish(world: World, *, after_it: bool = False) -> None:
 
 
 def relay(fns: Functions) -> Relay:
-    return Relay(fns.detach)
+    return Relay(fns.detach, older_than_s=RELAY_AFTER_S)
 
 
 def test_a_failed_publish_nobody_retries_is_published_by_the_relay(world: World) -> None:
@@ -197,7 +198,7 @@ def test_a_sweep_goes_through_every_batch(world: World) -> None:
     world.jobs.down = False
     world.clock.advance(RELAY_AFTER_S)
 
-    assert Relay(fns.detach, batch=1).sweep() == RelayReport(published=2)
+    assert Relay(fns.detach, older_than_s=RELAY_AFTER_S, batch=1).sweep() == RelayReport(published=2)
     fns.drain(world)
     assert sorted(r["volume_id"] for r in world.results_of()) == sorted([WEB1_DATA, WEB2_DATA])
 
