@@ -37,6 +37,7 @@ import httpx
 from bench.common import make_seed
 from emulator import DEMO_CREDENTIAL, EcsBackend, EmulatorConfig, create_app
 from handler.local._serve import BackgroundServer
+from handler.store import open_store
 from handler.topics import Topic, open_topic, topic_url
 from tests.faults.instances import INSTANCES, Instance, answers, free_port
 
@@ -364,10 +365,27 @@ def run(scenario: Scenario, workdir: Path) -> Run:
                 collector.topic.close()
         report.left = _left(jobs, results)
         report.seconds = time.monotonic() - started
+        for key in report.missing():  # what the sender saw, and what the store knows
+            sent = next(s for s in report.sent if s.key == key)
+            report.events.append(
+                f"missing {key}: answered {sent.status} after {sent.attempts} attempt(s), "
+                f"retries={sent.retries}, record {_record(store, key)}"
+            )
         if report.problems():
             report.events.append("--- up ---\n" + up.tail())
             report.events.append("--- worker ---\n" + worker.tail())
     return report
+
+
+def _record(store_url: str, key: str) -> str:
+    store = open_store(store_url)
+    try:
+        claim = store.peek(key)
+    finally:
+        store.close()
+    if claim is None:
+        return "none"
+    return f"{claim.state.value} {claim.record or claim.progress}"
 
 
 def _left(jobs: str, results: str) -> dict[str, int]:
