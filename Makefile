@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: venv demo test lint typecheck unit storm bench clean provider-schema package-constraints
+.PHONY: venv demo test lint typecheck unit storm faults bench clean provider-schema package-constraints
 
 venv: $(VENV)/.installed
 
@@ -44,6 +44,11 @@ provider-schema: venv
 # The storm test (docs/resilience.md); STORM_TOPICS=redis://… (or nats, amqp) for a broker.
 storm: venv
 	$(BIN)/python -m bench.storm --events 10000 --servers 2000 --workers 4 $(if $(STORM_TOPICS),--topics $(STORM_TOPICS))
+
+# The full fault suite (docs/resilience.md): brokers of its own killed -9 and restarted, `up` and the
+# worker killed, 200 requests per backend; FAULTS_ARGS="--runs 3 --backends nats,amqp" to narrow.
+faults: venv
+	$(BIN)/python -m tests.faults $(FAULTS_ARGS)
 
 # The benchmark against the official SDK (docs/performance.md): the SDK goes to .bench/sdk only.
 bench: venv

@@ -105,6 +105,13 @@ class Settings(BaseSettings):
     invocation_timeout_s: float = Field(
         default=60.0, gt=0, description="The function timeout: an unfinished claim lapses after it"
     )
+    # The outbox relay (handler/functions/relay.py): accepted jobs whose event never went out.
+    relay_after_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="A noted job unpublished this long is published by the relay (even if its claim holds)",
+    )
+    relay_every_s: float = Field(default=5.0, gt=0, description="How often the worker's relay sweeps")
     dry_run: bool = Field(default=False, description="Check everything, report the detach, never make it")
     queue_check_s: float = Field(
         default=5.0,

@@ -1,10 +1,12 @@
 """FunctionGraph entrypoints: ``handler`` (detach), ``poll_handler`` (poll), ``flush_handler``
-(delayed continuations to SMN, on a timer) and the initializer ``init``.
+(delayed continuations to SMN, on a timer), ``relay_handler`` (the outbox relay, on a timer)
+and the initializer ``init``.
 
 The package's ``index.py`` re-exports them: configure the functions as ``index.handler``,
-``index.poll_handler``, ``index.flush_handler`` and ``index.init``. The runtime is built once per
-instance and reused across invocations. Credentials: the function's agency (temporary AK/SK/token
-from the context) win over ``HUAWEICLOUD_SDK_*``; they rotate, so each invocation refreshes them.
+``index.poll_handler``, ``index.flush_handler``, ``index.relay_handler`` and ``index.init``.
+The runtime is built once per instance and reused across invocations. Credentials: the
+function's agency (temporary AK/SK/token from the context) win over ``HUAWEICLOUD_SDK_*``; they
+rotate, so each invocation refreshes them.
 Settings come from the context's user data (``context.getUserData``: where FunctionGraph serves
 the encrypted ones) and the environment. No web framework is imported here.
 """
@@ -240,6 +242,19 @@ def flush_handler(event: dict[str, Any], context: Context | None = None) -> dict
     runtime = _runtime_for(context)
     budget = _budget_s(context, runtime)
     return {"forwarded": runtime.flush_delayed(budget), "budget_s": round(budget, 3)}
+
+
+def relay_handler(event: dict[str, Any], context: Context | None = None) -> dict[str, Any]:
+    """Timer trigger: the outbox relay (``handler.functions.relay``). An accepted detach whose
+    event never reached the jobs topic (its publish failed and nobody retried, or its instance
+    died before publishing) is published now. A publish that fails leaves the record for the
+    next tick; a store that does not answer raises, so the invocation counts as failed."""
+    from handler.functions.relay import Relay  # noqa: PLC0415 (only this function needs it)
+
+    runtime = _runtime_for(context)
+    with time_budget(_budget_s(context, runtime)):
+        report = Relay(runtime.detach, older_than_s=runtime.settings.relay_after_s).sweep()
+    return {"published": report.published, "failed": report.failed}
 
 
 def _job_event(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:

@@ -57,7 +57,7 @@ from handler.functions.ports import DetachApi, Publisher, VolumeApi
 from handler.functions.results import publish_result, request_fields
 from handler.guards.blast import BlastRadius
 from handler.guards.idempotency import Guard, Locks, request_key
-from handler.store import Claim, ClaimState
+from handler.store import Claim, ClaimState, Taken
 from handler.support.log import log_event
 from handler.topics import TopicError
 
@@ -145,6 +145,11 @@ class DetachFunction:
         self._dry_run = dry_run
         self._clock = clock
 
+    @property
+    def guard(self) -> Guard:
+        """The idempotency guard, whose outbox the relay sweeps (``handler.functions.relay``)."""
+        return self._guard
+
     def __call__(self, request: DetachRequest) -> DetachOutcome:
         log_event(
             "detach.requested",
@@ -195,6 +200,18 @@ class DetachFunction:
             outcome = self._steps(call)
             if outcome.status is DetachStatus.RETRY:  # accepted as queued: it stays queued, not dropped
                 outcome = self._still_queued(call, outcome.retry_after_s or _RETRY_SOON_S, outcome.reason)
+        self._settle(call, outcome)
+        return outcome
+
+    def relay(self, taken: Taken) -> DetachOutcome:
+        """Publish the accepted event of a record the outbox relay took (``Guard.take_outbox``):
+        its detach call was made and noted, its event maybe never published (the owner died, or
+        its publish failed and nobody retried). Ends like the owner would have: ``ACCEPTED``
+        (the key completed) or ``RETRY`` (the record stays in the outbox for the next sweep)."""
+        request = DetachRequest.model_validate(taken.progress["request"])
+        assert request.project_id is not None  # noted after the project was resolved
+        call = _Call(request, request.project_id, taken.key, progress=taken.progress, attempt=taken.attempt)
+        outcome = self._steps(call)
         self._settle(call, outcome)
         return outcome
 
@@ -362,12 +379,15 @@ class DetachFunction:
                 call, self._retry(request, _RETRY_SOON_S, f"no answer from ECS: {error}")
             )
         # Before publishing: a crash or a failed publish now is resumed from here, not repeated.
+        # The record enters the outbox with the request, so the relay can publish the accepted
+        # event from it alone if nobody else does; completing the key takes it out (published).
         call.progress = {
             "job_id": answer.job_id,
             "request_id": answer.request_id,
             "volume_id": request.volume_id,
+            "request": request.model_dump(mode="json"),
         }
-        self._guard.note(call.key, call.progress)
+        self._guard.note(call.key, call.progress, outbox=True)
         return self._accepted(call, answer)
 
     def _not_detached(self, call: _Call, outcome: DetachOutcome) -> DetachOutcome:
@@ -384,14 +404,15 @@ class DetachFunction:
             self._guard.complete(call.key, outcome.key_record)
             return
         locks = call.locks or self._inherited_locks(call)
-        if locks is not None and outcome.status is not DetachStatus.QUEUED:
+        job_runs = "job_id" in call.progress  # its locks are the job's until the poll sees it end
+        if locks is not None and outcome.status is not DetachStatus.QUEUED and not job_runs:
             self._guard.unlock(locks)
         if completes_key(outcome.status):
             self._guard.complete(call.key, outcome.key_record)
         elif outcome.status is DetachStatus.QUEUED:
             since = call.turn.queued_at if call.turn is not None else self._clock()
             self._guard.park(call.key, {"queued": {"since": since.isoformat()}})
-        elif "job_id" in call.progress:  # the job exists, its event could not be published yet
+        elif job_runs:  # the job exists, its event could not be published yet
             self._guard.park(call.key, {})
         elif outcome.status is DetachStatus.RETRY:
             self._guard.release(call.key)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from handler.core.models import DetachRequest
-from handler.store import Claim, ClaimLost, ClaimState, SqliteStore, Store
+from handler.store import Claim, ClaimLost, ClaimState, SqliteStore, Store, Taken
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,15 @@ class Guard:
             key, fingerprint(request, project_id), in_progress_ttl_s=self._in_progress_ttl_s
         )
 
-    def note(self, key: str, progress: dict[str, Any]) -> None:
-        self._store.note(key, progress)
+    def note(self, key: str, progress: dict[str, Any], *, outbox: bool = False) -> None:
+        """Note ``progress``; with ``outbox``, the key waits in the outbox until it completes."""
+        self._store.note(key, progress, outbox=outbox)
+
+    def take_outbox(self, *, older_than_s: float, limit: int) -> list[Taken]:
+        """Claim the keys that have waited in the outbox ``older_than_s`` (``Store.take_outbox``)."""
+        return self._store.take_outbox(
+            older_than_s=older_than_s, in_progress_ttl_s=self._in_progress_ttl_s, limit=limit
+        )
 
     def complete(self, key: str, record: dict[str, Any]) -> None:
         self._store.complete(key, record, ttl_s=self._record_ttl_s)

@@ -1,4 +1,4 @@
-"""The whole flow in one process on loopback: emulator, webhook endpoint, poll worker.
+"""The whole flow in one process on loopback: emulator, webhook endpoint, poll worker, relay.
 
 Used by ``ecs-detach up`` and ``ecs-detach demo``. With no ECS endpoint configured the stack
 starts the emulator and signs with the credentials it accepts; with one (region or endpoint
@@ -18,7 +18,7 @@ from handler.entry.runtime import Runtime, build_runtime
 from handler.errors import ConfigError
 from handler.local._serve import BackgroundServer, ServerLimits
 from handler.local.http import runtime_app
-from handler.local.worker import Worker, forwarders, poll_job
+from handler.local.worker import RelayWorker, Worker, forwarders, poll_job, relay_worker
 from handler.security import generate_local_secret
 from handler.settings import CloudCredentials, Settings
 from handler.topics.push import PushTopic
@@ -44,7 +44,7 @@ class LocalStack:
         self.webhook_url = ""
         self.webhook_token: str | None = None
         self._servers: list[BackgroundServer] = []
-        self._workers: list[Worker] = []
+        self._workers: list[Worker | RelayWorker] = []
         self._runtime: Runtime | None = None
 
     @property
@@ -62,7 +62,8 @@ class LocalStack:
             http = self._serve(app, self.options.http_port, ServerLimits.from_settings(settings))
             self.webhook_url = http.url
             budget_s = settings.worker_budget_s()
-            self._workers = forwarders(self._runtime, budget_s=budget_s)
+            self._workers = [relay_worker(self._runtime)]
+            self._workers += forwarders(self._runtime, budget_s=budget_s)
             if not isinstance(self._runtime.jobs, PushTopic):  # pushed jobs arrive at the webhook
                 poller = Worker(
                     self._runtime.jobs,

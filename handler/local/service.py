@@ -1,5 +1,5 @@
 """The worker process: poll workers on the jobs topic, optionally detach workers on a requests
-topic, and ``/healthz`` + ``/metrics`` on a small HTTP server. Stops by draining: no new
+topic, the outbox relay, and ``/healthz`` + ``/metrics`` on a small HTTP server. Stops by draining: no new
 deliveries are taken, the ones in flight finish and are settled."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from starlette.routing import Route
 from handler.entry.runtime import Runtime
 from handler.local._serve import BackgroundServer
 from handler.local.metrics import WorkerMetrics
-from handler.local.worker import Worker, detach_request, forwarders, poll_job
+from handler.local.worker import RelayWorker, Worker, detach_request, forwarders, poll_job, relay_worker
 from handler.topics import Topic
 from handler.topics.push import PushTopic
 
@@ -33,7 +33,8 @@ class WorkerService:
     ) -> None:
         self.metrics = WorkerMetrics()
         budget_s = runtime.settings.worker_budget_s()
-        self.workers = forwarders(runtime, budget_s=budget_s)
+        self.workers: list[Worker | RelayWorker] = [relay_worker(runtime)]
+        self.workers += forwarders(runtime, budget_s=budget_s)
         if not isinstance(runtime.jobs, PushTopic):  # pushed jobs arrive at the webhook instead
             poll = poll_job(runtime)
             self.workers.append(

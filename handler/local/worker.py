@@ -22,6 +22,7 @@ from handler.core.outcomes import DetachStatus, QueueAction
 from handler.core.validation import InvalidInput
 from handler.entry.runtime import Runtime
 from handler.functions.batch import process
+from handler.functions.relay import Relay
 from handler.sources import parse_message
 from handler.support.log import log_event
 from handler.topics import Delivery, StaleDelivery, Topic, TopicError
@@ -181,6 +182,50 @@ class Worker:
                     message_id=delivery.message_id,
                     error=str(nack_error),
                 )
+
+
+class RelayWorker:
+    """A thread sweeping the store's outbox every ``every_s`` (``handler.functions.relay``): the
+    accepted events nobody published (a sender that never retried, an instance that died before
+    its publish) go out. Like a ``Worker`` to its service: ``start``, ``stop``, ``alive``, and
+    ``last_receive_ok``, the last time the store answered a sweep."""
+
+    def __init__(self, relay: Relay, *, every_s: float) -> None:
+        self._relay = relay
+        self._every_s = every_s
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="relay", daemon=True)
+        self.last_receive_ok = time.monotonic()
+
+    def start(self) -> RelayWorker:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the sweep in flight (its records are settled or stay in the outbox)."""
+        self._stopping.set()
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while not self._stopping.wait(self._every_s):
+            try:
+                self._relay.sweep()
+            except Exception as error:  # the store is down: the records wait there, try again
+                log_event("relay.failed", level=logging.ERROR, error=f"{type(error).__name__}: {error}")
+                continue
+            self.last_receive_ok = time.monotonic()
+
+
+def relay_worker(runtime: Runtime) -> RelayWorker:
+    """The outbox relay of ``runtime``'s detach function, as a thread."""
+    settings = runtime.settings
+    return RelayWorker(
+        Relay(runtime.detach, older_than_s=settings.relay_after_s), every_s=settings.relay_every_s
+    )
 
 
 def forwarders(runtime: Runtime, *, budget_s: float) -> list[Worker]:

@@ -19,6 +19,7 @@ from ._base import (
     ClaimState,
     Store,
     StoreError,
+    Taken,
 )
 from .sqlite import SqliteStore
 
@@ -35,6 +36,7 @@ __all__ = [
     "SqliteStore",
     "Store",
     "StoreError",
+    "Taken",
     "open_store",
 ]
 

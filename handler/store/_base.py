@@ -11,6 +11,13 @@ An idempotency key goes through these records:
 * a lapsed claim (its owner died) keeps its progress for ``keep_abandoned_s`` so the next
   ``begin`` can take it over and resume; after that the record is gone.
 
+The outbox: ``note(..., outbox=True)`` enters an in-progress record in it (work that must
+still be handed on, such as an event to publish); ``complete`` and ``release`` take it out.
+``take_outbox`` claims the records that have waited there ``older_than_s``, *whether or not
+their owner's claim has lapsed*: a relay resumes a dead owner's work after that short age
+instead of the full claim, at the price of doing it a second time when the owner was only
+slow (so it is for work that may be done twice, like a publish whose consumer deduplicates).
+
 Locks are separate named leases with one owner each, freed by their owner or by their expiry.
 """
 
@@ -62,6 +69,15 @@ class Claim:
     """IN_PROGRESS: seconds until the other owner's claim lapses."""
 
 
+@dataclass(frozen=True)
+class Taken:
+    """A record ``take_outbox`` claimed: the caller owns ``key`` now, like after a ``NEW``."""
+
+    key: str
+    progress: dict[str, Any]
+    attempt: int
+
+
 class Store(Protocol):
     """Idempotency records and locks in one backing store, safe for threads and processes.
 
@@ -75,11 +91,21 @@ class Store(Protocol):
         """
         ...
 
-    def note(self, key: str, data: dict[str, Any]) -> None:
-        """Merge ``data`` into the progress of in-progress ``key`` (top-level keys replace).
+    def note(self, key: str, data: dict[str, Any], *, outbox: bool = False) -> None:
+        """Merge ``data`` into the progress of in-progress ``key`` (top-level keys replace);
+        with ``outbox``, the record also enters the outbox, from now, until it is completed or
+        released (a ``park`` or a lapsed claim keeps it there).
 
         Raises ``ClaimLost`` if ``key`` has no in-progress record.
         """
+        ...
+
+    def take_outbox(self, *, older_than_s: float, in_progress_ttl_s: float, limit: int) -> list[Taken]:
+        """Claim (for ``in_progress_ttl_s``) up to ``limit`` in-progress records that entered
+        the outbox, or were last taken from it, at least ``older_than_s`` ago, oldest first,
+        even if their owner's claim has not lapsed. Each one taken counts as a new attempt and
+        its age in the outbox starts again: another caller takes it only ``older_than_s`` later
+        (when this one died, or failed and left it there)."""
         ...
 
     def complete(self, key: str, record: dict[str, Any], *, ttl_s: float) -> None:
@@ -135,6 +161,16 @@ def check_key(what: str, value: str) -> None:
 def check_ttl(what: str, value: float) -> None:
     if not 0 < value < math.inf:
         raise ValueError(f"{what} must be a finite number of seconds > 0, got {value!r}")
+
+
+def check_age(what: str, value: float) -> None:
+    if not 0 <= value < math.inf:
+        raise ValueError(f"{what} must be a finite number of seconds >= 0, got {value!r}")
+
+
+def check_limit(value: int) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"limit must be an integer >= 1, got {value!r}")
 
 
 def check_keep(value: float) -> None:

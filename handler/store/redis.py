@@ -13,8 +13,17 @@ Keys, after the prefix:
   noted progress value (JSON). Its Redis expiry is the record's: the claim plus
   ``keep_abandoned_s`` while in progress, ``ttl_s`` once completed.
 * ``lock:NAME``, a string: the owner, with the lock's expiry as its Redis expiry.
+* ``outbox``, a sorted set indexing the records in the outbox: member the idempotency key,
+  score the ms since which it waits (the record's own ``outbox`` field is the truth).
 
 Every operation is one Lua script on one key, so it is atomic and works on cluster proxies.
+The outbox index is kept beside the records, not atomically with them: ``note(outbox=True)``
+adds the key to the index *before* marking the record, and ``complete``/``release`` remove it
+after, so a crash in between leaves an index entry without a marked record (never the
+reverse); ``take_outbox`` checks each entry against its record, drops those of records gone
+or completed and moves the others to their record's time. Its cost: one ``TIME``, one
+``ZRANGEBYSCORE … LIMIT`` (O(log N + limit) for N records in the outbox) and one script per
+entry due; each request that enters the outbox adds one ``ZADD`` and one ``ZREM``.
 Times come from Redis (``TIME``), not from the clients' clocks. redis-py retries a command
 whose connection dropped; a retried ``begin`` recognises its own claim by its token.
 """
@@ -42,8 +51,11 @@ from ._base import (
     ClaimLost,
     ClaimState,
     StoreError,
+    Taken,
+    check_age,
     check_keep,
     check_key,
+    check_limit,
     check_ttl,
 )
 
@@ -75,27 +87,53 @@ redis.call('PEXPIRE', key, ttl + tonumber(ARGV[3]))
 return {'new', attempt, 0, redis.call('HGETALL', key)}
 """
 
-# KEYS record; ARGV field, value, field, value... Returns 1, or 0 if not in progress.
+# KEYS record; ARGV outbox (1 or 0), field, value, field, value... Returns 1, or 0 if not in
+# progress. With outbox 1, the record's ``outbox`` field is set to now.
 _NOTE = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'run' then return 0 end
-if #ARGV > 0 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
+if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
+if ARGV[1] == '1' then
+  local t = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'outbox', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+end
 return 1
 """
 
-# KEYS record; ARGV record, ttl_ms. Returns 1, or 0 if there is no record.
+# KEYS record; ARGV record, ttl_ms. Returns 0 if there is no record, 2 if it was in the outbox,
+# else 1.
 _COMPLETE = """
-local f = redis.call('HMGET', KEYS[1], 'fp', 'attempt')
+local f = redis.call('HMGET', KEYS[1], 'fp', 'attempt', 'outbox')
 if not f[1] then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'fp', f[1], 'state', 'done', 'attempt', f[2], 'record', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if f[3] then return 2 end
 return 1
 """
 
-# KEYS record. Deletes it if in progress.
+# KEYS record. Deletes it if in progress; returns 1 if it was in the outbox, else 0.
 _RELEASE = """
-if redis.call('HGET', KEYS[1], 'state') == 'run' then redis.call('DEL', KEYS[1]) end
+local f = redis.call('HMGET', KEYS[1], 'state', 'outbox')
+if f[1] ~= 'run' then return 0 end
+redis.call('DEL', KEYS[1])
+if f[2] then return 1 end
 return 0
+"""
+
+# KEYS record; ARGV older_than_ms, ttl_ms, keep_ms. Takes the record if it is in progress and
+# has been in the outbox older_than_ms: {'taken', attempt, HGETALL}; {'gone'} if it is not in
+# the outbox (any more); {'later', ms it entered the outbox} if not yet due.
+_TAKE = """
+local f = redis.call('HMGET', KEYS[1], 'state', 'outbox', 'attempt')
+if f[1] ~= 'run' or not f[2] then return {'gone'} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if tonumber(f[2]) > now - tonumber(ARGV[1]) then return {'later', f[2]} end
+local attempt = tonumber(f[3]) + 1
+local ttl = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'until', now + ttl, 'token', '', 'attempt', attempt, 'outbox', now)
+redis.call('PEXPIRE', KEYS[1], ttl + tonumber(ARGV[3]))
+return {'taken', attempt, now, redis.call('HGETALL', KEYS[1])}
 """
 
 # KEYS record; ARGV keep_ms, field, value, field, value... Returns 1, or 0 if not in progress.
@@ -203,6 +241,7 @@ class RedisStore:
         self._peek = self._client.register_script(_PEEK)
         self._acquire = self._client.register_script(_ACQUIRE)
         self._release_lock = self._client.register_script(_RELEASE_LOCK)
+        self._take = self._client.register_script(_TAKE)
 
     @property
     def prefix(self) -> str:
@@ -229,6 +268,10 @@ class RedisStore:
     def _lock(self, name: str) -> str:
         return f"{self._prefix}lock:{name}"
 
+    @property
+    def _outbox(self) -> str:
+        return f"{self._prefix}outbox"
+
     def begin(self, key: str, fingerprint: str, *, in_progress_ttl_s: float) -> Claim:
         check_key("key", key)
         check_key("fingerprint", fingerprint)
@@ -249,29 +292,58 @@ class RedisStore:
             return Claim(state, progress=_progress(flat), attempt=attempt)
         return Claim(state, progress=_progress(flat), attempt=attempt, expires_in_s=left_ms / 1000)
 
-    def note(self, key: str, data: dict[str, Any]) -> None:
+    def note(self, key: str, data: dict[str, Any], *, outbox: bool = False) -> None:
         check_key("key", key)
-        args: list[str] = []
+        args: list[str] = ["1" if outbox else "0"]
         for name, value in data.items():
             args += [_PROGRESS + name, json.dumps(value)]
-        with self._redis():
+        with self._redis() as client:
+            if outbox:  # the index first: a crash in between leaves an entry take_outbox drops
+                (seconds, micros) = client.time()
+                client.zadd(self._outbox, {key: seconds * 1000 + micros // 1000})
             noted = self._note(keys=[self._record(key)], args=args)
         if not noted:
             raise ClaimLost(f"no in-progress record of idempotency key {key!r} to note progress on")
+
+    def take_outbox(self, *, older_than_s: float, in_progress_ttl_s: float, limit: int) -> list[Taken]:
+        check_age("older_than_s", older_than_s)
+        check_ttl("in_progress_ttl_s", in_progress_ttl_s)
+        check_limit(limit)
+        older_ms = round(older_than_s * 1000)
+        taken: list[Taken] = []
+        with self._redis() as client:
+            (seconds, micros) = client.time()
+            due = seconds * 1000 + micros // 1000 - older_ms
+            keys = [str(key) for key in client.zrangebyscore(self._outbox, "-inf", due, start=0, num=limit)]
+            for key in keys:
+                reply = self._take(
+                    keys=[self._record(key)], args=[older_ms, _ms(in_progress_ttl_s), self._keep_ms]
+                )
+                if reply[0] == "gone":
+                    client.zrem(self._outbox, key)
+                elif reply[0] == "later":  # taken by another caller since: its time, not ours
+                    client.zadd(self._outbox, {key: int(reply[1])}, xx=True)
+                else:
+                    client.zadd(self._outbox, {key: int(reply[2])}, xx=True)
+                    taken.append(Taken(key, _progress(reply[3]), int(reply[1])))
+        return taken
 
     def complete(self, key: str, record: dict[str, Any], *, ttl_s: float) -> None:
         check_key("key", key)
         check_ttl("ttl_s", ttl_s)
         text = json.dumps(record)
-        with self._redis():
+        with self._redis() as client:
             completed = self._complete(keys=[self._record(key)], args=[text, _ms(ttl_s)])
+            if completed == 2:
+                client.zrem(self._outbox, key)
         if not completed:
             raise ClaimLost(f"no record of idempotency key {key!r} to complete")
 
     def release(self, key: str) -> None:
         check_key("key", key)
-        with self._redis():
-            self._release(keys=[self._record(key)])
+        with self._redis() as client:
+            if self._release(keys=[self._record(key)]):
+                client.zrem(self._outbox, key)
 
     def park(self, key: str, data: dict[str, Any]) -> None:
         check_key("key", key)

@@ -25,14 +25,21 @@ from ._base import (
     ClaimLost,
     ClaimState,
     StoreError,
+    Taken,
+    check_age,
     check_keep,
     check_key,
+    check_limit,
     check_ttl,
 )
 
-SCHEMA_VERSION = 1  # PRAGMA user_version of a file this code created
+SCHEMA_VERSION = 2  # PRAGMA user_version of a file this code created (1: before the outbox)
 APPLICATION_ID = 0x45444953  # PRAGMA application_id ("EDIS") marks a store file
 _PURGE_INTERVAL = 60.0  # s between deletions of expired rows by one instance
+
+_OUTBOX_INDEX = "CREATE INDEX claims_outbox ON claims (outbox_at) WHERE outbox_at IS NOT NULL"
+# Version 1 → 2: the outbox column (NULL: not in the outbox) and its index.
+_MIGRATE_1 = ("ALTER TABLE claims ADD COLUMN outbox_at REAL", _OUTBOX_INDEX)
 
 _SCHEMA = (
     """
@@ -44,10 +51,12 @@ _SCHEMA = (
         expires_at REAL NOT NULL,         -- the row counts as absent from then on
         attempt INTEGER NOT NULL,         -- how many times the key was claimed
         progress TEXT NOT NULL,           -- JSON object noted while in progress
-        record TEXT                       -- JSON object: the completed record
+        record TEXT,                      -- JSON object: the completed record
+        outbox_at REAL                    -- in the outbox since (or last taken from it at)
     )
     """,
     "CREATE INDEX claims_expiry ON claims (expires_at)",
+    _OUTBOX_INDEX,
     "CREATE TABLE locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL)",
     "CREATE INDEX locks_expiry ON locks (expires_at)",
 )
@@ -65,6 +74,10 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         elif application != APPLICATION_ID:
             raise StoreError(f"{path} is not an ecs-detach store file")
+        elif version == 1:
+            for statement in _MIGRATE_1:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         elif version != SCHEMA_VERSION:
             raise StoreError(f"{path} has store schema version {version}; this code knows {SCHEMA_VERSION}")
 
@@ -135,13 +148,13 @@ class SqliteStore:
         check_ttl("in_progress_ttl_s", in_progress_ttl_s)
         with self._transaction() as (conn, now):
             row = conn.execute(
-                "SELECT fingerprint, done, claim_until, attempt, progress, record FROM claims"
+                "SELECT fingerprint, done, claim_until, attempt, progress, record, outbox_at FROM claims"
                 " WHERE key = ? AND expires_at > ?",
                 (key, now),
             ).fetchone()
-            attempt, progress = 1, "{}"
+            attempt, progress, outbox_at = 1, "{}", None
             if row is not None:
-                stored_fingerprint, done, claim_until, attempt, progress, record = row
+                stored_fingerprint, done, claim_until, attempt, progress, record, outbox_at = row
                 if stored_fingerprint != fingerprint:
                     return Claim(ClaimState.CONFLICT)
                 if done:
@@ -156,24 +169,53 @@ class SqliteStore:
                 attempt += 1
             claim_until = now + in_progress_ttl_s
             conn.execute(
-                "INSERT OR REPLACE INTO claims"
-                " (key, fingerprint, done, claim_until, expires_at, attempt, progress, record)"
-                " VALUES (?, ?, 0, ?, ?, ?, ?, NULL)",
-                (key, fingerprint, claim_until, claim_until + self._keep_abandoned_s, attempt, progress),
+                "INSERT OR REPLACE INTO claims (key, fingerprint, done, claim_until, expires_at,"
+                " attempt, progress, record, outbox_at) VALUES (?, ?, 0, ?, ?, ?, ?, NULL, ?)",
+                (
+                    key,
+                    fingerprint,
+                    claim_until,
+                    claim_until + self._keep_abandoned_s,
+                    attempt,
+                    progress,
+                    outbox_at,
+                ),
             )
             return Claim(ClaimState.NEW, progress=json.loads(progress), attempt=attempt)
 
-    def note(self, key: str, data: dict[str, Any]) -> None:
+    def note(self, key: str, data: dict[str, Any], *, outbox: bool = False) -> None:
         check_key("key", key)
         with self._transaction() as (conn, now):
             row = conn.execute(
-                "SELECT progress FROM claims WHERE key = ? AND done = 0 AND expires_at > ?", (key, now)
+                "SELECT progress, outbox_at FROM claims WHERE key = ? AND done = 0 AND expires_at > ?",
+                (key, now),
             ).fetchone()
             if row is None:
                 raise ClaimLost(f"no in-progress record of idempotency key {key!r} to note progress on")
             progress = json.loads(row[0])
             progress.update(data)
-            conn.execute("UPDATE claims SET progress = ? WHERE key = ?", (json.dumps(progress), key))
+            conn.execute(
+                "UPDATE claims SET progress = ?, outbox_at = ? WHERE key = ?",
+                (json.dumps(progress), now if outbox else row[1], key),
+            )
+
+    def take_outbox(self, *, older_than_s: float, in_progress_ttl_s: float, limit: int) -> list[Taken]:
+        check_age("older_than_s", older_than_s)
+        check_ttl("in_progress_ttl_s", in_progress_ttl_s)
+        check_limit(limit)
+        with self._transaction() as (conn, now):
+            rows = conn.execute(
+                "SELECT key, attempt, progress FROM claims WHERE outbox_at <= ? AND done = 0"
+                " AND expires_at > ? ORDER BY outbox_at LIMIT ?",
+                (now - older_than_s, now, limit),
+            ).fetchall()
+            claim_until = now + in_progress_ttl_s
+            conn.executemany(
+                "UPDATE claims SET claim_until = ?, expires_at = ?, attempt = attempt + 1, outbox_at = ?"
+                " WHERE key = ?",
+                [(claim_until, claim_until + self._keep_abandoned_s, now, key) for key, _, _ in rows],
+            )
+        return [Taken(key, json.loads(progress), attempt + 1) for key, attempt, progress in rows]
 
     def complete(self, key: str, record: dict[str, Any], *, ttl_s: float) -> None:
         check_key("key", key)
@@ -182,7 +224,7 @@ class SqliteStore:
         with self._transaction() as (conn, now):
             updated = conn.execute(
                 "UPDATE claims SET done = 1, claim_until = NULL, expires_at = ?, progress = '{}',"
-                " record = ? WHERE key = ? AND expires_at > ?",
+                " record = ?, outbox_at = NULL WHERE key = ? AND expires_at > ?",
                 (now + ttl_s, text, key, now),
             ).rowcount
             if not updated:

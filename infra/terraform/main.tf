@@ -8,6 +8,7 @@ locals {
     detach = "index.handler"
     poll   = "index.poll_handler"
     flush  = "index.flush_handler"
+    relay  = "index.relay_handler"
     init   = "index.init"
   }
 
@@ -220,6 +221,49 @@ resource "huaweicloud_fgs_function_trigger" "flush_timer" {
   status       = "ACTIVE"
   event_data = jsonencode({
     name          = "${var.name_prefix}-flush"
+    schedule_type = "Rate"
+    schedule      = "1m"
+  })
+}
+
+# The outbox relay: an accepted detach whose ecs-detach.accepted event never went out (the
+# publish failed and the sender never retried, or the instance died between the detach call
+# and the publish) waits in the store's outbox; this function publishes it, on a one-minute
+# timer. It needs the store all instances share (redis://): with a per-instance
+# sqlite:////tmp store it finds nothing, and only sender retries resume such requests.
+resource "huaweicloud_fgs_function" "relay" {
+  name                  = "${var.name_prefix}-relay"
+  app                   = "default"
+  description           = "ecs-detach: publish the accepted jobs whose event never reached the jobs topic"
+  functiongraph_version = "v2"
+  runtime               = local.runtime
+  handler               = local.handlers.relay
+  initializer_handler   = local.handlers.init
+  initializer_timeout   = 30
+  memory_size           = var.relay_memory_mb
+  timeout               = var.relay_timeout_s
+  max_instance_num      = "1"
+
+  code_type     = "zip"
+  code_filename = basename(var.package_path)
+  func_code     = filebase64(var.package_path)
+
+  agency     = local.config_agency
+  app_agency = huaweicloud_identity_agency.functions.name
+  vpc_id     = local.use_vpc ? var.vpc_id : null
+  network_id = local.use_vpc ? var.network_id : null
+
+  user_data           = jsonencode(local.environment)
+  encrypted_user_data = jsonencode(local.secret_environment)
+  tags                = var.tags
+}
+
+resource "huaweicloud_fgs_function_trigger" "relay_timer" {
+  function_urn = huaweicloud_fgs_function.relay.urn
+  type         = "TIMER"
+  status       = "ACTIVE"
+  event_data = jsonencode({
+    name          = "${var.name_prefix}-relay"
     schedule_type = "Rate"
     schedule      = "1m"
   })

@@ -195,6 +195,28 @@ variable "flush_memory_mb" {
   }
 }
 
+variable "relay_timeout_s" {
+  description = "Timeout of the relay function (the outbox sweep, every minute): each record it publishes is one publish to the jobs topic."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.relay_timeout_s >= 10 && var.relay_timeout_s <= 900
+    error_message = "relay_timeout_s must be between 10 and 900 seconds."
+  }
+}
+
+variable "relay_memory_mb" {
+  description = "Memory of the relay function (MB)."
+  type        = number
+  default     = 128
+
+  validation {
+    condition     = contains([128, 256, 512], var.relay_memory_mb)
+    error_message = "relay_memory_mb must be 128, 256 or 512."
+  }
+}
+
 variable "webhook_bearer_tokens" {
   description = "Accepted webhook bearer tokens (ECS_DETACH_WEBHOOK_BEARER_TOKENS); several allow rotation. Stored as encrypted function data."
   type        = list(string)

@@ -156,6 +156,7 @@ def test_every_trigger_points_at_an_existing_function() -> None:
     assert targets == {
         "huaweicloud_fgs_function_trigger.poll_jobs": "poll",
         "huaweicloud_fgs_function_trigger.flush_timer": "flush",
+        "huaweicloud_fgs_function_trigger.relay_timer": "relay",
         "huaweicloud_fgs_function_trigger.kafka": "detach",
         "huaweicloud_fgs_function_trigger.rabbitmq": "detach",
         "huaweicloud_fgs_async_invoke_configuration.poll": "poll",
@@ -175,7 +176,7 @@ def test_topics_are_wired() -> None:
         failure = CONFIG.resource(f"huaweicloud_fgs_async_invoke_configuration.{name}")["on_failure"][0]
         assert failure["destination"] == "SMN"
         assert "huaweicloud_smn_topic.dead_letter.topic_urn" in failure["param"]
-    for name in ("detach", "poll", "flush"):
+    for name in ("detach", "poll", "flush", "relay"):
         function = CONFIG.resource(f"huaweicloud_fgs_function.{name}")
         assert function["user_data"] == "${jsonencode(local.environment)}"
         assert function["encrypted_user_data"] == "${jsonencode(local.secret_environment)}"
@@ -193,7 +194,7 @@ def test_topics_are_wired() -> None:
 
 def test_handler_names_exist_in_the_package(package: PackageReport) -> None:
     handlers = CONFIG.locals["handlers"]
-    for name in ("detach", "poll", "flush"):
+    for name in ("detach", "poll", "flush", "relay"):
         function = CONFIG.resource(f"huaweicloud_fgs_function.{name}")
         assert function["handler"] == f"${{local.handlers.{name}}}"
         assert function["initializer_handler"] == "${local.handlers.init}"
@@ -327,6 +328,15 @@ def test_the_flush_function_runs_on_a_timer_with_a_shared_delay_topic() -> None:
     assert CONFIG.locals["secret_environment"]["ECS_DETACH_DELAY_TOPIC"] == "${var.delay_topic_url}"
     without_vpc = _preconditions({**REQUIRED, "vpc_id": "", "network_id": ""})
     assert not without_vpc["huaweicloud_fgs_function.flush[0]"]
+
+
+def test_the_relay_function_sweeps_the_outbox_on_a_timer() -> None:
+    relay = CONFIG.resource("huaweicloud_fgs_function.relay")
+    assert relay["handler"] == "${local.handlers.relay}"
+    assert CONFIG.locals["handlers"]["relay"] == "index.relay_handler"
+    timer = CONFIG.resource("huaweicloud_fgs_function_trigger.relay_timer")
+    assert timer["type"] == "TIMER"
+    assert "Rate" in timer["event_data"]
 
 
 # Trigger types the FunctionGraph API creates DISABLED (provider docs, fgs_function_trigger.md).

@@ -304,3 +304,118 @@ def test_a_closed_store_refuses_calls(backend: Backend) -> None:
         store.begin("k", "fp", in_progress_ttl_s=LONG)
     with pytest.raises(StoreError, match="closed"):
         store.holder("l")
+
+
+# -- the outbox ------------------------------------------------------------------------------
+
+AGE = 0.3  # s: how long a record waits in the outbox before it is taken
+PAST_AGE = 0.35
+
+
+def _noted(store: Store, key: str, *, outbox: bool = True, ttl: float = LONG) -> None:
+    store.begin(key, "fp", in_progress_ttl_s=ttl)
+    store.note(key, {"job_id": f"job-{key}"}, outbox=outbox)
+
+
+def _take(store: Store, limit: int = 10) -> list[tuple[str, dict[str, Any], int]]:
+    taken = store.take_outbox(older_than_s=AGE, in_progress_ttl_s=LONG, limit=limit)
+    return [(t.key, t.progress, t.attempt) for t in taken]
+
+
+def test_a_record_in_the_outbox_is_taken_after_its_age_though_its_owner_holds_it(
+    backend: Backend,
+) -> None:
+    """A crashed owner's claim holds for the function timeout; its noted work does not wait that long."""
+    owner, relay = backend.make(), backend.make()
+    _noted(owner, "k")
+    assert _take(relay) == []  # not yet: the owner is probably publishing right now
+
+    backend.advance(PAST_AGE)
+
+    assert _take(relay) == [("k", {"job_id": "job-k"}, 2)]
+    claim = owner.begin("k", "fp", in_progress_ttl_s=LONG)  # the relay owns it now
+    assert claim.state is ClaimState.IN_PROGRESS
+    assert claim.attempt == 2
+    assert claim.expires_in_s is not None
+    assert claim.expires_in_s > LONG - 5
+
+
+def test_a_taken_record_is_not_taken_again_before_its_age_passes_again(backend: Backend) -> None:
+    """Two relays do not race for one record; a relay that died is followed by the next one."""
+    first, second = backend.make(), backend.make()
+    _noted(first, "k")
+    backend.advance(PAST_AGE)
+    assert [key for key, _, _ in _take(first)] == ["k"]
+
+    assert _take(second) == []
+    backend.advance(PAST_AGE)
+    assert _take(second) == [("k", {"job_id": "job-k"}, 3)]
+
+
+def test_completed_and_released_records_leave_the_outbox(backend: Backend) -> None:
+    store = backend.make()
+    for key in ("done", "released", "kept"):
+        _noted(store, key)
+    store.complete("done", {"outcome": "accepted"}, ttl_s=LONG)
+    store.release("released")
+    backend.advance(PAST_AGE)
+
+    assert [key for key, _, _ in _take(store)] == ["kept"]
+    assert store.begin("done", "fp", in_progress_ttl_s=LONG).state is ClaimState.DONE
+
+
+def test_only_notes_into_the_outbox_enter_it(backend: Backend) -> None:
+    store = backend.make()
+    _noted(store, "plain", outbox=False)
+    store.begin("fresh", "fp", in_progress_ttl_s=LONG)
+    backend.advance(PAST_AGE)
+
+    assert _take(store) == []
+
+
+def test_a_parked_or_taken_over_record_stays_in_the_outbox(backend: Backend) -> None:
+    """A failed publish parks the record; a sender's retry may take it over and die too."""
+    store, heir = backend.make(), backend.make()
+    _noted(store, "parked")
+    store.park("parked", {"tries": 1})
+    _noted(store, "lapsed", ttl=SHORT)
+    backend.advance(PAST_SHORT)
+    assert heir.begin("lapsed", "fp", in_progress_ttl_s=LONG).state is ClaimState.NEW
+
+    taken = sorted(_take(heir))
+
+    assert taken == [
+        ("lapsed", {"job_id": "job-lapsed"}, 3),
+        ("parked", {"job_id": "job-parked", "tries": 1}, 2),
+    ]
+
+
+def test_the_outbox_gives_the_oldest_first_up_to_the_limit(backend: Backend) -> None:
+    store = backend.make()
+    _noted(store, "first")
+    backend.advance(0.05)
+    _noted(store, "second")
+    backend.advance(0.05)
+    _noted(store, "third")
+    backend.advance(PAST_AGE)
+
+    assert [key for key, _, _ in _take(store, limit=2)] == ["first", "second"]
+    assert [key for key, _, _ in _take(store, limit=2)] == ["third"]
+
+
+def test_a_record_gone_after_keep_abandoned_leaves_the_outbox(backend: Backend) -> None:
+    store = backend.make(keep_abandoned_s=SHORT)
+    _noted(store, "k", ttl=SHORT)
+    backend.advance(PAST_SHORT + SHORT)
+
+    assert _take(store) == []
+    assert store.begin("k", "fp", in_progress_ttl_s=LONG).progress == {}
+
+
+def test_take_outbox_checks_its_arguments(store: Store) -> None:
+    with pytest.raises(ValueError, match="older_than_s"):
+        store.take_outbox(older_than_s=-1, in_progress_ttl_s=LONG, limit=1)
+    with pytest.raises(ValueError, match="in_progress_ttl_s"):
+        store.take_outbox(older_than_s=AGE, in_progress_ttl_s=0, limit=1)
+    with pytest.raises(ValueError, match="limit"):
+        store.take_outbox(older_than_s=AGE, in_progress_ttl_s=LONG, limit=0)

@@ -168,3 +168,32 @@ def test_a_url_prefix_keeps_deployments_that_share_a_redis_apart(client: redis.R
         client.delete(f"staging-{run}:idem:alert-1", f"production-{run}:idem:alert-1")
         staging.close()
         production.close()
+
+
+def test_the_outbox_index_lives_under_the_prefix_and_follows_its_records(
+    redis_backend: RedisBackend, client: redis.Redis
+) -> None:
+    store = redis_backend.make()
+    index = redis_backend.prefix + "outbox"
+    store.begin("k", "fp", in_progress_ttl_s=60)
+    store.note("k", {"job_id": "job-1"}, outbox=True)
+    assert client.zrange(index, 0, -1) == ["k"]
+
+    store.complete("k", {"outcome": "accepted"}, ttl_s=60)
+
+    assert client.exists(index) == 0
+
+
+def test_an_index_entry_without_its_record_is_dropped(
+    redis_backend: RedisBackend, client: redis.Redis
+) -> None:
+    """A crash between the index entry and the record's note leaves only the entry: the next
+    sweep drops it instead of meeting it at the head of every range."""
+    store = redis_backend.make()
+    index = redis_backend.prefix + "outbox"
+    client.zadd(index, {"crashed": 1})
+    store.begin("unmarked", "fp", in_progress_ttl_s=60)
+    client.zadd(index, {"unmarked": 2})
+
+    assert store.take_outbox(older_than_s=0, in_progress_ttl_s=60, limit=10) == []
+    assert client.exists(index) == 0

@@ -121,3 +121,33 @@ def test_repr_names_the_file(tmp_path: Path) -> None:
 def test_keep_abandoned_must_be_finite(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="keep_abandoned_s"):
         SqliteStore(tmp_path / "store.db", keep_abandoned_s=-1)
+
+
+def test_a_version_1_file_gains_the_outbox_and_keeps_its_records(tmp_path: Path) -> None:
+    """A store file of the code before the outbox is upgraded in place, not refused."""
+    path = tmp_path / "store.db"
+    clock = FakeClock()
+    SqliteStore(path, clock=clock).close()
+    conn = sqlite3.connect(path)
+    conn.execute("DROP INDEX claims_outbox")
+    conn.execute("ALTER TABLE claims DROP COLUMN outbox_at")
+    conn.execute(
+        "INSERT INTO claims VALUES ('old', 'fp', 0, ?, ?, 1, '{\"job_id\": \"job-1\"}', NULL)",
+        (clock.now + 60, clock.now + 3600),
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+
+    store = SqliteStore(path, clock=clock)
+    try:
+        assert store.begin("old", "fp", in_progress_ttl_s=60).progress == {"job_id": "job-1"}
+        store.begin("new", "fp", in_progress_ttl_s=60)
+        store.note("new", {"job_id": "job-2"}, outbox=True)
+        clock.now += 10
+        assert [t.key for t in store.take_outbox(older_than_s=5, in_progress_ttl_s=60, limit=5)] == ["new"]
+    finally:
+        store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    conn.close()
