@@ -16,6 +16,7 @@ import httpx
 
 from handler.cloud import Credentials, EcsClient, EvsClient, SmnClient
 from handler.errors import ConfigError
+from handler.functions.approvals import ApprovalDesk
 from handler.functions.detach import DetachFunction
 from handler.functions.jobs import JobsFunction
 from handler.functions.poll import PollFunction
@@ -23,6 +24,7 @@ from handler.guards.blast import BlastRadius
 from handler.guards.idempotency import Guard
 from handler.settings import Settings
 from handler.store import Store, open_store
+from handler.store.approvals import open_book
 from handler.support.log import log_event
 from handler.topics import Delivery, Topic, TopicError, open_topic
 from handler.topics.push import PushTopic
@@ -185,6 +187,7 @@ def build_functions(
         breaker_window_s=settings.breaker_window_s,
     )
     schedule = settings.poll_schedule()
+    approvals = build_desk(settings, store=store, jobs=jobs, results=results)
     detach = DetachFunction(
         ecs,
         evs,
@@ -201,6 +204,26 @@ def build_functions(
         queue_timeout_s=settings.queue_timeout_s,
         queue_check_s=settings.queue_check_s,
         dry_run=settings.dry_run,
+        approvals=approvals,
     )
     poll = PollFunction(ecs, results, source=settings.source, schedule=schedule, guard=guard, blast=blast)
     return detach, poll
+
+
+def build_desk(settings: Settings, *, store: Store, jobs: Topic, results: Topic) -> ApprovalDesk | None:
+    """The approval desk, when the approval policy may ask for approvals."""
+    policy = settings.approval_policy()
+    if not policy.enabled:
+        return None
+    secret = settings.approval_link_secret
+    return ApprovalDesk(
+        policy,
+        open_book(store),
+        store,
+        jobs,
+        results,
+        source=settings.source,
+        keep_s=settings.record_ttl_s,
+        link_secret=secret.get_secret_value().encode() if secret is not None else None,
+        base_url=settings.approval_base_url,
+    )

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from handler.cloud import ApiError, TransportError
-from handler.core.models import EVENT_ACCEPTED, EVENT_QUEUED
+from handler.core.models import EVENT_ACCEPTED, EVENT_APPROVAL_TURN, EVENT_QUEUED
 from handler.core.validation import InvalidInput, MalformedInput, load_json
 from handler.entry._problems import invalid_problem, problem, too_many_records
 from handler.entry._smn import ConfirmationFailed
@@ -255,7 +255,8 @@ def _job_event(body: bytes) -> dict[str, Any] | None:
         event = load_json(notification["message"]) if notification.get("type") == "Notification" else None
     except (MalformedInput, TypeError, KeyError, AttributeError):
         return None
-    return event if isinstance(event, dict) and event.get("type") in (EVENT_ACCEPTED, EVENT_QUEUED) else None
+    kinds = (EVENT_ACCEPTED, EVENT_QUEUED, EVENT_APPROVAL_TURN)
+    return event if isinstance(event, dict) and event.get("type") in kinds else None
 
 
 def _unsupported(request: Incoming, path: str) -> WebResponse | None:
