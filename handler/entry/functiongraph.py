@@ -194,6 +194,13 @@ def handle_event(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     if isinstance(trigger, ApigRequest):
         answer = runtime.router.handle(trigger)
         headers = {"Content-Type": answer.content_type, **answer.headers}
+        if answer.html is not None:
+            return {
+                "statusCode": answer.status,
+                "headers": headers,
+                "body": answer.html,
+                "isBase64Encoded": False,
+            }
         return apig_response(answer.status, answer.body, headers)
     refused = _too_many_records(trigger, runtime.settings.max_records)
     if refused is not None:

@@ -68,6 +68,7 @@ class Runtime:
             max_body_bytes=self.settings.max_body_bytes,
             max_records=self.settings.max_records,
             confirm_subscription=SubscriptionConfirmer(self.settings.smn_confirm_hosts),
+            approvals=self.detach.approvals,
         )
 
     def job_event(self, event: str | bytes | dict[str, Any]) -> dict[str, Any]:

@@ -230,6 +230,11 @@ class DetachFunction:
 
     # -- approvals (handler/functions/approvals.py, docs/approvals.md) ---------------------------
 
+    @property
+    def approvals(self) -> ApprovalDesk | None:
+        """The approval desk (None: no request ever waits for an approval)."""
+        return self._approvals
+
     def take_approval(self, turn: ApprovalTurn) -> ApprovalStep:
         """The turn of a request kept for an approval (an ``ecs-detach.approval_turn`` event):
         approved → the policy and the disk are checked again and the detach goes the normal way
