@@ -228,3 +228,47 @@ def build_desk(settings: Settings, *, store: Store, jobs: Topic, results: Topic)
         link_secret=secret.get_secret_value().encode() if secret is not None else None,
         base_url=settings.approval_base_url,
     )
+
+
+@dataclass
+class DeskHandle:
+    """The approval desk on its own (``ecs-detach approvals``): the store and topics it needs,
+    without the cloud clients of the functions."""
+
+    desk: ApprovalDesk
+    store: Store
+    topics: list[Topic]
+    smn: SmnClient | None
+
+    def close(self) -> None:
+        for topic in self.topics:
+            topic.close()
+        self.store.close()
+        if self.smn is not None:
+            self.smn.close()
+
+
+def open_desk(settings: Settings, credentials: Credentials | None) -> DeskHandle:
+    """The deployment's approval desk (``ConfigError`` when approvals are off); an SMN topic
+    needs the cloud credentials, the others none."""
+    smn_url = settings.smn_url()
+    smn = SmnClient(smn_url, credentials) if credentials is not None and smn_url else None
+    topics = [
+        open_topic(
+            url,
+            default_name=name,
+            visibility_timeout=settings.visibility_timeout_s,
+            max_deliveries=settings.max_deliveries,
+            smn=smn,
+            delay_url=settings.delay_topic,
+        )
+        for name, url in (("jobs", settings.jobs_topic), ("results", settings.results_topic))
+    ]
+    store = open_store(settings.store)
+    desk = build_desk(settings, store=store, jobs=topics[0], results=topics[1])
+    if desk is None:
+        for topic in topics:
+            topic.close()
+        store.close()
+        raise ConfigError("approvals are off: set ECS_DETACH_APPROVAL_MODE to always or rules")
+    return DeskHandle(desk, store, topics, smn)

@@ -1,4 +1,4 @@
-"""``ecs-detach``: emulator, up, worker, demo, invoke, package, results, detach."""
+"""``ecs-detach``: emulator, up, worker, demo, invoke, package, results, detach, approvals."""
 
 from __future__ import annotations
 
@@ -182,7 +182,32 @@ def _parser() -> argparse.ArgumentParser:
     _add_package_command(commands)
     _add_results(commands)
     _add_detach(commands)
+    _add_approvals(commands)
     return parser
+
+
+def _add_approvals(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from handler.local.approvals import add_commands
+
+    approvals = commands.add_parser(
+        "approvals",
+        help="list, show, approve, deny the requests waiting for an approval",
+        description="ACTION: list [--all] (default), show ID, approve ID, deny ID, link ID --for NAME, sweep",
+    )
+    add_commands(approvals)
+    approvals.set_defaults(run=_approvals)
+
+
+def _approvals(args: argparse.Namespace) -> int:
+    from handler.entry.runtime import open_desk
+    from handler.local.approvals import run
+    from handler.settings import CloudCredentials, Settings
+
+    handle = open_desk(Settings(), CloudCredentials().credentials())
+    try:
+        return run(handle.desk, args)
+    finally:
+        handle.close()
 
 
 def _add_detach(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -593,6 +618,7 @@ def _detach(args: argparse.Namespace) -> int:
     from handler.entry.runtime import build_runtime
     from handler.errors import ConfigError
     from handler.local._console import show_events
+    from handler.local.approvals import default_identity
     from handler.local.local import LocalStack, StackOptions
     from handler.settings import CloudCredentials, Settings
 
@@ -611,7 +637,7 @@ def _detach(args: argparse.Namespace) -> int:
         project_id=args.project_id,
         delete_flag=1 if args.force else 0,
         idempotency_key=args.idempotency_key,
-        origin={"source": "cli"},
+        origin={"source": "cli", "requested_by": default_identity()},
     )
     stack: LocalStack | None = None
     if settings.ecs_url() is None and credentials is None:
