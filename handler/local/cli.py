@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import secrets
 import signal
 import sys
 import threading
@@ -169,6 +170,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--event", type=_json_file, default=DEMO_EVENT, help="detach request to send")
     demo.add_argument("--job-duration", type=_seconds, default=3.0)
     demo.add_argument("--timeout", type=_seconds, default=60.0, help="give up after this many seconds")
+    demo.add_argument(
+        "--approve",
+        action="store_true",
+        help="the detach waits for an approval: prints the link and the command",
+    )
     demo.set_defaults(run=_demo)
 
     invoke = commands.add_parser("invoke", help="run an event file through the detach function locally")
@@ -364,7 +370,7 @@ def _demo(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from emulator import EmulatorConfig
-    from handler.core.models import CloudEvent, DetachResult
+    from handler.core.models import EVENT_APPROVAL_REQUESTED, CloudEvent, DetachResult
     from handler.local._console import show_events
     from handler.local.local import LocalStack, StackOptions
     from handler.settings import Settings
@@ -379,6 +385,14 @@ def _demo(args: argparse.Namespace) -> int:
             results_topic=f"{db}?topic=results",
             store=f"sqlite:///{tmp}/store.db",
         )
+        if args.approve:  # every detach waits for a person, who has the demo's timeout to decide
+            settings = settings.model_copy(
+                update={
+                    "approval_mode": "always",
+                    "approval_expiry_s": args.timeout,
+                    "approval_link_secret": SecretStr(secrets.token_urlsafe(32)),
+                }
+            )
         options = StackOptions(
             http_port=0,
             emulator_config=EmulatorConfig(job_init_s=0.5, job_duration_s=args.job_duration),
@@ -392,22 +406,50 @@ def _demo(args: argparse.Namespace) -> int:
             if answer.status_code != 202:
                 console.print(f"[red]webhook answered HTTP {answer.status_code}:[/] {escape(answer.text)}")
                 return EXIT_FAILED
-            (job_id,) = answer.json()["job_ids"]
-            console.print(f"webhook answered HTTP 202: job {job_id} is being followed")
+            (record,) = answer.json()["records"]
+            if record["status"] == "pending_approval":
+                _demo_pause(stack, str(record["approval_id"]), console)
+                job_id = None  # not known until someone approves
+            else:
+                (job_id,) = answer.json()["job_ids"]
+                console.print(f"webhook answered HTTP 202: job {job_id} is being followed")
             deadline = time.monotonic() + args.timeout
             results = stack.runtime.results
             while time.monotonic() < deadline:
                 for delivery in results.receive(1, wait=0.5):
-                    result = CloudEvent[DetachResult].model_validate_json(delivery.body)
                     results.ack(delivery)
-                    if result.data.job_id != job_id:
+                    if json.loads(delivery.body).get("type") == EVENT_APPROVAL_REQUESTED:
+                        continue  # not a result: a request waiting for a person
+                    result = CloudEvent[DetachResult].model_validate_json(delivery.body)
+                    if job_id is not None and result.data.job_id != job_id:
                         continue
                     console.print(f"result event [bold]{result.type}[/] ({result.id}):")
                     for key, value in result.data.model_dump(mode="json", exclude_none=True).items():
                         console.print(f"  {key:<16} {value}", highlight=False)
                     return EXIT_OK if result.data.outcome.value == "succeeded" else EXIT_FAILED
-            console.print(f"[red]no result for job {job_id} within {args.timeout} s[/]")
+            console.print(f"[red]no result within {args.timeout} s[/]")
             return EXIT_FAILED
+
+
+def _demo_pause(stack: LocalStack, approval_id: str, console: Console) -> None:
+    """The demo's request waits for a person: how to decide it (the link, or the CLI)."""
+    desk = stack.runtime.detach.approvals
+    assert desk is not None  # the demo turned approvals on
+    settings = stack.settings
+    env = " ".join(
+        f"{name}={value}"
+        for name, value in (
+            ("ECS_DETACH_STORE", settings.store),
+            ("ECS_DETACH_JOBS_TOPIC", settings.jobs_topic),
+            ("ECS_DETACH_RESULTS_TOPIC", settings.results_topic),
+            ("ECS_DETACH_APPROVAL_MODE", "always"),
+        )
+    )
+    console.print(f"webhook answered HTTP 202: pending_approval, approval {approval_id}", highlight=False)
+    console.print("[bold]waiting for an approval[/]; decide in a browser:", highlight=False)
+    print(f"  {stack.webhook_url}{desk.link(approval_id, 'demo-approver')}", flush=True)
+    console.print("or at a terminal:", highlight=False)
+    print(f"  {env} ecs-detach approvals approve {approval_id}", flush=True)
 
 
 def guess_route(event: object) -> str | None:
@@ -504,7 +546,7 @@ def _reply_ok(reply: dict[str, object]) -> bool:
 
 def _follow(stack: LocalStack, job_ids: list[str], timeout: float, console: Console) -> bool:
     """Wait for the result of every job; True when all ended detached."""
-    from handler.core.models import CloudEvent, DetachResult, Outcome
+    from handler.core.models import EVENT_APPROVAL_REQUESTED, CloudEvent, DetachResult, Outcome
 
     waiting, all_ok = set(job_ids), True
     deadline = time.monotonic() + timeout
@@ -512,6 +554,8 @@ def _follow(stack: LocalStack, job_ids: list[str], timeout: float, console: Cons
     while waiting and time.monotonic() < deadline:
         for delivery in results.receive(1, wait=0.5):
             results.ack(delivery)
+            if json.loads(delivery.body).get("type") == EVENT_APPROVAL_REQUESTED:
+                continue  # not a result: a request waiting for a person
             result = CloudEvent[DetachResult].model_validate_json(delivery.body).data
             waiting.discard(result.job_id or "")
             all_ok &= result.outcome in (Outcome.SUCCEEDED, Outcome.ALREADY_DETACHED)

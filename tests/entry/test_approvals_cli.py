@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from handler.core.models import DetachRequest
@@ -123,3 +124,35 @@ def test_unknown_ids_and_approvals_off(deployment: tuple[Runtime, dict[str, str]
     off = cli({k: v for k, v in env.items() if k != "ECS_DETACH_APPROVAL_MODE"})
     assert off.returncode == 2
     assert "approvals are off" in off.stderr
+
+
+def test_the_demo_waits_for_an_approval_given_by_its_link() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUAWEICLOUD_SDK_", "ECS_DETACH_"))}
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "handler.local.cli", "demo", "--approve", "--job-duration", "1"],
+        env=env | {"COLUMNS": "400"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        seen: list[str] = []
+        for line in demo.stdout:
+            seen.append(line)
+            if "/link/" in line:
+                break
+        link = seen[-1].strip()
+        assert link.startswith("http://127.0.0.1:"), "".join(seen)
+        command = demo.stdout.readline() + demo.stdout.readline()
+        assert "ecs-detach approvals approve" in command
+        assert "waiting for an approval" in "".join(seen)
+        assert httpx.get(link, timeout=10).status_code == 200
+        assert httpx.post(link, data={"decision": "approve"}, timeout=10).status_code == 200
+        rest = demo.communicate(timeout=60)[0]
+        assert demo.returncode == 0, rest
+        assert "ecs-detach.succeeded" in rest
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
