@@ -251,6 +251,9 @@ class DetachFunction:
         claim = self._guard.claim(call.key, request, call.project_id)
         if claim.state is ClaimState.IN_PROGRESS:  # a sender's retry holds the key for a moment
             return ApprovalStep("waiting", again=turn, delay_s=max(claim.expires_in_s or 1.0, 1.0))
+        if "queued" in claim.progress:  # approved before and queued: its queued turn goes on
+            self._guard.park(call.key, {})
+            return ApprovalStep("stale")
         if claim.state is not ClaimState.NEW or claim.progress.get("approval") != approval.id:
             if claim.state is ClaimState.NEW:  # the key waits for something else: leave it so
                 self._hand_back(call.key, claim.progress)

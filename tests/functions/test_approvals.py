@@ -363,6 +363,12 @@ def test_an_approved_request_behind_a_running_detach_queues_then_detaches(world:
     assert turn is not None
     assert turn.what == "queued"
     assert world.deletes() == [WEB1_LOGS]
+    expiry = next(body for _, body in world.jobs.messages if "ecs-detach.approval_turn" in body)
+    world.jobs.publish(expiry)  # its expiry turn, redelivered now, comes while it is queued
+    early = fns.step(world)
+    assert early is not None
+    assert early.what == "stale"  # the queued turn goes on; no second queued event
+    assert world.jobs.types().count("ecs-detach.queued") == 1
     fns.drain(world)
     assert world.deletes() == [WEB1_LOGS, WEB1_DATA]
     assert sorted(r["outcome"] for r in ended(world)) == ["succeeded", "succeeded"]
