@@ -17,6 +17,7 @@ from handler.cloud import CloudName, Credentials, endpoint
 from handler.core.approval import ApprovalPolicy, ApprovalRules
 from handler.core.policy import SafetyPolicy
 from handler.core.polling import PollSchedule
+from handler.functions.channels import OUTCOMES, ChannelConfig
 from handler.security import DEFAULT_SMN_CERT_HOSTS, HUAWEI_SMN_SUBJECT, WebhookCredential
 from handler.sources._labels import LabelNames
 
@@ -142,6 +143,27 @@ class Settings(BaseSettings):
     approval_base_url: str | None = Field(
         default=None, description="Public URL of the webhook endpoint, for links in events and messages"
     )
+    # Notifications (handler/functions/notify.py, docs/notifications.md).
+    notify_channels: list[ChannelConfig] = Field(
+        default_factory=list,
+        description="JSON list of channels: {name, kind, url, secret, topic_urn, outcomes}",
+    )
+    notify_outcomes: list[str] = Field(
+        default_factory=lambda: ["approval_requested", "succeeded", "failed", "timed_out", "rejected"],
+        description="The outcomes sent to a channel that names none",
+    )
+    notify_templates: Path | None = Field(
+        default=None, description="Folder of {outcome}.txt.j2 templates replacing the built-in ones"
+    )
+    chat_approvers: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description='Who may click in which chat: {"slack:C0123": {"U0456": "alice"}}',
+    )
+    slack_signing_secret: SecretStr | None = Field(default=None, description="Verifies Slack's button clicks")
+    feishu_encrypt_key: SecretStr | None = Field(default=None, description="Verifies Feishu/Lark card clicks")
+    feishu_verification_token: SecretStr | None = Field(
+        default=None, description="The Feishu/Lark app's verification token (checked too)"
+    )
     max_body_bytes: int = Field(default=256 * 1024, gt=0, description="Larger webhook bodies get 413")
     max_records: int = Field(
         default=100, ge=1, description="Records (alerts, tickets, events) per request or event; more get 413"
@@ -187,6 +209,12 @@ class Settings(BaseSettings):
     def _delays_ordered(self) -> Settings:
         self.poll_schedule()  # raises ValueError with the reason
         self.approval_policy()  # "rules" without a rule
+        unknown = set(self.notify_outcomes) - set(OUTCOMES)
+        if unknown:
+            raise ValueError(f"notify_outcomes: unknown {sorted(unknown)}; use {', '.join(OUTCOMES)}")
+        names = [channel.name for channel in self.notify_channels]
+        if len(set(names)) != len(names):
+            raise ValueError("notify_channels: every channel needs its own name")
         secret = self.approval_link_secret
         if secret is not None and len(secret.get_secret_value()) < 32:
             raise ValueError(

@@ -8,7 +8,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,11 @@ from handler.topics import Delivery, Topic, TopicError, open_topic
 from handler.topics.push import PushTopic
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+    from handler.entry._chat import ChatCallbacks
     from handler.entry.webhooks import WebhookRouter
+    from handler.functions.notify import NotifyFunction
 
 
 @dataclass
@@ -45,6 +50,7 @@ class Runtime:
     detach: DetachFunction
     poll: PollFunction
     jobs_function: JobsFunction
+    _closing: list[Callable[[], None]] = field(default_factory=list)
 
     @cached_property
     def router(self) -> WebhookRouter:
@@ -69,6 +75,48 @@ class Runtime:
             max_records=self.settings.max_records,
             confirm_subscription=SubscriptionConfirmer(self.settings.smn_confirm_hosts),
             approvals=self.detach.approvals,
+            chat=self.chat_callbacks(),
+        )
+
+    @cached_property
+    def notify(self) -> NotifyFunction:
+        """The notify function (``ECS_DETACH_NOTIFY_CHANNELS``); built on first use (it needs
+        jinja2: the ``notify`` extra)."""
+        from handler.functions.channels import SmnSender, WebhookSender  # noqa: PLC0415
+        from handler.functions.notify import NotifyFunction, Templates  # noqa: PLC0415
+
+        settings = self.settings
+        timeout = httpx.Timeout(settings.http_timeout_s, connect=settings.connect_timeout_s)
+        client = httpx.Client(timeout=timeout, follow_redirects=False)
+        self._closing.append(client.close)
+        senders = [
+            SmnSender(channel, self.smn) if channel.kind == "smn" else WebhookSender(channel, client)
+            for channel in settings.notify_channels
+        ]
+        return NotifyFunction(
+            senders,
+            outcomes=settings.notify_outcomes,
+            templates=Templates(settings.notify_templates),
+            store=self.store,
+            keep_s=settings.record_ttl_s,
+            base_url=settings.approval_base_url,
+        )
+
+    def chat_callbacks(self) -> ChatCallbacks | None:
+        """The chat buttons' way back, when approvals are on and a platform's secret is set."""
+        from handler.entry._chat import ChatCallbacks  # noqa: PLC0415
+
+        settings, desk = self.settings, self.detach.approvals
+        if desk is None or (settings.slack_signing_secret is None and settings.feishu_encrypt_key is None):
+            return None
+        token = settings.feishu_verification_token
+        return ChatCallbacks(
+            desk,
+            self.store,
+            approvers=settings.chat_approvers,
+            slack_signing_secret=_secret(settings.slack_signing_secret),
+            feishu_encrypt_key=_secret(settings.feishu_encrypt_key),
+            feishu_verification_token=token.get_secret_value() if token is not None else None,
         )
 
     def job_event(self, event: str | bytes | dict[str, Any]) -> dict[str, Any]:
@@ -108,12 +156,18 @@ class Runtime:
         return sent
 
     def close(self) -> None:
+        for close in self._closing:
+            close()
         self.ecs.close()
         self.evs.close()
         self.smn.close()
         self.jobs.close()
         self.results.close()
         self.store.close()
+
+
+def _secret(value: SecretStr | None) -> bytes | None:
+    return value.get_secret_value().encode() if value is not None else None
 
 
 def _forward(topic: PushTopic, outbox: Topic, delivery: Delivery) -> int:

@@ -7,7 +7,9 @@ and FunctionGraph's APIG trigger all adapt to it, so every way in behaves the sa
 - ``POST /``: a detach request (JSON) or a CloudEvent (binary or structured mode);
 - ``POST /alertmanager``, ``POST /grafana``, ``POST /smn``, ``POST /tickets/{mapping}``;
 - ``GET``/``POST /approvals/{id}`` and the signed links ``/approvals/{id}/link/{token}``
-  (``handler/entry/_approvals.py``): deciding the requests the approval policy holds.
+  (``handler/entry/_approvals.py``): deciding the requests the approval policy holds;
+- ``POST /chat/slack``, ``POST /chat/feishu``: chat buttons deciding them (``_chat.py``),
+  authenticated by the platform's own signature.
 
 A request's ``origin.credential`` is the identity of the credential that sent it (whatever the
 body says), so four eyes can refuse that identity as its approver.
@@ -37,6 +39,7 @@ from handler.cloud import ApiError, TransportError
 from handler.core.models import EVENT_ACCEPTED, EVENT_APPROVAL_TURN, EVENT_QUEUED
 from handler.core.validation import InvalidInput, MalformedInput, load_json
 from handler.entry._approvals import ApprovalPath, approval_path, decide_json, link_page, show_json
+from handler.entry._chat import ChatCallbacks
 from handler.entry._problems import invalid_problem, problem, too_many_records
 from handler.entry._smn import ConfirmationFailed
 from handler.functions.approvals import ApprovalDesk
@@ -61,6 +64,7 @@ from handler.topics import TopicError
 PROBLEM_JSON = "application/problem+json"
 _ROUTES = ("/", "/alertmanager", "/grafana", "/smn")
 _TICKETS = "/tickets/"
+_CHAT = ("/chat/slack", "/chat/feishu")
 # SMN's HTTP messages are JSON whatever content type they declare.
 _JSON_TYPES = ("application/json", "application/cloudevents+json", "application/cloudevents-batch+json")
 # What a request meets when a dependency is down; answered 503 with Retry-After, never 500.
@@ -133,6 +137,7 @@ class WebhookRouter:
         max_records: int,
         confirm_subscription: Callable[[str], None],
         approvals: ApprovalDesk | None = None,
+        chat: ChatCallbacks | None = None,
     ) -> None:
         self._detach = detach
         self._on_job = on_job
@@ -143,11 +148,14 @@ class WebhookRouter:
         self._max_records = max_records
         self._confirm = confirm_subscription
         self._approvals = approvals
+        self._chat = chat
 
     def handle(self, request: Incoming) -> WebResponse:
         path = request.path.rstrip("/") or "/"
         if path == APPROVALS or path.startswith(f"{APPROVALS}/"):
             return self._guarded(path, lambda: self._approval(request, path))
+        if path in _CHAT:
+            return self._guarded(path, lambda: self._chat_click(request, path))
         refused = self._refuse(request, path)
         if refused is not None:
             return refused
@@ -213,6 +221,18 @@ class WebhookRouter:
                 return unsupported
             page = decide_json(self._approvals, where.approval_id, request.body, principal.identity)
         return WebResponse(page.status, page.body)
+
+    def _chat_click(self, request: Incoming, path: str) -> WebResponse:
+        """A chat button's click: authenticated by its platform's signature (``_chat.py``)."""
+        if self._chat is None:
+            return _problem(404, "Not Found", "chat callbacks are off (approvals and a platform secret)")
+        if request.method.upper() != "POST":
+            return _problem(405, "Method Not Allowed", f"{path} accepts POST only")
+        if len(request.body) > self._max_body_bytes:
+            return _problem(413, "Content Too Large", f"body over {self._max_body_bytes} bytes")
+        click = self._chat.slack if path == "/chat/slack" else self._chat.feishu
+        answer = click(request.headers, request.body)
+        return WebResponse(answer.status, answer.body)
 
     def _approval_refused(
         self, request: Incoming, path: str, where: ApprovalPath | None

@@ -161,6 +161,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--jobs", help="jobs topic URL (default: ECS_DETACH_JOBS_TOPIC)")
     worker.add_argument("--results", help="results topic URL (default: ECS_DETACH_RESULTS_TOPIC)")
     worker.add_argument("--requests", help="also consume detach requests from this topic URL")
+    worker.add_argument(
+        "--notify", action="store_true", help="also send the results to ECS_DETACH_NOTIFY_CHANNELS (notify)"
+    )
     worker.add_argument("--concurrency", type=_positive_int, default=4, help="threads per topic")
     worker.add_argument("--host", default="127.0.0.1", help="address of /healthz and /metrics")
     worker.add_argument("--health-port", type=_port, default=8088)
@@ -338,6 +341,7 @@ def _up(args: argparse.Namespace) -> int:
     )
     show_events(console)
     settings = Settings()
+    options.notify = bool(settings.notify_channels)  # the results go to the chosen channels too
     if args.topics:
         from handler.topics import topic_url
 
@@ -608,8 +612,15 @@ def _worker(args: argparse.Namespace) -> int:
             visibility_timeout=settings.visibility_timeout_s,
             max_deliveries=settings.max_deliveries,
         )
+    if args.notify and not settings.notify_channels:
+        raise ConfigError("--notify needs ECS_DETACH_NOTIFY_CHANNELS")
     service = WorkerService(
-        runtime, concurrency=args.concurrency, requests=requests, host=args.host, health_port=args.health_port
+        runtime,
+        concurrency=args.concurrency,
+        requests=requests,
+        notify=args.notify,
+        host=args.host,
+        health_port=args.health_port,
     )
     service.start()
     log_event("worker.started", health=service.url, concurrency=args.concurrency, requests=bool(requests))
