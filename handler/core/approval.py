@@ -187,6 +187,7 @@ class Approval(BaseModel):
     request: DetachRequest
     preview: Preview
     requested_by: list[str] = Field(description="Identities that asked: none of them may approve")
+    by_device: bool = Field(default=False, description="The request named its disk by device, not volume")
     state: ApprovalState = ApprovalState.PENDING
     created_at: datetime
     expires_at: datetime

@@ -128,6 +128,9 @@ class ApprovalTurn(DetachRequest):
     idempotency_key: str = Field(min_length=1, max_length=256)
     approval_id: str = Field(pattern=r"^[0-9a-f]{32}$")
     expires_at: datetime = Field(description="Undecided at this time: rejected (ApprovalExpired)")
+    by_device: bool = Field(
+        default=False, description="The request named its disk by device: its key's fingerprint has no volume"
+    )
 
 
 class DetachResult(DetachRequest):

@@ -165,7 +165,7 @@ class ApprovalDesk:
 
     # -- opening -------------------------------------------------------------------------------
 
-    def open(self, request: DetachRequest, key: str, preview: Preview) -> Approval:
+    def open(self, request: DetachRequest, key: str, preview: Preview, *, by_device: bool) -> Approval:
         """Keep ``request`` for an approval: the approval, its expiry turn on the jobs topic and
         ``ecs-detach.approval_requested`` on the results topic (raise what the topics raise)."""
         now = self._clock()
@@ -175,6 +175,7 @@ class ApprovalDesk:
             request=request.model_copy(update={"idempotency_key": key}),
             preview=preview,
             requested_by=requesters(request),
+            by_device=by_device,
             created_at=now,
             expires_at=now + timedelta(seconds=self.policy.expiry_s),
         )
@@ -213,6 +214,7 @@ class ApprovalDesk:
             **request_fields(request),
             approval_id=approval.id,
             expires_at=approval.expires_at,
+            by_device=approval.by_device,
         )
         self._jobs.publish(
             envelope(turn, type_=EVENT_APPROVAL_TURN, source=self._source).model_dump_json(), delay=delay_s

@@ -119,6 +119,7 @@ class _Call:
     progress: dict[str, Any] = field(default_factory=dict)
     attempt: int = 1  # above 1: an earlier owner of the key died, maybe holding its locks
     facts: DiskFacts | None = None  # what the disk rules were checked on (for an approval)
+    by_device: bool = False  # the request named a device: its volume was resolved (for an approval)
 
 
 @dataclass(frozen=True)
@@ -247,8 +248,9 @@ class DetachFunction:
             log_event("approval.turn_stale", approval_id=turn.approval_id, reason="no such approval")
             return ApprovalStep("stale")
         request = DetachRequest.model_validate(request_fields(turn))
-        call = _Call(request, turn.project_id, turn.idempotency_key)
-        claim = self._guard.claim(call.key, request, call.project_id)
+        call = _Call(request, turn.project_id, turn.idempotency_key, by_device=turn.by_device)
+        asked = request.model_copy(update={"volume_id": None}) if turn.by_device else request
+        claim = self._guard.claim(call.key, asked, call.project_id)  # the key's fingerprint: as asked
         if claim.state is ClaimState.IN_PROGRESS:  # a sender's retry holds the key for a moment
             return ApprovalStep("waiting", again=turn, delay_s=max(claim.expires_in_s or 1.0, 1.0))
         if "queued" in claim.progress:  # approved before and queued: its queued turn goes on
@@ -359,7 +361,7 @@ class DetachFunction:
             will=what_will_happen(request, seen.device),
         )
         try:
-            approval = desk.open(request, call.key, preview)
+            approval = desk.open(request, call.key, preview, by_device=call.by_device)
         except TopicError as error:
             return self._retry(request, _RETRY_SOON_S, f"a topic did not take the approval: {error}")
         self._guard.park(call.key, {"approval": approval.id})
@@ -469,6 +471,7 @@ class DetachFunction:
                 "detach.resolved", server_id=request.server_id, device=request.device, volume_id=volume_id
             )
             call.request = request = request.model_copy(update={"volume_id": volume_id})
+            call.by_device = True
         attached = any(a.id == volume_id for a in server.volumes_attached) or any(
             d.volume_id == volume_id for d in devices
         )
@@ -615,7 +618,9 @@ class DetachFunction:
         if call.turn is not None:
             return self._still_queued(call, self._queue_check_s, reason)
         now = self._clock()
-        request = call.request.model_copy(update={"idempotency_key": call.key})
+        # As asked (by device: no volume), so that its turn's claim matches the key's fingerprint.
+        asked = {"volume_id": None} if call.by_device else {}
+        request = call.request.model_copy(update={"idempotency_key": call.key, **asked})
         queued = DetachQueued(
             **request_fields(request),
             queued_at=now,

@@ -414,3 +414,30 @@ def test_a_jobs_topic_down_when_asking_frees_the_key_and_asks_nobody(world: Worl
     assert world.results.events() == []
     world.jobs.down = False
     assert fns.detach(request()).status is DetachStatus.PENDING_APPROVAL
+
+
+def test_a_request_by_device_is_approved_queued_and_detached(world: World) -> None:
+    rules = ApprovalPolicy(mode="rules", rules=ApprovalRules(force=True))
+    fns = build(world, approval=rules, policy=SafetyPolicy(allow_force=True))
+    assert fns.detach(request(volume_id=WEB1_LOGS)).status is DetachStatus.ACCEPTED  # holds the server
+    by_device = fns.detach(DetachRequest(server_id=WEB1, device="vdb", delete_flag=1))
+    assert by_device.approval_id is not None
+    desk(fns).decide(by_device.approval_id, approve=True, by="alice", comment=None)
+
+    steps = fns.drain(world)
+
+    assert "queued" in [s.what for s in steps]
+    assert world.deletes() == [WEB1_LOGS, WEB1_DATA]
+    assert sorted(r["outcome"] for r in ended(world)) == ["succeeded", "succeeded"]
+
+
+def test_a_request_by_device_queued_behind_another_is_detached_on_its_turn(world: World) -> None:
+    fns = build(world)
+    fns.detach(DetachRequest(server_id=WEB1, volume_id=WEB1_LOGS))
+    queued = fns.detach(DetachRequest(server_id=WEB1, device="vdb"))
+
+    steps = fns.drain(world)
+
+    assert queued.status is DetachStatus.QUEUED
+    assert "duplicate" not in [s.what for s in steps]
+    assert world.deletes() == [WEB1_LOGS, WEB1_DATA]
