@@ -53,7 +53,8 @@ class CloudCredentials(BaseSettings):
 class Settings(BaseSettings):
     """``ECS_DETACH_*``."""
 
-    model_config = SettingsConfigDict(env_prefix="ECS_DETACH_", extra="ignore")
+    # hide_input_in_errors: an error names the setting, never the values (a secret among them).
+    model_config = SettingsConfigDict(env_prefix="ECS_DETACH_", extra="ignore", hide_input_in_errors=True)
 
     region: str | None = Field(default=None, description="Region, e.g. ap-southeast-1")
     cloud: CloudName = Field(default="huaweicloud", description="Endpoint pattern")
