@@ -51,7 +51,7 @@ def decision_of(body: bytes) -> tuple[bool, str | None]:
     """The decision and comment of a JSON body; ``InvalidInput`` with the field otherwise."""
     data = load_object(body)
     decision, comment = data.get("decision"), data.get("comment")
-    if decision not in _DECISIONS:
+    if not isinstance(decision, str) or decision not in _DECISIONS:
         raise InvalidInput("invalid decision", [FieldError("decision", "must be 'approve' or 'deny'")])
     if comment is not None and (not isinstance(comment, str) or len(comment) > 1024):
         raise InvalidInput("invalid decision", [FieldError("comment", "a string of at most 1024 characters")])

@@ -133,6 +133,8 @@ def test_four_eyes_over_http(served: tuple[Runtime, str]) -> None:
     ("body", "status", "field"),
     [
         (b'{"decision": "maybe"}', 422, "decision"),
+        (b'{"decision": ["approve"]}', 422, "decision"),
+        (b'{"decision": {"approve": 1}}', 422, "decision"),
         (b'{"decision": "approve", "comment": 5}', 422, "comment"),
         (b"not json", 400, None),
     ],
