@@ -4,6 +4,8 @@ exactly one result."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from handler.core.models import DetachRequest
 from handler.core.outcomes import DetachStatus, record_http_status
 from handler.core.policy import SafetyPolicy
 from handler.functions.approvals import Answer, ApprovalDesk
+from handler.sources import load_mappings, parse_ticket
 from handler.store import ClaimState, SqliteStore
 from tests.functions.conftest import Functions, World, build
 from tests.support import (
@@ -441,3 +444,18 @@ def test_a_request_by_device_queued_behind_another_is_detached_on_its_turn(world
     assert queued.status is DetachStatus.QUEUED
     assert "duplicate" not in [s.what for s in steps]
     assert world.deletes() == [WEB1_LOGS, WEB1_DATA]
+
+
+def test_the_tickets_reporter_may_not_approve_it(world: World) -> None:
+    ticket = json.loads((Path(__file__).resolve().parents[2] / "events" / "ticket-jira.json").read_text())
+    ticket["issue"]["fields"]["reporter"] = {"accountId": "acc-reporter", "displayName": "Rita"}
+    (record,) = parse_ticket(ticket, load_mappings(None)["jira"]).records
+    assert record.request is not None
+    fns = build(world, approval=ALWAYS)
+    outcome = fns.detach(record.request)
+    assert outcome.approval_id is not None
+
+    refused = desk(fns).decide(outcome.approval_id, approve=True, by="acc-reporter", comment=None)
+
+    assert refused.answer is Answer.SELF_APPROVAL
+    assert "acc-reporter" in (refused.approval.requested_by if refused.approval else [])
