@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: venv
-	$(BIN)/ecs-detach demo
+	$(BIN)/ecs-detach demo $(if $(APPROVE),--approve --timeout 600)
 
 lint: venv
 	$(BIN)/ruff check .

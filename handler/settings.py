@@ -8,14 +8,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from handler.cloud import CloudName, Credentials, endpoint
+from handler.core.approval import ApprovalPolicy, ApprovalRules
 from handler.core.policy import SafetyPolicy
 from handler.core.polling import PollSchedule
+from handler.functions.channels import OUTCOMES, ChannelConfig
 from handler.security import DEFAULT_SMN_CERT_HOSTS, HUAWEI_SMN_SUBJECT, WebhookCredential
 from handler.sources._labels import LabelNames
 
@@ -53,7 +55,8 @@ class CloudCredentials(BaseSettings):
 class Settings(BaseSettings):
     """``ECS_DETACH_*``."""
 
-    model_config = SettingsConfigDict(env_prefix="ECS_DETACH_", extra="ignore")
+    # hide_input_in_errors: an error names the setting, never the values (a secret among them).
+    model_config = SettingsConfigDict(env_prefix="ECS_DETACH_", extra="ignore", hide_input_in_errors=True)
 
     region: str | None = Field(default=None, description="Region, e.g. ap-southeast-1")
     cloud: CloudName = Field(default="huaweicloud", description="Endpoint pattern")
@@ -138,6 +141,53 @@ class Settings(BaseSettings):
         default=3, ge=1, description="Failed jobs in the window that stop all acting"
     )
     breaker_window_s: float = Field(default=600.0, gt=0)
+    # Approvals (handler/core/approval.py, docs/approvals.md): a person says yes first.
+    approval_mode: Literal["never", "always", "rules"] = Field(
+        default="never", description="never (default), always, or rules (the APPROVAL_* rules below)"
+    )
+    approval_force: bool = Field(default=False, description="Rule: a force detach needs an approval")
+    approval_shared_disk: bool = Field(default=False, description="Rule: a shared disk needs an approval")
+    approval_system_disk_stopped: bool = Field(
+        default=False, description="Rule: the system disk of a stopped server needs an approval"
+    )
+    approval_server_tags: list[str] = Field(
+        default_factory=list, description='Rule: servers with one of these tags (JSON list, "env=prod")'
+    )
+    approval_projects: list[str] = Field(default_factory=list, description="Rule: these projects (JSON list)")
+    approval_max_disks_per_server: int | None = Field(
+        default=None, ge=1, description="Rule: more disks of one server than this within the window"
+    )
+    approval_window_s: float = Field(default=3600.0, gt=0, description="The window of the disk count rule")
+    approval_expiry_s: float = Field(
+        default=3600.0, gt=0, description="Undecided for this long: rejected (ApprovalExpired)"
+    )
+    approval_link_secret: SecretStr | None = Field(
+        default=None, description="HMAC key of the signed approval links (at least 32 characters)"
+    )
+    approval_base_url: str | None = Field(
+        default=None, description="Public URL of the webhook endpoint, for links in events and messages"
+    )
+    # Notifications (handler/functions/notify.py, docs/notifications.md).
+    notify_channels: list[ChannelConfig] = Field(
+        default_factory=list,
+        description="JSON list of channels: {name, kind, url, secret, topic_urn, outcomes}",
+    )
+    notify_outcomes: list[str] = Field(
+        default_factory=lambda: ["approval_requested", "succeeded", "failed", "timed_out", "rejected"],
+        description="The outcomes sent to a channel that names none",
+    )
+    notify_templates: Path | None = Field(
+        default=None, description="Folder of {outcome}.txt.j2 templates replacing the built-in ones"
+    )
+    chat_approvers: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description='Who may click in which chat: {"slack:C0123": {"U0456": "alice"}}',
+    )
+    slack_signing_secret: SecretStr | None = Field(default=None, description="Verifies Slack's button clicks")
+    feishu_encrypt_key: SecretStr | None = Field(default=None, description="Verifies Feishu/Lark card clicks")
+    feishu_verification_token: SecretStr | None = Field(
+        default=None, description="The Feishu/Lark app's verification token (checked too)"
+    )
     max_body_bytes: int = Field(default=256 * 1024, gt=0, description="Larger webhook bodies get 413")
     max_records: int = Field(
         default=100, ge=1, description="Records (alerts, tickets, events) per request or event; more get 413"
@@ -185,7 +235,34 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _delays_ordered(self) -> Settings:
         self.poll_schedule()  # raises ValueError with the reason
+        self.approval_policy()  # "rules" without a rule
+        unknown = set(self.notify_outcomes) - set(OUTCOMES)
+        if unknown:
+            raise ValueError(f"notify_outcomes: unknown {sorted(unknown)}; use {', '.join(OUTCOMES)}")
+        names = [channel.name for channel in self.notify_channels]
+        if len(set(names)) != len(names):
+            raise ValueError("notify_channels: every channel needs its own name")
+        secret = self.approval_link_secret
+        if secret is not None and len(secret.get_secret_value()) < 32:
+            raise ValueError(
+                "approval_link_secret must be at least 32 characters (256 bits of a random token)"
+            )
         return self
+
+    def approval_policy(self) -> ApprovalPolicy:
+        return ApprovalPolicy(
+            mode=self.approval_mode,
+            rules=ApprovalRules(
+                force=self.approval_force,
+                shared_disk=self.approval_shared_disk,
+                system_disk_stopped=self.approval_system_disk_stopped,
+                server_tags=self.approval_server_tags,
+                projects=self.approval_projects,
+                max_disks_per_server=self.approval_max_disks_per_server,
+                window_s=self.approval_window_s,
+            ),
+            expiry_s=self.approval_expiry_s,
+        )
 
     def poll_schedule(self) -> PollSchedule:
         return PollSchedule(

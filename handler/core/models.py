@@ -119,6 +119,20 @@ class DetachQueued(DetachRequest):
     deadline: datetime = Field(description="Give up (rejected, QueueTimeout) after this")
 
 
+class ApprovalTurn(DetachRequest):
+    """A request kept for an approval, to take up again (``ecs-detach.approval_turn``, on the
+    jobs topic): at once when it is decided, and at its expiry when nobody decided it."""
+
+    project_id: str = Field(pattern=PROJECT_ID_PATTERN)
+    volume_id: str = Field(pattern=UUID_PATTERN)
+    idempotency_key: str = Field(min_length=1, max_length=256)
+    approval_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    expires_at: datetime = Field(description="Undecided at this time: rejected (ApprovalExpired)")
+    by_device: bool = Field(
+        default=False, description="The request named its disk by device: its key's fingerprint has no volume"
+    )
+
+
 class DetachResult(DetachRequest):
     """How a detach ended (``ecs-detach.{outcome}``), for the next workflow step."""
 
@@ -136,6 +150,8 @@ class DetachResult(DetachRequest):
 EVENT_REQUESTED = "ecs-detach.requested"
 EVENT_ACCEPTED = "ecs-detach.accepted"
 EVENT_QUEUED = "ecs-detach.queued"
+EVENT_APPROVAL_TURN = "ecs-detach.approval_turn"
+EVENT_APPROVAL_REQUESTED = "ecs-detach.approval_requested"  # on the results topic
 
 
 def result_event_type(outcome: Outcome) -> str:

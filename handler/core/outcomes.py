@@ -10,7 +10,9 @@ caller derives its answer from it here, never from strings or HTTP codes:
   platform redelivers it.
 
 Which outcomes are *final* (they complete an idempotency key, so a duplicate is answered with
-the original outcome) is decided here too: ``completes_key``.
+the original outcome) is decided here too: ``completes_key``. ``PENDING_APPROVAL`` is kept like
+``QUEUED``: in progress under its key until a decision or the expiry ends it; a queue consumer
+acknowledges it (it is kept).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ class DetachStatus(str, Enum):
     """The cloud accepted the detach: a job is followed; its result event comes later."""
     QUEUED = "queued"
     """Another detach on the same server or volume is running: kept durably, made when it ends."""
+    PENDING_APPROVAL = "pending_approval"
+    """The approval policy asks a person first: kept durably with its preview until approved
+    (then made like any request), denied or expired (``rejected``)."""
     DUPLICATE = "duplicate"
     """The same request (idempotency key) was handled before: its original outcome, no new call."""
     ALREADY_DETACHED = "already_detached"
@@ -53,15 +58,16 @@ class QueueAction(str, Enum):
 
 # The outcomes of an earlier request that mean its detach was started (accepted or queued, and
 # what its job became): a duplicate of it is answered 202, like the original.
-STARTED = frozenset({"accepted", "queued", "succeeded", "failed", "timed_out"})
+STARTED = frozenset({"accepted", "queued", "pending_approval", "succeeded", "failed", "timed_out"})
 
 _FINAL = frozenset({DetachStatus.ACCEPTED, DetachStatus.ALREADY_DETACHED, DetachStatus.REJECTED})
 
 
 def completes_key(status: DetachStatus) -> bool:
     """Whether ``status`` is the request's final word, kept under its idempotency key (and
-    answered to every duplicate). ``QUEUED`` keeps the key in progress until its detach is made;
-    ``DRY_RUN``, ``RETRY`` and the rest leave the key free for the real or the retried request."""
+    answered to every duplicate). ``QUEUED`` and ``PENDING_APPROVAL`` keep the key in progress
+    until its detach is made or refused; ``DRY_RUN``, ``RETRY`` and the rest leave the key free
+    for the real or the retried request."""
     return status in _FINAL
 
 
@@ -77,6 +83,7 @@ def record_http_status(status: DetachStatus, original: str | None = None) -> int
 _HTTP = {
     DetachStatus.ACCEPTED: 202,
     DetachStatus.QUEUED: 202,
+    DetachStatus.PENDING_APPROVAL: 202,
     DetachStatus.ALREADY_DETACHED: 200,
     DetachStatus.REJECTED: 409,
     DetachStatus.DRY_RUN: 200,

@@ -124,7 +124,10 @@ class Volume(_Lenient):
     """``GET /v2/{project_id}/cloudvolumes/{volume_id}`` (EVS); ``bootable`` arrives as "true"/"false"."""
 
     id: str
+    name: str | None = None
     status: str
+    size: int | None = Field(default=None, description="GB")
+    volume_type: str | None = Field(default=None, description="SATA, SAS, SSD, GPSSD…")
     bootable: bool = False
     multiattach: bool = False
     attachments: list[VolumeAttachment] = Field(default_factory=list)

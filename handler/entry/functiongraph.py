@@ -28,7 +28,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource
 
 from handler.cloud import Credentials, time_budget
 from handler.core.outcomes import DetachStatus, QueueAction
-from handler.core.validation import InvalidInput, MalformedInput, load_object
+from handler.core.validation import FieldError, InvalidInput, MalformedInput, load_object
 from handler.entry._problems import invalid_problem, too_many_records
 from handler.entry.runtime import Runtime, build_runtime
 from handler.errors import ConfigError, EcsDetachError
@@ -196,6 +196,13 @@ def handle_event(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
     if isinstance(trigger, ApigRequest):
         answer = runtime.router.handle(trigger)
         headers = {"Content-Type": answer.content_type, **answer.headers}
+        if answer.html is not None:
+            return {
+                "statusCode": answer.status,
+                "headers": headers,
+                "body": answer.html,
+                "isBase64Encoded": False,
+            }
         return apig_response(answer.status, answer.body, headers)
     refused = _too_many_records(trigger, runtime.settings.max_records)
     if refused is not None:
@@ -232,6 +239,31 @@ def poll_handler(event: dict[str, Any], context: Context | None = None) -> dict[
     runtime = _runtime_for(context)
     with time_budget(_budget_s(context, runtime)):
         return _job_event(runtime, event)
+
+
+def notify_handler(event: dict[str, Any], context: Context | None = None) -> dict[str, Any]:
+    """Notify: a results-topic trigger (SMN, or DMS RabbitMQ / Kafka), or one result event; each
+    event goes to the channels of ``ECS_DETACH_NOTIFY_CHANNELS`` that take its outcome. A channel
+    that did not take it raises, so the platform retries the batch (the channels that took it are
+    not sent it again) and then dead-letters it. Needs the ``notify`` extra (jinja2)."""
+    runtime = _runtime_for(context)
+    with time_budget(_budget_s(context, runtime)):
+        records = event.get("record")
+        if isinstance(records, list):
+            messages: list[object] = [load_object(r["smn"]["message"]) for r in records]
+        elif isinstance(event.get("records"), list):
+            messages = [message for _, message in dms_messages(event)]
+        else:
+            messages = [event]
+        reports = []
+        for message in messages:
+            if isinstance(message, InvalidInput):
+                raise message
+            if not isinstance(message, (dict, str, bytes)):
+                raise InvalidInput("invalid result event", [FieldError("message", "expected a JSON object")])
+            report = runtime.notify(message)
+            reports.append({"outcome": report.outcome, "sent": list(report.sent)})
+        return {"records": reports}
 
 
 def flush_handler(event: dict[str, Any], context: Context | None = None) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,7 @@ import httpx
 
 from handler.cloud import Credentials, EcsClient, EvsClient, SmnClient
 from handler.errors import ConfigError
+from handler.functions.approvals import ApprovalDesk
 from handler.functions.detach import DetachFunction
 from handler.functions.jobs import JobsFunction
 from handler.functions.poll import PollFunction
@@ -26,12 +27,17 @@ from handler.history import HistoryStore, check_url
 from handler.history.recorder import HistoryRecorder, acquire_recorder, release_recorder
 from handler.settings import Settings
 from handler.store import Store, open_store
+from handler.store.approvals import open_book
 from handler.support.log import log_event
 from handler.topics import Delivery, Topic, TopicError, open_topic
 from handler.topics.push import PushTopic
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+    from handler.entry._chat import ChatCallbacks
     from handler.entry.webhooks import WebhookRouter
+    from handler.functions.notify import NotifyFunction
 
 
 @dataclass
@@ -48,6 +54,7 @@ class Runtime:
     jobs_function: JobsFunction
     # Registered with log_event for the runtime's lifetime (None: ECS_DETACH_HISTORY=off).
     history: HistoryRecorder | None = None
+    _closing: list[Callable[[], None]] = field(default_factory=list)
 
     @cached_property
     def router(self) -> WebhookRouter:
@@ -72,6 +79,49 @@ class Runtime:
             max_records=self.settings.max_records,
             max_cloud_calls=self.settings.max_cloud_calls,
             confirm_subscription=SubscriptionConfirmer(self.settings.smn_confirm_hosts),
+            approvals=self.detach.approvals,
+            chat=self.chat_callbacks(),
+        )
+
+    @cached_property
+    def notify(self) -> NotifyFunction:
+        """The notify function (``ECS_DETACH_NOTIFY_CHANNELS``); built on first use (it needs
+        jinja2: the ``notify`` extra)."""
+        from handler.functions.channels import SmnSender, WebhookSender  # noqa: PLC0415
+        from handler.functions.notify import NotifyFunction, Templates  # noqa: PLC0415
+
+        settings = self.settings
+        timeout = httpx.Timeout(settings.http_timeout_s, connect=settings.connect_timeout_s)
+        client = httpx.Client(timeout=timeout, follow_redirects=False)
+        self._closing.append(client.close)
+        senders = [
+            SmnSender(channel, self.smn) if channel.kind == "smn" else WebhookSender(channel, client)
+            for channel in settings.notify_channels
+        ]
+        return NotifyFunction(
+            senders,
+            outcomes=settings.notify_outcomes,
+            templates=Templates(settings.notify_templates),
+            store=self.store,
+            keep_s=settings.record_ttl_s,
+            base_url=settings.approval_base_url,
+        )
+
+    def chat_callbacks(self) -> ChatCallbacks | None:
+        """The chat buttons' way back, when approvals are on and a platform's secret is set."""
+        from handler.entry._chat import ChatCallbacks  # noqa: PLC0415
+
+        settings, desk = self.settings, self.detach.approvals
+        if desk is None or (settings.slack_signing_secret is None and settings.feishu_encrypt_key is None):
+            return None
+        token = settings.feishu_verification_token
+        return ChatCallbacks(
+            desk,
+            self.store,
+            approvers=settings.chat_approvers,
+            slack_signing_secret=_secret(settings.slack_signing_secret),
+            feishu_encrypt_key=_secret(settings.feishu_encrypt_key),
+            feishu_verification_token=token.get_secret_value() if token is not None else None,
         )
 
     def job_event(self, event: str | bytes | dict[str, Any]) -> dict[str, Any]:
@@ -111,6 +161,8 @@ class Runtime:
         return sent
 
     def close(self) -> None:
+        for close in self._closing:
+            close()
         self.ecs.close()
         self.evs.close()
         self.smn.close()
@@ -120,6 +172,10 @@ class Runtime:
         if self.history is not None:
             release_recorder(self.history)
             self.history = None
+
+
+def _secret(value: SecretStr | None) -> bytes | None:
+    return value.get_secret_value().encode() if value is not None else None
 
 
 def _forward(topic: PushTopic, outbox: Topic, delivery: Delivery) -> int:
@@ -213,6 +269,7 @@ def build_functions(
         breaker_window_s=settings.breaker_window_s,
     )
     schedule = settings.poll_schedule()
+    approvals = build_desk(settings, store=store, jobs=jobs, results=results)
     detach = DetachFunction(
         ecs,
         evs,
@@ -229,6 +286,70 @@ def build_functions(
         queue_timeout_s=settings.queue_timeout_s,
         queue_check_s=settings.queue_check_s,
         dry_run=settings.dry_run,
+        approvals=approvals,
     )
     poll = PollFunction(ecs, results, source=settings.source, schedule=schedule, guard=guard, blast=blast)
     return detach, poll
+
+
+def build_desk(settings: Settings, *, store: Store, jobs: Topic, results: Topic) -> ApprovalDesk | None:
+    """The approval desk, when the approval policy may ask for approvals."""
+    policy = settings.approval_policy()
+    if not policy.enabled:
+        return None
+    secret = settings.approval_link_secret
+    return ApprovalDesk(
+        policy,
+        open_book(store),
+        store,
+        jobs,
+        results,
+        source=settings.source,
+        keep_s=settings.record_ttl_s,
+        link_secret=secret.get_secret_value().encode() if secret is not None else None,
+        base_url=settings.approval_base_url,
+    )
+
+
+@dataclass
+class DeskHandle:
+    """The approval desk on its own (``ecs-detach approvals``): the store and topics it needs,
+    without the cloud clients of the functions."""
+
+    desk: ApprovalDesk
+    store: Store
+    topics: list[Topic]
+    smn: SmnClient | None
+
+    def close(self) -> None:
+        for topic in self.topics:
+            topic.close()
+        self.store.close()
+        if self.smn is not None:
+            self.smn.close()
+
+
+def open_desk(settings: Settings, credentials: Credentials | None) -> DeskHandle:
+    """The deployment's approval desk (``ConfigError`` when approvals are off); an SMN topic
+    needs the cloud credentials, the others none."""
+    smn_url = settings.smn_url()
+    smn = SmnClient(smn_url, credentials) if credentials is not None and smn_url else None
+    topics = [
+        open_topic(
+            url,
+            default_name=name,
+            visibility_timeout=settings.visibility_timeout_s,
+            max_deliveries=settings.max_deliveries,
+            smn=smn,
+            delay_url=settings.delay_topic,
+        )
+        for name, url in (("jobs", settings.jobs_topic), ("results", settings.results_topic))
+    ]
+    store = open_store(settings.store)
+    desk = build_desk(settings, store=store, jobs=topics[0], results=topics[1])
+    if desk is None:
+        for topic in topics:
+            topic.close()
+        store.close()
+        raise ConfigError("approvals are off: set ECS_DETACH_APPROVAL_MODE to always or rules")
+    return DeskHandle(desk, store, topics, smn)

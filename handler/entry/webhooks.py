@@ -5,7 +5,14 @@ headers and a JSON body. The Starlette app (``up``), the functions-framework tar
 and FunctionGraph's APIG trigger all adapt to it, so every way in behaves the same:
 
 - ``POST /``: a detach request (JSON) or a CloudEvent (binary or structured mode);
-- ``POST /alertmanager``, ``POST /grafana``, ``POST /smn``, ``POST /tickets/{mapping}``.
+- ``POST /alertmanager``, ``POST /grafana``, ``POST /smn``, ``POST /tickets/{mapping}``;
+- ``GET``/``POST /approvals/{id}`` and the signed links ``/approvals/{id}/link/{token}``
+  (``handler/entry/_approvals.py``): deciding the requests the approval policy holds;
+- ``POST /chat/slack``, ``POST /chat/feishu``: chat buttons deciding them (``_chat.py``),
+  authenticated by the platform's own signature.
+
+A request's ``origin.credential`` is the identity of the credential that sent it (whatever the
+body says), so four eyes can refuse that identity as its approver.
 
 Every request is authenticated on its raw bytes before anything parses it (401 otherwise). An
 ``ecs-detach.accepted`` event on ``/smn`` goes to the poll function, and is authenticated as the
@@ -21,6 +28,7 @@ or the cloud does not answer.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -28,13 +36,16 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from handler.cloud import ApiError, TransportError
-from handler.core.models import EVENT_ACCEPTED, EVENT_QUEUED
+from handler.core.models import EVENT_ACCEPTED, EVENT_APPROVAL_TURN, EVENT_QUEUED
 from handler.core.validation import InvalidInput, MalformedInput, load_json
+from handler.entry._approvals import ApprovalPath, approval_path, decide_json, link_page, show_json
+from handler.entry._chat import ChatCallbacks
 from handler.entry._problems import invalid_problem, problem, too_many_records
 from handler.entry._smn import ConfirmationFailed
+from handler.functions.approvals import ApprovalDesk
 from handler.functions.batch import BatchReport, process
 from handler.functions.detach import DetachFunction
-from handler.security import POLL, Refused, WebhookAuthenticator
+from handler.security import APPROVALS, POLL, Principal, Refused, WebhookAuthenticator
 from handler.sources import (
     LabelNames,
     TicketMapping,
@@ -53,6 +64,7 @@ from handler.topics import TopicError
 PROBLEM_JSON = "application/problem+json"
 _ROUTES = ("/", "/alertmanager", "/grafana", "/smn")
 _TICKETS = "/tickets/"
+_CHAT = ("/chat/slack", "/chat/feishu")
 # SMN's HTTP messages are JSON whatever content type they declare.
 _JSON_TYPES = ("application/json", "application/cloudevents+json", "application/cloudevents-batch+json")
 # What a request meets when a dependency is down; answered 503 with Retry-After, never 500.
@@ -93,10 +105,18 @@ class WebResponse:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    html: str | None = None  # an HTML page instead of the JSON body (the approval links)
 
     @property
     def content_type(self) -> str:
+        if self.html is not None:
+            return "text/html; charset=utf-8"
         return PROBLEM_JSON if "title" in self.body and self.status >= 400 else "application/json"
+
+    @property
+    def text(self) -> str:
+        """The body as sent: the HTML page, or the JSON document."""
+        return self.html if self.html is not None else json.dumps(self.body)
 
 
 def _problem(status: int, title: str, detail: str = "", **extra: Any) -> WebResponse:
@@ -117,6 +137,8 @@ class WebhookRouter:
         max_records: int,
         max_cloud_calls: int,
         confirm_subscription: Callable[[str], None],
+        approvals: ApprovalDesk | None = None,
+        chat: ChatCallbacks | None = None,
     ) -> None:
         self._detach = detach
         self._on_job = on_job
@@ -127,23 +149,32 @@ class WebhookRouter:
         self._max_records = max_records
         self._max_cloud_calls = max_cloud_calls
         self._confirm = confirm_subscription
+        self._approvals = approvals
+        self._chat = chat
 
     def handle(self, request: Incoming) -> WebResponse:
         path = request.path.rstrip("/") or "/"
+        if path == APPROVALS or path.startswith(f"{APPROVALS}/"):
+            return self._guarded(path, lambda: self._approval(request, path))
+        if path in _CHAT:
+            return self._guarded(path, lambda: self._chat_click(request, path))
         refused = self._refuse(request, path)
         if refused is not None:
             return refused
         # A push of the jobs topic (on SMN) is the poll function's: authenticated as ``poll``.
         job = _job_event(request.body) if path == "/smn" else None
-        refused = (
-            self._unauthenticated(request, POLL if job is not None else path)
-            or self._unknown_mapping(path)
-            or _unsupported(request, path)
-        )
+        principal = self._authenticate(request, POLL if job is not None else path)
+        if isinstance(principal, WebResponse):
+            return principal
+        refused = self._unknown_mapping(path) or _unsupported(request, path)
         if refused is not None:
             return refused
+        return self._guarded(path, lambda: self._dispatch(path, request, job, principal.identity))
+
+    def _guarded(self, path: str, answer: Callable[[], WebResponse]) -> WebResponse:
+        """``answer()``, or 503 with Retry-After when a dependency is down."""
         try:
-            return self._dispatch(path, request, job)
+            return answer()
         except _UNAVAILABLE as error:  # a dependency is down: the sender tries again later
             log_event("webhook.unavailable", level=logging.WARNING, path=path, error=type(error).__name__)
             retry = str(_UNAVAILABLE_RETRY_S)
@@ -151,7 +182,9 @@ class WebhookRouter:
                 503, problem(503, "Service Unavailable", _unavailable(error)), {"Retry-After": retry}
             )
 
-    def _dispatch(self, path: str, request: Incoming, job: dict[str, Any] | None) -> WebResponse:
+    def _dispatch(
+        self, path: str, request: Incoming, job: dict[str, Any] | None, identity: str | None
+    ) -> WebResponse:
         if job is not None:
             return self._poll(job)
         try:
@@ -161,14 +194,62 @@ class WebhookRouter:
             return WebResponse(status, invalid_problem(error, status))
         if parsed.confirm_url is not None:
             return self._confirm_subscription(parsed.source, parsed.confirm_url)
-        return self._process(parsed, request.headers)
+        return self._process(parsed, request.headers, identity)
 
-    def _process(self, parsed: Parsed, headers: Mapping[str, str]) -> WebResponse:
+    def _process(self, parsed: Parsed, headers: Mapping[str, str], identity: str | None) -> WebResponse:
         """The report of every record, or 413 (before any cloud call) when there are too many."""
         if len(parsed.records) > self._max_records:
             return WebResponse(413, too_many_records(len(parsed.records), self._max_records))
-        keyed = _keyed_by_webhook_id(parsed, headers)
+        keyed = _sent_by(_keyed_by_webhook_id(parsed, headers), identity)
         return _answer(process(keyed, self._detach, max_cloud_calls=self._max_cloud_calls))
+
+    def _approval(self, request: Incoming, path: str) -> WebResponse:
+        """The approval routes (``handler/entry/_approvals.py``)."""
+        where = approval_path(path)
+        refused = self._approval_refused(request, path, where)
+        if refused is not None or where is None or self._approvals is None:
+            return refused or _problem(404, "Not Found", f"no route {path}")
+        if where.token is not None:  # the signed link is the credential
+            page = link_page(self._approvals, where, request.method.upper(), request.body)
+            return WebResponse(page.status, page.body, {"Cache-Control": "no-store"}, html=page.html)
+        principal = self._authenticate(request, APPROVALS)
+        if isinstance(principal, WebResponse):
+            return principal
+        if request.method.upper() == "GET":
+            page = show_json(self._approvals, where.approval_id)
+        else:
+            unsupported = _unsupported(request, APPROVALS)
+            if unsupported is not None:
+                return unsupported
+            page = decide_json(self._approvals, where.approval_id, request.body, principal.identity)
+        return WebResponse(page.status, page.body)
+
+    def _chat_click(self, request: Incoming, path: str) -> WebResponse:
+        """A chat button's click: authenticated by its platform's signature (``_chat.py``)."""
+        if self._chat is None:
+            return _problem(404, "Not Found", "chat callbacks are off (approvals and a platform secret)")
+        if request.method.upper() != "POST":
+            return _problem(405, "Method Not Allowed", f"{path} accepts POST only")
+        if len(request.body) > self._max_body_bytes:
+            return _problem(413, "Content Too Large", f"body over {self._max_body_bytes} bytes")
+        click = self._chat.slack if path == "/chat/slack" else self._chat.feishu
+        answer = click(request.headers, request.body)
+        return WebResponse(answer.status, answer.body)
+
+    def _approval_refused(
+        self, request: Incoming, path: str, where: ApprovalPath | None
+    ) -> WebResponse | None:
+        """Route, method and size, before authentication (like ``_refuse``)."""
+        if self._approvals is None:
+            return _problem(404, "Not Found", "approvals are off (ECS_DETACH_APPROVAL_MODE=never)")
+        if where is None:
+            return _problem(404, "Not Found", f"no route {path}: /approvals/{{id}}[/link/{{token}}]")
+        if request.method.upper() not in ("GET", "POST"):
+            detail = f"{path} accepts GET and POST"
+            return WebResponse(405, problem(405, "Method Not Allowed", detail), {"Allow": "GET, POST"})
+        if len(request.body) > self._max_body_bytes:
+            return _problem(413, "Content Too Large", f"body over {self._max_body_bytes} bytes")
+        return None
 
     def _poll(self, job: dict[str, Any]) -> WebResponse:
         try:
@@ -197,10 +278,11 @@ class WebhookRouter:
             )
         return None
 
-    def _unauthenticated(self, request: Incoming, path: str) -> WebResponse | None:
-        """Checked on the raw bytes, before anything parses them."""
+    def _authenticate(self, request: Incoming, path: str) -> Principal | WebResponse:
+        """Who sent the request, or the refusal; checked on the raw bytes, before anything
+        parses them."""
         try:
-            self._authenticator.check(path, request.headers, request.body)
+            return self._authenticator.authenticate(path, request.headers, request.body)
         except Refused as refused:
             if refused.status == 403:  # a credential verified, but this route is outside its scope
                 return _problem(403, "Forbidden", refused.reason)
@@ -208,7 +290,6 @@ class WebhookRouter:
             # RFC 9110 §15.5.2: a 401 carries at least one challenge.
             unauthorized.headers["WWW-Authenticate"] = self._authenticator.challenge(path, request.headers)
             return unauthorized
-        return None
 
     def _confirm_subscription(self, source: str, url: str) -> WebResponse:
         try:
@@ -250,6 +331,21 @@ def _keyed_by_webhook_id(parsed: Parsed, headers: Mapping[str, str]) -> Parsed:
     return replace(parsed, records=records)
 
 
+def _sent_by(parsed: Parsed, identity: str | None) -> Parsed:
+    """Each request names the credential that sent it (``origin.credential``), replacing what a
+    body may claim: the identity four eyes keeps from approving it."""
+    records = []
+    for record in parsed.records:
+        request = record.request
+        if request is not None and (identity is not None or "credential" in request.origin):
+            origin = {k: v for k, v in request.origin.items() if k != "credential"}
+            if identity is not None:
+                origin["credential"] = identity
+            record = replace(record, request=request.model_copy(update={"origin": origin}))  # noqa: PLW2901
+        records.append(record)
+    return replace(parsed, records=records)
+
+
 def _job_event(body: bytes) -> dict[str, Any] | None:
     """The jobs-topic event (``ecs-detach.accepted`` or ``.queued``) an SMN notification
     carries, if it carries one."""
@@ -258,7 +354,8 @@ def _job_event(body: bytes) -> dict[str, Any] | None:
         event = load_json(notification["message"]) if notification.get("type") == "Notification" else None
     except (MalformedInput, TypeError, KeyError, AttributeError):
         return None
-    return event if isinstance(event, dict) and event.get("type") in (EVENT_ACCEPTED, EVENT_QUEUED) else None
+    kinds = (EVENT_ACCEPTED, EVENT_QUEUED, EVENT_APPROVAL_TURN)
+    return event if isinstance(event, dict) and event.get("type") in kinds else None
 
 
 def _unsupported(request: Incoming, path: str) -> WebResponse | None:

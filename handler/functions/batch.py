@@ -36,6 +36,7 @@ class RecordReport:
     errors: list[FieldError] = field(default_factory=list)
     retry_after_s: float | None = None
     original: str | None = None  # a duplicate's original outcome
+    approval_id: str | None = None  # pending_approval (or a duplicate of it)
 
     @property
     def http_status(self) -> int:
@@ -43,7 +44,8 @@ class RecordReport:
 
     def as_dict(self) -> dict[str, object]:
         body: dict[str, object] = {"ref": self.ref, "status": self.status.value}
-        for key in ("original", "server_id", "volume_id", "job_id", "error_code", "detail", "retry_after_s"):
+        names = ("original", "server_id", "volume_id", "job_id", "approval_id", "error_code", "detail")
+        for key in (*names, "retry_after_s"):
             value = getattr(self, key)
             if value is not None:
                 body[key] = value
@@ -81,6 +83,7 @@ class BatchReport:
             "source": self.source,
             "accepted": self.count(DetachStatus.ACCEPTED),
             "queued": self.count(DetachStatus.QUEUED),
+            "pending_approval": self.count(DetachStatus.PENDING_APPROVAL),
             "job_ids": [r.job_id for r in self.records if r.job_id],
             "records": [r.as_dict() for r in self.records],
         }
@@ -109,6 +112,7 @@ def _record(source: str, record: Record, detach: DetachFunction) -> RecordReport
             detail=(result.fail_reason if result else None) or outcome.reason or None,
             retry_after_s=outcome.retry_after_s if outcome.status is DetachStatus.RETRY else None,
             original=outcome.original,
+            approval_id=outcome.approval_id,
         )
     if record.error is not None:
         log_event(

@@ -29,10 +29,20 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from handler.cloud import ApiError, DetachAnswer, TransportError
+from handler.core.approval import (
+    Approval,
+    ApprovalFacts,
+    ApprovalState,
+    Preview,
+    approval_rules,
+    passed_checks,
+    what_will_happen,
+)
 from handler.core.errors import Disposition, classify_detach_error
 from handler.core.models import (
     EVENT_ACCEPTED,
     EVENT_QUEUED,
+    ApprovalTurn,
     DetachAccepted,
     DetachQueued,
     DetachRequest,
@@ -48,11 +58,13 @@ from handler.core.policy import (
     Verdict,
     check_disk,
     check_scope,
+    is_system_disk,
     needs_block_devices,
     volume_at,
 )
 from handler.core.polling import PollSchedule
-from handler.core.resources import BlockDevice
+from handler.core.resources import BlockDevice, Volume
+from handler.functions.approvals import ApprovalDesk
 from handler.functions.ports import DetachApi, Publisher, VolumeApi
 from handler.functions.results import publish_result, request_fields
 from handler.guards.blast import BlastRadius
@@ -82,6 +94,7 @@ class DetachOutcome:
     original: str | None = None  # DUPLICATE: the original request's outcome
     error_code: str | None = None  # REJECTED, and a DUPLICATE of a refusal
     queued: DetachQueued | None = None  # QUEUED during a turn: the event to try again later
+    approval_id: str | None = None  # PENDING_APPROVAL, and a DUPLICATE of a pending request
 
     @property
     def key_record(self) -> dict[str, Any]:
@@ -105,6 +118,26 @@ class _Call:
     locks: Locks | None = None
     progress: dict[str, Any] = field(default_factory=dict)
     attempt: int = 1  # above 1: an earlier owner of the key died, maybe holding its locks
+    facts: DiskFacts | None = None  # what the disk rules were checked on (for an approval)
+    by_device: bool = False  # the request named a device: its volume was resolved (for an approval)
+
+
+@dataclass(frozen=True)
+class ApprovalStep:
+    """What an approval turn did: ``what`` (the request's status, or ``stale``/``waiting``),
+    its ``outcome`` when the request went on, and the turn to send again after ``delay_s``."""
+
+    what: str
+    outcome: DetachOutcome | None = None
+    again: ApprovalTurn | None = None
+    delay_s: float = 0.0
+
+
+def _waiting(progress: dict[str, Any]) -> str:
+    """What a parked request waits for, as its duplicates are told."""
+    if "queued" in progress:
+        return "queued"
+    return "pending_approval" if "approval" in progress else "accepted"
 
 
 class DetachFunction:
@@ -126,6 +159,7 @@ class DetachFunction:
         queue_timeout_s: float,
         queue_check_s: float,
         dry_run: bool = False,
+        approvals: ApprovalDesk | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._ecs = ecs
@@ -143,6 +177,7 @@ class DetachFunction:
         self._queue_timeout = timedelta(seconds=queue_timeout_s)
         self._queue_check_s = queue_check_s
         self._dry_run = dry_run
+        self._approvals = approvals
         self._clock = clock
 
     @property
@@ -215,6 +250,146 @@ class DetachFunction:
         self._settle(call, outcome)
         return outcome
 
+    # -- approvals (handler/functions/approvals.py, docs/approvals.md) ---------------------------
+
+    @property
+    def approvals(self) -> ApprovalDesk | None:
+        """The approval desk (None: no request ever waits for an approval)."""
+        return self._approvals
+
+    def take_approval(self, turn: ApprovalTurn) -> ApprovalStep:
+        """The turn of a request kept for an approval (an ``ecs-detach.approval_turn`` event):
+        approved → the policy and the disk are checked again and the detach goes the normal way
+        (it may queue); denied → rejected (``ApprovalDenied``); undecided at the expiry →
+        rejected (``ApprovalExpired``); undecided before it → nothing yet. Under the key's claim,
+        so a request ends in exactly one result however many turns arrive."""
+        desk = self._approvals
+        approval = desk.get(turn.approval_id) if desk is not None else None
+        if desk is None or approval is None:
+            log_event("approval.turn_stale", approval_id=turn.approval_id, reason="no such approval")
+            return ApprovalStep("stale")
+        request = DetachRequest.model_validate(request_fields(turn))
+        call = _Call(request, turn.project_id, turn.idempotency_key, by_device=turn.by_device)
+        asked = request.model_copy(update={"volume_id": None}) if turn.by_device else request
+        claim = self._guard.claim(call.key, asked, call.project_id)  # the key's fingerprint: as asked
+        if claim.state is ClaimState.IN_PROGRESS:  # a sender's retry holds the key for a moment
+            return ApprovalStep("waiting", again=turn, delay_s=max(claim.expires_in_s or 1.0, 1.0))
+        if "queued" in claim.progress:  # approved before and queued: its queued turn goes on
+            self._guard.park(call.key, {})
+            return ApprovalStep("stale")
+        if claim.state is not ClaimState.NEW or claim.progress.get("approval") != approval.id:
+            if claim.state is ClaimState.NEW:  # the key waits for something else: leave it so
+                self._hand_back(call.key, claim.progress)
+            if approval.state is ApprovalState.PENDING:
+                desk.supersede(approval)
+            log_event("approval.turn_stale", approval_id=approval.id, state=claim.state.value)
+            return ApprovalStep("stale")
+        call.progress, call.attempt = claim.progress, claim.attempt
+        if approval.state is ApprovalState.PENDING:
+            if self._clock() < approval.expires_at:  # early (a redelivery, a sweep): not yet
+                self._guard.park(call.key, {})
+                left = (approval.expires_at - self._clock()).total_seconds()
+                return ApprovalStep("waiting", again=turn, delay_s=left)
+            approval = desk.expire(approval)
+        outcome = self._decided(call, approval)
+        if outcome.status is DetachStatus.RETRY:  # approved, not now: it waits its turn as queued
+            if call.locks is not None:
+                self._guard.unlock(call.locks)
+                call.locks = None
+            outcome = self._queue(call, outcome.reason)
+        if outcome.status is DetachStatus.RETRY:  # not even queued (a topic down): comes back
+            self._guard.park(call.key, {})
+            raise TopicError(f"approval {approval.id}: {outcome.reason}")
+        self._settle(call, outcome)
+        desk.settle(approval.id, outcome.status.value)
+        return ApprovalStep(outcome.status.value, outcome=outcome)
+
+    def _hand_back(self, key: str, progress: dict[str, Any]) -> None:
+        """A claim taken only to look: parked again as it was (or freed when it held nothing)."""
+        if progress:
+            self._guard.park(key, {})
+        else:
+            self._guard.release(key)
+
+    def _decided(self, call: _Call, approval: Approval) -> DetachOutcome:
+        """What a decided approval makes of its request."""
+        who = approval.decided_by or "nobody"
+        because = f": {approval.comment}" if approval.comment else ""
+        if approval.state is ApprovalState.APPROVED:
+            log_event("approval.proceeds", approval_id=approval.id, by=who)
+            return self._steps(call)
+        if approval.state is ApprovalState.DENIED:
+            reason = f"denied by {who}{because}"
+            return self._finish(call.request, Outcome.REJECTED, "ApprovalDenied", reason)
+        reason = f"no decision before {approval.expires_at.isoformat()}"
+        return self._finish(call.request, Outcome.REJECTED, "ApprovalExpired", reason)
+
+    def _approval_gate(self, call: _Call) -> DetachOutcome | None:
+        """After every check passed: whether a person must approve first. None to go on (no
+        approval needed, or this request's approval was given); else ``PENDING_APPROVAL``,
+        the request kept with its preview and its key parked."""
+        desk = self._approvals
+        if desk is None or not desk.policy.enabled:
+            return None
+        request, facts = call.request, call.facts
+        assert request.volume_id is not None
+        assert facts is not None
+        granted = call.progress.get("approval")
+        if granted:
+            approval = desk.get(str(granted))
+            if approval is not None and approval.state is ApprovalState.APPROVED:
+                desk.count_disk(call.project_id, request.server_id, call.key)
+                return None
+        try:
+            volume = self._volumes.show_volume(request.volume_id, project_id=call.project_id)
+        except ApiError as error:
+            return self._on_error(request, error)
+        except TransportError as error:
+            return self._retry(request, _RETRY_SOON_S, f"no answer from EVS: {error}")
+        return self._ask_approval(call, desk, facts, volume)
+
+    def _ask_approval(
+        self, call: _Call, desk: ApprovalDesk, facts: DiskFacts, volume: Volume
+    ) -> DetachOutcome | None:
+        """The approval rules on what was read; a matching request is kept for its approval."""
+        request = call.request
+        assert request.volume_id is not None
+        device = next((a.device for a in facts.server.volumes_attached if a.id == request.volume_id), None)
+        shared = volume.multiattach or len({a.server_id for a in volume.attachments}) > 1
+        seen = ApprovalFacts(
+            project_id=call.project_id,
+            server=facts.server,
+            volume=volume,
+            device=device or request.device,
+            system_disk=is_system_disk(request.volume_id, facts),
+            shared=shared,
+            recent_disks=desk.recent_disks(call.project_id, request.server_id, call.key),
+        )
+        rules = approval_rules(request, seen, desk.policy)
+        if not rules:
+            desk.count_disk(call.project_id, request.server_id, call.key)
+            return None
+        preview = Preview(
+            server_name=facts.server.name,
+            server_status=facts.server.status,
+            device=seen.device,
+            size_gb=volume.size,
+            volume_type=volume.volume_type,
+            shared=shared,
+            system_disk=seen.system_disk,
+            checks_passed=passed_checks(request, seen, self._policy),
+            approval_rules=rules,
+            will=what_will_happen(request, seen.device),
+        )
+        try:
+            approval = desk.open(request, call.key, preview, by_device=call.by_device)
+        except TopicError as error:
+            return self._retry(request, _RETRY_SOON_S, f"a topic did not take the approval: {error}")
+        self._guard.park(call.key, {"approval": approval.id})
+        call.progress = {**call.progress, "approval": approval.id}
+        reason = f"waiting for an approval until {approval.expires_at.isoformat()}: {'; '.join(rules)}"
+        return DetachOutcome(DetachStatus.PENDING_APPROVAL, request, reason=reason, approval_id=approval.id)
+
     # -- before any step: the key's earlier history ------------------------------------------
 
     def _earlier(self, call: _Call, claim: Claim) -> DetachOutcome | None:
@@ -226,11 +401,11 @@ class DetachFunction:
             return self._duplicate(call, claim)
         known = claim.progress
         if claim.state is ClaimState.IN_PROGRESS:
-            if "queued" in known or "job_id" in known:  # waiting for its turn / about to publish
+            if "queued" in known or "job_id" in known or "approval" in known:  # waiting / about to publish
                 return self._duplicate(call, claim)
             wait = min(max(claim.expires_in_s or _RETRY_SOON_S, 1.0), self._busy_retry_s)
             return self._retry(call.request, wait, f"the same request is being handled (key {call.key!r})")
-        if "queued" in known and "job_id" not in known:  # a sender's retry of a queued request
+        if ("queued" in known or "approval" in known) and "job_id" not in known:  # a sender's retry
             self._guard.park(call.key, {})  # the turn (a queued event) takes it over, not this call
             return self._duplicate(call, claim)
         call.progress, call.attempt = known, claim.attempt
@@ -238,7 +413,7 @@ class DetachFunction:
 
     def _duplicate(self, call: _Call, claim: Claim) -> DetachOutcome:
         known = (claim.record if claim.state is ClaimState.DONE else claim.progress) or {}
-        original = str(known.get("outcome") or ("queued" if "queued" in known else "accepted"))
+        original = str(known.get("outcome") or _waiting(known))
         if claim.state is ClaimState.CONFLICT:  # a queued event whose key now names another request
             original = "conflict"
         job_id = known.get("job_id")
@@ -250,6 +425,7 @@ class DetachFunction:
             original=original,
             error_code=known.get("error_code"),
             reason=f"the same request was handled before: {original}",
+            approval_id=known.get("approval") if original == "pending_approval" else None,
         )
 
     # -- the steps -----------------------------------------------------------------------------
@@ -269,6 +445,9 @@ class DetachFunction:
         checked = self._resolve_and_check(call)
         if checked is not None:
             return checked
+        gated = self._approval_gate(call)
+        if gated is not None:
+            return gated
         locked = self._lock(call)
         return locked if locked is not None else self._mutate(call)
 
@@ -313,6 +492,7 @@ class DetachFunction:
                 "detach.resolved", server_id=request.server_id, device=request.device, volume_id=volume_id
             )
             call.request = request = request.model_copy(update={"volume_id": volume_id})
+            call.by_device = True
         attached = any(a.id == volume_id for a in server.volumes_attached) or any(
             d.volume_id == volume_id for d in devices
         )
@@ -320,7 +500,8 @@ class DetachFunction:
             return self._not_attached_here(call, volume_id)
         # Read EVS only when the policy asks about shared disks: one call fewer when it does not.
         shared = not self._policy.allow_shared_disks and self._shared(volume_id, call.project_id)
-        verdict = check_disk(request, volume_id, DiskFacts(server, devices, shared=shared), self._policy)
+        call.facts = DiskFacts(server, devices, shared=shared)
+        verdict = check_disk(request, volume_id, call.facts, self._policy)
         return None if verdict.allowed else self._refused(request, verdict)
 
     def _not_attached_here(self, call: _Call, volume_id: str) -> DetachOutcome:
@@ -462,7 +643,9 @@ class DetachFunction:
         if call.turn is not None:
             return self._still_queued(call, self._queue_check_s, reason)
         now = self._clock()
-        request = call.request.model_copy(update={"idempotency_key": call.key})
+        # As asked (by device: no volume), so that its turn's claim matches the key's fingerprint.
+        asked = {"volume_id": None} if call.by_device else {}
+        request = call.request.model_copy(update={"idempotency_key": call.key, **asked})
         queued = DetachQueued(
             **request_fields(request),
             queued_at=now,

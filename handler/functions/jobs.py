@@ -1,5 +1,6 @@
-"""The jobs topic's consumer: each message is a job to poll (``ecs-detach.accepted``) or a
-queued request taking its turn (``ecs-detach.queued``). Every way the jobs topic is consumed
+"""The jobs topic's consumer: each message is a job to poll (``ecs-detach.accepted``), a
+queued request taking its turn (``ecs-detach.queued``) or a request kept for an approval,
+decided or due (``ecs-detach.approval_turn``). Every way the jobs topic is consumed
 (the worker, FunctionGraph triggers, SMN pushes, Knative) goes through ``JobsFunction``.
 """
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from handler.core.models import DetachQueued
+from handler.core.models import ApprovalTurn, CloudEvent, DetachQueued
 from handler.functions.detach import DetachFunction
 from handler.functions.poll import PollFunction
 from handler.sources import parse_job_event
@@ -35,6 +36,8 @@ class JobsFunction:
         consumer dead-letters it), and what the topics or the store raise (it comes back)."""
         event = parse_job_event(message)
         data = event.data
+        if isinstance(data, ApprovalTurn):
+            return self._approval(event, data)
         if isinstance(data, DetachQueued):
             turn = self._detach.take_turn(data)
             if turn.queued is None:
@@ -48,3 +51,10 @@ class JobsFunction:
             return JobStep("untrusted", data.job_id)
         again = event.model_copy(update={"data": polled.next})
         return JobStep("continued", data.job_id, again.model_dump_json(), polled.delay_s)
+
+    def _approval(self, event: CloudEvent[Any], turn: ApprovalTurn) -> JobStep:
+        step = self._detach.take_approval(turn)
+        if step.again is not None:
+            again = event.model_copy(update={"data": step.again})
+            return JobStep("waiting", None, again.model_dump_json(), step.delay_s)
+        return JobStep(step.what, step.outcome.job_id if step.outcome is not None else None)

@@ -1,10 +1,12 @@
-"""``ecs-detach``: emulator, up, worker, demo, invoke, package, results, status, history, detach."""
+"""``ecs-detach``: emulator, up, worker, demo, invoke, package, results, status, history, approvals,
+detach."""
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
 import json
+import secrets
 import signal
 import sys
 import threading
@@ -162,6 +164,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--jobs", help="jobs topic URL (default: ECS_DETACH_JOBS_TOPIC)")
     worker.add_argument("--results", help="results topic URL (default: ECS_DETACH_RESULTS_TOPIC)")
     worker.add_argument("--requests", help="also consume detach requests from this topic URL")
+    worker.add_argument(
+        "--notify", action="store_true", help="also send the results to ECS_DETACH_NOTIFY_CHANNELS (notify)"
+    )
     worker.add_argument("--concurrency", type=_positive_int, default=4, help="threads per topic")
     worker.add_argument("--host", default="127.0.0.1", help="address of /healthz and /metrics")
     worker.add_argument("--health-port", type=_port, default=8088)
@@ -171,6 +176,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--event", type=_json_file, default=DEMO_EVENT, help="detach request to send")
     demo.add_argument("--job-duration", type=_seconds, default=3.0)
     demo.add_argument("--timeout", type=_seconds, default=60.0, help="give up after this many seconds")
+    demo.add_argument(
+        "--approve",
+        action="store_true",
+        help="the detach waits for an approval: prints the link and the command",
+    )
     demo.set_defaults(run=_demo)
 
     invoke = commands.add_parser("invoke", help="run an event file through the detach function locally")
@@ -186,7 +196,32 @@ def _parser() -> argparse.ArgumentParser:
     _add_status(commands)
     _add_history(commands)
     _add_detach(commands)
+    _add_approvals(commands)
     return parser
+
+
+def _add_approvals(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from handler.local.approvals import add_commands
+
+    approvals = commands.add_parser(
+        "approvals",
+        help="list, show, approve, deny the requests waiting for an approval",
+        description="ACTION: list [--all] (default), show ID, approve ID, deny ID, link ID --for NAME, sweep",
+    )
+    add_commands(approvals)
+    approvals.set_defaults(run=_approvals)
+
+
+def _approvals(args: argparse.Namespace) -> int:
+    from handler.entry.runtime import open_desk
+    from handler.local.approvals import run
+    from handler.settings import CloudCredentials, Settings
+
+    handle = open_desk(Settings(), CloudCredentials().credentials())
+    try:
+        return run(handle.desk, args)
+    finally:
+        handle.close()
 
 
 def _add_detach(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -342,6 +377,7 @@ def _up(args: argparse.Namespace) -> int:
     )
     show_events(console)
     settings = Settings()
+    options.notify = bool(settings.notify_channels)  # the results go to the chosen channels too
     if args.topics:
         from handler.topics import topic_url
 
@@ -377,7 +413,7 @@ def _demo(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from emulator import EmulatorConfig
-    from handler.core.models import CloudEvent, DetachResult
+    from handler.core.models import EVENT_APPROVAL_REQUESTED, CloudEvent, DetachResult
     from handler.local._console import show_events
     from handler.local.local import LocalStack, StackOptions
     from handler.settings import Settings
@@ -392,6 +428,14 @@ def _demo(args: argparse.Namespace) -> int:
             results_topic=f"{db}?topic=results",
             store=f"sqlite:///{tmp}/store.db",
         )
+        if args.approve:  # every detach waits for a person, who has the demo's timeout to decide
+            settings = settings.model_copy(
+                update={
+                    "approval_mode": "always",
+                    "approval_expiry_s": args.timeout,
+                    "approval_link_secret": SecretStr(secrets.token_urlsafe(32)),
+                }
+            )
         options = StackOptions(
             http_port=0,
             emulator_config=EmulatorConfig(job_init_s=0.5, job_duration_s=args.job_duration),
@@ -405,15 +449,22 @@ def _demo(args: argparse.Namespace) -> int:
             if answer.status_code != 202:
                 console.print(f"[red]webhook answered HTTP {answer.status_code}:[/] {escape(answer.text)}")
                 return EXIT_FAILED
-            (job_id,) = answer.json()["job_ids"]
-            console.print(f"webhook answered HTTP 202: job {job_id} is being followed")
+            (record,) = answer.json()["records"]
+            if record["status"] == "pending_approval":
+                _demo_pause(stack, str(record["approval_id"]), console)
+                job_id = None  # not known until someone approves
+            else:
+                (job_id,) = answer.json()["job_ids"]
+                console.print(f"webhook answered HTTP 202: job {job_id} is being followed")
             deadline = time.monotonic() + args.timeout
             results = stack.runtime.results
             while time.monotonic() < deadline:
                 for delivery in results.receive(1, wait=0.5):
-                    result = CloudEvent[DetachResult].model_validate_json(delivery.body)
                     results.ack(delivery)
-                    if result.data.job_id != job_id:
+                    if json.loads(delivery.body).get("type") == EVENT_APPROVAL_REQUESTED:
+                        continue  # not a result: a request waiting for a person
+                    result = CloudEvent[DetachResult].model_validate_json(delivery.body)
+                    if job_id is not None and result.data.job_id != job_id:
                         continue
                     console.print(f"result event [bold]{result.type}[/] ({result.id}):")
                     for key, value in result.data.model_dump(mode="json", exclude_none=True).items():
@@ -421,8 +472,29 @@ def _demo(args: argparse.Namespace) -> int:
                     if settings.history_url() is not None:
                         console.print("its whole trail: ecs-detach history --limit 1")
                     return EXIT_OK if result.data.outcome.value == "succeeded" else EXIT_FAILED
-            console.print(f"[red]no result for job {job_id} within {args.timeout} s[/]")
+            console.print(f"[red]no result within {args.timeout} s[/]")
             return EXIT_FAILED
+
+
+def _demo_pause(stack: LocalStack, approval_id: str, console: Console) -> None:
+    """The demo's request waits for a person: how to decide it (the link, or the CLI)."""
+    desk = stack.runtime.detach.approvals
+    assert desk is not None  # the demo turned approvals on
+    settings = stack.settings
+    env = " ".join(
+        f"{name}={value}"
+        for name, value in (
+            ("ECS_DETACH_STORE", settings.store),
+            ("ECS_DETACH_JOBS_TOPIC", settings.jobs_topic),
+            ("ECS_DETACH_RESULTS_TOPIC", settings.results_topic),
+            ("ECS_DETACH_APPROVAL_MODE", "always"),
+        )
+    )
+    console.print(f"webhook answered HTTP 202: pending_approval, approval {approval_id}", highlight=False)
+    console.print("[bold]waiting for an approval[/]; decide in a browser:", highlight=False)
+    print(f"  {stack.webhook_url}{desk.link(approval_id, 'demo-approver')}", flush=True)
+    console.print("or at a terminal:", highlight=False)
+    print(f"  {env} ecs-detach approvals approve {approval_id}", flush=True)
 
 
 def guess_route(event: object) -> str | None:
@@ -519,7 +591,7 @@ def _reply_ok(reply: dict[str, object]) -> bool:
 
 def _follow(stack: LocalStack, job_ids: list[str], timeout: float, console: Console) -> bool:
     """Wait for the result of every job; True when all ended detached."""
-    from handler.core.models import CloudEvent, DetachResult, Outcome
+    from handler.core.models import EVENT_APPROVAL_REQUESTED, CloudEvent, DetachResult, Outcome
 
     waiting, all_ok = set(job_ids), True
     deadline = time.monotonic() + timeout
@@ -527,6 +599,8 @@ def _follow(stack: LocalStack, job_ids: list[str], timeout: float, console: Cons
     while waiting and time.monotonic() < deadline:
         for delivery in results.receive(1, wait=0.5):
             results.ack(delivery)
+            if json.loads(delivery.body).get("type") == EVENT_APPROVAL_REQUESTED:
+                continue  # not a result: a request waiting for a person
             result = CloudEvent[DetachResult].model_validate_json(delivery.body).data
             waiting.discard(result.job_id or "")
             all_ok &= result.outcome in (Outcome.SUCCEEDED, Outcome.ALREADY_DETACHED)
@@ -579,8 +653,15 @@ def _worker(args: argparse.Namespace) -> int:
             visibility_timeout=settings.visibility_timeout_s,
             max_deliveries=settings.max_deliveries,
         )
+    if args.notify and not settings.notify_channels:
+        raise ConfigError("--notify needs ECS_DETACH_NOTIFY_CHANNELS")
     service = WorkerService(
-        runtime, concurrency=args.concurrency, requests=requests, host=args.host, health_port=args.health_port
+        runtime,
+        concurrency=args.concurrency,
+        requests=requests,
+        notify=args.notify,
+        host=args.host,
+        health_port=args.health_port,
     )
     service.start()
     log_event("worker.started", health=service.url, concurrency=args.concurrency, requests=bool(requests))
@@ -692,6 +773,7 @@ def _detach(args: argparse.Namespace) -> int:
     from handler.entry.runtime import build_runtime
     from handler.errors import ConfigError
     from handler.local._console import show_events
+    from handler.local.approvals import default_identity
     from handler.local.local import LocalStack, StackOptions
     from handler.settings import CloudCredentials, Settings
 
@@ -710,7 +792,7 @@ def _detach(args: argparse.Namespace) -> int:
         project_id=args.project_id,
         delete_flag=1 if args.force else 0,
         idempotency_key=args.idempotency_key,
-        origin={"source": "cli"},
+        origin={"source": "cli", "requested_by": default_identity()},
     )
     stack: LocalStack | None = None
     if settings.ecs_url() is None and credentials is None:

@@ -61,7 +61,7 @@ def webhook(request: Request) -> Response:
     headers = {name.lower(): value for name, value in request.headers.items()}
     answer = runtime.router.handle(WebRequest(request.method, request.path, headers, body))
     return Response(
-        json.dumps(answer.body), status=answer.status, headers=answer.headers, mimetype=answer.content_type
+        answer.text, status=answer.status, headers=answer.headers, content_type=answer.content_type
     )
 
 

@@ -14,7 +14,7 @@ import logging
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from handler.entry._problems import problem
@@ -63,6 +63,8 @@ def create_app(router: WebhookRouter, *, max_body_bytes: int, body_timeout_s: fl
         headers = {name.lower(): value for name, value in request.headers.items()}
         web = WebRequest(request.method, request.url.path, headers, body)
         answer = await run_in_threadpool(router.handle, web)
+        if answer.html is not None:
+            return HTMLResponse(answer.html, status_code=answer.status, headers=answer.headers)
         return JSONResponse(
             answer.body, status_code=answer.status, headers=answer.headers, media_type=answer.content_type
         )

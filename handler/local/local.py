@@ -18,7 +18,7 @@ from handler.entry.runtime import Runtime, build_runtime
 from handler.errors import ConfigError
 from handler.local._serve import BackgroundServer, ServerLimits
 from handler.local.http import runtime_app
-from handler.local.worker import RelayWorker, Worker, forwarders, poll_job, relay_worker
+from handler.local.worker import RelayWorker, Worker, forwarders, notify_event, poll_job, relay_worker
 from handler.security import generate_local_secret
 from handler.settings import CloudCredentials, Settings
 from handler.topics.push import PushTopic
@@ -33,6 +33,7 @@ class StackOptions:
     emulator_config: EmulatorConfig = field(default_factory=EmulatorConfig)
     concurrency: int = 2
     token_file: Path | None = None  # where a generated webhook token is written for other programs
+    notify: bool = False  # send the results topic's events to ECS_DETACH_NOTIFY_CHANNELS
 
 
 class LocalStack:
@@ -72,6 +73,9 @@ class LocalStack:
                     budget_s=budget_s,
                 )
                 self._workers.append(poller)
+            if self.options.notify:
+                notifier = Worker(self._runtime.results, notify_event(self._runtime, self._runtime.results))
+                self._workers.append(notifier)
             for worker in self._workers:
                 worker.start()
         except BaseException:

@@ -14,7 +14,15 @@ from starlette.routing import Route
 from handler.entry.runtime import Runtime
 from handler.local._serve import BackgroundServer
 from handler.local.metrics import WorkerMetrics
-from handler.local.worker import RelayWorker, Worker, detach_request, forwarders, poll_job, relay_worker
+from handler.local.worker import (
+    RelayWorker,
+    Worker,
+    detach_request,
+    forwarders,
+    notify_event,
+    poll_job,
+    relay_worker,
+)
 from handler.topics import Topic
 from handler.topics.push import PushTopic
 
@@ -28,6 +36,7 @@ class WorkerService:
         *,
         concurrency: int,
         requests: Topic | None = None,
+        notify: bool = False,
         host: str = "127.0.0.1",
         health_port: int = 8088,
     ) -> None:
@@ -50,6 +59,11 @@ class WorkerService:
                     observer=self.metrics,
                     budget_s=runtime.settings.worker_budget_s(),
                 )
+            )
+        if notify:  # the results topic: a message per outcome to the chosen channels
+            handle = notify_event(runtime, runtime.results)
+            self.workers.append(
+                Worker(runtime.results, handle, concurrency=1, observer=self.metrics, budget_s=budget_s)
             )
         self._server = BackgroundServer(self._app(), host=host, port=health_port)
 

@@ -81,6 +81,22 @@ def detach_request(runtime: Runtime, requests: Topic) -> Handle:
     return handle
 
 
+def notify_event(runtime: Runtime, topic: Topic) -> Handle:
+    """Handle one delivery of the results topic: send its message to the chosen channels. A
+    channel that did not take it raises: the delivery comes back (the channels that took it
+    are not sent it again) and is dead-lettered after the topic's ``max_deliveries``."""
+
+    def handle(delivery: Delivery) -> str:
+        try:
+            report = runtime.notify(delivery.body)
+        except InvalidInput as error:
+            return _dead_letter(topic, delivery, str(error))
+        topic.ack(delivery)
+        return "notified" if report.sent else "notify_skipped"
+
+    return handle
+
+
 class Observer(Protocol):
     """What a worker reports as it goes (``handler.local.metrics.WorkerMetrics`` counts it)."""
 

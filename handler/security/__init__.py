@@ -21,7 +21,7 @@ from handler.security._common import (
     Refused,
     Unauthenticated,
 )
-from handler.security._scopes import POLL, WebhookCredential
+from handler.security._scopes import APPROVALS, POLL, WebhookCredential
 from handler.support.lazy import lazy_names
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         string_to_sign,
     )
     from handler.security.webhook_auth import (
+        Principal,
         WebhookAuthConfig,
         WebhookAuthenticator,
         generate_local_secret,
@@ -44,6 +45,7 @@ _LAZY = {
     "SmnSignatureVerifier": "smn_signature",
     "fetch_certificate": "smn_signature",
     "string_to_sign": "smn_signature",
+    "Principal": "webhook_auth",
     "WebhookAuthConfig": "webhook_auth",
     "WebhookAuthenticator": "webhook_auth",
     "generate_local_secret": "webhook_auth",
@@ -53,12 +55,14 @@ _LAZY = {
 __getattr__ = lazy_names(__name__, _LAZY)
 
 __all__ = [
+    "APPROVALS",
     "DEFAULT_SMN_CERT_HOSTS",
     "HUAWEI_SMN_SUBJECT",
     "POLL",
     "CertificateFetchError",
     "CertificateFetcher",
     "Forbidden",
+    "Principal",
     "Refused",
     "SmnSignatureVerifier",
     "Unauthenticated",

@@ -6,20 +6,29 @@ plain secret, which may call every route, or an object naming its routes::
     ["tok-for-everything", {"secret": "tok-am", "routes": ["/alertmanager"]}]
 
 A route is ``/``, ``/alertmanager``, ``/grafana``, ``/smn``, ``/tickets/{mapping}`` or
-``/tickets/*`` (every mapping), or ``poll``: handing ``ecs-detach.accepted`` events on ``/smn`` to
-the poll function. ``poll`` is never implied, not even by a plain secret: a poll event is trusted
-from the jobs topic's own SMN signature, or from a credential that names ``poll``.
+``/tickets/*`` (every mapping), ``poll``: handing ``ecs-detach.accepted`` events on ``/smn`` to
+the poll function, or ``/approvals``: deciding approvals (``/approvals/{id}``). Neither ``poll``
+nor ``/approvals`` is ever implied, not even by a plain secret: a poll event is trusted from the
+jobs topic's own SMN signature or a credential that names ``poll``, and only a credential that
+names ``/approvals`` may decide one.
+
+An entry may carry a ``name``: the identity it stands for (``{"secret": …, "name": "alice",
+"routes": ["/approvals"]}``), recorded as the approver of its decisions and as the requester of
+the requests it sends (four eyes: the same identity may not approve its own request).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 POLL = "poll"
+APPROVALS = "/approvals"
 TICKETS = "/tickets/"
-ROUTES = ("/", "/alertmanager", "/grafana", "/smn")
+ROUTES = ("/", "/alertmanager", "/grafana", "/smn", APPROVALS)
+_NEVER_IMPLIED = (POLL, APPROVALS)
 ANY_TICKET = "/tickets/*"
 
 
@@ -33,7 +42,8 @@ class WebhookCredential(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     secret: SecretStr
-    routes: tuple[str, ...] | None = None  # None: every route but ``poll``
+    routes: tuple[str, ...] | None = None  # None: every route but ``poll`` and ``/approvals``
+    name: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[^\s:][^\s]*$")
 
     @model_validator(mode="before")
     @classmethod
@@ -57,9 +67,20 @@ class WebhookCredential(BaseModel):
 
     def allows(self, route: str) -> bool:
         if self.routes is None:
-            return route != POLL
+            return route not in _NEVER_IMPLIED
         return route in self.routes or (route.startswith(TICKETS) and ANY_TICKET in self.routes)
 
     def scope(self) -> str:
         """What this credential may call, for refusals (never the secret)."""
-        return "every route but poll" if self.routes is None else ", ".join(self.routes)
+        return "every route but poll and /approvals" if self.routes is None else ", ".join(self.routes)
+
+    def identity(self, scheme: str) -> str:
+        """Who this credential stands for: its ``name``; else a basic-auth user's name; else
+        ``{scheme}:`` and a short digest of the secret (it names the credential, reveals
+        nothing of it, and two uses of one unnamed credential are the same identity)."""
+        if self.name:
+            return self.name
+        secret = self.secret.get_secret_value()
+        if scheme == "basic":
+            return f"basic:{secret.partition(':')[0]}"
+        return f"{scheme}:{hashlib.sha256(secret.encode()).hexdigest()[:12]}"

@@ -23,6 +23,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -58,6 +59,14 @@ SETTINGS_HINT = (
     "ECS_DETACH_WEBHOOK_HMAC_SECRETS or ECS_DETACH_WEBHOOK_STANDARD_SECRETS "
     "(or ECS_DETACH_WEBHOOK_AUTH_DISABLED=true on a trusted network only)"
 )
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request proved to be: the scheme that verified it and the credential's identity."""
+
+    scheme: str
+    identity: str | None
 
 
 class WebhookAuthConfig(BaseModel):
@@ -208,8 +217,13 @@ class WebhookAuthenticator:
     def check(self, path: str, headers: Mapping[str, str], body: bytes) -> str:
         """The name of the scheme that accepts the request on ``path``; else ``Unauthenticated``
         (no credential verifies) or ``Forbidden`` (one verifies, but may not call ``path``)."""
+        return self.authenticate(path, headers, body).scheme
+
+    def authenticate(self, path: str, headers: Mapping[str, str], body: bytes) -> Principal:
+        """``check``, with the identity of the credential that verified (None for an SMN
+        signature or with authentication disabled: nobody in particular)."""
         if self._config.disabled:
-            return DISABLED
+            return Principal(DISABLED, None)
         route = normal_route(path)
         lowered = {name.lower(): value for name, value in headers.items()}
         try:
@@ -252,14 +266,14 @@ class WebhookAuthenticator:
             return f"webhook authentication: {parts[0]} only, every other request is refused; {SETTINGS_HINT}"
         return f"webhook authentication: {', '.join(parts)}; replay window {config.replay_window_s} s"
 
-    def _check(self, route: str, headers: Mapping[str, str], body: bytes) -> str:
+    def _check(self, route: str, headers: Mapping[str, str], body: bytes) -> Principal:
         if route in ("/smn", POLL) and self._smn is not None:
             envelope = smn_envelope(headers, body)
             if envelope is not None:
                 self._smn.verify(envelope)
                 if route == POLL and envelope.get("topic_urn") != self._config.jobs_topic_urn:
                     raise Forbidden("only the jobs topic's SMN messages may hand events to the poll function")
-                return SMN_SCHEME
+                return Principal(SMN_SCHEME, None)
         if not self._schemes:
             if route in ("/smn", POLL) and self._smn is not None:
                 raise Unauthenticated(
@@ -282,7 +296,7 @@ class WebhookAuthenticator:
                 reasons.append(refused.reason)
                 continue
             if credential.allows(route):
-                return scheme.name
+                return Principal(scheme.name, credential.identity(scheme.name))
             reasons.append(f"this {scheme.name} credential may call {credential.scope()}, not {route}")
             out_of_scope = True
         if out_of_scope:

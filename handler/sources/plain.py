@@ -16,8 +16,10 @@ from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
 from handler.core.models import (
     EVENT_ACCEPTED,
+    EVENT_APPROVAL_TURN,
     EVENT_QUEUED,
     EVENT_REQUESTED,
+    ApprovalTurn,
     CloudEvent,
     DetachAccepted,
     DetachQueued,
@@ -205,9 +207,10 @@ def parse_message(body: str | bytes, *, source: str = "message") -> Parsed:
 
 def parse_job_event(
     raw: str | bytes | dict[str, Any],
-) -> CloudEvent[DetachAccepted] | CloudEvent[DetachQueued]:
-    """A message of the jobs topic: an ``ecs-detach.accepted`` event (a job to poll) or an
-    ``ecs-detach.queued`` event (a request waiting for its turn)."""
+) -> CloudEvent[DetachAccepted] | CloudEvent[DetachQueued] | CloudEvent[ApprovalTurn]:
+    """A message of the jobs topic: an ``ecs-detach.accepted`` event (a job to poll), an
+    ``ecs-detach.queued`` event (a request waiting for its turn) or an
+    ``ecs-detach.approval_turn`` event (a request kept for an approval, decided or due)."""
     body = load_object(raw)
     kind = body.get("type")
     model: type[CloudEvent[Any]]
@@ -215,11 +218,15 @@ def parse_job_event(
         model = CloudEvent[DetachAccepted]
     elif kind == EVENT_QUEUED:
         model = CloudEvent[DetachQueued]
+    elif kind == EVENT_APPROVAL_TURN:
+        model = CloudEvent[ApprovalTurn]
     else:
-        expected = f"expected {EVENT_ACCEPTED!r} or {EVENT_QUEUED!r}"
+        expected = f"expected {EVENT_ACCEPTED!r}, {EVENT_QUEUED!r} or {EVENT_APPROVAL_TURN!r}"
         raise InvalidInput("unexpected event type", [FieldError("type", expected)])
     try:
-        event: CloudEvent[DetachAccepted] | CloudEvent[DetachQueued] = model.model_validate(body)
+        event: CloudEvent[DetachAccepted] | CloudEvent[DetachQueued] | CloudEvent[ApprovalTurn] = (
+            model.model_validate(body)
+        )
     except ValidationError as exc:
         raise InvalidInput.from_validation(f"invalid {kind} event", exc) from None
     return event

@@ -22,7 +22,7 @@ SCHEME_EXTRAS = {
     "amqps": "rabbitmq",
 }
 # Extra → the module its backend imports.
-EXTRA_MODULES = {"redis": "redis", "nats": "nats", "rabbitmq": "aio_pika"}
+EXTRA_MODULES = {"redis": "redis", "nats": "nats", "rabbitmq": "aio_pika", "notify": "jinja2"}
 
 
 @dataclass(frozen=True)

@@ -23,14 +23,17 @@ from pydantic import SecretStr
 
 from emulator import DEMO_CREDENTIAL, EcsBackend, EmulatorConfig, FaultConfig, create_app, load_seed
 from handler.cloud import Credentials, EcsClient, EvsClient
+from handler.core.approval import ApprovalPolicy
 from handler.core.policy import SafetyPolicy
 from handler.core.polling import PollSchedule
+from handler.functions.approvals import ApprovalDesk
 from handler.functions.detach import DetachFunction
 from handler.functions.jobs import JobsFunction, JobStep
 from handler.functions.poll import PollFunction
 from handler.guards.blast import BlastRadius
 from handler.guards.idempotency import Guard
 from handler.store import SqliteStore
+from handler.store.approvals import open_book
 from handler.topics import TopicError
 from tests.support import PID, FakeClock
 
@@ -172,6 +175,7 @@ class Functions:
     jobs: JobsFunction
     guard: Guard
     blast: BlastRadius
+    desk: ApprovalDesk | None = None
 
     def step(self, world: World) -> JobStep | None:
         """Consume the next due message of the jobs topic (None: it is empty); a message that
@@ -238,8 +242,10 @@ def build(
     poll_timeout_s: float = 600.0,
     queue_timeout_s: float = 3600.0,
     project: str | None = PID,
+    approval: ApprovalPolicy | None = None,
 ) -> Functions:
-    """The two functions as the composition root wires them, on the world's fake clock."""
+    """The two functions as the composition root wires them, on the world's fake clock; with
+    ``approval``, the approval desk too (its book in the world's store)."""
     guard = Guard(world.store, in_progress_ttl_s=60.0, record_ttl_s=86400.0, lock_ttl_s=poll_timeout_s + 60.0)
     blast = BlastRadius(
         world.store,
@@ -249,6 +255,20 @@ def build(
         breaker_window_s=600.0,
     )
     schedule = PollSchedule(first_delay_s=2.0, factor=0.15, min_delay_s=1.0, max_delay_s=20.0)
+    desk = None
+    if approval is not None:
+        desk = ApprovalDesk(
+            approval,
+            open_book(world.store),
+            world.store,
+            world.jobs,
+            world.results,
+            source="test",
+            keep_s=86400.0,
+            link_secret=b"k" * 32,
+            base_url="https://detach.example.com",
+            clock=world.now,
+        )
     detach = DetachFunction(
         world.ecs,
         world.evs,
@@ -265,9 +285,10 @@ def build(
         queue_timeout_s=queue_timeout_s,
         queue_check_s=5.0,
         dry_run=dry_run,
+        approvals=desk,
         clock=world.now,
     )
     poll = PollFunction(
         world.ecs, world.results, source="test", schedule=schedule, guard=guard, blast=blast, clock=world.now
     )
-    return Functions(detach, poll, JobsFunction(detach, poll), guard, blast)
+    return Functions(detach, poll, JobsFunction(detach, poll), guard, blast, desk)

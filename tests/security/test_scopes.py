@@ -73,9 +73,30 @@ def test_a_wrong_secret_stays_unauthenticated_not_forbidden() -> None:
 
 def test_poll_is_never_implied() -> None:
     auth = authenticator(bearer_tokens=[ALL_TOKEN, {"secret": AM_TOKEN, "routes": ["/smn", "poll"]}])
-    with pytest.raises(Forbidden, match="may call every route but poll, not poll"):
+    with pytest.raises(Forbidden, match="may call every route but poll and /approvals, not poll"):
         auth.check("poll", bearer(ALL_TOKEN), BODY)
     assert auth.check("poll", bearer(AM_TOKEN), BODY) == "bearer"
+
+
+def test_approvals_are_never_implied_and_a_credential_names_its_identity() -> None:
+    named = {"secret": AM_TOKEN, "routes": ["/approvals"], "name": "alice"}
+    auth = authenticator(bearer_tokens=[ALL_TOKEN, named], basic_credentials=["carol:pw-123"])
+    with pytest.raises(Forbidden, match="not /approvals"):
+        auth.check("/approvals", bearer(ALL_TOKEN), BODY)
+    assert auth.authenticate("/approvals", bearer(AM_TOKEN), BODY).identity == "alice"
+    unnamed = auth.authenticate("/", bearer(ALL_TOKEN), BODY).identity
+    assert unnamed is not None
+    assert unnamed.startswith("bearer:")
+    assert ALL_TOKEN not in unnamed
+    assert unnamed == auth.authenticate("/grafana", bearer(ALL_TOKEN), BODY).identity  # one identity
+    basic = {"authorization": "Basic " + base64.b64encode(b"carol:pw-123").decode()}
+    assert auth.authenticate("/", basic, BODY).identity == "basic:carol"
+
+
+@pytest.mark.parametrize("name", ["", "has space", ":starts-with-colon", "x" * 129])
+def test_a_credential_name_must_be_one_word(name: str) -> None:
+    with pytest.raises(ValidationError, match="name"):
+        WebhookAuthConfig(bearer_tokens=[{"secret": "S3CR3T-1", "name": name}])
 
 
 @pytest.mark.parametrize(
