@@ -13,11 +13,13 @@ from handler.store import ClaimState
 from tests.functions.conftest import World, build
 from tests.support import (
     CLUSTER1,
+    CLUSTER2,
     DB1_DATA,
     DB1_SHUTOFF,
     DB1_SYSTEM,
     PID,
     SHARED,
+    SPARE,
     WEB1,
     WEB1_DATA,
     WEB1_LOGS,
@@ -524,6 +526,99 @@ def test_a_queued_turn_that_gets_no_answer_stays_queued(world: World) -> None:
     fns.drain(world)
     assert world.deletes() == [WEB1_DATA, WEB1_LOGS]
     assert len(world.results_of()) == 2
+
+
+def test_a_sender_retry_while_the_turn_is_running_is_a_queued_duplicate(world: World) -> None:
+    fns = build(world)
+    fns.detach(request())
+    fns.detach(request(volume_id=WEB1_LOGS))
+    key = f"{PID}/{WEB1}/{WEB1_LOGS}"
+    taken = fns.guard.claim(key, request(volume_id=WEB1_LOGS, project_id=PID), PID)  # its turn runs now
+    assert "queued" in taken.progress
+
+    again = fns.detach(request(volume_id=WEB1_LOGS))
+
+    assert (again.status, again.original) == (DetachStatus.DUPLICATE, "queued")
+    assert record_http_status(again.status, again.original) == 202  # not 503: the turn makes the detach
+    assert world.deletes() == [WEB1_DATA]
+
+
+def test_a_sender_retry_while_the_job_is_being_published_is_an_accepted_duplicate(world: World) -> None:
+    fns = build(world)
+    fns.guard.claim(KEY, request(project_id=PID), PID)  # another instance made the call, noted its job,
+    fns.guard.note(KEY, {"job_id": "0" * 32, "request_id": None, "volume_id": WEB1_DATA})  # not published yet
+
+    again = fns.detach(request())
+
+    assert (again.status, again.original, again.job_id) == (DetachStatus.DUPLICATE, "accepted", "0" * 32)
+    assert record_http_status(again.status, again.original) == 202
+    assert world.deletes() == []  # no second call while the first one's job is being handed on
+
+
+def test_a_second_delivery_of_a_turn_being_taken_waits(world: World) -> None:
+    fns = build(world)
+    fns.detach(request())
+    fns.detach(request(volume_id=WEB1_LOGS))
+    queued = _take(world, "ecs-detach.queued")
+    key = f"{PID}/{WEB1}/{WEB1_LOGS}"
+    fns.guard.claim(key, request(volume_id=WEB1_LOGS, project_id=PID), PID)  # the first delivery is at it
+
+    step = fns.jobs(queued)
+
+    assert step.what == "queued"
+    assert step.again is not None  # it comes back: neither dropped nor made twice
+    assert step.delay_s == 60.0  # when the other delivery's claim lapses (in_progress_ttl_s)
+    assert world.deletes() == [WEB1_DATA]
+    assert world.results.messages == []
+
+
+def test_a_queued_event_whose_key_now_names_another_request_changes_nothing(world: World) -> None:
+    fns = build(world)
+    fns.detach(request())
+    assert fns.detach(request(volume_id=WEB1_LOGS, idempotency_key="k")).status is DetachStatus.QUEUED
+    queued = _take(world, "ecs-detach.queued")
+    world.clock.advance(24 * 3600 + 1)  # the parked record lapses (keep_abandoned_s), the key is reused
+    other = fns.detach(request(server_id=WEB2, volume_id=WEB2_DATA, idempotency_key="k"))
+    assert other.status is DetachStatus.ACCEPTED
+
+    step = fns.jobs(queued)  # the old event comes back late
+
+    assert (step.what, step.again) == ("duplicate", None)
+    assert WEB1_LOGS not in world.deletes()
+    seen = world.store.peek("k")
+    assert seen is not None
+    assert seen.record == {"outcome": "accepted", "job_id": other.job_id}  # the new request's record stands
+
+
+def test_evs_failing_while_checking_a_disk_elsewhere_is_retried_with_the_key_free(world: World) -> None:
+    world.faults(**error_rule(500, "EVS.5000", methods=("GET",), paths="cloudvolumes", message="down"))
+    fns = build(world)
+    outcome = fns.detach(request(volume_id=WEB2_DATA))  # not on WEB1: EVS is asked where it is
+
+    assert outcome.status is DetachStatus.RETRY
+    assert outcome.retry_after_s == 5.0
+    assert "EVS.5000" in outcome.reason
+    assert world.store.peek(KEY.replace(WEB1_DATA, WEB2_DATA)) is None
+    assert world.results.messages == []
+    world.faults()
+    refused = fns.detach(request(volume_id=WEB2_DATA))
+    assert (refused.status, refused.error_code) == (DetachStatus.REJECTED, "VolumeNotAttached")
+    assert world.deletes() == []
+
+
+def test_a_request_queued_behind_its_volume_does_not_hold_its_server(world: World) -> None:
+    world.backend.attach_volume(PID, CLUSTER2, SPARE)
+    world.clock.advance(10)  # the attach job ends: cluster-2 has the shared disk and the spare
+    fns = build(world, policy=SafetyPolicy(allow_shared_disks=True))
+    first = fns.detach(request(server_id=CLUSTER1, volume_id=SHARED))
+    behind = fns.detach(request(server_id=CLUSTER2, volume_id=SHARED))  # the volume is busy
+    spare = fns.detach(request(server_id=CLUSTER2, volume_id=SPARE))  # the server is not
+
+    assert (first.status, behind.status) == (DetachStatus.ACCEPTED, DetachStatus.QUEUED)
+    assert spare.status is DetachStatus.ACCEPTED, spare.reason
+    fns.drain(world)
+    assert sorted(world.deletes()) == sorted([SHARED, SPARE, SHARED])
+    assert {r["outcome"] for r in world.results_of()} == {"succeeded"}
 
 
 def _take(world: World, kind: str) -> str:
