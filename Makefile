@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: venv demo test lint typecheck unit coverage storm bench clean provider-schema package-constraints
+.PHONY: venv demo test quick lint typecheck unit coverage storm bench clean provider-schema \
+	package-constraints
 
 venv: $(VENV)/.installed
 
@@ -45,6 +46,13 @@ coverage:
 	@printf '%-80s ' 'handler/ (floor 85 %)'; $(BIN)/coverage report --format=total --fail-under=85
 
 test: lint typecheck unit
+
+# Daily work (under a minute): the deterministic tier and the unit tests, without the tests
+# marked slow and without coverage. `make test` runs everything (CI).
+QUICK := tests/functions tests/core tests/store tests/sources tests/security tests/emulator tests/cloud \
+	tests/test_errors.py tests/test_settings.py
+quick: venv
+	$(BIN)/pytest -q -m 'not slow' $(QUICK)
 
 # handler/local/package-constraints.txt: the versions of the FunctionGraph package, renewed (PyPI).
 package-constraints: venv

@@ -45,6 +45,7 @@ def result_of(line: str) -> CloudEvent[DetachResult]:
     return CloudEvent[DetachResult].model_validate_json(line)
 
 
+@pytest.mark.slow
 def test_results_prints_each_event_and_leaves_it_to_the_consumer(
     deployment: Deployment, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -76,6 +77,7 @@ def test_results_prints_each_event_and_leaves_it_to_the_consumer(
     assert deployment.consume() == [line]  # the consumer still gets it, first delivery
 
 
+@pytest.mark.slow
 def test_results_follow_prints_events_as_they_come(deployment: Deployment) -> None:
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-c", "import sys; from handler.local.cli import main; sys.exit(main())"]
