@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: venv demo test quick lint typecheck unit coverage storm bench clean provider-schema \
+.PHONY: venv demo test quick lint typecheck unit coverage mutation storm bench clean provider-schema \
 	package-constraints
 
 venv: $(VENV)/.installed
@@ -54,6 +54,14 @@ QUICK := tests/functions tests/core tests/store tests/sources tests/security tes
 quick: venv
 	$(BIN)/pytest -q -m 'not slow' $(QUICK)
 
+# Mutation testing of the safety core with mutmut ([tool.mutmut] in pyproject.toml) against the
+# fast tier; not part of `make test`: about 6 minutes here. Score and survivors: docs/testing.md.
+# A fresh run each time (mutmut keeps results of functions it thinks unchanged, not of tests).
+mutation: venv
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children $(or $(MUTATION_JOBS),2)
+	$(BIN)/mutmut results
+
 # handler/local/package-constraints.txt: the versions of the FunctionGraph package, renewed (PyPI).
 package-constraints: venv
 	$(BIN)/python -m handler.local.package
@@ -75,4 +83,4 @@ bench: venv
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .bench .ecs-detach .mypy_cache .pytest_cache .ruff_cache .coverage .coverage.*
+	rm -rf $(VENV) .bench .ecs-detach .mypy_cache .pytest_cache .ruff_cache .coverage .coverage.* mutants

@@ -53,6 +53,17 @@ def test_a_retry_policy_without_a_try_is_refused() -> None:
         RetryPolicy(max_attempts=0)
 
 
+def test_one_try_and_a_fixed_backoff_are_allowed() -> None:
+    assert RetryPolicy(max_attempts=1).delay(0, None) is None  # one try, no retry
+    assert Backoff(base_s=2, cap_s=2).ceiling(5) == 2
+
+
+def test_retry_after_without_a_clock_counts_from_now() -> None:
+    seconds = retry_after_seconds("Mon, 15 Jan 2124 08:30:00 GMT")
+    assert seconds is not None
+    assert seconds > 0
+
+
 def test_retry_policy_uses_its_tries_and_honours_retry_after() -> None:
     policy = RetryPolicy(max_attempts=3, backoff=Backoff(base_s=1, cap_s=10))
     assert policy.delay(0, None, rand=lambda: 0.5) == 0.5

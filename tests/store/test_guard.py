@@ -21,6 +21,9 @@ def test_an_in_memory_guard_answers_duplicates_within_its_process() -> None:
     other = DetachRequest(server_id=WEB1, volume_id=WEB1_LOGS)
     assert guard.claim(KEY, other, PID).state is ClaimState.CONFLICT  # same key, other disk
     assert guard.names_job(KEY, "0" * 32)
+    locks = guard.locks(PID, WEB1, WEB1_DATA, KEY)
+    assert guard.acquire(locks)
+    assert not guard.acquire(guard.locks(PID, WEB1, WEB1_LOGS, "another request"))  # the server is held
     guard.store.close()
 
 
