@@ -135,6 +135,7 @@ def test_a_job_gone_is_judged_by_the_disk(world: World, detached: bool, outcome:
     assert step.result is not None
     assert step.result.outcome.value == outcome
     assert step.result.error_code == (None if detached else "JobNotFound")
+    assert step.result.fail_reason == (None if detached else "job gone and the volume is still attached")
 
 
 @pytest.mark.parametrize(("status", "code"), [(503, "Ecs.1001"), (400, "Ecs.1001"), (409, "Ecs.0603")])
@@ -292,6 +293,7 @@ def test_the_result_event_carries_the_jobs_story(world: World) -> None:
     assert result["request_id"] is not None
     assert result["duration_s"] == 12.25  # 2 s to the first look, then 10.2504: to the millisecond
     assert result["polls"] == 1
+    assert result["finished_at"] == world.now().isoformat().replace("+00:00", "Z")
     assert fns.guard.acquire(fns.guard.locks(PID, WEB2, WEB1_DATA, "next"))  # the volume is free too
 
 
