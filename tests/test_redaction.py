@@ -107,6 +107,7 @@ def _open_and_publish(url: str) -> None:
         "amqp://guest:{secret}@127.0.0.1:{port}/",
     ],
 )
+@pytest.mark.slow
 def test_a_broker_that_cannot_be_reached_names_it_without_credentials(
     url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -40,7 +40,8 @@ def recorder() -> Iterator[tuple[str, list[bytes]]]:
     lines: list[bytes] = []
     handler = type("Recorder", (_Recorder,), {"lines": lines})
     with socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler) as server:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        # a short poll interval: shutdown() waits for it, once per test (80 of them)
+        thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
         thread.start()
         yield f"http://127.0.0.1:{server.server_address[1]}", lines
         server.shutdown()

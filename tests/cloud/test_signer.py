@@ -158,6 +158,7 @@ def test_canonical_uri_encodes_colons_and_appends_slash() -> None:
 
 
 @given(st.lists(st.tuples(st.text(max_size=8), st.text(max_size=8)), max_size=6))
+@pytest.mark.slow
 def test_canonical_query_is_order_independent_and_stable(pairs: list[tuple[str, str]]) -> None:
     raw = httpx.QueryParams(pairs)
     reversed_raw = httpx.QueryParams(list(reversed(pairs)))

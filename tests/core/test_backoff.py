@@ -32,6 +32,7 @@ def test_jitter_spreads_over_the_whole_interval() -> None:
         (" 120 ", 120.0),
         ("Mon, 15 Jan 2024 08:30:30 GMT", 30.0),
         ("Mon, 15 Jan 2024 08:29:00 GMT", 0.0),  # in the past: now
+        ("Mon, 15 Jan 2024 08:30:20 -0000", 20.0),  # a date with no zone is taken as UTC
         (None, None),
         ("", None),
         ("soon", None),
@@ -45,6 +46,22 @@ def test_retry_after_both_forms(value: str | None, seconds: float | None) -> Non
 def test_nonsense_backoff_is_refused() -> None:
     with pytest.raises(ValueError, match="backoff"):
         Backoff(base_s=0)
+
+
+def test_a_retry_policy_without_a_try_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_attempts must be at least 1"):
+        RetryPolicy(max_attempts=0)
+
+
+def test_one_try_and_a_fixed_backoff_are_allowed() -> None:
+    assert RetryPolicy(max_attempts=1).delay(0, None) is None  # one try, no retry
+    assert Backoff(base_s=2, cap_s=2).ceiling(5) == 2
+
+
+def test_retry_after_without_a_clock_counts_from_now() -> None:
+    seconds = retry_after_seconds("Mon, 15 Jan 2124 08:30:00 GMT")
+    assert seconds is not None
+    assert seconds > 0
 
 
 def test_retry_policy_uses_its_tries_and_honours_retry_after() -> None:

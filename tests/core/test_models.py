@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, ValidationError
 
+from handler.core.models import DetachRequest
 from handler.core.validation import InvalidInput, MalformedInput
 from handler.sources import parse_job_event, parse_request
 
@@ -57,6 +59,20 @@ def test_cloudevent_request_and_its_errors_have_data_paths() -> None:
     assert [e.field for e in caught.value.errors] == ["data.volume_id"]
     with pytest.raises(InvalidInput, match="unsupported CloudEvent type"):
         parse_request({**event, "type": "other", "data": {"server_id": SERVER, "volume_id": VOLUME}})
+
+
+def test_a_field_path_names_list_items_by_index() -> None:
+    class Batch(BaseModel):
+        records: list[DetachRequest]
+
+    with pytest.raises(ValidationError) as raised:
+        Batch.model_validate({"records": [{"server_id": SERVER, "volume_id": VOLUME}, {"server_id": "x"}]})
+    error = InvalidInput.from_validation("invalid batch", raised.value, prefix="data")
+
+    assert {(e.field, e.reason) for e in error.errors} == {
+        ("data.records[1].server_id", "must be a UUID (8-4-4-4-12 hex digits)"),
+        ("data.records[1].volume_id", "volume_id or device is required"),
+    }
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"[1]", b'"text"'])

@@ -31,6 +31,9 @@ FULL = _server(
     {"id": DATA, "device": "/dev/vdb", "bootIndex": "-1"},
 )
 BARE = _server({"id": ROOT}, {"id": DATA})  # an older API answer: ids only
+DEVICES_ONLY = _server(
+    {"id": ROOT, "device": "/dev/vda"}, {"id": DATA, "device": "/dev/vdb"}
+)  # no boot index
 
 
 @pytest.mark.parametrize(
@@ -42,6 +45,7 @@ BARE = _server({"id": ROOT}, {"id": DATA})  # an older API answer: ids only
         (BARE, {"volume_id": DATA}, True),
         (BARE, {"device": "/dev/vdb"}, True),
         (FULL, {"volume_id": "2c4d6e8f-0000-4000-8000-0000000000ff"}, True),  # not listed
+        (DEVICES_ONLY, {"volume_id": DATA}, False),  # its device against the root device settles it
     ],
 )
 def test_block_devices_are_read_only_when_the_server_leaves_a_question(

@@ -56,3 +56,16 @@ def test_long_jobs_cost_fewer_calls_than_a_fixed_ten_second_interval() -> None:
 def test_nonsense_schedules_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="poll delays"):
         PollSchedule(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"min_delay_s": 5.0, "max_delay_s": 5.0},  # a fixed interval
+        {"first_delay_s": 0.0},  # look at once
+        {"factor": 0.0},  # always the minimum
+    ],
+)
+def test_the_edges_of_a_sensible_schedule_are_accepted(kwargs: dict[str, float]) -> None:
+    schedule = PollSchedule(**kwargs)
+    assert schedule.next_delay(1, 100.0) >= schedule.min_delay_s

@@ -58,6 +58,7 @@ def _start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> sub
 
 
 @pytest.mark.parametrize("namespace", BROKERS, indirect=True)
+@pytest.mark.slow
 def test_up_runs_the_flow_on_a_broker(tmp_path: Path, namespace: tuple[str, str]) -> None:
     base, _ = namespace
     port = _free_port()
@@ -91,6 +92,7 @@ def test_up_runs_the_flow_on_a_broker(tmp_path: Path, namespace: tuple[str, str]
 
 
 @pytest.mark.parametrize("namespace", ["redis"], indirect=True)
+@pytest.mark.slow
 def test_worker_consumes_requests_serves_health_and_metrics_and_drains(
     tmp_path: Path, namespace: tuple[str, str], emulator: Emulator
 ) -> None:

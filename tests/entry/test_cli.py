@@ -61,6 +61,7 @@ def background(tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
             process.wait(10)
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_flow_and_exits_zero(tmp_path: Path) -> None:
     done = _run("demo", "--job-duration", "1", cwd=Path.cwd())
     assert done.returncode == 0, done.stdout + done.stderr
@@ -70,6 +71,7 @@ def test_demo_runs_the_whole_flow_and_exits_zero(tmp_path: Path) -> None:
     assert "ecs-detach.succeeded" in done.stdout
 
 
+@pytest.mark.slow
 def test_one_off_detach_waits_for_the_job(tmp_path: Path) -> None:
     done = _run("detach", "--server-id", WEB1, "--volume-id", WEB1_DATA, "--wait", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -77,6 +79,7 @@ def test_one_off_detach_waits_for_the_job(tmp_path: Path) -> None:
     assert "result: succeeded" in done.stdout
 
 
+@pytest.mark.slow
 def test_one_off_detach_of_a_system_disk_fails_with_the_reason(tmp_path: Path) -> None:
     system_disk = "2c4d6e8f-0000-4000-8000-000000000001"
     done = _run("detach", "--server-id", WEB1, "--volume-id", system_disk, cwd=tmp_path)
@@ -107,6 +110,7 @@ def test_emulator_command_serves_signed_calls(
         assert WEB1_DATA in {d.volume_id for d in ecs.list_block_devices(WEB1)}
 
 
+@pytest.mark.slow
 def test_up_serves_the_webhook_until_sigterm(tmp_path: Path, background: list[subprocess.Popen[str]]) -> None:
     port, emulator_port = _free_port(), _free_port()
     process = subprocess.Popen(
@@ -148,6 +152,7 @@ def test_up_serves_the_webhook_until_sigterm(tmp_path: Path, background: list[su
     assert process.wait(20) == 0
 
 
+@pytest.mark.slow
 def test_invoke_runs_a_sample_to_its_result(tmp_path: Path) -> None:
     sample = Path(__file__).resolve().parents[2] / "events" / "alertmanager-firing.json"
     done = _run("invoke", str(sample), "--follow", "--job-duration", "0.5", cwd=tmp_path)

@@ -46,6 +46,7 @@ KEY = ("--idempotency-key", "ticket-7")
 
 
 @pytest.mark.parametrize("how", ["setting", "flag"])
+@pytest.mark.slow
 def test_a_dry_run_detaches_nothing(emulator: Emulator, tmp_path: Path, how: str) -> None:
     done = (
         detach(emulator, tmp_path, *DISK, dry_run="true")

@@ -45,6 +45,7 @@ def result_of(line: str) -> CloudEvent[DetachResult]:
     return CloudEvent[DetachResult].model_validate_json(line)
 
 
+@pytest.mark.slow
 def test_results_prints_each_event_and_leaves_it_to_the_consumer(
     deployment: Deployment, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -76,9 +77,16 @@ def test_results_prints_each_event_and_leaves_it_to_the_consumer(
     assert deployment.consume() == [line]  # the consumer still gets it, first delivery
 
 
+@pytest.mark.slow
 def test_results_follow_prints_events_as_they_come(deployment: Deployment) -> None:
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-c", "import sys; from handler.local.cli import main; sys.exit(main())"]
+    # Ctrl-C's handler installed even when this suite runs with SIGINT ignored (a background job
+    # of a shell without job control): the follower would inherit that and never stop.
+    program = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from handler.local.cli import main; sys.exit(main())"
+    )
+    command = [sys.executable, "-c", program]
     follower = subprocess.Popen(
         [*command, "results", "--topic", deployment.results_url, "--follow", "--json"],
         stdout=subprocess.PIPE,

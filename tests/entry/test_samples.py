@@ -148,6 +148,7 @@ def function(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
 
 @pytest.mark.parametrize(("sample", "statuses"), TRIGGER_SAMPLES)
 @pytest.mark.usefixtures("function")
+@pytest.mark.slow
 def test_trigger_sample(stack: LocalStack, sample: str, statuses: list[str]) -> None:
     event = json.loads((EVENTS / sample).read_text())
     reply = functiongraph.handler(event, DemoContext())
@@ -156,6 +157,7 @@ def test_trigger_sample(stack: LocalStack, sample: str, statuses: list[str]) -> 
 
 
 @pytest.mark.usefixtures("function")
+@pytest.mark.slow
 def test_apig_sample_answers_in_the_apig_shape(stack: LocalStack) -> None:
     event = json.loads((EVENTS / "fg-apig.json").read_text())
     assert functiongraph.handler(event, DemoContext())["statusCode"] == 401  # APIG passes headers on

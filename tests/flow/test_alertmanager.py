@@ -154,6 +154,7 @@ def alertmanager(alertmanager_binary: str, webhook: str, tmp_path: Path) -> Iter
         process.wait(10)
 
 
+@pytest.mark.slow
 def test_a_firing_alert_detaches_once_and_its_resolution_is_ignored(
     alertmanager: str, answers: Answers, emulator: Emulator
 ) -> None:

@@ -11,6 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from handler.core.outcomes import DetachStatus
 from handler.entry.runtime import Runtime
 from handler.local.worker import Worker, poll_job
@@ -33,6 +35,7 @@ WORKER_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_worker_killed_before_ack(tmp_path: Path, runtime: Runtime) -> None:
     assert runtime.detach(parse_request({"server_id": WEB1, "volume_id": WEB1_DATA})).status is (
         DetachStatus.ACCEPTED

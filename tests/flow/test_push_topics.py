@@ -207,6 +207,7 @@ def test_push_topic_urls_and_their_limits() -> None:
         topic.close()
 
 
+@pytest.mark.slow
 def test_the_flush_function_sends_each_continuation_to_smn_when_it_is_due(
     tmp_path: Path, emulator: Emulator
 ) -> None:

@@ -154,6 +154,7 @@ def test_dry_run_makes_no_mutating_call(make_runtime: Any, emulator: Emulator, g
     assert real.status is DetachStatus.ACCEPTED
 
 
+@pytest.mark.slow
 def test_a_thousand_concurrent_identical_deliveries_detach_once(
     make_runtime: Any, emulator: Emulator
 ) -> None:

@@ -29,6 +29,7 @@ def _assert_clean(text: str) -> None:
     assert "Authorization" not in text or "Bearer " + BEARER not in text
 
 
+@pytest.mark.slow
 def test_a_full_run_of_up_leaks_no_secret(tmp_path: Path) -> None:
     port = _free_port()
     env = {

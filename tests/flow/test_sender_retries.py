@@ -84,6 +84,7 @@ def test_an_alert_group_on_one_server_is_answered_202_once_and_resent_as_duplica
     ],
     ids=["cloud-503", "cloud-429", "no-answer"],
 )
+@pytest.mark.slow
 def test_every_retry_answer_says_when(webhook: str, emulator: Emulator, faults: dict[str, Any]) -> None:
     emulator.admin("PUT", "faults", faults)
     body = {"server_id": WEB1, "volume_id": WEB1_DATA}

@@ -53,8 +53,10 @@ class AsgiTransport(httpx.BaseTransport):
         self._app = app
         self._loop = asyncio.new_event_loop()
         self.fail: Callable[[httpx.Request], bool] = lambda _request: False
+        self.sent: list[httpx.Request] = []  # every request, as it went on the wire
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(request)
         if self.fail(request):
             raise httpx.ConnectError("dropped by the test", request=request)
         raw_path = request.url.raw_path.split(b"?", 1)[0]
@@ -167,6 +169,11 @@ class World:
     def results_of(self) -> list[dict[str, Any]]:
         return [event["data"] for event in self.results.events()]
 
+    def sign_with(self, credentials: Credentials) -> None:
+        """Cloud clients that sign with ``credentials`` from now on (same emulator and clock; the
+        old clients are not closed: that would close the transport they share)."""
+        self.ecs, self.evs = _clients(self.transport, self.clock, self.slept, credentials)
+
 
 @dataclass
 class Functions:
@@ -199,14 +206,9 @@ class Functions:
         raise AssertionError(f"the jobs topic did not empty in {steps} steps: {world.jobs.types()}")
 
 
-@pytest.fixture
-def world() -> Iterator[World]:
-    clock = FakeClock()
-    config = EmulatorConfig(job_init_s=0.5, job_duration_s=3.0)
-    backend = EcsBackend.from_seed(load_seed(None), credentials=[DEMO_CREDENTIAL], config=config, clock=clock)
-    transport = AsgiTransport(create_app(backend))
-    slept: list[float] = []
-
+def _clients(
+    transport: AsgiTransport, clock: FakeClock, slept: list[float], credentials: Credentials
+) -> tuple[EcsClient, EvsClient]:
     def sleep(seconds: float) -> None:  # the client's backoff: time passes, nobody waits
         slept.append(seconds)
         clock.advance(seconds)
@@ -214,12 +216,27 @@ def world() -> Iterator[World]:
     def when() -> datetime:
         return datetime.fromtimestamp(clock(), timezone.utc)
 
+    return (
+        EcsClient("http://ecs.test", credentials, transport=transport, clock=when, sleep=sleep),
+        EvsClient("http://ecs.test", credentials, transport=transport, clock=when, sleep=sleep),
+    )
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    clock = FakeClock()
+    config = EmulatorConfig(job_init_s=0.5, job_duration_s=3.0)
+    backend = EcsBackend.from_seed(load_seed(None), credentials=[DEMO_CREDENTIAL], config=config, clock=clock)
+    transport = AsgiTransport(create_app(backend))
+    slept: list[float] = []
+    ecs, evs = _clients(transport, clock, slept, CREDENTIALS)
+
     box = World(
         clock,
         backend,
         transport,
-        EcsClient("http://ecs.test", CREDENTIALS, transport=transport, clock=when, sleep=sleep),
-        EvsClient("http://ecs.test", CREDENTIALS, transport=transport, clock=when, sleep=sleep),
+        ecs,
+        evs,
         SqliteStore(":memory:", clock=clock),
         Inbox(clock),
         Inbox(clock),

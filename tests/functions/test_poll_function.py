@@ -14,7 +14,7 @@ from handler.core.outcomes import DetachStatus
 from handler.functions.poll import PollOutcome
 from handler.sources import parse_job_event
 from tests.functions.conftest import Functions, World, build
-from tests.support import PID, WEB1, WEB1_DATA, WEB1_LOGS
+from tests.support import PID, WEB1, WEB1_DATA, WEB1_LOGS, WEB2
 
 
 def accept(world: World, fns: Functions, volume_id: str = WEB1_DATA, **fields: Any) -> DetachAccepted:
@@ -135,12 +135,14 @@ def test_a_job_gone_is_judged_by_the_disk(world: World, detached: bool, outcome:
     assert step.result is not None
     assert step.result.outcome.value == outcome
     assert step.result.error_code == (None if detached else "JobNotFound")
+    assert step.result.fail_reason == (None if detached else "job gone and the volume is still attached")
 
 
-def test_a_retryable_error_reading_the_job_comes_back_later(world: World) -> None:
+@pytest.mark.parametrize(("status", "code"), [(503, "Ecs.1001"), (400, "Ecs.1001"), (409, "Ecs.0603")])
+def test_a_retryable_error_reading_the_job_comes_back_later(world: World, status: int, code: str) -> None:
     fns = build(world)
     message = accept(world, fns)
-    world.faults(errors=[_error(503, "Ecs.1001")])
+    world.faults(errors=[_error(status, code)])
 
     step = fns.poll(message)
 
@@ -267,3 +269,80 @@ def test_the_jobs_function_drops_an_untrusted_event(world: World) -> None:
     step = fns.jobs(event.model_dump_json())
 
     assert (step.what, step.again) == ("untrusted", None)
+
+
+# -- what the result event and the next look say -----------------------------------------------------
+
+
+def test_the_result_event_carries_the_jobs_story(world: World) -> None:
+    fns = build(world)
+    message = accept(world, fns)
+    world.clock.advance(10.2504)  # the job ended a while ago: one look reports it
+
+    step = fns.jobs(
+        CloudEvent[DetachAccepted](source="test", type="ecs-detach.accepted", data=message).model_dump_json()
+    )
+
+    assert (step.what, step.job_id, step.again) == ("succeeded", message.job_id, None)
+    (result,) = world.results_of()
+    assert (result["job_id"], result["request_id"], result["status"]) == (
+        message.job_id,
+        message.request_id,
+        "SUCCESS",
+    )
+    assert result["request_id"] is not None
+    assert result["duration_s"] == 12.25  # 2 s to the first look, then 10.2504: to the millisecond
+    assert result["polls"] == 1
+    assert result["finished_at"] == world.now().isoformat().replace("+00:00", "Z")
+    assert fns.guard.acquire(fns.guard.locks(PID, WEB2, WEB1_DATA, "next"))  # the volume is free too
+
+
+def test_a_failed_or_late_job_says_why(world: World) -> None:
+    fns = build(world, poll_timeout_s=30.0)
+    world.backend.set_volume_fault(WEB1_DATA, VolumeFault(JobFailure("Ecs.1000", "Nova timed out")))
+    failed = poll_until_done(fns, accept(world, fns), world)
+    world.backend.set_volume_fault(WEB1_LOGS, VolumeFault(job_duration_s=600.0))
+    late = poll_until_done(fns, accept(world, fns, WEB1_LOGS), world)
+
+    assert failed.result is not None
+    assert late.result is not None
+    assert failed.result.fail_reason == "Nova timed out"
+    assert late.result.fail_reason == "deadline passed: job RUNNING"
+
+
+def test_each_look_says_when_the_next_is_due(world: World) -> None:
+    fns = build(world)
+    world.backend.set_volume_fault(WEB1_DATA, VolumeFault(job_duration_s=600.0))
+    message = accept(world, fns)
+    world.clock.advance(20)  # the job has run for 22 s
+
+    step = fns.jobs(
+        CloudEvent[DetachAccepted](source="test", type="ecs-detach.accepted", data=message).model_dump_json()
+    )
+
+    assert (step.what, step.job_id) == ("continued", message.job_id)
+    assert step.delay_s == pytest.approx(3.3)  # 15 % of the job's age
+    assert step.again is not None
+    again = parse_job_event(step.again).data
+    assert isinstance(again, DetachAccepted)
+    assert again.attempt == 1
+    assert again.not_before == world.now() + timedelta(seconds=step.delay_s)  # early comes back
+
+
+def test_a_disk_still_listed_long_after_success_is_looked_at_after_the_settle_delay(world: World) -> None:
+    world.faults(settle_lag_s=600.0)
+    fns = build(world)
+    message = accept(world, fns)
+    world.clock.advance(20)  # SUCCESS long ago: the growing delay would be 3.3 s
+
+    step = fns.poll(message)
+
+    assert step.delay_s == 1.0
+
+
+def test_an_untrusted_step_names_the_job_it_claimed(world: World) -> None:
+    fns = build(world)
+    message = _forged(accept(world, fns), job_id="ff8080820000000000000000deadbeef")
+    event = CloudEvent[DetachAccepted](source="attacker", type="ecs-detach.accepted", data=message)
+
+    assert fns.jobs(event.model_dump_json()).job_id == "ff8080820000000000000000deadbeef"

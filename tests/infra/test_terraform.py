@@ -479,6 +479,7 @@ def _package_problems(tmp_path: Path, package: Path, values: Mapping[str, str]) 
 
 
 @pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed")
+@pytest.mark.slow
 def test_terraform_checks_the_package(redis_package: PackageReport, tmp_path: Path) -> None:
     """The plan refuses a package that cannot serve the configured URLs, another Python, or a
     manifest of another zip; a matching package passes."""

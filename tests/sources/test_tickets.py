@@ -202,6 +202,12 @@ def test_a_records_expression_gives_one_record_per_item(tmp_path: Path) -> None:
             "map server_id, and volume_id or device",
         ),
         ({**BATCH_MAPPING, "when": ""}, "invalid ticket mapping 'opsboard'", "[0].when", "invalid JMESPath"),
+        (
+            {**BATCH_MAPPING, "name": "Ops Board"},
+            "invalid ticket mapping 'Ops Board'",
+            "[0].name",
+            "String should match pattern '^[a-z0-9][a-z0-9_.-]{0,63}$'",  # pydantic's words: no name of ours
+        ),
     ],
 )
 def test_a_wrong_mapping_fails_at_load_naming_mapping_and_field(

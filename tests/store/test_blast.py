@@ -9,6 +9,7 @@ import pytest
 
 from handler.guards.blast import MAX_PROBES, BlastRadius
 from handler.store import SqliteStore
+from tests.support import FakeClock
 
 PID = "0123456789abcdef0123456789abcdef"
 
@@ -75,3 +76,49 @@ def test_the_breaker_opens_when_every_failure_slot_is_held(store: Counting) -> N
     assert not radius.breaker_open(PID)
     radius.record_failure(PID, "job-2")
     assert radius.breaker_open(PID)
+
+
+def test_an_owner_on_its_second_choice_gives_back_its_own_slot(store: Counting) -> None:
+    radius = _radius(store, 2)
+    assert radius.take(PID, "alert-0")  # its first choice is slot 0
+    assert radius.take(PID, "alert-2")  # slot 0 is its first choice too: it holds slot 1
+    radius.give_back(PID, "alert-2")
+
+    assert store.holder(f"detaches:{PID}:0") == "alert-0"  # the other owner keeps its slot
+    assert radius.take(PID, "alert-late")  # the slot given back is free
+    assert not radius.take(PID, "alert-later")
+
+
+def test_giving_back_without_a_slot_frees_nothing(store: Counting) -> None:
+    radius = _radius(store, 2)
+    assert radius.take(PID, "alert-0")
+    assert radius.take(PID, "alert-1")
+    radius.give_back(PID, "alert-never-took-one")
+
+    assert not radius.take(PID, "alert-late")  # the window is still full
+
+
+def test_failures_past_an_open_breaker_keep_it_open_for_its_window() -> None:
+    clock = FakeClock()
+    store = SqliteStore(":memory:", clock=clock)
+    radius = BlastRadius(store, max_per_window=10, window_s=60, breaker_failures=2, breaker_window_s=60)
+    for job in ("job-0", "job-1", "job-2"):  # one more failure than the breaker counts
+        radius.record_failure(PID, job)
+    assert radius.breaker_open(PID)
+    clock.advance(59)
+    assert radius.breaker_open(PID)
+    clock.advance(2)
+    assert not radius.breaker_open(PID)  # the window passed: closed again, nothing lingers
+    store.close()
+
+
+@pytest.mark.parametrize(("max_per_window", "breaker_failures"), [(0, 3), (5, 0)])
+def test_a_limit_below_one_is_refused(store: Counting, max_per_window: int, breaker_failures: int) -> None:
+    with pytest.raises(ValueError, match="must be at least 1"):
+        BlastRadius(
+            store,
+            max_per_window=max_per_window,
+            window_s=60,
+            breaker_failures=breaker_failures,
+            breaker_window_s=60,
+        )

@@ -109,6 +109,7 @@ def test_a_following_browser_sees_each_new_message_once_even_if_consumed_at_once
     assert consumer.pending() == 0
 
 
+@pytest.mark.slow
 def test_since_leaves_out_older_messages(make: MakeTopic) -> None:
     topic = make()
     topic.publish("old")
