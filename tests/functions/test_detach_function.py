@@ -798,6 +798,8 @@ def test_every_request_is_logged_with_what_it_asked_for(
         "dry_run": True,  # the setting, though the request did not ask
         "idempotency_key": "k",
         "alert_id": "a",
+        "origin": {},  # where it came from, for the audit history
+        "reason": None,
     }
 
 
@@ -824,6 +826,7 @@ def test_each_decision_is_logged_for_the_operator(world: World, caplog: pytest.L
         "server_id": WEB2,
         "code": "PolicyServerNotAllowed",
         "reason": f"server {WEB2} is not in the allowed servers",
+        "idempotency_key": None,  # the request named none (its trail joins by the request)
     }
     assert logged["detach.unauthorized"] == (logging.ERROR, {"code": "IAM.0002", "status": 403})
 
