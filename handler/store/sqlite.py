@@ -87,6 +87,21 @@ def _connect(path: Path) -> sqlite3.Connection:
     return connect(path, _prepare, StoreError, "store file")
 
 
+def _merged_progress(
+    conn: sqlite3.Connection, now: float, key: str, data: dict[str, Any], doing: str
+) -> tuple[str, float | None]:
+    """The progress of in-progress ``key`` with ``data`` merged in (top-level keys replace), as
+    JSON, and its outbox time; ``ClaimLost`` naming what the caller was ``doing`` otherwise."""
+    row = conn.execute(
+        "SELECT progress, outbox_at FROM claims WHERE key = ? AND done = 0 AND expires_at > ?", (key, now)
+    ).fetchone()
+    if row is None:
+        raise ClaimLost(f"no in-progress record of idempotency key {key!r} to {doing}")
+    progress = json.loads(row[0])
+    progress.update(data)
+    return json.dumps(progress), row[1]
+
+
 class SqliteStore:
     """The store in the SQLite file ``path``; safe to share between threads (it serialises its
     calls). Several instances, threads and processes may use the same file at once. ``":memory:"``
@@ -186,17 +201,10 @@ class SqliteStore:
     def note(self, key: str, data: dict[str, Any], *, outbox: bool = False) -> None:
         check_key("key", key)
         with self._transaction() as (conn, now):
-            row = conn.execute(
-                "SELECT progress, outbox_at FROM claims WHERE key = ? AND done = 0 AND expires_at > ?",
-                (key, now),
-            ).fetchone()
-            if row is None:
-                raise ClaimLost(f"no in-progress record of idempotency key {key!r} to note progress on")
-            progress = json.loads(row[0])
-            progress.update(data)
+            progress, outbox_at = _merged_progress(conn, now, key, data, "note progress on")
             conn.execute(
                 "UPDATE claims SET progress = ?, outbox_at = ? WHERE key = ?",
-                (json.dumps(progress), now if outbox else row[1], key),
+                (progress, now if outbox else outbox_at, key),
             )
 
     def take_outbox(self, *, older_than_s: float, in_progress_ttl_s: float, limit: int) -> list[Taken]:
@@ -238,16 +246,10 @@ class SqliteStore:
     def park(self, key: str, data: dict[str, Any]) -> None:
         check_key("key", key)
         with self._transaction() as (conn, now):
-            row = conn.execute(
-                "SELECT progress FROM claims WHERE key = ? AND done = 0 AND expires_at > ?", (key, now)
-            ).fetchone()
-            if row is None:
-                raise ClaimLost(f"no in-progress record of idempotency key {key!r} to park")
-            progress = json.loads(row[0])
-            progress.update(data)
+            progress, _ = _merged_progress(conn, now, key, data, "park")
             conn.execute(
                 "UPDATE claims SET progress = ?, claim_until = ?, expires_at = ? WHERE key = ?",
-                (json.dumps(progress), now, now + self._keep_abandoned_s, key),
+                (progress, now, now + self._keep_abandoned_s, key),
             )
 
     def peek(self, key: str) -> Claim | None:
