@@ -1,14 +1,21 @@
 """The certificates SMN signing certificates are verified against, by default.
 
 - The CA bundle ``certifi`` ships (Mozilla's), which httpx already depends on.
-- The HTTP(S) message signing certificate Huawei Cloud publishes for SMN (user guide
-  smn_ug_a9000, "HTTP/HTTPS Signing Certificate Verification", support.huaweicloud.com, same text
-  on the Chinese page): ``CN=Huawei-Cloud-SMN-Meter,O=Huawei,C=CN``, issued by Huawei's own PKI
-  ("Huawei Cloud CA", in no public bundle), valid 2020-09-09 to 2030-09-07. Huawei advises using
-  this published certificate rather than trusting whatever ``signing_cert_url`` serves; trusting
-  it as an anchor pins exactly that certificate.
+- The HTTP(S) message signing certificate Huawei Cloud publishes for SMN: user guide page
+  smn_ug_a9000, "HTTP/HTTPS Signing Certificate Verification" (support.huaweicloud.com,
+  ``intl/en-us/usermanual-smn/`` and the Chinese ``usermanual-smn/`` page, both updated
+  2026-06-17). ``CN=Huawei-Cloud-SMN-Meter,O=Huawei,C=CN``, issued by ``CN=Huawei Cloud CA,
+  O=Huawei,C=CN`` (Huawei's own PKI, in no public bundle), serial ``0x76fdb7bbfbd4d737``, valid
+  2020-09-09 to 2030-09-07, SHA-256 fingerprint ``85ff15cd…cad13817``. Huawei advises using this
+  published certificate rather than trusting whatever ``signing_cert_url`` serves; trusting it as
+  an anchor pins exactly that certificate.
 
-``ECS_DETACH_SMN_CERT_CA_FILE`` replaces both (other clouds' SMN, the emulator).
+How far that is checked (docs/security.md, "The pinned SMN certificate"): the base64 below is
+the Chinese page's text character for character, and the English page's as far as the stored
+copy reaches; the CA certificate the page says it also publishes was not in any copy available,
+so it is not pinned. ``ECS_DETACH_SMN_CERT_CA_FILE`` replaces both anchors (a certificate Huawei
+rotates, other clouds' SMN, the emulator); a file that cannot be read or holds no PEM
+certificate stops the settings with that reason.
 """
 
 from __future__ import annotations
