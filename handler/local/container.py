@@ -16,19 +16,21 @@ the worker's forwarder sends them. Without a broker, run the poll worker beside 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 
 import functions_framework
 from flask import Request, Response
+from gunicorn.http.errors import ParseException  # type: ignore[import-untyped]
 
 from handler.core.validation import InvalidInput
-from handler.entry._problems import invalid_problem
+from handler.entry._problems import invalid_problem, problem
 from handler.entry.runtime import Runtime, build_runtime
-from handler.entry.webhooks import WebRequest
+from handler.entry.webhooks import PROBLEM_JSON, WebRequest
 from handler.errors import ConfigError
 from handler.settings import CloudCredentials, Settings
 from handler.sources.cloudevents_http import cloudevent_object
-from handler.support.log import configure
+from handler.support.log import configure, log_event
 
 _lock = threading.Lock()
 _runtime: Runtime | None = None
@@ -47,6 +49,19 @@ def _runtime_once() -> Runtime:
         return _runtime
 
 
+def _body_cut_short(path: str, timeout_s: float) -> Response:
+    """The body ended before its Content-Length: the server cut it at the body deadline
+    (``container_server``), or the client went away and nobody reads this."""
+    log_event("http.body_timeout", level=logging.DEBUG, path=path, timeout_s=timeout_s)
+    detail = f"the body did not arrive within {timeout_s} s"
+    return Response(
+        json.dumps(problem(408, "Request Timeout", detail)),
+        status=408,
+        headers={"Connection": "close"},
+        mimetype=PROBLEM_JSON,
+    )
+
+
 def _healthy() -> Response:
     return Response(json.dumps({"status": "ok"}), status=200, mimetype="application/json")
 
@@ -57,7 +72,15 @@ def webhook(request: Request) -> Response:
     if request.method == "GET" and request.path == "/healthz":  # the health check: the runtime is built
         return _healthy()
     limit = runtime.settings.max_body_bytes
-    body = request.stream.read(limit + 1)  # one byte more than allowed: the router answers 413
+    try:
+        body = request.stream.read(limit + 1)  # one byte more than allowed: the router answers 413
+    except OSError:  # a chunked body that ended early (gunicorn's NoMoreData)
+        return _body_cut_short(request.path, runtime.settings.http_body_timeout_s)
+    except ParseException as error:  # chunked framing gunicorn cannot read (InvalidChunkSize…)
+        detail = f"the chunked body is malformed: {type(error).__name__}"
+        return Response(json.dumps(problem(400, "Bad Request", detail)), status=400, mimetype=PROBLEM_JSON)
+    if request.content_length is not None and len(body) < min(request.content_length, limit + 1):
+        return _body_cut_short(request.path, runtime.settings.http_body_timeout_s)
     headers = {name.lower(): value for name, value in request.headers.items()}
     answer = runtime.router.handle(WebRequest(request.method, request.path, headers, body))
     return Response(

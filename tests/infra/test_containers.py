@@ -55,7 +55,7 @@ def test_dockerfile_is_pinned_non_root_and_checks_health() -> None:
     assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", image.group(1))
     assert re.search(r"^USER 10001:10001$", text, re.MULTILINE)
     assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", text, re.MULTILINE)
-    assert '"functions-framework", "--target", "webhook"' in text
+    assert '"python", "-m", "handler.local.container_server", "--target", "webhook"' in text
     assert "--no-cache-dir" in text
     ignore = (INFRA / "container" / "Dockerfile.dockerignore").read_text()
     assert ignore.splitlines()[1] == "*"
@@ -203,7 +203,7 @@ def test_knative_jobs_through_the_broker_have_a_poll_target_and_a_forwarder() ->
     documents = _all("knative")
     poll = _named(documents, "Service")["ecs-detach-poll"]
     (container,) = poll["spec"]["template"]["spec"]["containers"]
-    assert container["args"][:3] == ["functions-framework", "--target", "poll"]
+    assert container["args"][:5] == ["python", "-m", "handler.local.container_server", "--target", "poll"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["ECS_DETACH_JOBS_TOPIC"].startswith("http://broker-ingress.")
     assert env["ECS_DETACH_DELAY_TOPIC"] == "$(BROKER_URL)?topic=delays"
