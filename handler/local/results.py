@@ -1,4 +1,5 @@
-"""``ecs-detach results``: show the result events of a results topic, without taking them.
+"""``ecs-detach results``: show the result events of a results topic (and its approval requests),
+without taking them.
 
 The deployment's own consumers (the next workflow step) keep every event: the topic is read
 through its ``Browsable`` side (SQLite rows, Redis XREAD, NATS by sequence and a core
@@ -12,12 +13,13 @@ import json
 import re
 import sys
 import time
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TextIO
 
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
-from handler.core.models import CloudEvent, DetachResult
+from handler.core.approval import Approval
+from handler.core.models import EVENT_APPROVAL_REQUESTED, CloudEvent, DetachResult
 from handler.errors import ConfigError, EcsDetachError
 from handler.topics import Browsable, Browsed, Topic, TopicError, open_topic
 
@@ -26,6 +28,7 @@ _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]")  # pydantic alone would take 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _TIME = TypeAdapter(AwareDatetime)
 _RESULT = TypeAdapter(CloudEvent[DetachResult])
+_APPROVAL = TypeAdapter(CloudEvent[Approval])
 DOCS = "docs/consuming-results.md"
 
 
@@ -92,14 +95,43 @@ def open_browsable(url: str) -> tuple[Topic, Browsable]:
     return topic, topic
 
 
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _describe_approval(event: CloudEvent[Approval]) -> str:
+    """An ``approval_requested`` event: when, which disk, the approval, why it needs one, who asked,
+    until when, and the link to its page when the deployment has one."""
+    approval = event.data
+    parts = [_utc(event.time), f"{'approval_requested':<16}", event.subject or approval.subject]
+    parts.append(f"approval {approval.id}")
+    if approval.preview.approval_rules:
+        parts.append(f"because {', '.join(approval.preview.approval_rules)}")
+    if approval.requested_by:
+        parts.append(f"asked by {', '.join(approval.requested_by)}")
+    parts.append(f"expires {_utc(approval.expires_at)}")
+    link = (event.model_extra or {}).get("approvalurl")
+    if isinstance(link, str):
+        parts.append(link)
+    parts.append(f"key {approval.key}")
+    return "  ".join(parts)
+
+
 def describe(item: Browsed) -> str:
-    """One line for a person: when, outcome, which disk, the job and why."""
+    """One line for a person: when, outcome, which disk, the job and why; for an approval
+    request, the approval it waits for."""
     try:
         event = _RESULT.validate_json(item.body)
     except ValidationError:
+        try:
+            approval = _APPROVAL.validate_json(item.body)
+        except ValidationError:
+            approval = None
+        if approval is not None and approval.type == EVENT_APPROVAL_REQUESTED:
+            return _describe_approval(approval)
         return f"message {item.message_id}: not a result event ({len(item.body)} bytes)"
     result = event.data
-    when = event.time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = _utc(event.time)
     parts = [when, f"{result.outcome.value:<16}", event.subject or ""]
     if result.job_id:
         parts.append(f"job {result.job_id}")

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from handler.core.models import CloudEvent, DetachResult
+from handler.core.models import CloudEvent, DetachRequest, DetachResult
+from handler.entry.runtime import build_runtime
+from handler.functions.detach import DetachStatus
 from handler.local.cli import main
 from handler.local.results import parse_since
-from tests.conftest import Emulator
+from tests.conftest import DEMO_CREDENTIALS, Emulator, fast_settings
 from tests.results_support import Deployment, deployed
 from tests.support import WEB1, WEB1_DATA
 from tests.topics.brokers import BACKENDS, Backend
@@ -114,6 +116,29 @@ def test_results_follow_prints_events_as_they_come(deployment: Deployment) -> No
         reader.join(5)
     assert code == 130, follower.stderr.read() if follower.stderr else ""
     assert len(lines) == 1
+
+
+def test_an_approval_request_is_shown_as_one_not_as_an_unknown_message(
+    tmp_path: Path, emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = fast_settings(
+        tmp_path, emulator.url, approval_mode="always", approval_base_url="https://detach.example.com"
+    )
+    runtime = build_runtime(settings, DEMO_CREDENTIALS)
+    try:
+        origin = {"source": "alertmanager", "credential": "alerts"}
+        outcome = runtime.detach(DetachRequest(server_id=WEB1, volume_id=WEB1_DATA, origin=origin))
+    finally:
+        runtime.close()
+    assert outcome.status is DetachStatus.PENDING_APPROVAL
+
+    assert main(["results", "--topic", settings.results_topic]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "not a result event" not in line
+    assert line.split()[1:3] == ["approval_requested", f"{WEB1}/{WEB1_DATA}"]
+    assert f"approval {outcome.approval_id}" in line
+    assert "asked by alerts" in line
+    assert f"https://detach.example.com/approvals/{outcome.approval_id}" in line
 
 
 def test_a_rabbitmq_results_topic_says_what_to_do_instead(
