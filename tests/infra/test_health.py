@@ -29,15 +29,22 @@ PROBES = ("startupProbe", "livenessProbe", "readinessProbe")
 
 
 def _target(container: dict[str, Any]) -> str:
-    """What a container runs: a functions-framework target, an ecs-detach command, or the
-    image's default command (the webhook target)."""
+    """What a container runs: a container_server (functions-framework) target, an ecs-detach
+    command, or the image's default command (the webhook target)."""
     arguments = [*container.get("command", []), *container.get("args", [])]
-    if "functions-framework" in arguments:
+    if "handler.local.container_server" in arguments:
         return str(arguments[arguments.index("--target") + 1])
     if arguments[:1] == ["ecs-detach"]:
         return str(arguments[1])
     assert not arguments, arguments
-    return re.findall(r'^CMD \["functions-framework", "--target", "(\w+)"', DOCKERFILE.read_text(), re.M)[0]
+    return _default_target(DOCKERFILE.read_text())
+
+
+def _default_target(dockerfile: str) -> str:
+    (target,) = re.findall(
+        r'^CMD \["python", "-m", "handler.local.container_server", "--target", "(\w+)"', dockerfile, re.M
+    )
+    return str(target)
 
 
 def manifest_probes() -> list[tuple[str, str, str]]:
@@ -46,7 +53,7 @@ def manifest_probes() -> list[tuple[str, str, str]]:
     healthcheck = re.search(r"^HEALTHCHECK .*?\n(?:.*\\\n)*.*$", text, re.M)
     assert healthcheck is not None
     (path,) = re.findall(r"/healthz|/\w+(?=')", healthcheck.group(0))
-    default = re.findall(r'^CMD \["functions-framework", "--target", "(\w+)"', text, re.M)[0]
+    default = _default_target(text)
     found = [("Dockerfile HEALTHCHECK", default, path)]
     for manifest in sorted([*INFRA.glob("knative/*.yaml"), *INFRA.glob("kubernetes/*.yaml")]):
         for document in yaml.safe_load_all(manifest.read_text()):
@@ -86,9 +93,10 @@ def environment(tmp_path: Path) -> dict[str, str]:
 def _command(target: str, port: int) -> list[str]:
     cli = [sys.executable, "-m", "handler.local.cli"]
     if target in ("webhook", "poll"):
-        framework = str(Path(sys.executable).parent / "functions-framework")
         return [
-            framework,
+            sys.executable,
+            "-m",
+            "handler.local.container_server",
             "--source",
             str(CONTAINER_SOURCE),
             "--target",
