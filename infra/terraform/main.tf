@@ -1,4 +1,5 @@
-# The detach and poll functions, and the agencies whose temporary credentials they sign with.
+# The detach, poll, flush and relay functions, and the agencies whose temporary credentials
+# they sign with (notify.tf: the notify function).
 
 locals {
   runtime = "Python${var.python_version}"
@@ -9,6 +10,7 @@ locals {
     poll   = "index.poll_handler"
     flush  = "index.flush_handler"
     relay  = "index.relay_handler"
+    notify = "index.notify_handler"
     init   = "index.init"
   }
 

@@ -29,6 +29,9 @@ locals {
     local.package_manifest.sha256 == filesha256(var.package_path) ? [] : [
       "${local.package_manifest_path} describes another zip than ${var.package_path}: build the package again",
     ],
+    !nonsensitive(length(var.notify_channels) > 0) || contains(local.package_manifest.extras, "notify") ? [] : [
+      "notify_channels needs the notify extra (jinja2), which the package lacks: ecs-detach package --python ${var.python_version} --extra notify",
+    ],
     length(local.package_missing) == 0 ? [] : [
       "the store or delay topic needs the ${join(", ", local.package_missing)} extra, which the package lacks: ecs-detach package --python ${var.python_version} ${join(" ", [for extra in local.package_needs : "--extra ${extra}"])}",
     ],

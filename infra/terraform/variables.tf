@@ -429,3 +429,68 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "notify_channels" {
+  description = "Channels of the notify function (ECS_DETACH_NOTIFY_CHANNELS, docs/notifications.md): each has a unique name, a kind (slack, teams, feishu, dingtalk, wecom, smn), the url of its incoming webhook (https) or, for smn, a topic_urn, an optional signing secret (feishu, dingtalk) and optional outcomes. Empty: no notify function. Stored as encrypted function data; the package needs --extra notify."
+  type = list(object({
+    name      = string
+    kind      = string
+    url       = optional(string)
+    secret    = optional(string)
+    topic_urn = optional(string)
+    outcomes  = optional(list(string))
+  }))
+  default   = []
+  sensitive = true
+
+  validation {
+    condition = alltrue([
+      for channel in var.notify_channels :
+      can(regex("^[a-z0-9][a-z0-9_-]{0,62}$", channel.name))
+      && contains(["slack", "teams", "feishu", "dingtalk", "wecom", "smn"], channel.kind)
+      && (channel.kind == "smn" ? channel.topic_urn != null : startswith(coalesce(channel.url, "-"), "https://"))
+    ])
+    error_message = "Each channel has a name of lower-case letters, digits, - and _, a kind of slack, teams, feishu, dingtalk, wecom or smn, and an https:// url (smn: a topic_urn)."
+  }
+
+  validation {
+    condition     = length(distinct([for channel in var.notify_channels : channel.name])) == length(var.notify_channels)
+    error_message = "Channel names are unique."
+  }
+}
+
+variable "notify_outcomes" {
+  description = "The outcomes a channel without its own outcomes is sent (ECS_DETACH_NOTIFY_OUTCOMES)."
+  type        = list(string)
+  default     = ["approval_requested", "succeeded", "failed", "timed_out", "rejected"]
+
+  validation {
+    condition = alltrue([
+      for outcome in var.notify_outcomes :
+      contains(["approval_requested", "succeeded", "failed", "timed_out", "rejected", "already_detached"], outcome)
+    ])
+    error_message = "The outcomes are approval_requested, succeeded, failed, timed_out, rejected and already_detached."
+  }
+}
+
+variable "notify_timeout_s" {
+  description = "Timeout of the notify function: a batch of results, each sent to every channel that takes it (10 s per platform call)."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.notify_timeout_s >= 10 && var.notify_timeout_s <= 900
+    error_message = "notify_timeout_s must be between 10 and 900 seconds."
+  }
+}
+
+variable "notify_memory_mb" {
+  description = "Memory of the notify function (MB)."
+  type        = number
+  default     = 128
+
+  validation {
+    condition     = contains([128, 256, 512], var.notify_memory_mb)
+    error_message = "notify_memory_mb must be 128, 256 or 512."
+  }
+}

@@ -24,7 +24,7 @@ from tests.infra.conftest import INFRA, ROOT
 TERRAFORM = INFRA / "terraform"
 OPTIONS = SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
 
-FUNCTION_REF = re.compile(r"^\$\{huaweicloud_fgs_function\.(\w+)\.urn\}$")
+FUNCTION_REF = re.compile(r"^\$\{huaweicloud_fgs_function\.(\w+)(?:\[0\])?\.urn\}$")
 
 
 @dataclass
@@ -98,6 +98,7 @@ class Evaluator:
             "length": len,
             "contains": lambda collection, item: item in collection,
             "keys": list,
+            "nonsensitive": lambda value: value,
             "null": None,
             "true": True,
             "false": False,
@@ -157,10 +158,12 @@ def test_every_trigger_points_at_an_existing_function() -> None:
         "huaweicloud_fgs_function_trigger.poll_jobs": "poll",
         "huaweicloud_fgs_function_trigger.flush_timer": "flush",
         "huaweicloud_fgs_function_trigger.relay_timer": "relay",
+        "huaweicloud_fgs_function_trigger.notify_results": "notify",
         "huaweicloud_fgs_function_trigger.kafka": "detach",
         "huaweicloud_fgs_function_trigger.rabbitmq": "detach",
         "huaweicloud_fgs_async_invoke_configuration.poll": "poll",
         "huaweicloud_fgs_async_invoke_configuration.detach": "detach",
+        "huaweicloud_fgs_async_invoke_configuration.notify": "notify",
         "huaweicloud_apig_api.webhooks": "detach",
     }
 
@@ -194,7 +197,7 @@ def test_topics_are_wired() -> None:
 
 def test_handler_names_exist_in_the_package(package: PackageReport) -> None:
     handlers = CONFIG.locals["handlers"]
-    for name in ("detach", "poll", "flush", "relay"):
+    for name in ("detach", "poll", "flush", "relay", "notify"):
         function = CONFIG.resource(f"huaweicloud_fgs_function.{name}")
         assert function["handler"] == f"${{local.handlers.{name}}}"
         assert function["initializer_handler"] == "${local.handlers.init}"
@@ -289,6 +292,7 @@ def test_variables_are_described_and_validated() -> None:
         "apig_app_code",
         "kafka_password",
         "rabbitmq_password",
+        "notify_channels",
     ):
         assert CONFIG.variables[secret].get("sensitive") is True, secret
 
@@ -337,6 +341,34 @@ def test_the_relay_function_sweeps_the_outbox_on_a_timer() -> None:
     timer = CONFIG.resource("huaweicloud_fgs_function_trigger.relay_timer")
     assert timer["type"] == "TIMER"
     assert "Rate" in timer["event_data"]
+
+
+def test_the_notify_function_takes_the_results_topic_only_with_channels() -> None:
+    notify = CONFIG.resource("huaweicloud_fgs_function.notify")
+    assert CONFIG.locals["handlers"]["notify"] == "index.notify_handler"
+    assert notify["code_type"] == "zip"
+    assert notify["func_code"] == "${filebase64(var.package_path)}"
+    assert notify["user_data"] == "${jsonencode(local.notify_environment)}"
+    assert notify["encrypted_user_data"] == "${jsonencode(local.notify_secret_environment)}"
+    assert "local.environment" in CONFIG.locals["notify_environment"]
+    assert "ECS_DETACH_NOTIFY_OUTCOMES" in CONFIG.locals["notify_environment"]
+    secrets = CONFIG.locals["notify_secret_environment"]
+    assert "local.secret_environment" in secrets
+    assert "ECS_DETACH_NOTIFY_CHANNELS = jsonencode(var.notify_channels)" in secrets
+    trigger = CONFIG.resource("huaweicloud_fgs_function_trigger.notify_results")
+    assert trigger["type"] == "SMN"
+    assert "huaweicloud_smn_topic.results.topic_urn" in trigger["event_data"]
+    failure = CONFIG.resource("huaweicloud_fgs_async_invoke_configuration.notify")["on_failure"][0]
+    assert "huaweicloud_smn_topic.dead_letter.topic_urn" in failure["param"]
+    channel = {"name": "ops", "kind": "slack", "url": "https://hooks.slack.com/services/T/B/x"}
+    for address in (
+        "huaweicloud_fgs_function.notify",
+        "huaweicloud_fgs_function_trigger.notify_results",
+        "huaweicloud_fgs_async_invoke_configuration.notify",
+    ):
+        count = CONFIG.resource(address)["count"]
+        assert Evaluator({})(count) == 0, address  # no channels: no notify function
+        assert Evaluator({"notify_channels": [channel]})(count) == 1, address
 
 
 # Trigger types the FunctionGraph API creates DISABLED (provider docs, fgs_function_trigger.md).
@@ -426,6 +458,19 @@ def _variable_errors(tmp_path: Path, values: Mapping[str, str], var_file: Path |
         ({"cloud": "otc"}, "Huawei Cloud only"),
         ({"cloud": "flexibleengine"}, "Huawei Cloud only"),
         ({"python_version": "3.11"}, "3.10 or 3.12"),
+        ({"notify_channels": '[{name="ops", kind="slack", url="https://hooks.slack.com/x"}]'}, None),
+        ({"notify_channels": '[{name="mail", kind="smn", topic_urn="urn:smn:r:p:t"}]'}, None),
+        ({"notify_channels": '[{name="Ops!", kind="slack", url="https://h"}]'}, "Each channel has a name"),
+        ({"notify_channels": '[{name="ops", kind="irc", url="https://h"}]'}, "Each channel has a name"),
+        ({"notify_channels": '[{name="ops", kind="slack", url="http://h"}]'}, "an https:// url"),
+        ({"notify_channels": '[{name="mail", kind="smn"}]'}, "(smn: a topic_urn)"),
+        (
+            {
+                "notify_channels": '[{name="a", kind="wecom", url="https://h"}, {name="a", kind="teams", url="https://h"}]'
+            },
+            "unique",
+        ),
+        ({"notify_outcomes": '["sent"]'}, "The outcomes are"),
     ],
 )
 def test_terraform_validates_the_variables(
@@ -435,7 +480,7 @@ def test_terraform_validates_the_variables(
     if refused is None:
         assert errors == ""
     else:
-        assert refused in errors
+        assert refused in " ".join(errors.split())  # Terraform wraps its messages
 
 
 @pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform is not installed")
@@ -497,6 +542,10 @@ def test_terraform_checks_the_package(redis_package: PackageReport, tmp_path: Pa
     other.write_bytes(redis_package.path.read_bytes() + b"\0")
     (problem,) = _package_problems(tmp_path / "sha", other, redis)
     assert "describes another zip" in problem
+    channels = {"notify_channels": '[{name="ops", kind="slack", url="https://hooks.slack.com/x"}]'}
+    (problem,) = _package_problems(tmp_path / "notify", redis_package.path, {**redis, **channels})
+    assert "notify_channels needs the notify extra" in problem
+    assert "ecs-detach package --python 3.12 --extra notify" in problem
     detach = CONFIG.resource("huaweicloud_fgs_function.detach")
     conditions = [p["condition"] for p in detach["lifecycle"][0]["precondition"]]
     assert "${length(local.package_problems) == 0}" in conditions
