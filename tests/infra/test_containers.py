@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shutil
 import subprocess
@@ -93,6 +94,23 @@ def test_workers_have_probes_resources_and_a_disruption_budget() -> None:
         for source in container["envFrom"]:
             if "configMapRef" in source:
                 assert source["configMapRef"]["name"] in config_maps
+
+
+def test_the_notify_deployment_reads_the_workers_results_topic() -> None:
+    documents = _all("kubernetes")
+    deployments = _named(documents, "Deployment")
+    (notify,) = deployments["ecs-detach-notify-redis"]["spec"]["template"]["spec"]["containers"]
+    (worker,) = deployments["ecs-detach-worker-redis"]["spec"]["template"]["spec"]["containers"]
+    assert notify["args"][:2] == ["worker", "--notify"]
+    for topic in ("--jobs", "--results"):
+        assert (
+            notify["args"][notify["args"].index(topic) + 1] == worker["args"][worker["args"].index(topic) + 1]
+        )
+    assert notify["env"] == worker["env"]  # the same broker
+    assert notify["envFrom"] == worker["envFrom"]
+    assert deployments["ecs-detach-notify-redis"]["spec"]["replicas"] == 1
+    secret = _named(documents, "Secret")["ecs-detach"]["stringData"]
+    assert json.loads(secret["ECS_DETACH_NOTIFY_CHANNELS"]) == []  # [] parses: nothing is sent
 
 
 def _knative_pod(service: dict[str, Any]) -> dict[str, Any]:
