@@ -25,9 +25,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from handler.security._common import (
     DEFAULT_SMN_CERT_HOSTS,
@@ -69,6 +70,43 @@ class Principal:
     identity: str | None
 
 
+def _empty(text: str) -> str | None:
+    return None if text.strip() else "is empty"
+
+
+def _not_user_password(text: str) -> str | None:
+    user, colon, password = text.partition(":")
+    return _empty(text) or (None if user and colon and password else "is not user:password")
+
+
+def _not_whsec(text: str) -> str | None:
+    try:
+        signer(SecretStr(text))
+    except Exception:  # the library raises several types; none may echo the secret
+        return _empty(text) or "is not a whsec_… (base64) secret"
+    return None
+
+
+def _not_rfc4514(text: str) -> str | None:
+    try:
+        x509.Name.from_rfc4514_string(text)
+    except ValueError:
+        return f"is not an RFC 4514 name such as {HUAWEI_SMN_SUBJECT}"
+    return None
+
+
+# Each list setting of WebhookAuthConfig → what is wrong with one of its entries (None: nothing).
+# A credential is checked on its secret; the answer never echoes it.
+_ENTRY_PROBLEMS: dict[str, Callable[[str], str | None]] = {
+    "bearer_tokens": _empty,
+    "basic_credentials": _not_user_password,
+    "hmac_secrets": _empty,
+    "standard_webhooks_secrets": _not_whsec,
+    "smn_cert_hosts": _empty,
+    "smn_cert_subjects": _not_rfc4514,
+}
+
+
 class WebhookAuthConfig(BaseModel):
     """Each secret list takes several entries so a secret can be rotated without downtime; an
     entry is a plain secret (every route) or ``{"secret": …, "routes": […]}`` (see ``_scopes``)."""
@@ -97,29 +135,15 @@ class WebhookAuthConfig(BaseModel):
         default=None, description="The jobs topic on SMN: its signed pushes may reach the poll function"
     )
 
-    @field_validator("bearer_tokens", "basic_credentials", "hmac_secrets", "standard_webhooks_secrets")
+    @field_validator(*_ENTRY_PROBLEMS)
     @classmethod
-    def _no_empty_secret(cls, values: list[WebhookCredential]) -> list[WebhookCredential]:
+    def _entries(cls, values: list[Any], info: ValidationInfo) -> list[Any]:
+        problem = _ENTRY_PROBLEMS[str(info.field_name)]
         for index, value in enumerate(values):
-            if not value.secret.get_secret_value().strip():
-                raise ValueError(f"entry {index} is empty")
-        return values
-
-    @field_validator("basic_credentials")
-    @classmethod
-    def _user_and_password(cls, values: list[WebhookCredential]) -> list[WebhookCredential]:
-        for index, value in enumerate(values):
-            user, colon, password = value.secret.get_secret_value().partition(":")
-            if not (user and colon and password):
-                raise ValueError(f"entry {index} is not user:password")
-        return values
-
-    @field_validator("smn_cert_hosts")
-    @classmethod
-    def _host_patterns(cls, values: list[str]) -> list[str]:
-        for index, value in enumerate(values):
-            if not value.strip():
-                raise ValueError(f"entry {index} is empty")
+            text = value.secret.get_secret_value() if isinstance(value, WebhookCredential) else value
+            reason = problem(text)
+            if reason:
+                raise ValueError(f"entry {index} {reason}")
         return values
 
     @field_validator("smn_cert_ca_file")
@@ -136,26 +160,9 @@ class WebhookAuthConfig(BaseModel):
 
     @field_validator("smn_cert_subjects")
     @classmethod
-    def _subjects(cls, values: list[str]) -> list[str]:
-        for index, value in enumerate(values):
-            try:
-                x509.Name.from_rfc4514_string(value)
-            except ValueError:
-                raise ValueError(
-                    f"entry {index} is not an RFC 4514 name such as {HUAWEI_SMN_SUBJECT}"
-                ) from None
+    def _some_subject(cls, values: list[str]) -> list[str]:
         if not values:
             raise ValueError(f"at least one subject, such as {HUAWEI_SMN_SUBJECT}")
-        return values
-
-    @field_validator("standard_webhooks_secrets")
-    @classmethod
-    def _whsec(cls, values: list[WebhookCredential]) -> list[WebhookCredential]:
-        for index, value in enumerate(values):
-            try:
-                signer(value.secret)
-            except Exception:  # the library raises several types; none may echo the secret
-                raise ValueError(f"entry {index} is not a whsec_… (base64) secret") from None
         return values
 
 
