@@ -19,10 +19,6 @@ class JobStatus(str, Enum):
     FAIL = "FAIL"
     PENDING_PAYMENT = "PENDING_PAYMENT"
 
-    @property
-    def terminal(self) -> bool:
-        return self in (JobStatus.SUCCESS, JobStatus.FAIL)
-
 
 class _Lenient(BaseModel):
     # defer_build: a model's validator is built when first used, so a cold start pays only for
