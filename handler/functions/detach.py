@@ -218,8 +218,15 @@ class DetachFunction:
     def take_turn(self, queued: DetachQueued) -> DetachOutcome:
         """The turn of a queued request (an ``ecs-detach.queued`` event of the jobs topic): make
         its detach now if the server and volume are free, else it stays queued (``QUEUED`` with
-        the event to try again). Ends like any request, in exactly one result."""
+        the event to try again). Ends like any request, in exactly one result. A turn delivered
+        before its ``not_before`` (a backend without delays) touches nothing and comes back then."""
         request = DetachRequest.model_validate(request_fields(queued))
+        early_s = (queued.not_before - self._clock()).total_seconds()
+        if early_s > 0:
+            reason = "its turn is not due yet"
+            return DetachOutcome(
+                DetachStatus.QUEUED, request, retry_after_s=early_s, reason=reason, queued=queued
+            )
         call = _Call(request, queued.project_id, queued.idempotency_key, turn=queued)
         claim = self._guard.claim(call.key, request, call.project_id)
         if claim.state is ClaimState.IN_PROGRESS:  # another delivery of this turn is at it

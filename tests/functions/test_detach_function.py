@@ -546,6 +546,27 @@ def test_a_queued_request_still_blocked_waits_another_round(world: World) -> Non
     assert (again.status, again.original) == (DetachStatus.DUPLICATE, "queued")
 
 
+def test_a_queued_turn_delivered_early_waits_until_due_and_touches_nothing(world: World) -> None:
+    fns = build(world)
+    fns.detach(request())
+    fns.detach(request(volume_id=WEB1_LOGS))
+    queued = _take(world, "ecs-detach.queued")
+    world.clock.advance(2)  # due 5 s after it was queued: 3 s early
+    calls = len(world.backend.ledger()[0])
+
+    step = fns.jobs(queued)
+
+    assert (step.what, step.delay_s) == ("queued", 3.0)
+    assert step.again is not None
+    assert parse_job_event(step.again).data == parse_job_event(queued).data  # the same turn, not one on
+    assert len(world.backend.ledger()[0]) == calls  # no cloud call
+    fns.drain(world)  # the first detach ends
+    assert fns.jobs(step.again).what == "queued"  # still early: not due before 08:30:05
+    world.clock.advance(5)
+    assert fns.jobs(step.again).what == "accepted"  # due: the turn is taken
+    assert world.deletes() == [WEB1_DATA, WEB1_LOGS]
+
+
 def test_a_stale_queued_event_changes_nothing(world: World) -> None:
     fns = build(world)
     fns.detach(request())
@@ -611,6 +632,7 @@ def test_a_second_delivery_of_a_turn_being_taken_waits(world: World) -> None:
     fns.detach(request())
     fns.detach(request(volume_id=WEB1_LOGS))
     queued = _take(world, "ecs-detach.queued")
+    world.clock.advance(5)  # the turn is due
     key = f"{PID}/{WEB1}/{WEB1_LOGS}"
     fns.guard.claim(key, request(volume_id=WEB1_LOGS, project_id=PID), PID)  # the first delivery is at it
 
@@ -880,6 +902,7 @@ def test_a_turn_whose_detach_was_made_is_finished_even_past_its_deadline(world: 
     while world.jobs.next_type() == "ecs-detach.accepted":
         fns.step(world)
     world.jobs.down = True  # the turn makes the call; its job event is not taken
+    world.clock.advance(5)  # the turn is due
     turn = fns.jobs(_take(world, "ecs-detach.queued"))
     assert (turn.what, world.deletes()) == ("queued", [WEB1_DATA, WEB1_LOGS])
     assert turn.again is not None
