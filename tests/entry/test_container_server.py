@@ -46,7 +46,12 @@ def container_server(tmp_path: Path, emulator: Emulator, **limits: str) -> Itera
     port = _free_port()
     db = f"sqlite:///{tmp_path}/topics.db"
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("ECS_DETACH_", "HUAWEICLOUD_SDK_"))},
+        # FUNCTION_*: functions-framework's create_app, run in-process by other tests, sets them.
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("ECS_DETACH_", "HUAWEICLOUD_SDK_", "FUNCTION_"))
+        },
         "ECS_DETACH_ECS_ENDPOINT": emulator.url,
         "ECS_DETACH_JOBS_TOPIC": f"{db}?topic=jobs",
         "ECS_DETACH_RESULTS_TOPIC": f"{db}?topic=results",
