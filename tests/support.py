@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 from emulator import DEMO_CREDENTIAL
 
 PID = DEMO_CREDENTIAL.project_id
@@ -36,3 +39,23 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def seconds_until_cut_off(client: socket.socket, head: bytes, every_s: float = 0.05) -> float | None:
+    """Send ``head`` a byte every ``every_s`` (a slowloris client); the seconds after which the
+    server closed the connection, or None when it took the whole head."""
+    started = time.monotonic()
+    for byte in head:
+        try:
+            client.sendall(bytes([byte]))
+            client.setblocking(False)
+            if client.recv(1) == b"":
+                return time.monotonic() - started
+        except BlockingIOError:
+            pass
+        except (BrokenPipeError, ConnectionResetError):
+            return time.monotonic() - started
+        finally:
+            client.setblocking(True)
+        time.sleep(every_s)
+    return None

@@ -20,7 +20,7 @@ import pytest
 from emulator import DEMO_CREDENTIAL
 from handler.settings import Settings
 from tests.conftest import Emulator
-from tests.support import WEB1, WEB1_DATA
+from tests.support import WEB1, WEB1_DATA, seconds_until_cut_off
 
 BODY = json.dumps({"server_id": WEB1, "volume_id": WEB1_DATA, "dry_run": True}).encode()
 HEAD = (
@@ -130,23 +130,7 @@ def test_the_limits_come_from_the_same_settings_as_up() -> None:
 def test_headers_sent_slowly_are_cut_off_at_the_header_timeout(tmp_path: Path, emulator: Emulator) -> None:
     with container_server(tmp_path, emulator, ECS_DETACH_HTTP_HEADER_TIMEOUT_S="1") as (port, _):
         client = connect(port)
-        started = time.monotonic()
-        closed_after = None
-        for byte in HEAD:  # one byte every 50 ms: about 7 s for the whole head
-            try:
-                client.sendall(bytes([byte]))
-                client.setblocking(False)
-                if client.recv(1) == b"":
-                    closed_after = time.monotonic() - started
-                    break
-            except BlockingIOError:
-                pass
-            except (BrokenPipeError, ConnectionResetError):
-                closed_after = time.monotonic() - started
-                break
-            finally:
-                client.setblocking(True)
-            time.sleep(0.05)
+        closed_after = seconds_until_cut_off(client, HEAD)  # one byte every 50 ms
         client.close()
     assert closed_after is not None, "the server waited for the whole head"
     assert 0.9 < closed_after < 3.5  # the deadline, checked once a second

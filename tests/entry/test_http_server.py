@@ -16,7 +16,7 @@ from handler.entry.runtime import Runtime
 from handler.local._serve import BackgroundServer, ServerLimits
 from handler.local.http import create_app
 from tests.conftest import WEBHOOK_TOKEN
-from tests.support import WEB1, WEB1_DATA
+from tests.support import WEB1, WEB1_DATA, seconds_until_cut_off
 
 BODY = json.dumps({"server_id": WEB1, "volume_id": WEB1_DATA, "dry_run": True}).encode()
 HEAD = (
@@ -96,23 +96,7 @@ def test_a_client_that_leaves_mid_body_is_a_debug_line(runtime: Runtime, records
 def test_headers_sent_slowly_are_cut_off_at_the_header_timeout(runtime: Runtime) -> None:
     with serve(runtime, ServerLimits(header_timeout_s=0.5)) as server:
         client = connect(server)
-        started = time.monotonic()
-        closed_after = None
-        for byte in HEAD:  # one byte every 50 ms: 8 s for the whole head
-            try:
-                client.sendall(bytes([byte]))
-                client.setblocking(False)
-                if client.recv(1) == b"":
-                    closed_after = time.monotonic() - started
-                    break
-            except BlockingIOError:
-                pass
-            except (BrokenPipeError, ConnectionResetError):
-                closed_after = time.monotonic() - started
-                break
-            finally:
-                client.setblocking(True)
-            time.sleep(0.05)
+        closed_after = seconds_until_cut_off(client, HEAD)  # one byte every 50 ms
         client.close()
     assert closed_after is not None, "the server waited for the whole head"
     assert 0.4 < closed_after < 3.0
