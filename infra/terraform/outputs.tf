@@ -48,6 +48,11 @@ output "poll_function_urn" {
   value       = huaweicloud_fgs_function.poll.urn
 }
 
+output "notify_function_urn" {
+  description = "URN of the notify function; null without notify_channels."
+  value       = local.use_notify ? huaweicloud_fgs_function.notify[0].urn : null
+}
+
 output "agency_name" {
   description = "The execution agency whose temporary credentials the functions sign with."
   value       = huaweicloud_identity_agency.functions.name

@@ -298,7 +298,13 @@ def test_variables_are_described_and_validated() -> None:
 
 
 def test_outputs() -> None:
-    for name in ("webhook_url", "jobs_topic_urn", "results_topic_urn", "dead_letter_topic_urn"):
+    for name in (
+        "webhook_url",
+        "jobs_topic_urn",
+        "results_topic_urn",
+        "dead_letter_topic_urn",
+        "notify_function_urn",
+    ):
         assert CONFIG.outputs[name].get("description"), name
     assert "sl_domain" in CONFIG.locals["debugging_domain"]
 
