@@ -213,10 +213,17 @@ class Query:
     job_id: str | None = None  # the request whose detach started this job
     outcome: str | None = None
     since: datetime | None = None  # requests that started at or after this
+    trail: str | None = None  # the one request of this trail
+    # Requests one of whose steps names a server, volume, idempotency key or job containing
+    # this text (case as written), or whose trail it is.
+    text: str | None = None
     limit: int = 50
+    offset: int = 0  # skip this many of the newest (pages)
 
     def __post_init__(self) -> None:
         if self.limit < 1:
             raise ValueError("limit must be at least 1")
+        if self.offset < 0:
+            raise ValueError("offset must not be negative")
         if self.since is not None and self.since.tzinfo is None:
             raise ValueError("since must carry a time zone")
