@@ -17,12 +17,14 @@ import secrets
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from handler.errors import ConfigError
+
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 32768, 8, 1
 _MAX_SCRYPT_N = 1 << 20  # refuse hashes that would cost more than ~1 GiB to check
 _MAX_PBKDF2_ROUNDS = 10_000_000
 
 
-class PasswordHashError(ValueError):
+class PasswordHashError(ConfigError):
     """A stored hash that is not in a known format (the message never shows the hash)."""
 
 

@@ -29,6 +29,7 @@ from urllib.parse import parse_qs
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from handler.core.validation import FieldError, InvalidInput
 from handler.history import OUTCOMES, HistoryError, Query
 from handler.local.console import _views as views
 from handler.local.console._auth import CHALLENGE, ConsoleAuth, Refusal, Viewer
@@ -84,11 +85,9 @@ class ConsoleResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class BadInput(Exception):
-    """A parameter that does not fit: 400 naming it."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        super().__init__(f"{name}: {reason}")
+def _bad(name: str, reason: str) -> InvalidInput:
+    """A parameter that does not fit: answered 400, naming it."""
+    return InvalidInput("invalid input", [FieldError(name, reason)])
 
 
 def _seconds(value: float | None) -> str:
@@ -193,8 +192,9 @@ class Console:
             if decide is not None:
                 return self._decide(viewer, request, decide["id"])
             return self._pages[sub](viewer, parse_qs(request.query, max_num_fields=20), self._clock())
-        except BadInput as error:
-            return self._error(400, "Bad request", str(error), viewer)
+        except InvalidInput as error:
+            detail = "; ".join(f"{e.field}: {e.reason}" for e in error.errors)
+            return self._error(400, "Bad request", detail, viewer)
         except ValueError:  # parse_qs: too many fields
             return self._error(400, "Bad request", "query: too many parameters", viewer)
         except _UNAVAILABLE as error:
@@ -233,7 +233,7 @@ class Console:
         text = _param(query, "q", _MAX_TEXT)
         outcome = _param(query, "outcome", 40)
         if outcome and outcome not in OUTCOMES:
-            raise BadInput("outcome", f"must be one of {', '.join(OUTCOMES)}")
+            raise _bad("outcome", f"must be one of {', '.join(OUTCOMES)}")
         page = _page_number(_param(query, "page", 10) or "1")
         listing = views.requests_page(self._reader, text=text or None, outcome=outcome or None, page=page)
         return self._render(
@@ -243,7 +243,7 @@ class Console:
     def _trail(self, viewer: Viewer, query: dict[str, list[str]], _: datetime) -> ConsoleResponse:
         trail_id = _param(query, "id", 300)
         if not trail_id:
-            raise BadInput("id", "the request's trail id is required")
+            raise _bad("id", "the request's trail id is required")
         found = self._reader.query(Query(trail=trail_id, limit=1))
         if not found:
             return self._error(404, "Not found", f"no request {trail_id} in the history", viewer)
@@ -274,7 +274,7 @@ class Console:
         try:
             form = parse_qs(request.body.decode("utf-8"), max_num_fields=5)
         except (UnicodeDecodeError, ValueError):
-            raise BadInput("form", "not a UTF-8 form of at most 5 fields") from None
+            raise _bad("form", "not a UTF-8 form of at most 5 fields") from None
         refused = self._auth.form_refused(viewer, request.headers, _param(form, "token", 200))
         if refused is not None:
             log_event("console.form_refused", level=logging.WARNING, approval_id=approval_id, reason=refused)
@@ -285,7 +285,7 @@ class Console:
             return self._error(404, "Not found", "approvals are off (ECS_DETACH_APPROVAL_MODE=never)", viewer)
         decision = _param(form, "decision", 10)
         if decision not in ("approve", "deny"):
-            raise BadInput("decision", "must be approve or deny")
+            raise _bad("decision", "must be approve or deny")
         comment = _param(form, "comment", 1024).strip() or None
         answer = self._desk.decide(
             approval_id, approve=decision == "approve", by=viewer.identity, comment=comment
@@ -318,13 +318,13 @@ class Console:
 def _param(query: Mapping[str, list[str]], name: str, max_length: int) -> str:
     value = (query.get(name) or [""])[0]
     if len(value) > max_length:
-        raise BadInput(name, f"at most {max_length} characters")
+        raise _bad(name, f"at most {max_length} characters")
     return value
 
 
 def _page_number(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= _MAX_PAGE:
-        raise BadInput("page", f"a whole number from 1 to {_MAX_PAGE}")
+        raise _bad("page", f"a whole number from 1 to {_MAX_PAGE}")
     return int(text)
 
 
