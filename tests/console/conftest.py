@@ -81,20 +81,18 @@ def deployment(tmp_path: Path, **overrides: Any) -> Iterator[Deployment]:
         {"name": "reader", "password_hash": password_hash("reader")},
     ]
     with BackgroundServer(create_app(backend)) as emulator:
-        settings = fast_settings(
-            tmp_path,
-            emulator.url,
-            allow_force=True,
-            approval_mode="rules",
-            approval_force=True,
-            webhook_bearer_tokens=[
+        values: dict[str, Any] = {
+            "allow_force": True,
+            "approval_mode": "rules",
+            "approval_force": True,
+            "webhook_bearer_tokens": [
                 WEBHOOK_TOKEN,
                 {"secret": ALICE_TOKEN, "name": "alice"},
                 {"secret": CONSOLE_TOKEN, "routes": ["/console"], "name": "dashboard"},
             ],
-            console_users=users,
-            **overrides,
-        )
+            "console_users": users,
+        }
+        settings = fast_settings(tmp_path, emulator.url, **(values | overrides))
         runtime = build_runtime(settings, DEMO_CREDENTIALS)
         worker = Worker(runtime.jobs, poll_job(runtime), retry_delay_s=0.1, wait_s=0.1).start()
         try:

@@ -17,8 +17,9 @@ import pytest
 from handler.entry.runtime import blast_radius
 from handler.history import Query, Trail
 from handler.local.console import _views
-from handler.local.console._auth import CHALLENGE
+from handler.local.console._auth import CHALLENGE, ConsoleAuth, Viewer
 from handler.local.console.app import CSP
+from handler.security import WebhookAuthenticator
 from tests.console.conftest import (
     ALICE_TOKEN,
     CONSOLE_TOKEN,
@@ -357,3 +358,38 @@ def test_a_history_that_does_not_answer_is_a_503_page(history_down: Deployment) 
     assert answer.headers["retry-after"] == "5"
     assert "the history did not answer" in answer.text
     assert history_down.get("/console/approvals").status_code == 200  # the store still answers
+
+
+SECRET = "console-secret-0123456789abcdef0123456789"
+
+
+@pytest.fixture
+def without_approvals(tmp_path: Path) -> Iterator[Deployment]:
+    yield from deployment(tmp_path, approval_mode="never", console_secret=SECRET)
+
+
+def test_with_approvals_off_nothing_can_be_decided(without_approvals: Deployment) -> None:
+    assert "Approvals are off" in without_approvals.get("/console/approvals").text
+    settings = without_approvals.runtime.settings
+    minted = ConsoleAuth(
+        settings.console_users,
+        WebhookAuthenticator(settings.webhook_auth()),
+        auth_disabled=False,
+        secret=SECRET.encode(),  # the same key signs the same tokens: instances behind one address
+    )
+    approval = "0" * 32
+    bob = post_decision(
+        without_approvals,
+        approval,
+        "bob",
+        {"decision": "approve", "token": minted.token(Viewer("bob", True))},
+    )
+    assert bob.status_code == 404
+    assert "approvals are off" in bob.text
+    # the reader's own token is valid, and still decides nothing
+    reader_token = minted.token(Viewer("reader", False))
+    reader = post_decision(
+        without_approvals, approval, "reader", {"decision": "approve", "token": reader_token}
+    )
+    assert reader.status_code == 403
+    assert "you may read the console, not decide approvals" in reader.text

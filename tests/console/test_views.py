@@ -4,12 +4,17 @@ request's next look."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
+import pytest
+
 from handler.core.polling import PollSchedule
-from handler.history import Step, Trail
+from handler.history import HistoryError, Query, Step, Trail
 from handler.local.console import _views as views
+from handler.local.console import app
 
 NOW = datetime(2026, 1, 15, 12, 30, tzinfo=timezone.utc)
 
@@ -51,11 +56,29 @@ def test_the_plots_count_per_hour_and_time_from_the_alerts_start() -> None:
         detached("c", NOW - timedelta(hours=2), 1.0, starts_at="not a time"),
         detached("d", NOW - timedelta(hours=30), 1.0),  # before the window
         trail("e", NOW - timedelta(minutes=5), (0, "detach.requested", "requested", {})),
+        trail(
+            "f",
+            NOW - timedelta(minutes=5),
+            (0, "detach.requested", "requested", {}),
+            (0.1, "detach.duplicate", "duplicate", {"original": "accepted"}),
+        ),
+        trail(
+            "g",
+            NOW - timedelta(minutes=5),
+            (0, "detach.requested", "requested", {}),
+            (0.1, "detach.result", "rejected", {"outcome": "rejected", "error_code": "PolicyForce"}),
+        ),
     ]
     per_hour, durations, to_detached = views.plots(Reader(trails), NOW).charts
-    assert per_hour.summary.startswith("4 requests in the last 24 hours")
+    assert per_hour.summary.startswith("6 requests in the last 24 hours")
     titles = sorted(rect.title for rect in per_hour.rects)
-    assert titles == ["10:00 UTC: 2 succeeded", "12:00 UTC: 1 in flight", "12:00 UTC: 1 succeeded"]
+    assert titles == [
+        "10:00 UTC: 2 succeeded",
+        "12:00 UTC: 1 in flight",
+        "12:00 UTC: 1 other",  # the duplicate
+        "12:00 UTC: 1 rejected",
+        "12:00 UTC: 1 succeeded",
+    ]
     assert [r.title for r in durations.rects] == ["<2 s: 2", "2–5 s: 1", "10–20 s: 1"]
     assert [r.title for r in to_detached.rects] == ["<2 s: 2", "10–20 s: 1", "30–60 s: 1"]
     assert "4 detaches" in to_detached.summary
@@ -103,3 +126,23 @@ def test_a_queued_request_looks_again_after_its_delay() -> None:
     first_turn = views._waiting(trail("r", NOW, (0, "detach.queued", "queued", {"reason": "r"})), check_s=5)
     assert first_turn is not None
     assert first_turn.next_look_at == NOW + timedelta(seconds=5)
+    assert views._waiting(trail("s", NOW, (0, "detach.requested", "requested", {})), check_s=5) is None
+
+
+def test_the_consoles_reader_reopens_the_history_after_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "history.db"
+    reader = views.HistoryReader(f"sqlite:///{path}")
+    try:
+        assert reader.query(Query()) == []
+        with sqlite3.connect(path) as other:
+            other.execute("DROP TABLE ecs_detach_history")
+        with pytest.raises(HistoryError):
+            reader.query(Query())
+        assert reader.query(Query()) == []  # opened again: the table is made again
+    finally:
+        reader.close()
+    assert not views.HistoryReader(None).enabled
+
+
+def test_durations_read_as_people_do() -> None:
+    assert [app._seconds(v) for v in (None, 0.4, 42, 600, 7200)] == ["", "0.4 s", "42 s", "10 min", "2.0 h"]
