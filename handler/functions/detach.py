@@ -388,6 +388,15 @@ class DetachFunction:
         self._guard.park(call.key, {"approval": approval.id})
         call.progress = {**call.progress, "approval": approval.id}
         reason = f"waiting for an approval until {approval.expires_at.isoformat()}: {'; '.join(rules)}"
+        log_event(
+            "detach.pending_approval",
+            server_id=request.server_id,
+            volume_id=request.volume_id,
+            idempotency_key=call.key,
+            approval_id=approval.id,
+            rules=rules,
+            expires_at=approval.expires_at.isoformat(),
+        )
         return DetachOutcome(DetachStatus.PENDING_APPROVAL, request, reason=reason, approval_id=approval.id)
 
     # -- before any step: the key's earlier history ------------------------------------------

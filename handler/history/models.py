@@ -40,6 +40,7 @@ ENDS_REQUEST = frozenset(
         "detach.still_queued",
         "detach.retry_later",
         "detach.duplicate",
+        "detach.pending_approval",
         "detach.result",
     }
 )
@@ -49,16 +50,18 @@ _STATUS = {
     "detach.queued": "queued",
     "detach.still_queued": "queued",
     "detach.retry_later": "retry",
+    "detach.pending_approval": "pending_approval",
     "detach.invalid": "invalid",
     "detach.ignored": "ignored",
     "poll.untrusted": "untrusted",
 }
 # The statuses a request can end in; the others (requested, accepted, queued) are in flight.
-IN_FLIGHT = frozenset({"requested", "accepted", "queued"})
+IN_FLIGHT = frozenset({"requested", "accepted", "queued", "pending_approval"})
 OUTCOMES = (
     "requested",
     "accepted",
     "queued",
+    "pending_approval",
     "duplicate",
     "retry",
     "succeeded",
@@ -71,9 +74,9 @@ OUTCOMES = (
     "ignored",
     "untrusted",
 )
-# A step that can be the turn of a queued request, or its job's poll: the statuses of the trail
-# it joins by idempotency key.
-JOINABLE_STATUSES = ("queued", "accepted")
+# A step that can be the turn of a queued request, its job's poll, or the decision on its
+# approval and the turn after it: the statuses of the trail it joins by idempotency key.
+JOINABLE_STATUSES = ("queued", "accepted", "pending_approval")
 
 
 def recorded(event: str) -> bool:

@@ -272,7 +272,16 @@ def test_an_approval_is_decided_once_by_someone_else_than_who_asked(deployed: De
     assert "approved: the detach proceeds (bob)" in decided.text
     again = post_decision(deployed, approval_id, "bob", {"decision": "deny", "token": bob_token})
     assert again.status_code == 409
-    trail_of(deployed, "t-approve", "succeeded")
+    # one trail: asked, waited for a person, approved by bob, detached by the turn that followed
+    trail = trail_of(deployed, "t-approve", "succeeded")
+    events = [step.event for step in trail.steps]
+    assert events[:4] == ["detach.requested", "detach.pending_approval", "detach.approved", "detach.accepted"]
+    assert events[-1] == "detach.result"
+    approved = trail.steps[2].fields
+    assert (approved["by"], approved["comment"]) == ("bob", "looked <ok>")
+    assert approved["approval_id"] == approval_id
+    page = deployed.get("/console", params={"q": "t-approve"}).text
+    assert page.count("/console/request?id=") == 1  # not a second trail for the turn
     recent = deployed.get("/console/approvals").text
     assert "looked &lt;ok&gt;" in recent
     assert "No approval is waiting" in recent
