@@ -23,7 +23,7 @@ from starlette.routing import Route
 from handler.local._serve import BackgroundServer
 from tests.console.conftest import HOSTILE_NAME, PASSWORDS, Deployment
 from tests.console.test_console_http import eventually, pending_approval, trail_of
-from tests.support import WEB1, WEB1_DATA, WEB1_LOGS, WEB2, WEB2_DATA
+from tests.support import WEB1, WEB1_DATA, WEB1_LOGS, WEB1_SYSTEM, WEB2, WEB2_DATA
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def browser() -> Iterator[Browser]:
 def page_as(browser: Browser, user: str) -> Page:
     context = browser.new_context(
         http_credentials={"username": user, "password": PASSWORDS[user]},
-        viewport={"width": 1280, "height": 800},
+        viewport={"width": 1400, "height": 800},
     )
     page = context.new_page()
     page.set_default_timeout(15_000)
@@ -79,15 +79,23 @@ def shoot(page: Page, name: str) -> None:
 def test_the_table_shows_a_request_the_test_made(browser: Browser, deployed: Deployment) -> None:
     record = deployed.detach({"server_id": WEB1, "volume_id": WEB1_DATA, "idempotency_key": "browser-1"})
     trail_of(deployed, "browser-1", "succeeded")
+    # a few neighbours, for a screenshot that shows what the table holds
+    deployed.detach({"server_id": WEB1, "volume_id": WEB1_DATA, "idempotency_key": "browser-1"})  # again
+    deployed.detach({"server_id": WEB1, "volume_id": WEB1_SYSTEM, "idempotency_key": "browser-system-disk"})
+    pending_approval(deployed, WEB2, WEB2_DATA, "browser-forced")
+    trail_of(deployed, "browser-system-disk", "rejected")
     page = page_as(browser, "reader")
     page.goto(f"{deployed.url}/console")
-    row = page.locator("table.requests tbody tr", has_text="browser-1")
-    assert row.count() == 1
+    row = page.locator(
+        "table.requests tbody tr", has_text="browser-1"
+    ).last  # the first one, not its duplicate
+    assert page.locator("table.requests tbody tr", has_text="browser-1").count() == 2
     assert row.locator(".outcome").inner_text() == "succeeded"
     assert WEB1 in row.inner_text()
     shoot(page, "requests")
 
     page.fill("input[name=q]", "browser-1")
+    page.select_option("select[name=outcome]", "succeeded")
     page.click("button[type=submit]")
     assert page.locator("table.requests tbody tr").count() == 1
     row.locator("a").click()

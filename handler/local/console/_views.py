@@ -276,7 +276,7 @@ OUTCOME_GROUPS = (
     ("already detached", "#81c784", ("already_detached",)),
     ("failed or timed out", "#c62828", ("failed", "timed_out")),
     ("rejected", "#ef6c00", ("rejected",)),
-    ("in flight", "#1565c0", ("requested", "accepted", "queued")),
+    ("in flight", "#1565c0", ("requested", "accepted", "queued", "pending_approval")),
     ("other", "#9e9e9e", ()),
 )
 SECONDS_BUCKETS = (2, 5, 10, 20, 30, 60, 120, 300, 600)  # upper bounds; the last bucket is open
