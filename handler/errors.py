@@ -4,7 +4,8 @@
 
     EcsDetachError                     handler/core/errors.py (core imports nothing outside core)
     ├── ConfigError (ValueError)       a setting, URL or argument that cannot work; names it
-    │   └── TopicConfigError           a topic URL that cannot be used (also a TopicError)
+    │   ├── TopicConfigError           a topic URL that cannot be used (also a TopicError)
+    │   └── PasswordHashError          handler/security/_passwords.py: a console user's hash
     ├── InvalidInput (ValueError)      handler/core/validation.py: not a detach request
     │   └── MappingError               handler/sources/tickets.py: a ticket mapping is unusable
     ├── CloudError                     handler/cloud: a cloud call failed

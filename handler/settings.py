@@ -18,7 +18,7 @@ from handler.core.approval import ApprovalPolicy, ApprovalRules
 from handler.core.policy import SafetyPolicy
 from handler.core.polling import PollSchedule
 from handler.functions.channels import OUTCOMES, ChannelConfig
-from handler.security import DEFAULT_SMN_CERT_HOSTS, HUAWEI_SMN_SUBJECT, WebhookCredential
+from handler.security import DEFAULT_SMN_CERT_HOSTS, HUAWEI_SMN_SUBJECT, ConsoleUser, WebhookCredential
 from handler.sources._labels import LabelNames
 
 if TYPE_CHECKING:
@@ -231,6 +231,14 @@ class Settings(BaseSettings):
         default=None, description="PEM trust anchors for SMN signing certificates"
     )
     smn_cert_subjects: list[str] = Field(default_factory=lambda: [HUAWEI_SMN_SUBJECT])
+    # The web console (/console, docs/console.md): its people, and the key of its CSRF tokens.
+    console_users: list[ConsoleUser] = Field(
+        default_factory=list, description='JSON list: {"name", "password_hash": "scrypt:…", "approve"}'
+    )
+    console_secret: SecretStr | None = Field(
+        default=None,
+        description="Key of the console's form tokens, shared by instances (default: random per process)",
+    )
 
     @model_validator(mode="after")
     def _delays_ordered(self) -> Settings:
@@ -247,6 +255,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "approval_link_secret must be at least 32 characters (256 bits of a random token)"
             )
+        if self.console_secret is not None and len(self.console_secret.get_secret_value()) < 32:
+            raise ValueError("console_secret must be at least 32 characters (256 bits of a random token)")
+        users = [user.name for user in self.console_users]
+        if len(set(users)) != len(users):
+            raise ValueError("console_users: every user needs their own name")
         return self
 
     def approval_policy(self) -> ApprovalPolicy:

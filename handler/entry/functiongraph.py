@@ -141,6 +141,9 @@ def _check_backends(settings: Settings) -> None:
         ("ECS_DETACH_RESULTS_TOPIC", settings.results_topic),
         ("ECS_DETACH_STORE", settings.store),
     ]
+    history = settings.history_url()
+    if history is not None:
+        urls.append(("ECS_DETACH_HISTORY", history))
     if any(url.startswith(("smn://", "http://", "https://")) for url in topics):
         urls.append(("ECS_DETACH_DELAY_TOPIC", settings.delay_topic))  # only push topics use it
     relative = [
@@ -150,7 +153,8 @@ def _check_backends(settings: Settings) -> None:
         raise ConfigError(
             f"{', '.join(relative)}: a relative SQLite path (e.g. the default sqlite:///.ecs-detach/…) "
             "cannot be written in FunctionGraph, whose code folder is read-only: use sqlite:////tmp/… "
-            "(per instance) or a shared redis:// store and broker topics"
+            "(per instance), a shared redis:// store and broker topics, and a postgresql:// history "
+            "or ECS_DETACH_HISTORY=off"
         )
     unmet = missing(urls)
     if unmet:

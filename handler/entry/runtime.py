@@ -124,6 +124,10 @@ class Runtime:
             feishu_verification_token=token.get_secret_value() if token is not None else None,
         )
 
+    def on_close(self, close: Callable[[], None]) -> None:
+        """Run ``close`` when the runtime closes (what was built on it: the console)."""
+        self._closing.append(close)
+
     def job_event(self, event: str | bytes | dict[str, Any]) -> dict[str, Any]:
         """Handle one message of the jobs topic delivered by a push (FunctionGraph trigger, SMN,
         Knative): a job still running, or a queued request still waiting, goes back to the jobs
@@ -261,13 +265,7 @@ def build_functions(
         record_ttl_s=settings.record_ttl_s,
         lock_ttl_s=settings.poll_timeout_s + settings.invocation_timeout_s,
     )
-    blast = BlastRadius(
-        store,
-        max_per_window=settings.max_detaches_per_window,
-        window_s=settings.detach_window_s,
-        breaker_failures=settings.breaker_failures,
-        breaker_window_s=settings.breaker_window_s,
-    )
+    blast = blast_radius(settings, store)
     schedule = settings.poll_schedule()
     approvals = build_desk(settings, store=store, jobs=jobs, results=results)
     detach = DetachFunction(
@@ -290,6 +288,17 @@ def build_functions(
     )
     poll = PollFunction(ecs, results, source=settings.source, schedule=schedule, guard=guard, blast=blast)
     return detach, poll
+
+
+def blast_radius(settings: Settings, store: Store) -> BlastRadius:
+    """The blast radius and circuit breaker the settings describe, kept in ``store``."""
+    return BlastRadius(
+        store,
+        max_per_window=settings.max_detaches_per_window,
+        window_s=settings.detach_window_s,
+        breaker_failures=settings.breaker_failures,
+        breaker_window_s=settings.breaker_window_s,
+    )
 
 
 def build_desk(settings: Settings, *, store: Store, jobs: Topic, results: Topic) -> ApprovalDesk | None:

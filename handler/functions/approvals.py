@@ -255,6 +255,14 @@ class ApprovalDesk:
             by=by,
             comment=decision.comment,
         )
+        # The request's audit trail (docs/history.md): who decided, joined by the request's key.
+        log_event(
+            "detach.approved" if approve else "detach.denied",
+            idempotency_key=current.key,
+            approval_id=approval_id,
+            by=by,
+            comment=decision.comment,
+        )
         what = "approved: the detach proceeds" if approve else "denied: the request is rejected"
         return DecisionAnswer(Answer.DECIDED, current, f"{what} ({by})")
 

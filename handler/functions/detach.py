@@ -395,6 +395,15 @@ class DetachFunction:
         self._guard.park(call.key, {"approval": approval.id})
         call.progress = {**call.progress, "approval": approval.id}
         reason = f"waiting for an approval until {approval.expires_at.isoformat()}: {'; '.join(rules)}"
+        log_event(
+            "detach.pending_approval",
+            server_id=request.server_id,
+            volume_id=request.volume_id,
+            idempotency_key=call.key,
+            approval_id=approval.id,
+            rules=rules,
+            expires_at=approval.expires_at.isoformat(),
+        )
         return DetachOutcome(DetachStatus.PENDING_APPROVAL, request, reason=reason, approval_id=approval.id)
 
     # -- before any step: the key's earlier history ------------------------------------------
@@ -445,7 +454,7 @@ class DetachFunction:
             return self._accepted(call, answer)
         refused = check_scope(call.request, call.project_id, self._policy)
         if not refused.allowed:
-            return self._refused(call.request, refused)
+            return self._refused(call.request, refused, call.key)
         if self._blast.breaker_open(call.project_id):
             reason = f"too many detach jobs failed recently in project {call.project_id}: not acting now"
             return self._retry(call.request, self._busy_retry_s, f"CircuitOpen: {reason}")
@@ -461,10 +470,10 @@ class DetachFunction:
     def _rehearse(self, request: DetachRequest, project_id: str) -> DetachOutcome:
         """A dry run: every check the real request would meet, then a report of what it would do.
         It claims no key, takes no lock and no blast-radius slot, and calls nothing that changes."""
+        call = _Call(request, project_id, request_key(request, project_id))
         refused = check_scope(request, project_id, self._policy)
         if not refused.allowed:
-            return self._refused(request, refused)
-        call = _Call(request, project_id, request_key(request, project_id))
+            return self._refused(request, refused, call.key)
         checked = self._resolve_and_check(call)
         if checked is not None:
             return checked
@@ -509,7 +518,7 @@ class DetachFunction:
         shared = not self._policy.allow_shared_disks and self._shared(volume_id, call.project_id)
         call.facts = DiskFacts(server, devices, shared=shared)
         verdict = check_disk(request, volume_id, call.facts, self._policy)
-        return None if verdict.allowed else self._refused(request, verdict)
+        return None if verdict.allowed else self._refused(request, verdict, call.key)
 
     def _not_attached_here(self, call: _Call, volume_id: str) -> DetachOutcome:
         """The volume is not attached to the server: already detached when EVS says it is
@@ -699,13 +708,15 @@ class DetachFunction:
         )
         return self._finish(request, outcome, error.code, error.message, request_id=error.request_id)
 
-    def _refused(self, request: DetachRequest, verdict: Verdict) -> DetachOutcome:
+    def _refused(self, request: DetachRequest, verdict: Verdict, key: str) -> DetachOutcome:
+        """``key``: the request's effective idempotency key (its own, or project/server/disk),
+        as ``detach.requested`` logs it."""
         log_event(
             "detach.refused_by_policy",
             server_id=request.server_id,
             code=verdict.code,
             reason=verdict.reason,
-            idempotency_key=request.idempotency_key,
+            idempotency_key=key,
         )
         return self._finish(request, Outcome.REJECTED, verdict.code, verdict.reason)
 

@@ -56,6 +56,19 @@ class BlastRadius:
         """Every failure slot is held (checked in order: the first free one ends it)."""
         return all(self._store.holder(f"failures:{project_id}:{i}") for i in range(self._failures))
 
+    def used(self, project_id: str) -> int:
+        """How many detach slots of the project's window are held now (one look per slot)."""
+        return sum(1 for i in range(self._max) if self._store.holder(f"detaches:{project_id}:{i}"))
+
+    def failures(self, project_id: str) -> int:
+        """How many failure slots are held now (all of them: the breaker is open)."""
+        return sum(1 for i in range(self._failures) if self._store.holder(f"failures:{project_id}:{i}"))
+
+    @property
+    def limits(self) -> tuple[int, float, int, float]:
+        """Detaches per window, the window, failures that open the breaker, the breaker's window."""
+        return self._max, self._window_s, self._failures, self._breaker_window_s
+
     def take(self, project_id: str, owner: str) -> bool:
         """One detach slot for ``owner`` (re-entrant), or False when the window is full."""
         return any(

@@ -47,6 +47,8 @@ INDEXES = (
     f"CREATE INDEX IF NOT EXISTS {TABLE}_at ON {TABLE} (at)",
 )
 
+# The columns a text search looks in (``Query.text``).
+_SEARCHED = ("server_id", "volume_id", "idempotency_key", "job_id")
 _INSERT = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 
 
@@ -207,6 +209,14 @@ class HistoryStore(ABC):
                 f"s.trail IN (SELECT trail FROM {TABLE} WHERE job_id = ? AND event = 'detach.accepted')"
             )
             params.append(query.job_id)
+        if query.trail is not None:
+            where.append("s.trail = ?")
+            params.append(query.trail)
+        if query.text:
+            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", query.text) + "%"
+            named = " OR ".join(f"{column} LIKE ? ESCAPE '\\'" for column in _SEARCHED)
+            where.append(f"(s.trail = ? OR s.trail IN (SELECT trail FROM {TABLE} WHERE {named}))")
+            params += [query.text, *(pattern for _ in _SEARCHED)]
         if query.outcome is not None:
             # The trail's latest step that has a status has this one.
             where.append(
@@ -216,10 +226,10 @@ class HistoryStore(ABC):
             params.append(query.outcome)
         listing = self._sql(
             f"SELECT s.trail FROM {TABLE} s WHERE {' AND '.join(where)} "
-            "ORDER BY s.at DESC, s.seq DESC LIMIT ?"
+            "ORDER BY s.at DESC, s.seq DESC LIMIT ? OFFSET ?"
         )
         with self._transaction() as cursor:
-            cursor.execute(listing, (*params, query.limit))
+            cursor.execute(listing, (*params, query.limit, query.offset))
             trails = [str(row[0]) for row in cursor.fetchall()]
             if not trails:
                 return []

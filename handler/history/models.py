@@ -40,6 +40,7 @@ ENDS_REQUEST = frozenset(
         "detach.still_queued",
         "detach.retry_later",
         "detach.duplicate",
+        "detach.pending_approval",
         "detach.result",
     }
 )
@@ -49,16 +50,18 @@ _STATUS = {
     "detach.queued": "queued",
     "detach.still_queued": "queued",
     "detach.retry_later": "retry",
+    "detach.pending_approval": "pending_approval",
     "detach.invalid": "invalid",
     "detach.ignored": "ignored",
     "poll.untrusted": "untrusted",
 }
 # The statuses a request can end in; the others (requested, accepted, queued) are in flight.
-IN_FLIGHT = frozenset({"requested", "accepted", "queued"})
+IN_FLIGHT = frozenset({"requested", "accepted", "queued", "pending_approval"})
 OUTCOMES = (
     "requested",
     "accepted",
     "queued",
+    "pending_approval",
     "duplicate",
     "retry",
     "succeeded",
@@ -71,9 +74,9 @@ OUTCOMES = (
     "ignored",
     "untrusted",
 )
-# A step that can be the turn of a queued request, or its job's poll: the statuses of the trail
-# it joins by idempotency key.
-JOINABLE_STATUSES = ("queued", "accepted")
+# A step that can be the turn of a queued request, its job's poll, or the decision on its
+# approval and the turn after it: the statuses of the trail it joins by idempotency key.
+JOINABLE_STATUSES = ("queued", "accepted", "pending_approval")
 
 
 def recorded(event: str) -> bool:
@@ -213,10 +216,17 @@ class Query:
     job_id: str | None = None  # the request whose detach started this job
     outcome: str | None = None
     since: datetime | None = None  # requests that started at or after this
+    trail: str | None = None  # the one request of this trail
+    # Requests one of whose steps names a server, volume, idempotency key or job containing
+    # this text (case as written), or whose trail it is.
+    text: str | None = None
     limit: int = 50
+    offset: int = 0  # skip this many of the newest (pages)
 
     def __post_init__(self) -> None:
         if self.limit < 1:
             raise ValueError("limit must be at least 1")
+        if self.offset < 0:
+            raise ValueError("offset must not be negative")
         if self.since is not None and self.since.tzinfo is None:
             raise ValueError("since must carry a time zone")

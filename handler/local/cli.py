@@ -168,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
         "--notify", action="store_true", help="also send the results to ECS_DETACH_NOTIFY_CHANNELS (notify)"
     )
     worker.add_argument("--concurrency", type=_positive_int, default=4, help="threads per topic")
-    worker.add_argument("--host", default="127.0.0.1", help="address of /healthz and /metrics")
+    worker.add_argument("--host", default="127.0.0.1", help="address of /healthz, /metrics and /console")
     worker.add_argument("--health-port", type=_port, default=8088)
     worker.set_defaults(run=_worker)
 
@@ -197,7 +197,31 @@ def _parser() -> argparse.ArgumentParser:
     _add_history(commands)
     _add_detach(commands)
     _add_approvals(commands)
+    console = commands.add_parser(
+        "console-password",
+        help="print the hash of a web console password, for ECS_DETACH_CONSOLE_USERS",
+        description="Reads the password from the terminal (or one line of stdin) and prints its scrypt hash.",
+    )
+    console.set_defaults(run=_console_password)
     return parser
+
+
+def _console_password(_: argparse.Namespace) -> int:
+    import getpass
+
+    from handler.errors import ConfigError
+    from handler.security import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("console password: ")
+        if getpass.getpass("again: ") != password:
+            raise ConfigError("the two passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        raise ConfigError("a console password needs at least 8 characters")
+    print(hash_password(password))
+    return EXIT_OK
 
 
 def _add_approvals(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -374,6 +398,7 @@ def _up(args: argparse.Namespace) -> int:
         emulator_config=config,
         concurrency=args.concurrency,
         token_file=Path(".ecs-detach/webhook-token"),
+        console_password_file=Path(".ecs-detach/console-password"),
     )
     show_events(console)
     settings = Settings()
@@ -397,6 +422,12 @@ def _up(args: argparse.Namespace) -> int:
             console.print(
                 f"webhook token     in {options.token_file} (generated; send 'Authorization: Bearer <token>')"
             )
+        login = (
+            f"user {stack.console_user}, password in {options.console_password_file} (generated)"
+            if stack.console_user
+            else "ECS_DETACH_CONSOLE_USERS"
+        )
+        console.print(f"web console       {stack.webhook_url}/console  ({login})")
         console.print(f"jobs topic        {redact_url(stack.settings.jobs_topic)}")
         console.print(f"results topic     {redact_url(stack.settings.results_topic)}")
         history = stack.settings.history_url()

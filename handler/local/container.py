@@ -4,9 +4,10 @@
     functions-framework --source handler/local/container.py --target poll --port 8080
 
 Configuration and credentials come from the environment (``ECS_DETACH_*``,
-``HUAWEICLOUD_SDK_*``). ``webhook`` serves the routes and answers of ``WebhookRouter``. Both
-targets answer ``GET /healthz`` (the image's HEALTHCHECK, the Knative readiness probes) once the
-runtime is built.
+``HUAWEICLOUD_SDK_*``). ``webhook`` serves the routes and answers of ``WebhookRouter``, and
+the web console under ``/console`` (``handler/local/console``). Both targets answer
+``GET /healthz`` (the image's HEALTHCHECK, the Knative readiness probes) once the runtime is
+built.
 ``poll`` takes the jobs topic as pushed CloudEvents (a Knative Trigger on the broker): with the
 jobs topic an HTTP push topic to the broker, delayed continuations wait in the delay topic and
 the worker's forwarder sends them. Without a broker, run the poll worker beside the webhook
@@ -28,12 +29,15 @@ from handler.entry._problems import invalid_problem, problem
 from handler.entry.runtime import Runtime, build_runtime
 from handler.entry.webhooks import PROBLEM_JSON, WebRequest
 from handler.errors import ConfigError
+from handler.local.console import Console, ConsoleRequest
+from handler.local.console.app import PREFIX
 from handler.settings import CloudCredentials, Settings
 from handler.sources.cloudevents_http import cloudevent_object
 from handler.support.log import configure, log_event
 
 _lock = threading.Lock()
 _runtime: Runtime | None = None
+_console: Console | None = None
 
 
 def _runtime_once() -> Runtime:
@@ -62,6 +66,43 @@ def _body_cut_short(path: str, timeout_s: float) -> Response:
     )
 
 
+def _console_once(runtime: Runtime) -> Console:
+    global _console  # noqa: PLW0603 - one console per container instance, like the runtime
+    with _lock:
+        if _console is None:
+            _console = Console.for_runtime(runtime)
+        return _console
+
+
+def _read_body(runtime: Runtime, request: Request) -> bytes | Response:
+    """The body, one byte more than allowed at most (the caller answers 413), or the answer to a
+    body that did not arrive whole: 408 when it was cut short, 400 when its framing is bad."""
+    limit = runtime.settings.max_body_bytes
+    try:
+        body = request.stream.read(limit + 1)
+    except OSError:  # a chunked body that ended early (gunicorn's NoMoreData)
+        return _body_cut_short(request.path, runtime.settings.http_body_timeout_s)
+    except ParseException as error:  # chunked framing gunicorn cannot read (InvalidChunkSize…)
+        detail = f"the chunked body is malformed: {type(error).__name__}"
+        return Response(json.dumps(problem(400, "Bad Request", detail)), status=400, mimetype=PROBLEM_JSON)
+    if request.content_length is not None and len(body) < min(request.content_length, limit + 1):
+        return _body_cut_short(request.path, runtime.settings.http_body_timeout_s)
+    return body
+
+
+def _console_page(runtime: Runtime, request: Request) -> Response:
+    body = _read_body(runtime, request) if request.method == "POST" else b""
+    if isinstance(body, Response):
+        return body
+    if len(body) > runtime.settings.max_body_bytes:
+        return Response("form too large", status=413, content_type="text/plain")
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    query = request.query_string.decode("latin-1")
+    answer = _console_once(runtime).handle(ConsoleRequest(request.method, request.path, query, headers, body))
+    content = b"" if request.method == "HEAD" else answer.body
+    return Response(content, status=answer.status, headers=answer.headers, content_type=answer.content_type)
+
+
 def _healthy() -> Response:
     return Response(json.dumps({"status": "ok"}), status=200, mimetype="application/json")
 
@@ -71,16 +112,11 @@ def webhook(request: Request) -> Response:
     runtime = _runtime_once()
     if request.method == "GET" and request.path == "/healthz":  # the health check: the runtime is built
         return _healthy()
-    limit = runtime.settings.max_body_bytes
-    try:
-        body = request.stream.read(limit + 1)  # one byte more than allowed: the router answers 413
-    except OSError:  # a chunked body that ended early (gunicorn's NoMoreData)
-        return _body_cut_short(request.path, runtime.settings.http_body_timeout_s)
-    except ParseException as error:  # chunked framing gunicorn cannot read (InvalidChunkSize…)
-        detail = f"the chunked body is malformed: {type(error).__name__}"
-        return Response(json.dumps(problem(400, "Bad Request", detail)), status=400, mimetype=PROBLEM_JSON)
-    if request.content_length is not None and len(body) < min(request.content_length, limit + 1):
-        return _body_cut_short(request.path, runtime.settings.http_body_timeout_s)
+    if request.path == PREFIX or request.path.startswith(f"{PREFIX}/"):
+        return _console_page(runtime, request)
+    body = _read_body(runtime, request)  # the router answers 413 to one byte too many
+    if isinstance(body, Response):
+        return body
     headers = {name.lower(): value for name, value in request.headers.items()}
     answer = runtime.router.handle(WebRequest(request.method, request.path, headers, body))
     return Response(

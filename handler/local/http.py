@@ -2,20 +2,21 @@
 
 Every path goes to ``WebhookRouter`` (routes, statuses and problem documents live there); this
 module only reads the body (stopping at the size limit, within ``body_timeout_s``: 408 after
-it) and adds ``GET /healthz``. A client that goes away before its body is complete is a DEBUG
-line: nobody is there to answer.
+it) and adds ``GET /healthz`` and the web console (``/console``, ``handler/local/console``).
+A client that goes away before its body is complete is a DEBUG line: nobody is there to answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from handler.entry._problems import problem
 from handler.entry.runtime import Runtime
@@ -37,13 +38,23 @@ async def _read_body(request: Request, max_body_bytes: int) -> bytes:
 
 def runtime_app(runtime: Runtime) -> Starlette:
     """The webhook app of ``runtime``: its router, with the body limits of its settings."""
+    from handler.local.console import Console, starlette_route  # noqa: PLC0415 (jinja2 loads with it)
+
     settings = runtime.settings
+    console = starlette_route(Console.for_runtime(runtime), settings.max_body_bytes)
     return create_app(
-        runtime.router, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.http_body_timeout_s
+        runtime.router,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.http_body_timeout_s,
+        routes=console,
     )
 
 
-def create_app(router: WebhookRouter, *, max_body_bytes: int, body_timeout_s: float) -> Starlette:
+def create_app(
+    router: WebhookRouter, *, max_body_bytes: int, body_timeout_s: float, routes: Sequence[BaseRoute] = ()
+) -> Starlette:
+    """The webhook app; ``routes`` come before the webhook's catch-all (the console)."""
+
     async def webhook(request: Request) -> Response:
         try:
             body = await asyncio.wait_for(_read_body(request, max_body_bytes), body_timeout_s)
@@ -84,6 +95,7 @@ def create_app(router: WebhookRouter, *, max_body_bytes: int, body_timeout_s: fl
     return Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
+            *routes,
             Route("/{path:path}", webhook, methods=_ALL_METHODS),
         ],
         exception_handlers={Exception: server_error},

@@ -19,7 +19,7 @@ from handler.errors import ConfigError
 from handler.local._serve import BackgroundServer, ServerLimits
 from handler.local.http import runtime_app
 from handler.local.worker import RelayWorker, Worker, forwarders, notify_event, poll_job, relay_worker
-from handler.security import generate_local_secret
+from handler.security import ConsoleUser, generate_local_secret, hash_password
 from handler.settings import CloudCredentials, Settings
 from handler.topics.push import PushTopic
 
@@ -33,6 +33,8 @@ class StackOptions:
     emulator_config: EmulatorConfig = field(default_factory=EmulatorConfig)
     concurrency: int = 2
     token_file: Path | None = None  # where a generated webhook token is written for other programs
+    # With no console user configured: a generated one, "admin", whose password is written here.
+    console_password_file: Path | None = None
     notify: bool = False  # send the results topic's events to ECS_DETACH_NOTIFY_CHANNELS
 
 
@@ -44,6 +46,7 @@ class LocalStack:
         self.emulator_url: str | None = None
         self.webhook_url = ""
         self.webhook_token: str | None = None
+        self.console_user: str | None = None  # the generated console user, when there is one
         self._servers: list[BackgroundServer] = []
         self._workers: list[Worker | RelayWorker] = []
         self._runtime: Runtime | None = None
@@ -57,7 +60,7 @@ class LocalStack:
     def start(self) -> LocalStack:
         try:
             settings, credentials = self._cloud()
-            settings = self._local_webhook_secret(settings)
+            settings = self._local_console_user(self._local_webhook_secret(settings))
             self._runtime = build_runtime(settings, credentials)
             app = runtime_app(self._runtime)
             http = self._serve(app, self.options.http_port, ServerLimits.from_settings(settings))
@@ -131,6 +134,21 @@ class LocalStack:
             self.options.token_file.touch(mode=0o600)
             self.options.token_file.write_text(self.webhook_token + "\n")
         return settings.model_copy(update={"webhook_bearer_tokens": [SecretStr(self.webhook_token)]})
+
+    def _local_console_user(self, settings: Settings) -> Settings:
+        """With no console user configured (and ``console_password_file`` given): a user
+        ``admin`` who may approve, with a generated password kept (mode 0600) in that file.
+        Never printed."""
+        path = self.options.console_password_file
+        if path is None or settings.console_users:
+            return settings
+        password = generate_local_secret()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(password + "\n")
+        self.console_user = "admin"
+        user = ConsoleUser(name=self.console_user, password_hash=hash_password(password), approve=True)
+        return settings.model_copy(update={"console_users": [user]})
 
     def _serve(self, app: object, port: int, limits: ServerLimits | None = None) -> BackgroundServer:
         server = BackgroundServer(app, host=self.options.host, port=port, limits=limits).start()

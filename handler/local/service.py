@@ -1,6 +1,7 @@
 """The worker process: poll workers on the jobs topic, optionally detach workers on a requests
-topic, the outbox relay, and ``/healthz`` + ``/metrics`` on a small HTTP server. Stops by draining: no new
-deliveries are taken, the ones in flight finish and are settled."""
+topic, the outbox relay, and ``/healthz``, ``/metrics`` and the web console (``/console``) on a
+small HTTP server. Stops by draining: no new deliveries are taken, the ones in flight finish
+and are settled."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from starlette.routing import Route
 
 from handler.entry.runtime import Runtime
 from handler.local._serve import BackgroundServer
+from handler.local.console import Console, starlette_route
 from handler.local.metrics import WorkerMetrics
 from handler.local.worker import (
     RelayWorker,
@@ -65,6 +67,8 @@ class WorkerService:
             self.workers.append(
                 Worker(runtime.results, handle, concurrency=1, observer=self.metrics, budget_s=budget_s)
             )
+        self._console = Console.for_runtime(runtime)
+        self._max_body_bytes = runtime.settings.max_body_bytes
         self._server = BackgroundServer(self._app(), host=host, port=health_port)
 
     @property
@@ -96,5 +100,9 @@ class WorkerService:
             return Response(body, media_type=content_type)
 
         return Starlette(
-            routes=[Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics, methods=["GET"])]
+            routes=[
+                Route("/healthz", healthz, methods=["GET"]),
+                Route("/metrics", metrics, methods=["GET"]),
+                *starlette_route(self._console, self._max_body_bytes),
+            ]
         )

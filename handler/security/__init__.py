@@ -21,7 +21,8 @@ from handler.security._common import (
     Refused,
     Unauthenticated,
 )
-from handler.security._scopes import APPROVALS, POLL, WebhookCredential
+from handler.security._passwords import ConsoleUser, PasswordHashError, check_password, hash_password
+from handler.security._scopes import APPROVALS, CONSOLE, POLL, WebhookCredential
 from handler.support.lazy import lazy_names
 
 if TYPE_CHECKING:
@@ -56,12 +57,15 @@ __getattr__ = lazy_names(__name__, _LAZY)
 
 __all__ = [
     "APPROVALS",
+    "CONSOLE",
     "DEFAULT_SMN_CERT_HOSTS",
     "HUAWEI_SMN_SUBJECT",
     "POLL",
     "CertificateFetchError",
     "CertificateFetcher",
+    "ConsoleUser",
     "Forbidden",
+    "PasswordHashError",
     "Principal",
     "Refused",
     "SmnSignatureVerifier",
@@ -69,7 +73,9 @@ __all__ = [
     "WebhookAuthConfig",
     "WebhookAuthenticator",
     "WebhookCredential",
+    "check_password",
     "fetch_certificate",
     "generate_local_secret",
+    "hash_password",
     "string_to_sign",
 ]

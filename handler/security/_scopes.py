@@ -7,10 +7,12 @@ plain secret, which may call every route, or an object naming its routes::
 
 A route is ``/``, ``/alertmanager``, ``/grafana``, ``/smn``, ``/tickets/{mapping}`` or
 ``/tickets/*`` (every mapping), ``poll``: handing ``ecs-detach.accepted`` events on ``/smn`` to
-the poll function, or ``/approvals``: deciding approvals (``/approvals/{id}``). Neither ``poll``
-nor ``/approvals`` is ever implied, not even by a plain secret: a poll event is trusted from the
-jobs topic's own SMN signature or a credential that names ``poll``, and only a credential that
-names ``/approvals`` may decide one.
+the poll function, ``/approvals``: deciding approvals (``/approvals/{id}``), or ``/console``:
+reading the web console (``handler/local/console``; deciding there needs ``/approvals`` too).
+None of ``poll``, ``/approvals`` and ``/console`` is ever implied, not even by a plain secret: a
+poll event is trusted from the jobs topic's own SMN signature or a credential that names
+``poll``, only a credential that names ``/approvals`` may decide one, and only one that names
+``/console`` may read the console.
 
 An entry may carry a ``name``: the identity it stands for (``{"secret": …, "name": "alice",
 "routes": ["/approvals"]}``), recorded as the approver of its decisions and as the requester of
@@ -26,9 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 POLL = "poll"
 APPROVALS = "/approvals"
+CONSOLE = "/console"
 TICKETS = "/tickets/"
-ROUTES = ("/", "/alertmanager", "/grafana", "/smn", APPROVALS)
-_NEVER_IMPLIED = (POLL, APPROVALS)
+ROUTES = ("/", "/alertmanager", "/grafana", "/smn", APPROVALS, CONSOLE)
+_NEVER_IMPLIED = (POLL, APPROVALS, CONSOLE)
 ANY_TICKET = "/tickets/*"
 
 
@@ -42,7 +45,7 @@ class WebhookCredential(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     secret: SecretStr
-    routes: tuple[str, ...] | None = None  # None: every route but ``poll`` and ``/approvals``
+    routes: tuple[str, ...] | None = None  # None: every route but poll, /approvals and /console
     name: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[^\s:][^\s]*$")
 
     @model_validator(mode="before")
@@ -72,7 +75,9 @@ class WebhookCredential(BaseModel):
 
     def scope(self) -> str:
         """What this credential may call, for refusals (never the secret)."""
-        return "every route but poll and /approvals" if self.routes is None else ", ".join(self.routes)
+        return (
+            "every route but poll, /approvals and /console" if self.routes is None else ", ".join(self.routes)
+        )
 
     def identity(self, scheme: str) -> str:
         """Who this credential stands for: its ``name``; else a basic-auth user's name; else

@@ -115,6 +115,7 @@ def _record(
         "groupKey": envelope.groupKey,
         "receiver": envelope.receiver,
         "alertname": alertname,
+        "starts_at": alert.startsAt,  # when the alert began: the console's time to detached
         **(extra_origin(raw) if extra_origin else {}),
     }
     notes = [alert.annotations.get(key, "").strip() for key in ("summary", "description")]

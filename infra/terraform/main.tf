@@ -57,6 +57,7 @@ locals {
 
   secret_environment = {
     ECS_DETACH_STORE                 = var.store_url
+    ECS_DETACH_HISTORY               = var.history_url
     ECS_DETACH_DELAY_TOPIC           = var.delay_topic_url
     ECS_DETACH_WEBHOOK_BEARER_TOKENS = jsonencode(var.webhook_bearer_tokens)
     ECS_DETACH_WEBHOOK_HMAC_SECRETS  = jsonencode(var.webhook_hmac_secrets)

@@ -162,6 +162,18 @@ variable "store_url" {
   }
 }
 
+variable "history_url" {
+  description = "The audit history (ECS_DETACH_HISTORY, docs/history.md): off, or sqlite:////tmp/… (per function instance, lost with it). A relative path is refused by the functions (their code folder is read-only). PostgreSQL needs a package with psycopg, which `ecs-detach package` cannot build yet."
+  type        = string
+  default     = "off"
+  sensitive   = true
+
+  validation {
+    condition     = var.history_url == "off" || can(regex("^sqlite:////tmp/", var.history_url))
+    error_message = "The history is off or sqlite:////tmp/… (the only writable folder of a function)."
+  }
+}
+
 variable "delay_topic_url" {
   description = "Where the poll function's delayed continuations wait (ECS_DETACH_DELAY_TOPIC) until the flush function sends them to the SMN jobs topic: a Redis (DCS, redis:// or rediss://) or RabbitMQ (DMS, amqp:// or amqps://) reachable from the functions' VPC. Build the package with the matching --extra (redis or rabbitmq)."
   type        = string

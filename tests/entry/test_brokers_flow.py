@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from handler.core.models import CloudEvent, DetachResult
+from handler.security import hash_password
 from handler.topics import Topic, open_topic, topic_url
 from tests.conftest import Emulator
 from tests.entry.test_cli import CLI, _env, _free_port, _wait_for_http
@@ -88,7 +89,9 @@ def test_up_runs_the_flow_on_a_broker(tmp_path: Path, namespace: tuple[str, str]
         stack.send_signal(signal.SIGTERM)
         output = stack.communicate(timeout=30)[0]
     assert stack.returncode == 0, output
-    assert "password" not in output
+    # no broker credential (RabbitMQ's guest:guest in the URL) in the banner or the log
+    assert "guest@" not in output
+    assert "password=" not in output
 
 
 @pytest.mark.parametrize("namespace", ["redis"], indirect=True)
@@ -106,6 +109,9 @@ def test_worker_consumes_requests_serves_health_and_metrics_and_drains(
         "HUAWEICLOUD_SDK_AK": DEMO_CREDENTIAL.access_key,
         "HUAWEICLOUD_SDK_SK": DEMO_CREDENTIAL.secret_key,
         "HUAWEICLOUD_SDK_PROJECT_ID": DEMO_CREDENTIAL.project_id,
+        "ECS_DETACH_CONSOLE_USERS": json.dumps(
+            [{"name": "ops", "password_hash": hash_password("ops-pw-0123")}]
+        ),
     }
     worker = _start(
         [
@@ -129,6 +135,14 @@ def test_worker_consumes_requests_serves_health_and_metrics_and_drains(
         assert 'ecs_detach_messages_out_total{outcome="succeeded",topic="' in metrics
         assert 'ecs_detach_messages_out_total{outcome="accepted",topic="' in metrics
         assert 'ecs_detach_dead_letters_total{topic="' in metrics
+        # the web console beside them, showing what the worker did
+        console = f"http://127.0.0.1:{health}/console"
+        assert httpx.get(console).status_code == 401
+        succeeded = '<span class="outcome succeeded">succeeded</span>'
+        deadline = time.monotonic() + 10  # the history's writer is a moment behind the result
+        while succeeded not in httpx.get(console, params={"q": WEB2}, auth=("ops", "ops-pw-0123")).text:
+            assert time.monotonic() < deadline, "the console never showed the request"
+            time.sleep(0.2)
         dead = open_topic(topic_url(base, "requests").replace("requests", "requests.dead"), default_name="x")
         try:
             (letter,) = dead.receive(1, wait=2)

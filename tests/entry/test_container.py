@@ -37,7 +37,9 @@ def test_functions_framework_target(tmp_path: Path, emulator: Emulator) -> None:
         "ECS_DETACH_ECS_ENDPOINT": emulator.url,
         "ECS_DETACH_JOBS_TOPIC": f"{db}?topic=jobs",
         "ECS_DETACH_RESULTS_TOPIC": f"{db}?topic=results",
-        "ECS_DETACH_WEBHOOK_BEARER_TOKENS": json.dumps(["old-token", "new-token"]),
+        "ECS_DETACH_WEBHOOK_BEARER_TOKENS": json.dumps(
+            ["old-token", "new-token", {"secret": "console-token", "routes": ["/console"]}]
+        ),
         "HUAWEICLOUD_SDK_AK": DEMO_CREDENTIAL.access_key,
         "HUAWEICLOUD_SDK_SK": DEMO_CREDENTIAL.secret_key,
         "HUAWEICLOUD_SDK_PROJECT_ID": DEMO_CREDENTIAL.project_id,
@@ -83,6 +85,16 @@ def test_functions_framework_target(tmp_path: Path, emulator: Emulator) -> None:
         )
         assert bad.status_code == 400
         assert bad.headers["content-type"].startswith("application/problem+json")
+        # the web console, behind the same authentication: a credential must name /console
+        assert httpx.get(f"{url}/console", headers=auth, timeout=10).status_code == 403
+        console = httpx.get(f"{url}/console", headers={"Authorization": "Bearer console-token"}, timeout=10)
+        assert console.status_code == 200, console.text
+        assert console.headers["content-security-policy"].startswith("default-src 'none'")
+        assert "<h1>Requests</h1>" in console.text
+        css = httpx.get(
+            f"{url}/console/static/console.css", headers={"Authorization": "Bearer console-token"}, timeout=10
+        )
+        assert css.headers["content-type"].startswith("text/css")
     finally:
         server.terminate()
         server.wait(10)

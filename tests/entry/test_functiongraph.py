@@ -56,6 +56,7 @@ def function_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[st
         monkeypatch.setenv("ECS_DETACH_JOBS_TOPIC", f"{db}?topic=jobs")
         monkeypatch.setenv("ECS_DETACH_RESULTS_TOPIC", f"{db}?topic=results")
         monkeypatch.setenv("ECS_DETACH_STORE", f"sqlite:///{tmp_path}/store.db")
+        monkeypatch.setenv("ECS_DETACH_HISTORY", f"sqlite:///{tmp_path}/history.db")
         monkeypatch.setenv("ECS_DETACH_FIRST_POLL_S", "0.1")
         monkeypatch.setenv("ECS_DETACH_MIN_POLL_DELAY_S", "0.1")
         for name in ("AK", "SK", "PROJECT_ID", "SECURITY_TOKEN"):
@@ -201,3 +202,15 @@ def test_a_relative_sqlite_store_is_refused(function_env: str, monkeypatch: pyte
     monkeypatch.delenv("ECS_DETACH_STORE")
     with pytest.raises(ConfigError, match=r"ECS_DETACH_STORE: a relative SQLite path .* sqlite:////tmp/"):
         functiongraph.init(FunctionGraphContext())
+
+
+def test_a_relative_sqlite_history_is_refused(function_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The history's default (sqlite:///.ecs-detach/history.db) too: set a postgresql:// history,
+    an absolute /tmp path, or off (docs/history.md)."""
+    monkeypatch.delenv("ECS_DETACH_HISTORY")
+    with pytest.raises(
+        ConfigError, match=r"^ECS_DETACH_HISTORY: a relative SQLite path .* ECS_DETACH_HISTORY=off"
+    ):
+        functiongraph.init(FunctionGraphContext())
+    monkeypatch.setenv("ECS_DETACH_HISTORY", "off")
+    functiongraph.init(FunctionGraphContext())  # no history: nothing to write

@@ -133,12 +133,13 @@ def test_webhook_sample(stack: LocalStack, sample: str, route: str, status: int,
 
 
 @pytest.fixture
-def function(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def function(stack: LocalStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """The FunctionGraph handler configured as a deployment would be, on the stack's topics."""
     monkeypatch.setenv("ECS_DETACH_ECS_ENDPOINT", stack.emulator_url or "")
     monkeypatch.setenv("ECS_DETACH_JOBS_TOPIC", stack.settings.jobs_topic)
     monkeypatch.setenv("ECS_DETACH_RESULTS_TOPIC", stack.settings.results_topic)
     monkeypatch.setenv("ECS_DETACH_STORE", stack.settings.store)
+    monkeypatch.setenv("ECS_DETACH_HISTORY", f"sqlite:///{tmp_path}/history.db")  # not the code folder
     monkeypatch.setenv("ECS_DETACH_WEBHOOK_BEARER_TOKENS", json.dumps([stack.webhook_token]))
     monkeypatch.setattr(functiongraph, "_runtime", None)
     yield

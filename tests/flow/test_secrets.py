@@ -83,6 +83,7 @@ def test_the_function_logs_no_secret(
         "ECS_DETACH_JOBS_TOPIC": f"{db}?topic=jobs",
         "ECS_DETACH_RESULTS_TOPIC": f"{db}?topic=results",
         "ECS_DETACH_STORE": f"sqlite:///{tmp_path}/store.db",
+        "ECS_DETACH_HISTORY": f"sqlite:///{tmp_path}/history.db",
         "ECS_DETACH_WEBHOOK_BEARER_TOKENS": f'["{BEARER}"]',
         "HUAWEICLOUD_SDK_AK": "KNOWNACCESSKEY000001",
         "HUAWEICLOUD_SDK_SK": SK,

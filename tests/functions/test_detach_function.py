@@ -848,7 +848,7 @@ def test_each_decision_is_logged_for_the_operator(world: World, caplog: pytest.L
         "server_id": WEB2,
         "code": "PolicyServerNotAllowed",
         "reason": f"server {WEB2} is not in the allowed servers",
-        "idempotency_key": None,  # the request named none (its trail joins by the request)
+        "idempotency_key": f"{PID}/{WEB2}/{WEB2_DATA}",  # it named none: the key it is known by
     }
     assert logged["detach.unauthorized"] == (logging.ERROR, {"code": "IAM.0002", "status": 403})
 

@@ -122,6 +122,16 @@ def test_queries_by_server_key_outcome_and_time_newest_first(history: HistorySto
     assert ids(since=T0 + timedelta(seconds=30)) == ["new", "mid"]
     assert ids(limit=1) == ["new"]
     assert ids(server_id=SERVER_B, outcome="succeeded") == []
+    # pages, one trail, and a search in servers, keys and jobs (the console's table)
+    assert ids(limit=2, offset=1) == ["mid", "old"]
+    assert ids(offset=3) == []
+    assert ids(trail="mid") == ["mid"]
+    assert ids(text="a002") == ["mid"]  # part of SERVER_B
+    assert ids(text="k-") == ["new", "mid", "old"]
+    assert ids(text=JOB[:10]) == ["old"]  # found by a step of its job (the poll and the result)
+    assert ids(text="old") == ["old"]  # its trail
+    assert ids(text="%") == []  # LIKE's wildcards are searched as text
+    assert ids(text="k_new") == []
 
 
 def test_a_queued_request_takes_its_turn_in_its_own_trail(history: HistoryStore) -> None:

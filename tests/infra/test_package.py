@@ -140,6 +140,7 @@ def test_handler_runs_from_the_package_alone(package: PackageReport, tmp_path: P
             "ECS_DETACH_JOBS_TOPIC": f"{db}?topic=jobs",
             "ECS_DETACH_RESULTS_TOPIC": f"{db}?topic=results",
             "ECS_DETACH_STORE": f"sqlite:///{tmp_path}/store.db",
+            "ECS_DETACH_HISTORY": f"sqlite:///{tmp_path}/history.db",
             "ECS_DETACH_WEBHOOK_BEARER_TOKENS": json.dumps([TOKEN]),
         }
         result = subprocess.run(
@@ -236,6 +237,7 @@ def test_initializer_names_the_missing_extra(package: PackageReport, tmp_path: P
         "ECS_DETACH_RESULTS_TOPIC": "smn://urn:smn:ap-southeast-1:0123456789abcdef0123456789abcdef:results",
         "ECS_DETACH_DELAY_TOPIC": "rediss://:secret-pw@redis.example:6379/0",
         "ECS_DETACH_STORE": "sqlite:////tmp/ecs-detach-test/store.db",
+        "ECS_DETACH_HISTORY": "off",
     }
     result = subprocess.run(
         [sys.executable, "-S", "-B", "-c", script],

@@ -189,6 +189,7 @@ def test_topics_are_wired() -> None:
     assert CONFIG.locals["environment"] == "${merge(var.extra_environment, local.managed_environment)}"
     assert set(CONFIG.locals["secret_environment"]) == {
         "ECS_DETACH_STORE",
+        "ECS_DETACH_HISTORY",
         "ECS_DETACH_DELAY_TOPIC",
         "ECS_DETACH_WEBHOOK_BEARER_TOKENS",
         "ECS_DETACH_WEBHOOK_HMAC_SECRETS",

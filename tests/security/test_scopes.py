@@ -73,7 +73,7 @@ def test_a_wrong_secret_stays_unauthenticated_not_forbidden() -> None:
 
 def test_poll_is_never_implied() -> None:
     auth = authenticator(bearer_tokens=[ALL_TOKEN, {"secret": AM_TOKEN, "routes": ["/smn", "poll"]}])
-    with pytest.raises(Forbidden, match="may call every route but poll and /approvals, not poll"):
+    with pytest.raises(Forbidden, match="may call every route but poll, /approvals and /console, not poll"):
         auth.check("poll", bearer(ALL_TOKEN), BODY)
     assert auth.check("poll", bearer(AM_TOKEN), BODY) == "bearer"
 
@@ -153,3 +153,13 @@ def test_the_jobs_topic_urn_comes_from_the_jobs_topic_url(monkeypatch: pytest.Mo
     assert Settings().webhook_auth().jobs_topic_urn == JOBS
     monkeypatch.setenv("ECS_DETACH_JOBS_TOPIC", "redis://127.0.0.1:6379/0?topic=jobs")
     assert Settings().webhook_auth().jobs_topic_urn is None
+
+
+def test_the_console_is_never_implied() -> None:
+    console = {"secret": AM_TOKEN, "routes": ["/console"], "name": "dashboard"}
+    auth = authenticator(bearer_tokens=[ALL_TOKEN, console])
+    with pytest.raises(Forbidden, match="not /console"):
+        auth.check("/console", bearer(ALL_TOKEN), BODY)
+    assert auth.authenticate("/console", bearer(AM_TOKEN), BODY).identity == "dashboard"
+    with pytest.raises(Forbidden, match="not /approvals"):  # reading is not deciding
+        auth.check("/approvals", bearer(AM_TOKEN), BODY)

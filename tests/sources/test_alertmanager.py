@@ -53,6 +53,7 @@ def test_a_firing_node_exporter_alert_asks_to_detach_its_device() -> None:
                 "groupKey": '{}/{severity="critical"}:{alertname="NodeDiskIOStalled"}',
                 "receiver": "ecs-detach",
                 "alertname": "NodeDiskIOStalled",
+                "starts_at": "2024-01-15T08:30:00.000Z",
             },
         )
     ]
@@ -64,13 +65,14 @@ def test_a_resolved_alert_needs_nothing() -> None:
 
 
 def test_one_bad_alert_in_a_group_leaves_the_others_good() -> None:
-    def origin(fingerprint: str) -> dict[str, str]:
+    def origin(fingerprint: str, starts_at: str) -> dict[str, str]:
         return {
             "source": "alertmanager",
             "fingerprint": fingerprint,
             "groupKey": GROUP,
             "receiver": "ecs-detach",
             "alertname": "EvsDiskFailing",
+            "starts_at": starts_at,
         }
 
     assert outcomes(parse_alertmanager(event_bytes("alertmanager-batch-one-bad.json"))) == [
@@ -82,7 +84,7 @@ def test_one_bad_alert_in_a_group_leaves_the_others_good() -> None:
             reason="Log disk of web-1 reports medium errors",
             idempotency_key="alertmanager:1f2e3d4c5b6a7988:2024-01-15T08:29:30.000Z",
             alert_id="1f2e3d4c5b6a7988",
-            origin=origin("1f2e3d4c5b6a7988"),
+            origin=origin("1f2e3d4c5b6a7988", "2024-01-15T08:29:30.000Z"),
         ),
         ok(  # the server from instance_id, the second label name tried
             "alerts[1]",
@@ -92,7 +94,7 @@ def test_one_bad_alert_in_a_group_leaves_the_others_good() -> None:
             reason="Data disk vdb of web-2 reports medium errors",
             idempotency_key="alertmanager:2a3b4c5d6e7f8091:2024-01-15T08:29:45.000Z",
             alert_id="2a3b4c5d6e7f8091",
-            origin=origin("2a3b4c5d6e7f8091"),
+            origin=origin("2a3b4c5d6e7f8091", "2024-01-15T08:29:45.000Z"),
         ),
         bad(
             "alerts[2]",

@@ -52,6 +52,7 @@ def test_a_firing_grafana_alert_asks_to_detach_and_a_resolved_one_is_skipped() -
                 "groupKey": GROUP,
                 "receiver": "ecs-detach-webhook",
                 "alertname": "EVS write latency",
+                "starts_at": "2024-01-15T08:31:00Z",
                 "orgId": "1",
                 "values": '{"B":812.5,"C":1}',
             },

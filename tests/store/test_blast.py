@@ -112,6 +112,28 @@ def test_failures_past_an_open_breaker_keep_it_open_for_its_window() -> None:
     store.close()
 
 
+def test_what_is_used_is_counted_per_project_and_lapses_with_the_window() -> None:
+    """What the console's safety page shows: slots held now, failures held now, the limits."""
+    clock = FakeClock()
+    store = SqliteStore(":memory:", clock=clock)
+    radius = BlastRadius(store, max_per_window=4, window_s=60, breaker_failures=2, breaker_window_s=120)
+    assert radius.limits == (4, 60, 2, 120)
+    assert radius.take(PID, "alert-0")
+    assert radius.take(PID, "alert-1")
+    assert radius.take(PID, "alert-1")  # re-entrant: still one slot
+    assert radius.take("another-project", "alert-2")
+    radius.record_failure(PID, "job-0")
+    assert (radius.used(PID), radius.failures(PID)) == (2, 1)
+    assert (radius.used("another-project"), radius.failures("another-project")) == (1, 0)
+    radius.give_back(PID, "alert-0")
+    assert radius.used(PID) == 1
+    clock.advance(61)
+    assert (radius.used(PID), radius.failures(PID)) == (0, 1)  # the breaker's window is longer
+    clock.advance(60)
+    assert radius.failures(PID) == 0
+    store.close()
+
+
 @pytest.mark.parametrize(("max_per_window", "breaker_failures"), [(0, 3), (5, 0)])
 def test_a_limit_below_one_is_refused(store: Counting, max_per_window: int, breaker_failures: int) -> None:
     with pytest.raises(ValueError, match="must be at least 1"):

@@ -1,0 +1,146 @@
+"""Who is looking at the console, and whether a form they send is theirs.
+
+A viewer is authenticated by one of:
+
+* a console user (``ECS_DETACH_CONSOLE_USERS``) with HTTP basic auth: the browser's own login
+  prompt; their password is checked against its stored hash (scrypt or PBKDF2), and a check that
+  succeeded is remembered for the process (by an HMAC of what was sent, never the password), so
+  a page's requests do not each cost a scrypt;
+* a webhook credential whose routes name ``/console`` (``handler.security``): the same
+  authenticator as the webhook, for a proxy that adds a bearer token or a signed header. It may
+  decide approvals when its routes name ``/approvals`` too.
+
+A form (approve, deny) carries a token: an HMAC over the viewer's identity and when it was
+issued, valid ``TOKEN_TTL_S``; and a POST is refused unless the browser says it comes from a
+page of the console's own origin (``Sec-Fetch-Site: same-origin``, else an ``Origin`` naming the
+host the request was sent to).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from handler.security import (
+    APPROVALS,
+    CONSOLE,
+    ConsoleUser,
+    Refused,
+    WebhookAuthenticator,
+    check_password,
+)
+
+REALM = "ecs-detach console"
+CHALLENGE = f'Basic realm="{REALM}", charset="UTF-8"'
+TOKEN_TTL_S = 12 * 3600
+_REMEMBERED = 256  # successful password checks kept (per process)
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is looking: ``identity`` (None with webhook authentication disabled: nobody in
+    particular, who may read and not decide) and whether they may decide approvals here."""
+
+    identity: str | None
+    can_approve: bool
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int  # 401 or 403
+    reason: str
+
+
+def _basic(headers: Mapping[str, str]) -> tuple[str, str] | None:
+    """The user and password of ``Authorization: Basic``; None without one or when malformed."""
+    kind, _, rest = headers.get("authorization", "").strip().partition(" ")
+    if kind.lower() != "basic":
+        return None
+    try:
+        user, colon, password = base64.b64decode(rest.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, ValueError):  # not base64, or not UTF-8
+        return None
+    return (user, password) if colon else None
+
+
+class ConsoleAuth:
+    def __init__(
+        self,
+        users: Sequence[ConsoleUser],
+        authenticator: WebhookAuthenticator,
+        *,
+        auth_disabled: bool,
+        secret: bytes | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._users = {user.name: user for user in users}
+        self._authenticator = authenticator
+        self._disabled = auth_disabled
+        self._secret = secret or secrets.token_bytes(32)
+        self._clock = clock
+        self._checked: OrderedDict[bytes, str] = OrderedDict()  # HMAC of what was sent → its hash
+
+    def viewer(self, headers: Mapping[str, str]) -> Viewer | Refusal:
+        basic = _basic(headers)
+        if basic is not None and basic[0] in self._users:
+            user = self._users[basic[0]]
+            if self._password_ok(user, basic[1]):
+                return Viewer(user.name, user.approve)
+            return Refusal(401, "the console user name and password are not accepted")
+        if self._disabled:
+            return Viewer(None, can_approve=False)
+        try:
+            principal = self._authenticator.authenticate(CONSOLE, headers, b"")
+        except Refused as refused:
+            return Refusal(refused.status, refused.reason)
+        try:
+            self._authenticator.authenticate(APPROVALS, headers, b"")
+        except Refused:
+            return Viewer(principal.identity, can_approve=False)
+        return Viewer(principal.identity, can_approve=principal.identity is not None)
+
+    def _password_ok(self, user: ConsoleUser, password: str) -> bool:
+        sent = hmac.new(self._secret, f"{user.name}\0{password}".encode(), hashlib.sha256).digest()
+        if self._checked.get(sent) == user.password_hash:
+            self._checked.move_to_end(sent)
+            return True
+        if not check_password(user.password_hash, password):
+            return False
+        self._checked[sent] = user.password_hash
+        while len(self._checked) > _REMEMBERED:
+            self._checked.popitem(last=False)
+        return True
+
+    # -- forms ---------------------------------------------------------------------------------
+
+    def token(self, viewer: Viewer) -> str:
+        """The token a form of ``viewer`` carries."""
+        issued = str(int(self._clock()))
+        return f"{issued}.{self._sign(viewer, issued)}"
+
+    def _sign(self, viewer: Viewer, issued: str) -> str:
+        message = f"console-form\0{viewer.identity or ''}\0{issued}".encode()
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+
+    def form_refused(self, viewer: Viewer, headers: Mapping[str, str], token: str) -> str | None:
+        """Why a POST is refused (cross-site, or no valid token of this viewer), or None."""
+        site = headers.get("sec-fetch-site")
+        if site is not None and site != "same-origin":
+            return f"a form sent from another site ({site}) is refused"
+        origin = headers.get("origin")
+        if site is None and origin is not None and urlsplit(origin).netloc != headers.get("host"):
+            return "a form sent from another origin is refused"
+        issued, _, signature = token.partition(".")
+        if not issued.isdigit() or not hmac.compare_digest(signature, self._sign(viewer, issued)):
+            return "the form's token is missing or not this viewer's: reload the page"
+        if not 0 <= self._clock() - int(issued) <= TOKEN_TTL_S:
+            return "the form's token expired: reload the page"
+        return None
