@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 .PHONY: venv demo test quick lint typecheck unit coverage mutation storm faults bench clean \
-	provider-schema package-constraints
+	provider-schema package-constraints screenshots
 
 venv: $(VENV)/.installed
 
@@ -61,6 +61,10 @@ mutation: venv
 	rm -rf mutants
 	$(BIN)/mutmut run --max-children $(or $(MUTATION_JOBS),2)
 	$(BIN)/mutmut results
+
+# docs/img/console-*.png, the console's screenshots, made anew by its browser test.
+screenshots: venv
+	ECS_DETACH_SCREENSHOTS=docs/img $(BIN)/pytest -q tests/console/test_console_browser.py
 
 # handler/local/package-constraints.txt: the versions of the FunctionGraph package, renewed (PyPI).
 package-constraints: venv

@@ -1,8 +1,9 @@
 """The console in a real headless browser (Debian's Chromium driven by Playwright): the table
 shows a request the test made, an approval clicked in the page completes the flow, a server
 name with HTML in it is shown as text, and a form posted from another site is refused. Each
-page's screenshot is written to docs/img/console-*.png (the README and docs/console.md show
-them).
+page's screenshot is written to $ECS_DETACH_SCREENSHOTS, by default a folder of the test run;
+`make screenshots` writes them to docs/img/console-*.png, which the README and docs/console.md
+show.
 
 The browser is the system's (``/usr/bin/chromium``; Playwright's own download is never used).
 Without it, or without the playwright package, the tests skip, except under CI=true, where
@@ -38,7 +39,6 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 try:
     from playwright.sync_api import Browser, Page, sync_playwright
@@ -71,12 +71,25 @@ def page_as(browser: Browser, user: str) -> Page:
     return page
 
 
-def shoot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"console-{name}.png"), full_page=True)
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the screenshots go: $ECS_DETACH_SCREENSHOTS (``make screenshots``: docs/img), else a
+    folder of this run, so that a test run leaves the checkout as it was."""
+    chosen = os.environ.get("ECS_DETACH_SCREENSHOTS")
+    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
-def test_the_table_shows_a_request_the_test_made(browser: Browser, deployed: Deployment) -> None:
+def shoot(page: Page, folder: Path, name: str) -> None:
+    path = folder / f"console-{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000, f"{path} is too small to show the page"
+
+
+def test_the_table_shows_a_request_the_test_made(
+    browser: Browser, deployed: Deployment, screenshots: Path
+) -> None:
     record = deployed.detach({"server_id": WEB1, "volume_id": WEB1_DATA, "idempotency_key": "browser-1"})
     trail_of(deployed, "browser-1", "succeeded")
     # a few neighbours, for a screenshot that shows what the table holds
@@ -92,7 +105,7 @@ def test_the_table_shows_a_request_the_test_made(browser: Browser, deployed: Dep
     assert page.locator("table.requests tbody tr", has_text="browser-1").count() == 2
     assert row.locator(".outcome").inner_text() == "succeeded"
     assert WEB1 in row.inner_text()
-    shoot(page, "requests")
+    shoot(page, screenshots, "requests")
 
     page.fill("input[name=q]", "browser-1")
     page.select_option("select[name=outcome]", "succeeded")
@@ -105,11 +118,13 @@ def test_the_table_shows_a_request_the_test_made(browser: Browser, deployed: Dep
     assert steps[-1] == "detach.result"
     page.locator("details").last.locator("summary").click()  # a step's fields, without script
     assert page.locator("details").last.locator("dd", has_text=str(record["job_id"])).count() == 1
-    shoot(page, "trail")
+    shoot(page, screenshots, "trail")
     page.context.close()
 
 
-def test_an_approval_clicked_in_the_page_completes_the_flow(browser: Browser, deployed: Deployment) -> None:
+def test_an_approval_clicked_in_the_page_completes_the_flow(
+    browser: Browser, deployed: Deployment, screenshots: Path
+) -> None:
     approval_id = pending_approval(deployed, WEB1, WEB1_DATA, "browser-approve")
     # alice asked for it: four eyes refuses her click
     alice = page_as(browser, "alice")
@@ -122,7 +137,7 @@ def test_an_approval_clicked_in_the_page_completes_the_flow(browser: Browser, de
     bob.goto(f"{deployed.url}/console/approvals")
     section = bob.locator(f"#approval-{approval_id}")
     assert "What will happen" in section.inner_text()
-    shoot(bob, "approvals")
+    shoot(bob, screenshots, "approvals")
     section.locator("input[name=comment]").fill("checked the mount")
     section.locator("button.approve").click()
     assert "approved: the detach proceeds (bob)" in bob.locator("p.done").inner_text()
@@ -182,7 +197,9 @@ def test_a_cross_site_post_is_refused(browser: Browser, deployed: Deployment) ->
     bob.context.close()
 
 
-def test_screenshots_of_in_flight_safety_and_plots(browser: Browser, deployed: Deployment) -> None:
+def test_screenshots_of_in_flight_safety_and_plots(
+    browser: Browser, deployed: Deployment, screenshots: Path
+) -> None:
     for key, volume in (("shot-1", WEB1_DATA), ("shot-2", WEB2_DATA)):
         server = WEB1 if volume == WEB1_DATA else WEB2
         deployed.detach({"server_id": server, "volume_id": volume, "idempotency_key": key})
@@ -196,11 +213,11 @@ def test_screenshots_of_in_flight_safety_and_plots(browser: Browser, deployed: D
         return "RUNNING" in page.inner_text("main")
 
     eventually(running)
-    shoot(page, "inflight")
+    shoot(page, screenshots, "inflight")
     page.goto(f"{deployed.url}/console/safety")
     assert page.locator("table.safety tbody tr").count() == 1
-    shoot(page, "safety")
+    shoot(page, screenshots, "safety")
     page.goto(f"{deployed.url}/console/plots")
     assert page.locator("figure svg rect").count() >= 3
-    shoot(page, "plots")
+    shoot(page, screenshots, "plots")
     page.context.close()
