@@ -35,6 +35,16 @@ The layout:
   quorum queue created less than about a second before a broker crash comes back empty on
   RabbitMQ 3.10 (Ra registers its log lazily), so the first publish into a wait queue that did
   not exist waits 2 s after declaring it (once per delay and broker, as the queues stay).
+* A broker crash within that second can also leave the wait queue a *zombie* (RabbitMQ 3.10.8,
+  seen in the fault suite): the queue is in the broker's schema, so declaring it succeeds, but
+  its Raft member was never registered and does not start, so it has no leader and never
+  confirms a publish (the broker logs ``leader call - leader not known`` for it). A publish
+  into a wait queue that is not confirmed within ``_CONFIRM_S`` (5 s) therefore drops the
+  connection (with the unconfirmed publish), asks the broker how many messages the queue holds
+  and, only if none, deletes it (the broker force-deletes a zombie after 5 s), then publishes
+  once more, into the queue declared anew. A live quorum queue counts its messages exactly, so
+  one holding messages is never deleted; an empty live one that was merely slow is recreated,
+  which loses nothing (the unconfirmed message is published again).
 * Upgrading from the classic delay queues ``jobs.delay.<ms>`` of earlier versions needs nothing:
   those drain into ``jobs`` and expire by themselves a minute after their last use. A queue
   ``jobs.wait.<ms>`` with other arguments is refused with a ``TopicConfigError`` that says how
@@ -64,6 +74,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import re
 import secrets
@@ -79,6 +90,8 @@ import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 from aio_pika.connection import make_url
 from pamqp.common import FieldTable
+
+from handler.support.log import log_event
 
 from . import _loop
 from ._base import Delivery, TopicConfigError, TopicError
@@ -101,6 +114,7 @@ _TIMEOUT = 10.0  # s for one broker operation
 _FIRST_PAUSE, _LONGEST_PAUSE = 0.01, 0.2  # s between two basic.get while waiting
 _MAX_TTL_MS = 2**32 - 1
 _SETTLE_S = 2.0  # s a new quorum queue needs before its registration survives a crash (< 1 s seen)
+_CONFIRM_S = 5.0  # s a publish into a wait queue waits for its confirm before the queue is checked
 _OLDEST = (3, 10)  # quorum queues with message TTL and at-least-once dead-lettering
 CONTENT_TYPE = "application/cloudevents+json"
 _LEASE_EXPIRED = "not settled within the visibility timeout"
@@ -112,6 +126,14 @@ _ERRORS = (
     asyncio.TimeoutError,
     TimeoutError,
 )
+
+
+class _SilentWaitQueue(Exception):
+    """A publish into the wait queue ``queue`` was not confirmed within ``_CONFIRM_S``."""
+
+    def __init__(self, queue: str) -> None:
+        super().__init__(f"no publisher confirm from the wait queue {queue!r} within {_CONFIRM_S:g} s")
+        self.queue = queue
 
 
 @dataclass
@@ -172,6 +194,16 @@ class AmqpTopic(BrokerTopic):
             raise TopicError(f"topic {self._name!r} at {self._address.safe_url} is closed")
         try:
             return _loop.run(work(), timeout)
+        except _SilentWaitQueue as silent:
+            with contextlib.suppress(Exception):  # the unconfirmed publish goes with the connection
+                _loop.run(self._disconnect(grace=1.0), _TIMEOUT)
+            if not retry:
+                raise broker_error("amqp", self._name, self._address, silent) from None
+            try:
+                _loop.run(self._revive(silent.queue), _TIMEOUT)
+            except _ERRORS as exc:
+                raise broker_error("amqp", self._name, self._address, exc) from None
+            return self._call(work, timeout, retry=False)
         except _ERRORS as exc:
             with contextlib.suppress(Exception):
                 _loop.run(self._disconnect(grace=1.0), _TIMEOUT)
@@ -269,6 +301,32 @@ class AmqpTopic(BrokerTopic):
                 await channel.close()
         return True
 
+    async def _revive(self, queue: str) -> None:
+        """Delete the wait queue ``queue`` if it holds no message (a zombie left by a crash:
+        it has no leader and never confirms; the module's docstring says why it is safe), so
+        that the next publish declares it anew and lets it settle."""
+        channel = await (await self._open()).channel()
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+            held = declared.declaration_result.message_count or 0
+            if held == 0:
+                await channel.queue_delete(queue, timeout=_TIMEOUT)
+        except aiormq.exceptions.ChannelNotFoundEntity:  # deleted by another process already
+            held = 0
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        self._buckets.discard(int(queue.rsplit(".", 1)[1]))
+        log_event(
+            "topic.wait_queue_silent",
+            level=logging.WARNING,
+            topic=self._name,
+            queue=queue,
+            deleted=held == 0,
+            messages=held,
+            broker=self._address.safe_url,
+        )
+
     async def _route(self, channel: AbstractChannel, delay: float) -> str:
         """The queue to publish into for ``delay``, declaring its delay queue if it has one."""
         ttl_ms = delay_bucket_ms(delay)
@@ -298,9 +356,17 @@ class AmqpTopic(BrokerTopic):
             routing_key = self._dead_queue
         else:
             routing_key = await self._route(channel, delay)
-        await channel.default_exchange.publish(
-            message, routing_key=routing_key, mandatory=True, timeout=_TIMEOUT
-        )
+        if routing_key in (self._name, self._dead_queue):
+            await channel.default_exchange.publish(
+                message, routing_key=routing_key, mandatory=True, timeout=_TIMEOUT
+            )
+            return
+        try:
+            await channel.default_exchange.publish(
+                message, routing_key=routing_key, mandatory=True, timeout=_CONFIRM_S
+            )
+        except (asyncio.TimeoutError, TimeoutError):
+            raise _SilentWaitQueue(routing_key) from None
 
     def receive(self, max_messages: int = 1, *, wait: float = 0.0) -> list[Delivery]:
         """Lease up to ``max_messages`` messages, waiting up to ``wait`` s for the first."""
@@ -345,7 +411,7 @@ class AmqpTopic(BrokerTopic):
     async def _expire(self, receipt: str) -> None:
         lease = self._leases.pop(receipt, None)
         if lease is not None:
-            with contextlib.suppress(*_ERRORS):  # else the broker requeues it with the channel
+            with contextlib.suppress(*_ERRORS, _SilentWaitQueue):  # else the broker requeues it
                 await self._replace(lease.message, lease.deliveries, reason=_LEASE_EXPIRED)
 
     async def _replace(
