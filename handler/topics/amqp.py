@@ -37,14 +37,16 @@ The layout:
   not exist waits 2 s after declaring it (once per delay and broker, as the queues stay).
 * A broker crash within that second can also leave the wait queue a *zombie* (RabbitMQ 3.10.8,
   seen in the fault suite): the queue is in the broker's schema, so declaring it succeeds, but
-  its Raft member was never registered and does not start, so it has no leader and never
+  its Raft member was never registered and never starts, so it has no leader and never
   confirms a publish (the broker logs ``leader call - leader not known`` for it). A publish
   into a wait queue that is not confirmed within ``_CONFIRM_S`` (5 s) therefore drops the
-  connection (with the unconfirmed publish), asks the broker how many messages the queue holds
-  and, only if none, deletes it (the broker force-deletes a zombie after 5 s), then publishes
-  once more, into the queue declared anew. A live quorum queue counts its messages exactly, so
-  one holding messages is never deleted; an empty live one that was merely slow is recreated,
-  which loses nothing (the unconfirmed message is published again).
+  connection (with the unconfirmed publish) and is made once more into the queue's next
+  generation, ``{name}.wait.<ms>.1`` (then ``.2``…), declared and settled like a new queue;
+  an instance starting to use a delay takes its newest generation on the broker. Nothing is
+  deleted, so no process can delete a queue another one has just replaced and published
+  into; a zombie holds nothing (its log was never registered) and stays in the schema until
+  an operator deletes it (``rabbitmqctl delete_queue``, which force-deletes it after 5 s). A
+  wait queue that was only slow is left too: it still dead-letters what it holds into ``name``.
 * Upgrading from the classic delay queues ``jobs.delay.<ms>`` of earlier versions needs nothing:
   those drain into ``jobs`` and expire by themselves a minute after their last use. A queue
   ``jobs.wait.<ms>`` with other arguments is refused with a ``TopicConfigError`` that says how
@@ -129,11 +131,13 @@ _ERRORS = (
 
 
 class _SilentWaitQueue(Exception):
-    """A publish into the wait queue ``queue`` was not confirmed within ``_CONFIRM_S``."""
+    """A publish into the wait queue ``queue`` was not confirmed within ``_CONFIRM_S``; the
+    delay goes to ``successor`` from now on."""
 
-    def __init__(self, queue: str) -> None:
+    def __init__(self, queue: str, successor: str) -> None:
         super().__init__(f"no publisher confirm from the wait queue {queue!r} within {_CONFIRM_S:g} s")
         self.queue = queue
+        self.successor = successor
 
 
 @dataclass
@@ -174,7 +178,9 @@ class AmqpTopic(BrokerTopic):
         self._opening = asyncio.Lock()  # binds to the shared loop at first use
         self._settling = asyncio.Lock()
         self._leases: dict[str, _Lease] = {}
-        self._buckets: set[int] = set()
+        self._wait: dict[int, str] = {}  # delay (ms) → the wait queue used for it now
+        self._generations: dict[str, int] = {}  # wait queue → its generation
+        self._used: dict[str, int] = {}  # every wait queue used here → its delay (ms)
         self._expiring: set[asyncio.Future[None]] = set()
         self._closed = False
         self._call(self._publishing_channel)  # fail at open if the broker or the URL is wrong
@@ -197,12 +203,16 @@ class AmqpTopic(BrokerTopic):
         except _SilentWaitQueue as silent:
             with contextlib.suppress(Exception):  # the unconfirmed publish goes with the connection
                 _loop.run(self._disconnect(grace=1.0), _TIMEOUT)
+            log_event(
+                "topic.wait_queue_silent",
+                level=logging.WARNING,
+                topic=self._name,
+                queue=silent.queue,
+                successor=silent.successor,
+                broker=self._address.safe_url,
+            )
             if not retry:
                 raise broker_error("amqp", self._name, self._address, silent) from None
-            try:
-                _loop.run(self._revive(silent.queue), _TIMEOUT)
-            except _ERRORS as exc:
-                raise broker_error("amqp", self._name, self._address, exc) from None
             return self._call(work, timeout, retry=False)
         except _ERRORS as exc:
             with contextlib.suppress(Exception):
@@ -264,16 +274,23 @@ class AmqpTopic(BrokerTopic):
         self._leases.clear()
 
     async def _declare_delay_queue(self, channel: AbstractChannel, ttl_ms: int) -> AbstractQueue:
-        """The quorum queue ``{name}.wait.<ttl_ms>``, dead-lettering at least once into ``name``.
+        """The quorum wait queue for ``ttl_ms``, dead-lettering at least once into ``name``.
 
-        A quorum queue that the broker created less than about a second before a ``kill -9``
-        comes back empty (RabbitMQ 3.10's Ra saves the name of the queue's log lazily): when this
-        instance first uses a delay and finds no queue for it, it declares the queue and lets
-        ``_SETTLE_S`` pass before anything is published into it.
+        At its first use here, a delay's queue is the newest generation on the broker (an older
+        one was found silent). A quorum queue that the broker created less than about a second
+        before a ``kill -9`` comes back empty (RabbitMQ 3.10's Ra saves the name of the queue's
+        log lazily): when this instance first uses a queue and finds it missing, it declares it
+        and lets ``_SETTLE_S`` pass before anything is published into it.
         """
-        queue = delay_queue_name(self._name, ttl_ms)
-        created = ttl_ms not in self._buckets and not await self._exists(queue)
-        self._buckets.add(ttl_ms)
+        queue = self._wait.get(ttl_ms)
+        if queue is None:
+            generation = 0
+            while await self._exists(delay_queue_name(self._name, ttl_ms, generation + 1)):
+                generation += 1
+            queue = self._wait[ttl_ms] = delay_queue_name(self._name, ttl_ms, generation)
+            self._generations[queue] = generation
+        created = queue not in self._used and not await self._exists(queue)
+        self._used[queue] = ttl_ms
         try:
             declared = await channel.declare_queue(
                 queue, durable=True, arguments=delay_queue_arguments(self._name, ttl_ms)
@@ -301,31 +318,15 @@ class AmqpTopic(BrokerTopic):
                 await channel.close()
         return True
 
-    async def _revive(self, queue: str) -> None:
-        """Delete the wait queue ``queue`` if it holds no message (a zombie left by a crash:
-        it has no leader and never confirms; the module's docstring says why it is safe), so
-        that the next publish declares it anew and lets it settle."""
-        channel = await (await self._open()).channel()
-        try:
-            declared = await channel.declare_queue(queue, passive=True)
-            held = declared.declaration_result.message_count or 0
-            if held == 0:
-                await channel.queue_delete(queue, timeout=_TIMEOUT)
-        except aiormq.exceptions.ChannelNotFoundEntity:  # deleted by another process already
-            held = 0
-        finally:
-            if not channel.is_closed:
-                await channel.close()
-        self._buckets.discard(int(queue.rsplit(".", 1)[1]))
-        log_event(
-            "topic.wait_queue_silent",
-            level=logging.WARNING,
-            topic=self._name,
-            queue=queue,
-            deleted=held == 0,
-            messages=held,
-            broker=self._address.safe_url,
-        )
+    def _abandon(self, queue: str) -> str:
+        """The wait queue after ``queue``, silent: its next generation, from now on."""
+        ttl_ms = self._used[queue]
+        generation = self._generations[queue] + 1
+        successor = delay_queue_name(self._name, ttl_ms, generation)
+        if self._wait.get(ttl_ms) == queue:
+            self._wait[ttl_ms] = successor
+            self._generations[successor] = generation
+        return self._wait[ttl_ms]
 
     async def _route(self, channel: AbstractChannel, delay: float) -> str:
         """The queue to publish into for ``delay``, declaring its delay queue if it has one."""
@@ -366,7 +367,7 @@ class AmqpTopic(BrokerTopic):
                 message, routing_key=routing_key, mandatory=True, timeout=_CONFIRM_S
             )
         except (asyncio.TimeoutError, TimeoutError):
-            raise _SilentWaitQueue(routing_key) from None
+            raise _SilentWaitQueue(routing_key, self._abandon(routing_key)) from None
 
     def receive(self, max_messages: int = 1, *, wait: float = 0.0) -> list[Delivery]:
         """Lease up to ``max_messages`` messages, waiting up to ``wait`` s for the first."""
@@ -500,7 +501,9 @@ class AmqpTopic(BrokerTopic):
     async def _pending(self) -> int:
         channel = await self._publishing_channel()
         queues = [await channel.declare_queue(self._name, durable=True)]
-        queues += [await self._declare_delay_queue(channel, ttl_ms) for ttl_ms in sorted(self._buckets)]
+        for wait_queue, ttl_ms in sorted(self._used.items()):
+            arguments = delay_queue_arguments(self._name, ttl_ms)
+            queues.append(await channel.declare_queue(wait_queue, durable=True, arguments=arguments))
         ready = 0
         for queue in queues:
             ready += queue.declaration_result.message_count or 0
@@ -564,8 +567,10 @@ def _message(
     )
 
 
-def delay_queue_name(name: str, ttl_ms: int) -> str:
-    return f"{name}.wait.{ttl_ms}"
+def delay_queue_name(name: str, ttl_ms: int, generation: int = 0) -> str:
+    """The wait queue of ``name`` for ``ttl_ms``: ``{name}.wait.<ttl_ms>``, then ``.1``, ``.2``…
+    for the generations that replace a silent one."""
+    return f"{name}.wait.{ttl_ms}" + (f".{generation}" if generation else "")
 
 
 def delay_queue_arguments(name: str, ttl_ms: int) -> FieldTable:
