@@ -33,8 +33,11 @@ The layout:
   is one per delay in use, and an empty one may be deleted at any time (it is declared again
   before each publish into it). On a cluster each is replicated like any quorum queue. A
   quorum queue created less than about a second before a broker crash comes back empty on
-  RabbitMQ 3.10 (Ra registers its log lazily), so the first publish into a wait queue that did
-  not exist waits 2 s after declaring it (once per delay and broker, as the queues stay).
+  RabbitMQ 3.10 (Ra registers its log lazily), so the publishes of an instance into a wait
+  queue that did not exist when it first used it wait until 2 s after it declared it (once per
+  delay and broker, as the queues stay). Another process that finds the queue already there
+  does not wait: a crash within that second after the declaration may still lose what it
+  published into it (at least one instance was waiting; the fault suite has not met this).
 * A broker crash within that second can also leave the wait queue a *zombie* (RabbitMQ 3.10.8,
   seen in the fault suite): the queue is in the broker's schema, so declaring it succeeds, but
   its Raft member was never registered and never starts, so it has no leader and never
@@ -181,6 +184,7 @@ class AmqpTopic(BrokerTopic):
         self._wait: dict[int, str] = {}  # delay (ms) → the wait queue used for it now
         self._generations: dict[str, int] = {}  # wait queue → its generation
         self._used: dict[str, int] = {}  # every wait queue used here → its delay (ms)
+        self._ready_at: dict[str, float] = {}  # wait queue → loop time from which to publish into it
         self._expiring: set[asyncio.Future[None]] = set()
         self._closed = False
         self._call(self._publishing_channel)  # fail at open if the broker or the URL is wrong
@@ -282,15 +286,21 @@ class AmqpTopic(BrokerTopic):
         log lazily): when this instance first uses a queue and finds it missing, it declares it
         and lets ``_SETTLE_S`` pass before anything is published into it.
         """
+        loop = asyncio.get_running_loop()
         queue = self._wait.get(ttl_ms)
         if queue is None:
             generation = 0
             while await self._exists(delay_queue_name(self._name, ttl_ms, generation + 1)):
                 generation += 1
-            queue = self._wait[ttl_ms] = delay_queue_name(self._name, ttl_ms, generation)
-            self._generations[queue] = generation
-        created = queue not in self._used and not await self._exists(queue)
-        self._used[queue] = ttl_ms
+            queue = self._wait.setdefault(ttl_ms, delay_queue_name(self._name, ttl_ms, generation))
+            self._generations.setdefault(queue, generation)
+        if queue not in self._used:
+            # Until this call knows the queue existed, every publish here waits as if it is new
+            # (concurrent calls of this instance included, not only the one that creates it).
+            self._used[queue] = ttl_ms
+            self._ready_at[queue] = loop.time() + _SETTLE_S
+            if await self._exists(queue):
+                self._ready_at[queue] = 0.0
         try:
             declared = await channel.declare_queue(
                 queue, durable=True, arguments=delay_queue_arguments(self._name, ttl_ms)
@@ -302,8 +312,7 @@ class AmqpTopic(BrokerTopic):
                 f" {delay_queue_arguments(self._name, ttl_ms)}; once it is empty, delete it"
                 f" (rabbitmqctl delete_queue {queue} --if-empty) and ecs-detach declares it anew"
             ) from None
-        if created:
-            await asyncio.sleep(_SETTLE_S)
+        await asyncio.sleep(max(self._ready_at[queue] - loop.time(), 0.0))
         return declared
 
     async def _exists(self, queue: str) -> bool:
@@ -325,7 +334,7 @@ class AmqpTopic(BrokerTopic):
         successor = delay_queue_name(self._name, ttl_ms, generation)
         if self._wait.get(ttl_ms) == queue:
             self._wait[ttl_ms] = successor
-            self._generations[successor] = generation
+            self._generations.setdefault(successor, generation)
         return self._wait[ttl_ms]
 
     async def _route(self, channel: AbstractChannel, delay: float) -> str:
