@@ -78,6 +78,7 @@ The layout:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import math
@@ -130,6 +131,9 @@ _ERRORS = (
     OSError,
     asyncio.TimeoutError,
     TimeoutError,
+    # A call waiting on the connection when another thread's call closed it (a reconnect): aio-pika
+    # cancels its future, which reaches the calling thread as this.
+    concurrent.futures.CancelledError,
 )
 
 
