@@ -137,7 +137,7 @@ _ERRORS = (
 )
 
 
-class _SilentWaitQueue(Exception):
+class _SilentWaitQueue(TopicError):
     """A publish into the wait queue ``queue`` was not confirmed within ``_CONFIRM_S``; the
     delay goes to ``successor`` from now on."""
 
