@@ -290,7 +290,7 @@ def relay_handler(event: dict[str, Any], context: Context | None = None) -> dict
     runtime = _runtime_for(context)
     with time_budget(_budget_s(context, runtime)):
         report = Relay(runtime.detach, older_than_s=runtime.settings.relay_after_s).sweep()
-    return {"published": report.published, "failed": report.failed}
+    return {"published": report.published, "failed": report.failed, "ended": report.ended}
 
 
 def _job_event(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:

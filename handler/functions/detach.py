@@ -120,6 +120,7 @@ class _Call:
     attempt: int = 1  # above 1: an earlier owner of the key died, maybe holding its locks
     facts: DiskFacts | None = None  # what the disk rules were checked on (for an approval)
     by_device: bool = False  # the request named a device: its volume was resolved (for an approval)
+    resumed: bool = False  # taken by the relay: not ending now leaves its record for a later sweep
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,9 @@ class DetachFunction:
         call = _Call(request, project_id, request_key(request, project_id))
         outcome = self._earlier(call, self._guard.claim(call.key, request, project_id))
         if outcome is None:
+            # The request, noted with its claim: should this instance die before the job is
+            # noted and nobody send the request again, the relay resumes it once the claim lapses.
+            self._guard.note(call.key, {"request": request.model_dump(mode="json")}, resume=True)
             outcome = self._steps(call)
             self._settle(call, outcome)
         return outcome
@@ -246,13 +250,23 @@ class DetachFunction:
         return outcome
 
     def relay(self, taken: Taken) -> DetachOutcome:
-        """Publish the accepted event of a record the outbox relay took (``Guard.take_outbox``):
-        its detach call was made and noted, its event maybe never published (the owner died, or
-        its publish failed and nobody retried). Ends like the owner would have: ``ACCEPTED``
-        (the key completed) or ``RETRY`` (the record stays in the outbox for the next sweep)."""
+        """Go on with a record the outbox relay took (``Guard.take_outbox``). With a job noted,
+        its detach call was made, its event maybe never published (the owner died, or its
+        publish failed and nobody retried): the event is published. Without one, its owner died
+        after claiming the key, maybe during its detach call, and its claim lapsed: the request
+        runs again from its checks, which find the disk detaching or gone when that call was
+        made (and report it), else make the call. Ends like the owner would have, in one
+        result; ``RETRY`` leaves the record for a later sweep (the outbox's age, or this claim)."""
         request = DetachRequest.model_validate(taken.progress["request"])
         assert request.project_id is not None  # noted after the project was resolved
-        call = _Call(request, request.project_id, taken.key, progress=taken.progress, attempt=taken.attempt)
+        call = _Call(
+            request,
+            request.project_id,
+            taken.key,
+            progress=taken.progress,
+            attempt=taken.attempt,
+            resumed=True,
+        )
         outcome = self._steps(call)
         self._settle(call, outcome)
         return outcome
@@ -611,7 +625,7 @@ class DetachFunction:
             self._guard.park(call.key, {"queued": {"since": since.isoformat()}})
         elif job_runs:  # the job exists, its event could not be published yet
             self._guard.park(call.key, {})
-        elif outcome.status is DetachStatus.RETRY:
+        elif outcome.status is DetachStatus.RETRY and not call.resumed:
             self._guard.release(call.key)
 
     def _inherited_locks(self, call: _Call) -> Locks | None:

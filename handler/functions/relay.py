@@ -18,6 +18,14 @@ takes, including a broker's own retries, and much shorter than the claim.
 
 Two relays do not race for a record: taking it claims it, and it is due again only
 ``older_than_s`` later (when this relay died or its publish failed).
+
+The relay also resumes requests whose owner died before noting a job: the detach function
+notes each request (resumable) when it claims its key, so a record whose claim lapsed without
+a job is taken too, though only then (its owner might still be making the detach call). Such a
+request runs again from its checks (``DetachFunction.relay``): when the dead owner's detach
+call went through, they find the disk detaching or gone and report that (one result); else the
+detach is made now. Without this, a sender that never retries, cut off by a crash between the
+detach call and the note of its job, would leave a detached disk with no result.
 """
 
 from __future__ import annotations
@@ -34,11 +42,13 @@ RELAY_BATCH = 50  # records taken per store call
 
 @dataclass(frozen=True)
 class RelayReport:
-    """What one sweep did: records ``published``, and those whose publish ``failed`` (they
-    stay in the outbox for a later sweep)."""
+    """What one sweep did: records ``published``, records whose request was resumed and
+    ``ended`` otherwise (a result reported, or waiting again: queued, for an approval), and
+    those that ``failed`` (not now: they stay for a later sweep)."""
 
     published: int = 0
     failed: int = 0
+    ended: int = 0
 
 
 class Relay:
@@ -57,7 +67,7 @@ class Relay:
     def sweep(self) -> RelayReport:
         """Publish the events of every record due in the outbox now; raises what the store
         raises (nothing is lost: the records stay where they are)."""
-        published = failed = 0
+        published = failed = ended = 0
         while True:
             taken = self._guard.take_outbox(older_than_s=self._older_than_s, limit=self._batch)
             for record in taken:
@@ -65,11 +75,13 @@ class Relay:
                 outcome = self._detach.relay(record)
                 if outcome.status is DetachStatus.ACCEPTED:
                     published += 1
-                else:
+                elif outcome.status is DetachStatus.RETRY:
                     failed += 1
-            if len(taken) < self._batch or failed:  # the outbox is empty, or a topic is down
+                else:
+                    ended += 1
+            if len(taken) < self._batch or failed:  # the outbox is empty, or a topic or the cloud is down
                 break
-        if published or failed:
+        if published or failed or ended:
             level = logging.WARNING if failed else logging.INFO
-            log_event("relay.swept", level=level, published=published, failed=failed)
-        return RelayReport(published, failed)
+            log_event("relay.swept", level=level, published=published, failed=failed, ended=ended)
+        return RelayReport(published, failed, ended)

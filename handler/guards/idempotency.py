@@ -67,9 +67,10 @@ class Guard:
             key, fingerprint(request, project_id), in_progress_ttl_s=self._in_progress_ttl_s
         )
 
-    def note(self, key: str, progress: dict[str, Any], *, outbox: bool = False) -> None:
-        """Note ``progress``; with ``outbox``, the key waits in the outbox until it completes."""
-        self._store.note(key, progress, outbox=outbox)
+    def note(self, key: str, progress: dict[str, Any], *, outbox: bool = False, resume: bool = False) -> None:
+        """Note ``progress``; with ``outbox``, the key waits in the outbox until it completes;
+        with ``resume``, the relay takes it once its claim lapses (``Store.note``)."""
+        self._store.note(key, progress, outbox=outbox, resume=resume)
 
     def take_outbox(self, *, older_than_s: float, limit: int) -> list[Taken]:
         """Claim the keys that have waited in the outbox ``older_than_s`` (``Store.take_outbox``)."""

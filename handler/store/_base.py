@@ -18,6 +18,12 @@ their owner's claim has lapsed*: a relay resumes a dead owner's work after that 
 instead of the full claim, at the price of doing it a second time when the owner was only
 slow (so it is for work that may be done twice, like a publish whose consumer deduplicates).
 
+Resumable records: ``note(..., resume=True)`` marks an in-progress record whose work must not
+run beside a live owner (a request whose cloud call may be under way) but must not be left
+either when its owner dies and nobody asks again. ``take_outbox`` takes such a record only
+once its owner's claim has lapsed, and again only when the taker's own claim lapses; ``park``,
+``complete`` and ``release`` end the mark (a parked record waits for something else).
+
 Locks are separate named leases with one owner each, freed by their owner or by their expiry.
 """
 
@@ -91,10 +97,11 @@ class Store(Protocol):
         """
         ...
 
-    def note(self, key: str, data: dict[str, Any], *, outbox: bool = False) -> None:
+    def note(self, key: str, data: dict[str, Any], *, outbox: bool = False, resume: bool = False) -> None:
         """Merge ``data`` into the progress of in-progress ``key`` (top-level keys replace);
         with ``outbox``, the record also enters the outbox, from now, until it is completed or
-        released (a ``park`` or a lapsed claim keeps it there).
+        released (a ``park`` or a lapsed claim keeps it there); with ``resume``, it is marked
+        resumable until it is parked, completed or released (a lapsed claim keeps the mark).
 
         Raises ``ClaimLost`` if ``key`` has no in-progress record.
         """
@@ -103,9 +110,10 @@ class Store(Protocol):
     def take_outbox(self, *, older_than_s: float, in_progress_ttl_s: float, limit: int) -> list[Taken]:
         """Claim (for ``in_progress_ttl_s``) up to ``limit`` in-progress records that entered
         the outbox, or were last taken from it, at least ``older_than_s`` ago, oldest first,
-        even if their owner's claim has not lapsed. Each one taken counts as a new attempt and
-        its age in the outbox starts again: another caller takes it only ``older_than_s`` later
-        (when this one died, or failed and left it there)."""
+        even if their owner's claim has not lapsed; and resumable records whose owner's claim
+        has lapsed. Each one taken counts as a new attempt and its age in the outbox starts
+        again: another caller takes it only ``older_than_s`` later (when this one died, or
+        failed and left it there), or, if it is only resumable, once this claim lapses."""
         ...
 
     def complete(self, key: str, record: dict[str, Any], *, ttl_s: float) -> None:
@@ -123,7 +131,7 @@ class Store(Protocol):
         """Merge ``data`` into the progress of in-progress ``key`` and let its claim lapse now:
         the record and its progress stay (``keep_abandoned_s``), and the next ``begin`` takes
         it over (``NEW`` with the progress). For work that continues in another invocation (a
-        queued request, a publish to try again).
+        queued request, a publish to try again). It ends a ``resume`` mark.
 
         Raises ``ClaimLost`` if ``key`` has no in-progress record.
         """

@@ -15,13 +15,17 @@ Keys, after the prefix:
 * ``lock:NAME``, a string: the owner, with the lock's expiry as its Redis expiry.
 * ``outbox``, a sorted set indexing the records in the outbox: member the idempotency key,
   score the ms since which it waits (the record's own ``outbox`` field is the truth).
+* ``resume``, a sorted set indexing the resumable records: member the idempotency key, score
+  the ms at which its claim lapses as far as the index knows (the record's own ``resume`` and
+  ``until`` fields are the truth: a claim taken over since is found later than indexed).
 
 Every operation is one Lua script on one key, so it is atomic and works on cluster proxies.
-The outbox index is kept beside the records, not atomically with them: ``note(outbox=True)``
-adds the key to the index *before* marking the record, and ``complete``/``release`` remove it
-after, so a crash in between leaves an index entry without a marked record (never the
-reverse); ``take_outbox`` checks each entry against its record, drops those of records gone
-or completed and moves the others to their record's time. Its cost: one ``TIME``, one
+The outbox and resume indexes are kept beside the records, not atomically with them:
+``note(outbox=True)`` (``resume=True``) adds the key to the index *before* marking the record,
+and ``complete``/``release`` (and ``park`` for ``resume``) remove it after, so a crash in
+between leaves an index entry without a marked record (never the reverse); ``take_outbox``
+checks each entry against its record, drops those of records gone, completed or unmarked and
+moves the others to their record's time. Its cost: one ``TIME``, one
 ``ZRANGEBYSCORE … LIMIT`` (O(log N + limit) for N records in the outbox) and one script per
 entry due; each request that enters the outbox adds one ``ZADD`` and one ``ZREM``.
 Times come from Redis (``TIME``), not from the clients' clocks. redis-py retries a command
@@ -87,37 +91,64 @@ redis.call('PEXPIRE', key, ttl + tonumber(ARGV[3]))
 return {'new', attempt, 0, redis.call('HGETALL', key)}
 """
 
-# KEYS record; ARGV outbox (1 or 0), field, value, field, value... Returns 1, or 0 if not in
-# progress. With outbox 1, the record's ``outbox`` field is set to now.
+# KEYS record; ARGV outbox (1 or 0), resume (1 or 0), field, value, field, value... Returns
+# 0 if not in progress, else the ms at which its claim lapses. With outbox 1, the record's
+# ``outbox`` field is set to now; with resume 1, its ``resume`` field to 1.
 _NOTE = """
-if redis.call('HGET', KEYS[1], 'state') ~= 'run' then return 0 end
-if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
+local f = redis.call('HMGET', KEYS[1], 'state', 'until')
+if f[1] ~= 'run' then return 0 end
+if #ARGV > 2 then redis.call('HSET', KEYS[1], unpack(ARGV, 3)) end
 if ARGV[1] == '1' then
   local t = redis.call('TIME')
   redis.call('HSET', KEYS[1], 'outbox', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 end
-return 1
+if ARGV[2] == '1' then redis.call('HSET', KEYS[1], 'resume', 1) end
+return tonumber(f[2])
 """
 
-# KEYS record; ARGV record, ttl_ms. Returns 0 if there is no record, 2 if it was in the outbox,
-# else 1.
+# KEYS record; ARGV record, ttl_ms. Returns 0 if there is no record, else 1, plus 2 if it was
+# in the outbox, plus 4 if it was resumable.
 _COMPLETE = """
-local f = redis.call('HMGET', KEYS[1], 'fp', 'attempt', 'outbox')
+local f = redis.call('HMGET', KEYS[1], 'fp', 'attempt', 'outbox', 'resume')
 if not f[1] then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'fp', f[1], 'state', 'done', 'attempt', f[2], 'record', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if f[3] then return 2 end
-return 1
+local found = 1
+if f[3] then found = found + 2 end
+if f[4] then found = found + 4 end
+return found
 """
 
-# KEYS record. Deletes it if in progress; returns 1 if it was in the outbox, else 0.
+# KEYS record. Deletes it if in progress; returns 0 if it was not, else 1, plus 2 if it was in
+# the outbox, plus 4 if it was resumable.
 _RELEASE = """
-local f = redis.call('HMGET', KEYS[1], 'state', 'outbox')
+local f = redis.call('HMGET', KEYS[1], 'state', 'outbox', 'resume')
 if f[1] ~= 'run' then return 0 end
 redis.call('DEL', KEYS[1])
-if f[2] then return 1 end
-return 0
+local found = 1
+if f[2] then found = found + 2 end
+if f[3] then found = found + 4 end
+return found
+"""
+
+_IN_OUTBOX, _RESUMABLE = 2, 4  # bits of what _COMPLETE and _RELEASE found
+
+# KEYS record; ARGV ttl_ms, keep_ms. Takes the record if it is in progress, resumable and its
+# claim has lapsed: {'taken', attempt, ms its new claim lapses, HGETALL}; {'gone'} if it is not
+# resumable (any more); {'later', ms its claim lapses} if not yet due. An outbox entry keeps
+# its time.
+_TAKE_LAPSED = """
+local f = redis.call('HMGET', KEYS[1], 'state', 'resume', 'attempt', 'until')
+if f[1] ~= 'run' or not f[2] then return {'gone'} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if tonumber(f[4]) > now then return {'later', f[4]} end
+local attempt = tonumber(f[3]) + 1
+local ttl = tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], 'until', now + ttl, 'token', '', 'attempt', attempt)
+redis.call('PEXPIRE', KEYS[1], ttl + tonumber(ARGV[2]))
+return {'taken', attempt, now + ttl, redis.call('HGETALL', KEYS[1])}
 """
 
 # KEYS record; ARGV older_than_ms, ttl_ms, keep_ms. Takes the record if it is in progress and
@@ -136,14 +167,18 @@ redis.call('PEXPIRE', KEYS[1], ttl + tonumber(ARGV[3]))
 return {'taken', attempt, now, redis.call('HGETALL', KEYS[1])}
 """
 
-# KEYS record; ARGV keep_ms, field, value, field, value... Returns 1, or 0 if not in progress.
+# KEYS record; ARGV keep_ms, field, value, field, value... Returns 0 if not in progress, 2 if
+# it was resumable (no more), else 1.
 _PARK = """
-if redis.call('HGET', KEYS[1], 'state') ~= 'run' then return 0 end
+local f = redis.call('HMGET', KEYS[1], 'state', 'resume')
+if f[1] ~= 'run' then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if #ARGV > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2)) end
 redis.call('HSET', KEYS[1], 'until', now)
+redis.call('HDEL', KEYS[1], 'resume')
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
+if f[2] then return 2 end
 return 1
 """
 
@@ -242,6 +277,7 @@ class RedisStore:
         self._acquire = self._client.register_script(_ACQUIRE)
         self._release_lock = self._client.register_script(_RELEASE_LOCK)
         self._take = self._client.register_script(_TAKE)
+        self._take_lapsed = self._client.register_script(_TAKE_LAPSED)
 
     @property
     def prefix(self) -> str:
@@ -272,6 +308,10 @@ class RedisStore:
     def _outbox(self) -> str:
         return f"{self._prefix}outbox"
 
+    @property
+    def _resumable(self) -> str:
+        return f"{self._prefix}resume"
+
     def begin(self, key: str, fingerprint: str, *, in_progress_ttl_s: float) -> Claim:
         check_key("key", key)
         check_key("fingerprint", fingerprint)
@@ -292,16 +332,23 @@ class RedisStore:
             return Claim(state, progress=_progress(flat), attempt=attempt)
         return Claim(state, progress=_progress(flat), attempt=attempt, expires_in_s=left_ms / 1000)
 
-    def note(self, key: str, data: dict[str, Any], *, outbox: bool = False) -> None:
+    def note(self, key: str, data: dict[str, Any], *, outbox: bool = False, resume: bool = False) -> None:
         check_key("key", key)
-        args: list[str] = ["1" if outbox else "0"]
+        args: list[str] = ["1" if outbox else "0", "1" if resume else "0"]
         for name, value in data.items():
             args += [_PROGRESS + name, json.dumps(value)]
         with self._redis() as client:
-            if outbox:  # the index first: a crash in between leaves an entry take_outbox drops
+            # The indexes first: a crash in between leaves an entry take_outbox drops.
+            if outbox or resume:
                 (seconds, micros) = client.time()
-                client.zadd(self._outbox, {key: seconds * 1000 + micros // 1000})
+                now_ms = seconds * 1000 + micros // 1000
+            if outbox:
+                client.zadd(self._outbox, {key: now_ms})
+            if resume:
+                client.zadd(self._resumable, {key: now_ms})
             noted = self._note(keys=[self._record(key)], args=args)
+            if noted and resume:  # due when the claim lapses
+                client.zadd(self._resumable, {key: int(noted)}, xx=True)
         if not noted:
             raise ClaimLost(f"no in-progress record of idempotency key {key!r} to note progress on")
 
@@ -326,6 +373,25 @@ class RedisStore:
                 else:
                     client.zadd(self._outbox, {key: int(reply[2])}, xx=True)
                     taken.append(Taken(key, _progress(reply[3]), int(reply[1])))
+            if len(taken) < limit:
+                taken += self._take_resumable(client, due + older_ms, limit - len(taken), in_progress_ttl_s)
+        return taken
+
+    def _take_resumable(
+        self, client: redis.Redis, now_ms: int, limit: int, in_progress_ttl_s: float
+    ) -> list[Taken]:
+        """The resumable records whose claim has lapsed (``take_outbox``'s second half)."""
+        taken: list[Taken] = []
+        keys = [str(key) for key in client.zrangebyscore(self._resumable, "-inf", now_ms, start=0, num=limit)]
+        for key in keys:
+            reply = self._take_lapsed(keys=[self._record(key)], args=[_ms(in_progress_ttl_s), self._keep_ms])
+            if reply[0] == "gone":
+                client.zrem(self._resumable, key)
+            elif reply[0] == "later":  # its claim was taken over or renewed: due when it lapses
+                client.zadd(self._resumable, {key: int(reply[1])}, xx=True)
+            else:
+                client.zadd(self._resumable, {key: int(reply[2])}, xx=True)
+                taken.append(Taken(key, _progress(reply[3]), int(reply[1])))
         return taken
 
     def complete(self, key: str, record: dict[str, Any], *, ttl_s: float) -> None:
@@ -334,24 +400,31 @@ class RedisStore:
         text = json.dumps(record)
         with self._redis() as client:
             completed = self._complete(keys=[self._record(key)], args=[text, _ms(ttl_s)])
-            if completed == 2:
-                client.zrem(self._outbox, key)
+            self._unindex(client, key, completed)
         if not completed:
             raise ClaimLost(f"no record of idempotency key {key!r} to complete")
 
     def release(self, key: str) -> None:
         check_key("key", key)
         with self._redis() as client:
-            if self._release(keys=[self._record(key)]):
-                client.zrem(self._outbox, key)
+            self._unindex(client, key, self._release(keys=[self._record(key)]))
+
+    def _unindex(self, client: redis.Redis, key: str, found: int) -> None:
+        """Drop ``key`` from the indexes ``found`` (bits of _COMPLETE/_RELEASE) says it was in."""
+        if found & _IN_OUTBOX:
+            client.zrem(self._outbox, key)
+        if found & _RESUMABLE:
+            client.zrem(self._resumable, key)
 
     def park(self, key: str, data: dict[str, Any]) -> None:
         check_key("key", key)
         args: list[str | int] = [self._keep_ms]
         for name, value in data.items():
             args += [_PROGRESS + name, json.dumps(value)]
-        with self._redis():
+        with self._redis() as client:
             parked = self._park(keys=[self._record(key)], args=args)
+            if parked == 2:
+                client.zrem(self._resumable, key)
         if not parked:
             raise ClaimLost(f"no in-progress record of idempotency key {key!r} to park")
 

@@ -33,13 +33,16 @@ from ._base import (
     check_ttl,
 )
 
-SCHEMA_VERSION = 2  # PRAGMA user_version of a file this code created (1: before the outbox)
+SCHEMA_VERSION = 3  # PRAGMA user_version of a file this code created (1: no outbox, 2: no resume)
 APPLICATION_ID = 0x45444953  # PRAGMA application_id ("EDIS") marks a store file
 _PURGE_INTERVAL = 60.0  # s between deletions of expired rows by one instance
 
 _OUTBOX_INDEX = "CREATE INDEX claims_outbox ON claims (outbox_at) WHERE outbox_at IS NOT NULL"
+_RESUME_INDEX = "CREATE INDEX claims_resume ON claims (claim_until) WHERE resume = 1"
 # Version 1 → 2: the outbox column (NULL: not in the outbox) and its index.
 _MIGRATE_1 = ("ALTER TABLE claims ADD COLUMN outbox_at REAL", _OUTBOX_INDEX)
+# Version 2 → 3: the resume flag (1: resumed by take_outbox once the claim lapses) and its index.
+_MIGRATE_2 = ("ALTER TABLE claims ADD COLUMN resume INTEGER NOT NULL DEFAULT 0", _RESUME_INDEX)
 
 _SCHEMA = (
     """
@@ -52,11 +55,13 @@ _SCHEMA = (
         attempt INTEGER NOT NULL,         -- how many times the key was claimed
         progress TEXT NOT NULL,           -- JSON object noted while in progress
         record TEXT,                      -- JSON object: the completed record
-        outbox_at REAL                    -- in the outbox since (or last taken from it at)
+        outbox_at REAL,                   -- in the outbox since (or last taken from it at)
+        resume INTEGER NOT NULL DEFAULT 0 -- 1: taken by take_outbox once its claim lapses
     )
     """,
     "CREATE INDEX claims_expiry ON claims (expires_at)",
     _OUTBOX_INDEX,
+    _RESUME_INDEX,
     "CREATE TABLE locks (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL)",
     "CREATE INDEX locks_expiry ON locks (expires_at)",
 )
@@ -74,8 +79,8 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         elif application != APPLICATION_ID:
             raise StoreError(f"{path} is not an ecs-detach store file")
-        elif version == 1:
-            for statement in _MIGRATE_1:
+        elif version in (1, 2):
+            for statement in (*_MIGRATE_1, *_MIGRATE_2) if version == 1 else _MIGRATE_2:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         elif version != SCHEMA_VERSION:
@@ -163,13 +168,13 @@ class SqliteStore:
         check_ttl("in_progress_ttl_s", in_progress_ttl_s)
         with self._transaction() as (conn, now):
             row = conn.execute(
-                "SELECT fingerprint, done, claim_until, attempt, progress, record, outbox_at FROM claims"
-                " WHERE key = ? AND expires_at > ?",
+                "SELECT fingerprint, done, claim_until, attempt, progress, record, outbox_at, resume"
+                " FROM claims WHERE key = ? AND expires_at > ?",
                 (key, now),
             ).fetchone()
-            attempt, progress, outbox_at = 1, "{}", None
+            attempt, progress, outbox_at, resume = 1, "{}", None, 0
             if row is not None:
-                stored_fingerprint, done, claim_until, attempt, progress, record, outbox_at = row
+                stored_fingerprint, done, claim_until, attempt, progress, record, outbox_at, resume = row
                 if stored_fingerprint != fingerprint:
                     return Claim(ClaimState.CONFLICT)
                 if done:
@@ -185,7 +190,7 @@ class SqliteStore:
             claim_until = now + in_progress_ttl_s
             conn.execute(
                 "INSERT OR REPLACE INTO claims (key, fingerprint, done, claim_until, expires_at,"
-                " attempt, progress, record, outbox_at) VALUES (?, ?, 0, ?, ?, ?, ?, NULL, ?)",
+                " attempt, progress, record, outbox_at, resume) VALUES (?, ?, 0, ?, ?, ?, ?, NULL, ?, ?)",
                 (
                     key,
                     fingerprint,
@@ -194,17 +199,18 @@ class SqliteStore:
                     attempt,
                     progress,
                     outbox_at,
+                    resume,
                 ),
             )
             return Claim(ClaimState.NEW, progress=json.loads(progress), attempt=attempt)
 
-    def note(self, key: str, data: dict[str, Any], *, outbox: bool = False) -> None:
+    def note(self, key: str, data: dict[str, Any], *, outbox: bool = False, resume: bool = False) -> None:
         check_key("key", key)
         with self._transaction() as (conn, now):
             progress, outbox_at = _merged_progress(conn, now, key, data, "note progress on")
             conn.execute(
-                "UPDATE claims SET progress = ?, outbox_at = ? WHERE key = ?",
-                (progress, now if outbox else outbox_at, key),
+                "UPDATE claims SET progress = ?, outbox_at = ?, resume = max(resume, ?) WHERE key = ?",
+                (progress, now if outbox else outbox_at, int(resume), key),
             )
 
     def take_outbox(self, *, older_than_s: float, in_progress_ttl_s: float, limit: int) -> list[Taken]:
@@ -213,14 +219,15 @@ class SqliteStore:
         check_limit(limit)
         with self._transaction() as (conn, now):
             rows = conn.execute(
-                "SELECT key, attempt, progress FROM claims WHERE outbox_at <= ? AND done = 0"
-                " AND expires_at > ? ORDER BY outbox_at LIMIT ?",
-                (now - older_than_s, now, limit),
+                "SELECT key, attempt, progress FROM claims WHERE done = 0 AND expires_at > ?"
+                " AND (outbox_at <= ? OR (resume = 1 AND claim_until <= ?))"
+                " ORDER BY coalesce(outbox_at, claim_until) LIMIT ?",
+                (now, now - older_than_s, now, limit),
             ).fetchall()
             claim_until = now + in_progress_ttl_s
             conn.executemany(
-                "UPDATE claims SET claim_until = ?, expires_at = ?, attempt = attempt + 1, outbox_at = ?"
-                " WHERE key = ?",
+                "UPDATE claims SET claim_until = ?, expires_at = ?, attempt = attempt + 1,"
+                " outbox_at = CASE WHEN outbox_at IS NULL THEN NULL ELSE ? END WHERE key = ?",
                 [(claim_until, claim_until + self._keep_abandoned_s, now, key) for key, _, _ in rows],
             )
         return [Taken(key, json.loads(progress), attempt + 1) for key, attempt, progress in rows]
@@ -232,7 +239,7 @@ class SqliteStore:
         with self._transaction() as (conn, now):
             updated = conn.execute(
                 "UPDATE claims SET done = 1, claim_until = NULL, expires_at = ?, progress = '{}',"
-                " record = ?, outbox_at = NULL WHERE key = ? AND expires_at > ?",
+                " record = ?, outbox_at = NULL, resume = 0 WHERE key = ? AND expires_at > ?",
                 (now + ttl_s, text, key, now),
             ).rowcount
             if not updated:
@@ -248,7 +255,7 @@ class SqliteStore:
         with self._transaction() as (conn, now):
             progress, _ = _merged_progress(conn, now, key, data, "park")
             conn.execute(
-                "UPDATE claims SET progress = ?, claim_until = ?, expires_at = ? WHERE key = ?",
+                "UPDATE claims SET progress = ?, claim_until = ?, expires_at = ?, resume = 0 WHERE key = ?",
                 (progress, now, now + self._keep_abandoned_s, key),
             )
 

@@ -33,8 +33,23 @@ The layout:
   is one per delay in use, and an empty one may be deleted at any time (it is declared again
   before each publish into it). On a cluster each is replicated like any quorum queue. A
   quorum queue created less than about a second before a broker crash comes back empty on
-  RabbitMQ 3.10 (Ra registers its log lazily), so the first publish into a wait queue that did
-  not exist waits 2 s after declaring it (once per delay and broker, as the queues stay).
+  RabbitMQ 3.10 (Ra registers its log lazily), so the publishes of an instance into a wait
+  queue that did not exist when it first used it wait until 2 s after it declared it (once per
+  delay and broker, as the queues stay). Another process that finds the queue already there
+  does not wait: a crash within that second after the declaration may still lose what it
+  published into it (at least one instance was waiting; the fault suite has not met this).
+* A broker crash within that second can also leave the wait queue a *zombie* (RabbitMQ 3.10.8,
+  seen in the fault suite): the queue is in the broker's schema, so declaring it succeeds, but
+  its Raft member was never registered and never starts, so it has no leader and never
+  confirms a publish (the broker logs ``leader call - leader not known`` for it). A publish
+  into a wait queue that is not confirmed within ``_CONFIRM_S`` (5 s) therefore drops the
+  connection (with the unconfirmed publish) and is made once more into the queue's next
+  generation, ``{name}.wait.<ms>.1`` (then ``.2``…), declared and settled like a new queue;
+  an instance starting to use a delay takes its newest generation on the broker. Nothing is
+  deleted, so no process can delete a queue another one has just replaced and published
+  into; a zombie holds nothing (its log was never registered) and stays in the schema until
+  an operator deletes it (``rabbitmqctl delete_queue``, which force-deletes it after 5 s). A
+  wait queue that was only slow is left too: it still dead-letters what it holds into ``name``.
 * Upgrading from the classic delay queues ``jobs.delay.<ms>`` of earlier versions needs nothing:
   those drain into ``jobs`` and expire by themselves a minute after their last use. A queue
   ``jobs.wait.<ms>`` with other arguments is refused with a ``TopicConfigError`` that says how
@@ -63,7 +78,9 @@ The layout:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import logging
 import math
 import re
 import secrets
@@ -79,6 +96,8 @@ import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 from aio_pika.connection import make_url
 from pamqp.common import FieldTable
+
+from handler.support.log import log_event
 
 from . import _loop
 from ._base import Delivery, TopicConfigError, TopicError
@@ -101,6 +120,7 @@ _TIMEOUT = 10.0  # s for one broker operation
 _FIRST_PAUSE, _LONGEST_PAUSE = 0.01, 0.2  # s between two basic.get while waiting
 _MAX_TTL_MS = 2**32 - 1
 _SETTLE_S = 2.0  # s a new quorum queue needs before its registration survives a crash (< 1 s seen)
+_CONFIRM_S = 5.0  # s a publish into a wait queue waits for its confirm before the queue is checked
 _OLDEST = (3, 10)  # quorum queues with message TTL and at-least-once dead-lettering
 CONTENT_TYPE = "application/cloudevents+json"
 _LEASE_EXPIRED = "not settled within the visibility timeout"
@@ -111,7 +131,20 @@ _ERRORS = (
     OSError,
     asyncio.TimeoutError,
     TimeoutError,
+    # A call waiting on the connection when another thread's call closed it (a reconnect): aio-pika
+    # cancels its future, which reaches the calling thread as this.
+    concurrent.futures.CancelledError,
 )
+
+
+class _SilentWaitQueue(TopicError):
+    """A publish into the wait queue ``queue`` was not confirmed within ``_CONFIRM_S``; the
+    delay goes to ``successor`` from now on."""
+
+    def __init__(self, queue: str, successor: str) -> None:
+        super().__init__(f"no publisher confirm from the wait queue {queue!r} within {_CONFIRM_S:g} s")
+        self.queue = queue
+        self.successor = successor
 
 
 @dataclass
@@ -152,7 +185,10 @@ class AmqpTopic(BrokerTopic):
         self._opening = asyncio.Lock()  # binds to the shared loop at first use
         self._settling = asyncio.Lock()
         self._leases: dict[str, _Lease] = {}
-        self._buckets: set[int] = set()
+        self._wait: dict[int, str] = {}  # delay (ms) → the wait queue used for it now
+        self._generations: dict[str, int] = {}  # wait queue → its generation
+        self._used: dict[str, int] = {}  # every wait queue used here → its delay (ms)
+        self._ready_at: dict[str, float] = {}  # wait queue → loop time from which to publish into it
         self._expiring: set[asyncio.Future[None]] = set()
         self._closed = False
         self._call(self._publishing_channel)  # fail at open if the broker or the URL is wrong
@@ -172,6 +208,20 @@ class AmqpTopic(BrokerTopic):
             raise TopicError(f"topic {self._name!r} at {self._address.safe_url} is closed")
         try:
             return _loop.run(work(), timeout)
+        except _SilentWaitQueue as silent:
+            with contextlib.suppress(Exception):  # the unconfirmed publish goes with the connection
+                _loop.run(self._disconnect(grace=1.0), _TIMEOUT)
+            log_event(
+                "topic.wait_queue_silent",
+                level=logging.WARNING,
+                topic=self._name,
+                queue=silent.queue,
+                successor=silent.successor,
+                broker=self._address.safe_url,
+            )
+            if not retry:
+                raise broker_error("amqp", self._name, self._address, silent) from None
+            return self._call(work, timeout, retry=False)
         except _ERRORS as exc:
             with contextlib.suppress(Exception):
                 _loop.run(self._disconnect(grace=1.0), _TIMEOUT)
@@ -232,16 +282,29 @@ class AmqpTopic(BrokerTopic):
         self._leases.clear()
 
     async def _declare_delay_queue(self, channel: AbstractChannel, ttl_ms: int) -> AbstractQueue:
-        """The quorum queue ``{name}.wait.<ttl_ms>``, dead-lettering at least once into ``name``.
+        """The quorum wait queue for ``ttl_ms``, dead-lettering at least once into ``name``.
 
-        A quorum queue that the broker created less than about a second before a ``kill -9``
-        comes back empty (RabbitMQ 3.10's Ra saves the name of the queue's log lazily): when this
-        instance first uses a delay and finds no queue for it, it declares the queue and lets
-        ``_SETTLE_S`` pass before anything is published into it.
+        At its first use here, a delay's queue is the newest generation on the broker (an older
+        one was found silent). A quorum queue that the broker created less than about a second
+        before a ``kill -9`` comes back empty (RabbitMQ 3.10's Ra saves the name of the queue's
+        log lazily): when this instance first uses a queue and finds it missing, it declares it
+        and lets ``_SETTLE_S`` pass before anything is published into it.
         """
-        queue = delay_queue_name(self._name, ttl_ms)
-        created = ttl_ms not in self._buckets and not await self._exists(queue)
-        self._buckets.add(ttl_ms)
+        loop = asyncio.get_running_loop()
+        queue = self._wait.get(ttl_ms)
+        if queue is None:
+            generation = 0
+            while await self._exists(delay_queue_name(self._name, ttl_ms, generation + 1)):
+                generation += 1
+            queue = self._wait.setdefault(ttl_ms, delay_queue_name(self._name, ttl_ms, generation))
+            self._generations.setdefault(queue, generation)
+        if queue not in self._used:
+            # Until this call knows the queue existed, every publish here waits as if it is new
+            # (concurrent calls of this instance included, not only the one that creates it).
+            self._used[queue] = ttl_ms
+            self._ready_at[queue] = loop.time() + _SETTLE_S
+            if await self._exists(queue):
+                self._ready_at[queue] = 0.0
         try:
             declared = await channel.declare_queue(
                 queue, durable=True, arguments=delay_queue_arguments(self._name, ttl_ms)
@@ -253,8 +316,7 @@ class AmqpTopic(BrokerTopic):
                 f" {delay_queue_arguments(self._name, ttl_ms)}; once it is empty, delete it"
                 f" (rabbitmqctl delete_queue {queue} --if-empty) and ecs-detach declares it anew"
             ) from None
-        if created:
-            await asyncio.sleep(_SETTLE_S)
+        await asyncio.sleep(max(self._ready_at[queue] - loop.time(), 0.0))
         return declared
 
     async def _exists(self, queue: str) -> bool:
@@ -268,6 +330,16 @@ class AmqpTopic(BrokerTopic):
             if not channel.is_closed:
                 await channel.close()
         return True
+
+    def _abandon(self, queue: str) -> str:
+        """The wait queue after ``queue``, silent: its next generation, from now on."""
+        ttl_ms = self._used[queue]
+        generation = self._generations[queue] + 1
+        successor = delay_queue_name(self._name, ttl_ms, generation)
+        if self._wait.get(ttl_ms) == queue:
+            self._wait[ttl_ms] = successor
+            self._generations.setdefault(successor, generation)
+        return self._wait[ttl_ms]
 
     async def _route(self, channel: AbstractChannel, delay: float) -> str:
         """The queue to publish into for ``delay``, declaring its delay queue if it has one."""
@@ -298,9 +370,17 @@ class AmqpTopic(BrokerTopic):
             routing_key = self._dead_queue
         else:
             routing_key = await self._route(channel, delay)
-        await channel.default_exchange.publish(
-            message, routing_key=routing_key, mandatory=True, timeout=_TIMEOUT
-        )
+        if routing_key in (self._name, self._dead_queue):
+            await channel.default_exchange.publish(
+                message, routing_key=routing_key, mandatory=True, timeout=_TIMEOUT
+            )
+            return
+        try:
+            await channel.default_exchange.publish(
+                message, routing_key=routing_key, mandatory=True, timeout=_CONFIRM_S
+            )
+        except (asyncio.TimeoutError, TimeoutError):
+            raise _SilentWaitQueue(routing_key, self._abandon(routing_key)) from None
 
     def receive(self, max_messages: int = 1, *, wait: float = 0.0) -> list[Delivery]:
         """Lease up to ``max_messages`` messages, waiting up to ``wait`` s for the first."""
@@ -345,7 +425,7 @@ class AmqpTopic(BrokerTopic):
     async def _expire(self, receipt: str) -> None:
         lease = self._leases.pop(receipt, None)
         if lease is not None:
-            with contextlib.suppress(*_ERRORS):  # else the broker requeues it with the channel
+            with contextlib.suppress(*_ERRORS, _SilentWaitQueue):  # else the broker requeues it
                 await self._replace(lease.message, lease.deliveries, reason=_LEASE_EXPIRED)
 
     async def _replace(
@@ -434,7 +514,9 @@ class AmqpTopic(BrokerTopic):
     async def _pending(self) -> int:
         channel = await self._publishing_channel()
         queues = [await channel.declare_queue(self._name, durable=True)]
-        queues += [await self._declare_delay_queue(channel, ttl_ms) for ttl_ms in sorted(self._buckets)]
+        for wait_queue, ttl_ms in sorted(self._used.items()):
+            arguments = delay_queue_arguments(self._name, ttl_ms)
+            queues.append(await channel.declare_queue(wait_queue, durable=True, arguments=arguments))
         ready = 0
         for queue in queues:
             ready += queue.declaration_result.message_count or 0
@@ -498,8 +580,10 @@ def _message(
     )
 
 
-def delay_queue_name(name: str, ttl_ms: int) -> str:
-    return f"{name}.wait.{ttl_ms}"
+def delay_queue_name(name: str, ttl_ms: int, generation: int = 0) -> str:
+    """The wait queue of ``name`` for ``ttl_ms``: ``{name}.wait.<ttl_ms>``, then ``.1``, ``.2``…
+    for the generations that replace a silent one."""
+    return f"{name}.wait.{ttl_ms}" + (f".{generation}" if generation else "")
 
 
 def delay_queue_arguments(name: str, ttl_ms: int) -> FieldTable:

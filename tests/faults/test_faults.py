@@ -11,15 +11,7 @@ import pytest
 from tests.faults.harness import BACKENDS, Scenario, run
 from tests.faults.instances import available
 
-# Not yet in the reduced suite (issue 14 stays open; both run in `make faults`, docs/resilience.md):
-# - amqp: with the quorum wait queues, publishes to a RabbitMQ node restarted after kill -9 time
-#   out, so jobs are not published at all after the restart;
-# - sqlite: a sender that never retries, cut off by the kill of `up` between the detach call and
-#   its note, leaves a record without a job for the relay to find (a request nobody re-drives).
-KNOWN_FAILING = ("amqp", "sqlite")
-SCENARIOS = [Scenario(backend) for backend in BACKENDS if backend not in KNOWN_FAILING] + [
-    Scenario("redis", redis_store=True)
-]
+SCENARIOS = [Scenario(backend) for backend in BACKENDS] + [Scenario("redis", redis_store=True)]
 
 
 @pytest.mark.slow

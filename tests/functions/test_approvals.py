@@ -104,7 +104,7 @@ def test_a_request_that_needs_approval_waits_with_its_preview_and_makes_no_detac
     seen = world.store.peek(f"{PID}/{WEB1}/{WEB1_DATA}")
     assert seen is not None
     assert seen.state is ClaimState.IN_PROGRESS
-    assert seen.progress == {"approval": approval_id}
+    assert seen.progress["approval"] == approval_id  # beside the request, noted with its claim
     kept = desk(fns).get(approval_id)
     assert kept is not None
     assert kept.state is ApprovalState.PENDING

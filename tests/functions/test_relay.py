@@ -218,3 +218,115 @@ def test_a_relayed_job_frees_its_locks_when_it_ends(world: World) -> None:
 
     assert sorted(r["volume_id"] for r in world.results_of()) == sorted([WEB1_DATA, WEB1_LOGS])
     assert world.deletes() == [WEB1_DATA, WEB1_LOGS]
+
+
+# -- requests whose owner died before noting a job ---------------------------------------------
+
+
+def die_at_the_job_note(fns: Functions) -> None:
+    """The instance dies right after its detach call, before it notes the job."""
+    note = fns.guard.note
+
+    def dying(key: str, progress: dict[str, Any], **options: Any) -> None:
+        if "job_id" in progress:
+            fns.guard.note = note  # type: ignore[method-assign]  # only this instance dies
+            raise Killed
+        note(key, progress, **options)
+
+    fns.guard.note = dying  # type: ignore[method-assign]
+
+
+def test_a_quiet_sender_cut_off_before_the_job_note_gets_one_result(world: World) -> None:
+    """The disk is detached, nothing records the job and the sender never asks again: once the
+    claim lapses the relay runs the request again, which finds the disk gone and reports it."""
+    fns = build(world)
+    die_at_the_job_note(fns)
+    with pytest.raises(Killed):
+        fns.detach(request())
+    assert world.deletes() == [WEB1_DATA]
+
+    world.clock.advance(RELAY_AFTER_S)
+    assert relay(fns).sweep() == RelayReport()  # the owner's claim holds: it may be calling ECS
+    world.clock.advance(CLAIM_S - RELAY_AFTER_S)
+    assert relay(fns).sweep() == RelayReport(ended=1)
+
+    fns.drain(world)
+    (result,) = world.results_of()
+    assert (result["outcome"], result["idempotency_key"], result["volume_id"]) == (
+        "already_detached",
+        KEY,
+        WEB1_DATA,
+    )
+    assert world.deletes() == [WEB1_DATA]  # not a second time
+    seen = world.store.peek(KEY)
+    assert seen is not None
+    assert seen.state is ClaimState.DONE
+    world.clock.advance(CLAIM_S)
+    assert relay(fns).sweep() == RelayReport()  # ended: never resumed again
+
+
+def test_a_resumed_request_finds_the_disk_still_detaching_and_reports_it(world: World) -> None:
+    world.faults(settle_lag_s=600)  # the job succeeds; the disk stays attached and detaching
+    fns = build(world)
+    die_at_the_job_note(fns)
+    with pytest.raises(Killed):
+        fns.detach(request())
+    world.clock.advance(CLAIM_S)
+
+    assert relay(fns).sweep() == RelayReport(ended=1)
+
+    (result,) = world.results_of()
+    assert result["outcome"] == "rejected"
+    assert result["error_code"] == "Ecs.0102"  # the disk status does not allow detaching
+    assert world.deletes() == [WEB1_DATA]
+
+
+def test_an_instance_killed_before_its_detach_call_is_resumed_by_the_relay(world: World) -> None:
+    fns = build(world)
+    calls = world.ecs.detach_volume
+
+    def dying(*args: Any, **kwargs: Any) -> Any:
+        world.ecs.detach_volume = calls  # type: ignore[method-assign]
+        raise Killed
+
+    world.ecs.detach_volume = dying  # type: ignore[method-assign]
+    with pytest.raises(Killed):
+        fns.detach(request())
+    assert world.deletes() == []
+    world.clock.advance(CLAIM_S)
+
+    assert relay(fns).sweep() == RelayReport(published=1)
+
+    fns.drain(world)
+    assert [r["outcome"] for r in world.results_of()] == ["succeeded"]
+    assert world.deletes() == [WEB1_DATA]
+
+
+def test_a_resumed_request_the_cloud_refuses_for_now_is_resumed_again_later(world: World) -> None:
+    fns = build(world)
+    die_at_the_job_note(fns)
+    with pytest.raises(Killed):
+        fns.detach(request(volume_id=WEB1_LOGS))
+    world.clock.advance(CLAIM_S)
+    world.faults(errors=[{"rate": 1.0, "methods": ["GET"], "status": 503, "code": "Ecs.0002"}])
+
+    assert relay(fns).sweep() == RelayReport(failed=1)
+    assert world.results_of() == []
+    world.faults()
+    assert relay(fns).sweep() == RelayReport()  # the relay's own claim holds
+    world.clock.advance(CLAIM_S)
+    assert relay(fns).sweep() == RelayReport(ended=1)
+    assert [r["outcome"] for r in world.results_of()] == ["already_detached"]
+
+
+def test_queued_and_answered_requests_are_not_resumed(world: World) -> None:
+    """A queued request waits for its turn (its event on the jobs topic), not for the relay."""
+    fns = build(world)
+    assert fns.detach(request()).status is DetachStatus.ACCEPTED
+    queued = fns.detach(request(volume_id=WEB1_LOGS, idempotency_key="second"))
+    assert queued.status is DetachStatus.QUEUED
+    world.clock.advance(CLAIM_S)
+
+    assert relay(fns).sweep() == RelayReport()
+    fns.drain(world)
+    assert sorted(r["volume_id"] for r in world.results_of()) == sorted([WEB1_DATA, WEB1_LOGS])

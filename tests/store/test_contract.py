@@ -419,3 +419,76 @@ def test_take_outbox_checks_its_arguments(store: Store) -> None:
         store.take_outbox(older_than_s=AGE, in_progress_ttl_s=0, limit=1)
     with pytest.raises(ValueError, match="limit"):
         store.take_outbox(older_than_s=AGE, in_progress_ttl_s=LONG, limit=0)
+
+
+# -- resumable records -----------------------------------------------------------------------
+
+
+CLAIM = 1.0  # s: a claim that outlasts the outbox age
+
+
+def _claimed(store: Store, key: str, *, ttl: float = SHORT) -> None:
+    store.begin(key, "fp", in_progress_ttl_s=ttl)
+    store.note(key, {"request": {"volume_id": key}}, resume=True)
+
+
+def test_a_resumable_record_is_taken_only_once_its_owners_claim_lapses(backend: Backend) -> None:
+    """Its owner may be calling the cloud right now: running it twice could detach twice."""
+    owner, relay = backend.make(), backend.make()
+    _claimed(owner, "k", ttl=CLAIM)
+    backend.advance(PAST_AGE)
+    assert _take(relay) == []  # past the outbox age, but the owner's claim holds
+
+    backend.advance(CLAIM)
+
+    assert _take(relay) == [("k", {"request": {"volume_id": "k"}}, 2)]
+    assert owner.begin("k", "fp", in_progress_ttl_s=LONG).state is ClaimState.IN_PROGRESS  # the relay's now
+
+
+def test_a_taken_resumable_record_is_taken_again_only_when_the_takers_claim_lapses(backend: Backend) -> None:
+    store = backend.make()
+    _claimed(store, "k")
+    backend.advance(PAST_SHORT)
+    assert len(store.take_outbox(older_than_s=AGE, in_progress_ttl_s=CLAIM, limit=10)) == 1
+
+    backend.advance(PAST_AGE)
+    assert _take(store) == []  # the outbox age has passed, the taker's claim has not
+    backend.advance(CLAIM)
+    assert [key for key, _, _ in _take(store)] == ["k"]
+
+
+def test_a_claim_taken_over_by_a_sender_retry_is_resumed_after_that_claim(backend: Backend) -> None:
+    store, heir = backend.make(), backend.make()
+    _claimed(store, "k")
+    backend.advance(PAST_SHORT)
+    retry = heir.begin("k", "fp", in_progress_ttl_s=SHORT)
+    assert retry.state is ClaimState.NEW
+    assert retry.progress == {"request": {"volume_id": "k"}}
+
+    assert _take(store) == []
+    backend.advance(PAST_SHORT)
+    assert [(key, attempt) for key, _, attempt in _take(store)] == [("k", 3)]
+
+
+def test_parked_completed_and_released_records_are_not_resumed(backend: Backend) -> None:
+    """A parked request waits for its turn (a queued event, an approval), not for a relay."""
+    store = backend.make()
+    for key in ("parked", "done", "released", "kept", "plain"):
+        _claimed(store, key)
+    store.park("parked", {"queued": {"since": "now"}})
+    store.complete("done", {"outcome": "accepted"}, ttl_s=LONG)
+    store.release("released")
+    store.note("plain", {"more": 1})  # a note without resume keeps the mark
+    backend.advance(PAST_SHORT)
+
+    assert sorted(key for key, _, _ in _take(store)) == ["kept", "plain"]
+
+
+def test_a_resumable_record_noted_into_the_outbox_is_taken_by_its_age(backend: Backend) -> None:
+    """Once the job is noted, its event may be published beside a live owner."""
+    store = backend.make()
+    _claimed(store, "k", ttl=LONG)
+    store.note("k", {"job_id": "job-k"}, outbox=True)
+    backend.advance(PAST_AGE)
+
+    assert _take(store) == [("k", {"request": {"volume_id": "k"}, "job_id": "job-k"}, 2)]

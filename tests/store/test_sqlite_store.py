@@ -123,19 +123,24 @@ def test_keep_abandoned_must_be_finite(tmp_path: Path) -> None:
         SqliteStore(tmp_path / "store.db", keep_abandoned_s=-1)
 
 
-def test_a_version_1_file_gains_the_outbox_and_keeps_its_records(tmp_path: Path) -> None:
-    """A store file of the code before the outbox is upgraded in place, not refused."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_file_gains_the_outbox_and_resume_and_keeps_its_records(
+    tmp_path: Path, version: int
+) -> None:
+    """A store file of the code before the outbox (1) or before resumable records (2) is
+    upgraded in place, not refused."""
     path = tmp_path / "store.db"
     clock = FakeClock()
     SqliteStore(path, clock=clock).close()
     conn = sqlite3.connect(path)
-    conn.execute("DROP INDEX claims_outbox")
-    conn.execute("ALTER TABLE claims DROP COLUMN outbox_at")
-    conn.execute(
-        "INSERT INTO claims VALUES ('old', 'fp', 0, ?, ?, 1, '{\"job_id\": \"job-1\"}', NULL)",
-        (clock.now + 60, clock.now + 3600),
-    )
-    conn.execute("PRAGMA user_version = 1")
+    conn.execute("DROP INDEX claims_resume")
+    conn.execute("ALTER TABLE claims DROP COLUMN resume")
+    if version == 1:
+        conn.execute("DROP INDEX claims_outbox")
+        conn.execute("ALTER TABLE claims DROP COLUMN outbox_at")
+    values = '?, ?, 1, \'{"job_id": "job-1"}\', NULL' + (", NULL" if version == 2 else "")
+    conn.execute(f"INSERT INTO claims VALUES ('old', 'fp', 0, {values})", (clock.now + 60, clock.now + 3600))
+    conn.execute(f"PRAGMA user_version = {version}")
     conn.commit()
     conn.close()
 
@@ -144,8 +149,11 @@ def test_a_version_1_file_gains_the_outbox_and_keeps_its_records(tmp_path: Path)
         assert store.begin("old", "fp", in_progress_ttl_s=60).progress == {"job_id": "job-1"}
         store.begin("new", "fp", in_progress_ttl_s=60)
         store.note("new", {"job_id": "job-2"}, outbox=True)
+        store.begin("resumed", "fp", in_progress_ttl_s=5)
+        store.note("resumed", {"request": {}}, resume=True)
         clock.now += 10
-        assert [t.key for t in store.take_outbox(older_than_s=5, in_progress_ttl_s=60, limit=5)] == ["new"]
+        taken = store.take_outbox(older_than_s=5, in_progress_ttl_s=60, limit=5)
+        assert sorted(t.key for t in taken) == ["new", "resumed"]
     finally:
         store.close()
     conn = sqlite3.connect(path)

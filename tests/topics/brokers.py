@@ -20,8 +20,6 @@ import nats
 import redis
 from nats.js.errors import NotFoundError
 
-from handler.topics.amqp import delay_queue_name
-
 LOOPBACK = "127.0.0.1"
 PORTS = {"redis": 6379, "nats": 4222, "amqp": 5672}
 
@@ -158,9 +156,7 @@ class AmqpBackend(Backend):
 
     def cleanup(self, name: str, topics: list[Any]) -> None:
         # Delay queues expire by themselves; those known are deleted here at once.
-        delay_queues = {
-            delay_queue_name(name, ms) for topic in topics for ms in getattr(topic, "_buckets", ())
-        }
+        delay_queues = {queue for topic in topics for queue in getattr(topic, "_used", ())}
 
         async def delete() -> None:
             connection = await aio_pika.connect(host=LOOPBACK, port=PORTS["amqp"])

@@ -14,10 +14,12 @@ import threading
 import time
 from pathlib import Path
 
+import aio_pika
 import nats
 import pytest
 
 from handler.topics import Topic, TopicError, open_topic
+from handler.topics.amqp import delay_queue_arguments, delay_queue_name
 from tests.faults.brokers import BrokerNode, nats_server, rabbitmq
 
 MESSAGES = 200
@@ -109,6 +111,55 @@ def test_rabbitmq_kill_just_after_a_wait_queue_is_created_loses_no_message(tmp_p
             assert topic.pending() == 0
         finally:
             topic.close()
+
+
+def _declare_wait_queue(url: str, name: str, ttl_ms: int) -> None:
+    """Declare the wait queue as a topic would, with no settling time after it."""
+
+    async def declare() -> None:
+        connection = await aio_pika.connect(url)
+        try:
+            channel = await connection.channel()
+            await channel.declare_queue(name, durable=True)
+            queue = delay_queue_name(name, ttl_ms)
+            await channel.declare_queue(queue, durable=True, arguments=delay_queue_arguments(name, ttl_ms))
+        finally:
+            await connection.close()
+
+    asyncio.run(declare())
+
+
+@pytest.mark.slow
+def test_rabbitmq_kill_just_as_a_wait_queue_is_declared_leaves_publishing_working(tmp_path: Path) -> None:
+    """A kill within a second of a quorum queue's declaration leaves it declared but without a
+    Raft member (RabbitMQ 3.10.8): no leader, publishes never confirmed. The topic moves on to
+    the queue's next generation, and an instance opened later starts there."""
+    with rabbitmq(tmp_path) as node:
+        _declare_wait_queue(f"amqp://guest:guest@127.0.0.1:{node.port}/", "jobs", 500)
+        time.sleep(0.2)
+        node.kill()
+        node.start()
+        topic = open_topic(node.url("jobs"), default_name="jobs", visibility_timeout=10)
+        later = None
+        try:
+            started = time.monotonic()
+            published = {topic.publish("after the kill", delay=0.5)}
+            assert time.monotonic() - started < 20
+            later = open_topic(node.url("jobs"), default_name="jobs", visibility_timeout=10)
+            started = time.monotonic()
+            published.add(later.publish("from an instance opened later", delay=0.5))
+            assert time.monotonic() - started < 4  # not the 5 s of a silent queue
+            received: set[str] = set()
+            deadline = time.monotonic() + 10
+            while received != published and time.monotonic() < deadline:
+                for delivery in topic.receive(2, wait=1):
+                    received.add(delivery.message_id)
+                    topic.ack(delivery)
+            assert received == published
+        finally:
+            topic.close()
+            if later is not None:
+                later.close()
 
 
 def _stream_messages(port: int, stream: str) -> int:
