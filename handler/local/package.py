@@ -101,6 +101,7 @@ _PYPROJECT = _HANDLER_DIR.parent / "pyproject.toml"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
 _FILE_MODE = 0o100644 << 16  # regular file, rw-r--r--
 _MAX_ROUNDS = 5
+DIRECT_UPLOAD_BYTES = 10 * 1024 * 1024  # FunctionGraph's limit for a zip uploaded with the function
 
 
 class PackageError(EcsDetachError, RuntimeError):
@@ -144,6 +145,7 @@ class PackageReport:
     added_extras: tuple[str, ...]  # not asked for, but needed by the URLs or the webhook routes
     bytecode: Path | None  # the interpreter that compiled the .pyc files; None: no bytecode
     compiled: int  # how many modules have a .pyc
+    bytecode_trimmed: bool  # only the detach path's modules have one: all would exceed the limit
     manifest: Path
 
 
@@ -201,11 +203,11 @@ def build_package(
             raise PackageError(f"{ENTRY_FILE} would overwrite a file of a dependency")
         (staging / ENTRY_FILE).write_text(ENTRY_SOURCE)
         _check_content(staging)
-        compiled = compile_bytecode(compiler, staging) if compiler is not None else 0
+        bytecode = compile_bytecode(compiler, staging) if compiler is not None else None
         import_checked = python == _running_python()
         if import_checked:
             check_import(staging)
-        files = _write_zip(staging, target)
+        files, compiled = _fit(staging, target, bytecode)
     sha256 = hashlib.sha256(target.read_bytes()).hexdigest()
     chosen = tuple(sorted(set(extras)))
     manifest = target.with_name(target.name.removesuffix(".zip") + MANIFEST_SUFFIX)
@@ -237,6 +239,7 @@ def build_package(
         added_extras=added,
         bytecode=compiler,
         compiled=compiled,
+        bytecode_trimmed=bytecode is not None and compiled < len(bytecode.detach_path) + len(bytecode.others),
         manifest=manifest,
     )
 
@@ -376,20 +379,28 @@ def interpreter_version(interpreter: Path) -> str | None:
     return version if result.returncode == 0 and name == "cpython" else None
 
 
-# Run by the target interpreter in the staging folder: which files the handlers import. It
-# imports the entry file and every module of ``handler`` (those needing an absent extra fail and
-# are left out), hands one detach request to ``handler`` against a closed local port (what the
-# first event loads lazily: the HTTP connection stack, the store, the topic), and prints the
-# files of every module then loaded.
+# Run by the target interpreter in the staging folder: which files the handlers import. It hands
+# one detach request to ``handler`` against a closed local port (the detach path: what a first
+# event loads, lazily loaded HTTP connection stack, store and topic included), then imports every
+# module of ``handler`` (the other triggers' and the webhook routes' modules; those needing an
+# absent extra fail and are left out). It prints its cache tag and the files of both sets: every
+# module file found, also of imports that then failed (httpcore tries its HTTP/2 modules on each
+# first connection: compiled there every cold start if they had no bytecode).
 _TRACE = """
-import importlib, json, os, pkgutil, sys, tempfile
+import importlib, importlib.machinery, json, os, pkgutil, sys, tempfile
 sys.path.insert(0, os.getcwd())
+found = set()
+class Record:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        if spec is not None and spec.origin:
+            found.add(spec.origin)
+        return None  # the usual finders load it
+sys.meta_path.insert(0, Record)
+def files():
+    return sorted(found)
 import index, handler
-for module in pkgutil.walk_packages(handler.__path__, "handler."):
-    try:
-        importlib.import_module(module.name)
-    except ImportError:
-        pass
 with tempfile.TemporaryDirectory() as scratch:
     os.environ.update(
         HUAWEICLOUD_SDK_AK="TRACE", HUAWEICLOUD_SDK_SK="trace", HUAWEICLOUD_SDK_PROJECT_ID="0" * 32,
@@ -404,16 +415,33 @@ with tempfile.TemporaryDirectory() as scratch:
         index.handler({"server_id": uuid, "volume_id": uuid, "idempotency_key": "trace"})
     except Exception:
         pass
-print(json.dumps(sorted({getattr(m, "__file__", None) or "" for m in list(sys.modules.values())})))
+detach = files()
+for module in pkgutil.walk_packages(handler.__path__, "handler."):
+    try:
+        importlib.import_module(module.name)
+    except ImportError:
+        pass
+print(json.dumps([sys.implementation.cache_tag, detach, files()]))
 """
 
 
-def compile_bytecode(interpreter: Path, staging: Path) -> int:
+@dataclass(frozen=True)
+class Bytecode:
+    """The ``.pyc`` files compiled into a staging folder: all the handlers import, and the
+    subset the detach path needs (kept when the package must shrink: ``_fit``)."""
+
+    interpreter: Path
+    cache_tag: str
+    detach_path: tuple[Path, ...]
+    others: tuple[Path, ...]
+
+
+def compile_bytecode(interpreter: Path, staging: Path) -> Bytecode:
     """The modules of ``staging`` the handlers import (``_TRACE``), compiled by ``interpreter``
     to unchecked-hash ``.pyc`` files in ``__pycache__``: never checked against their source, so
     valid in a read-only folder whatever timestamps the unpacked files get. Modules nothing
-    imports at start (pydantic.v1, anyio's async backends, …) get none: they would only make
-    the zip bigger. Recorded paths are relative to ``staging``. Returns how many were compiled."""
+    imports (pydantic.v1, anyio's async backends, …) get none: they would only make the zip
+    bigger. Recorded paths are relative to ``staging``."""
     traced = subprocess.run(  # noqa: S603 - the target interpreter, fixed arguments
         [str(interpreter), "-I", "-S", "-B", "-c", _TRACE],
         cwd=staging,  # the folder is the package's: nothing is written there (-B, files in /tmp)
@@ -426,13 +454,18 @@ def compile_bytecode(interpreter: Path, staging: Path) -> int:
     if traced.returncode != 0:
         raise PackageError(f"{interpreter} could not import the package: {traced.stderr.strip()[-2000:]}")
     root = staging.resolve()
-    files = sorted(
-        str(path)
-        for name in json.loads(traced.stdout.strip().splitlines()[-1])
-        if name.endswith(".py") and (path := Path(name).resolve()).is_relative_to(root)
-    )
+    cache_tag, detach, everything = json.loads(traced.stdout.strip().splitlines()[-1])
+
+    def sources(names: list[str]) -> set[Path]:
+        return {
+            path
+            for name in names
+            if name.endswith(".py") and (path := Path(name).resolve()).is_relative_to(root)
+        }
+
+    on_path, files = sources(detach), sources(everything)
     listing = staging.parent / "bytecode.txt"
-    listing.write_text("".join(f"{name}\n" for name in files))
+    listing.write_text("".join(f"{name}\n" for name in sorted(files)))
     result = subprocess.run(  # noqa: S603 - the target interpreter, fixed arguments
         [
             *(str(interpreter), "-I", "-m", "compileall", "-q", "-i", str(listing)),
@@ -446,7 +479,25 @@ def compile_bytecode(interpreter: Path, staging: Path) -> int:
     )
     if result.returncode != 0:
         raise PackageError(f"{interpreter} could not compile the package: {result.stdout.strip()[-2000:]}")
-    return len(files)
+    return Bytecode(interpreter, cache_tag, tuple(sorted(on_path)), tuple(sorted(files - on_path)))
+
+
+def _pyc(source: Path, cache_tag: str) -> Path:
+    return source.parent / "__pycache__" / f"{source.stem}.{cache_tag}.pyc"
+
+
+def _fit(staging: Path, target: Path, bytecode: Bytecode | None) -> tuple[list[tuple[str, int]], int]:
+    """Zip ``staging`` to ``target``; if the zip is over FunctionGraph's direct upload limit,
+    again without the bytecode of the modules off the detach path (they compile at their first
+    use). The zipped files and how many modules kept their ``.pyc``."""
+    files = _write_zip(staging, target)
+    if bytecode is None:
+        return files, 0
+    if target.stat().st_size <= DIRECT_UPLOAD_BYTES or not bytecode.others:
+        return files, len(bytecode.detach_path) + len(bytecode.others)
+    for source in bytecode.others:
+        _pyc(source, bytecode.cache_tag).unlink()
+    return _write_zip(staging, target), len(bytecode.detach_path)
 
 
 def format_report(report: PackageReport) -> str:
@@ -484,10 +535,13 @@ def format_report(report: PackageReport) -> str:
 
 def _bytecode(report: PackageReport) -> str:
     if report.bytecode is not None:
-        return (
-            f"unchecked-hash .pyc of the {report.compiled} modules the handlers import, "
-            f"compiled by {report.bytecode}"
+        which = (
+            "of the detach path (with every module the handlers import, the zip would exceed "
+            f"FunctionGraph's {DIRECT_UPLOAD_BYTES // 1024 // 1024} MiB direct upload)"
+            if report.bytecode_trimmed
+            else "the handlers import"
         )
+        return f"unchecked-hash .pyc of the {report.compiled} modules {which}, compiled by {report.bytecode}"
     return (
         f"none: no Python {report.python} interpreter on PATH (python{report.python}) or in pyenv; "
         f"every cold start will compile each module it imports (the code folder is read-only). "
