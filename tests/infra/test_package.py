@@ -18,7 +18,7 @@ import pytest
 
 from emulator import DEMO_CREDENTIAL, EcsBackend, EmulatorConfig, create_app, load_seed
 from handler.local._serve import BackgroundServer
-from handler.local.cli import _parser
+from handler.local.cli import PACKAGE_URL_OPTIONS, _parser
 from handler.local.package import (
     CONSTRAINTS,
     EXCLUDED_FOLDER,
@@ -305,7 +305,8 @@ def test_initializer_names_the_missing_extra(package: PackageReport, tmp_path: P
 
 def test_the_documented_build_serves_the_example_deployment() -> None:
     """docs/deploy.md's `ecs-detach package` command, parsed by the CLI, names every extra the
-    store and delay topic of example.tfvars need (and the same Python)."""
+    store and delay topic of example.tfvars need, the webhook routes when it has an API Gateway
+    trigger (and the same Python)."""
     text = (ROOT / "docs" / "deploy.md").read_text()
     block = re.search(r"\.venv/bin/ecs-detach package (.*?)\n   ```", text, re.DOTALL)
     assert block is not None
@@ -313,5 +314,10 @@ def test_the_documented_build_serves_the_example_deployment() -> None:
     example = hcl2.loads((ROOT / "infra" / "terraform" / "example.tfvars").read_text())
     urls = [("delay_topic_url", example["delay_topic_url"].strip('"'))]
     urls.append(("store_url", example.get("store_url", '"sqlite:////tmp/ecs-detach/store.db"').strip('"')))
-    assert {need.extra for need in needs(urls)} <= set(args.extra)
+    given = [
+        (option, getattr(args, option.removeprefix("--").replace("-", "_"))) for option in PACKAGE_URL_OPTIONS
+    ]
+    added = {need.extra for need in needs([(option, url) for option, url in given if url])}
+    assert {need.extra for need in needs(urls)} <= set(args.extra) | added
+    assert args.webhook_routes == (example.get("apig_instance_id", '""') != '""')
     assert args.python == example["python_version"].strip('"')
