@@ -166,6 +166,8 @@ def _ours_env(url: str, scratch: Path) -> dict[str, str]:
         "ECS_DETACH_STORE": f"sqlite:///{scratch}/store.db",
         "ECS_DETACH_JOBS_TOPIC": f"sqlite:///{scratch}/topics.db?topic=jobs",
         "ECS_DETACH_RESULTS_TOPIC": f"sqlite:///{scratch}/topics.db?topic=results",
+        # The audit history (on by default) in the instance's folder too, not the working folder.
+        "ECS_DETACH_HISTORY": f"sqlite:///{scratch}/history.db",
     }
 
 

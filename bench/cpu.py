@@ -171,6 +171,7 @@ def _ours_env(url: str, tmp: Path, events: int) -> dict[str, str]:
         "ECS_DETACH_STORE": f"sqlite:///{tmp / 'store.db'}",
         "ECS_DETACH_JOBS_TOPIC": f"{topics}?topic=jobs",
         "ECS_DETACH_RESULTS_TOPIC": f"{topics}?topic=results",
+        "ECS_DETACH_HISTORY": f"sqlite:///{tmp / 'history.db'}",  # on by default: part of the function
         "ECS_DETACH_DELAY_TOPIC": topics,
         "ECS_DETACH_LOG_LEVEL": "WARNING",
         "ECS_DETACH_MAX_DETACHES_PER_WINDOW": str(events * 10),
