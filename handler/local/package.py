@@ -157,7 +157,6 @@ def build_package(
     urls: Sequence[tuple[str, str]] = (),
     webhook_routes: bool = False,
     wheelhouse: Path | None = None,
-    interpreter: Path | None = None,
 ) -> PackageReport:
     """Build ``out/ecs-detach-{version}-py{XY}.zip`` for FunctionGraph's CPython ``python``, and
     its manifest beside it.
@@ -166,16 +165,14 @@ def build_package(
     the deployment's ``(option, URL)`` pairs (topics, store): the extra a URL's backend needs is
     added, as is the ``webhooks`` extra when the function serves the ``webhook_routes`` (an API
     Gateway trigger). ``wheelhouse`` keeps the downloaded wheels between builds (a temporary
-    folder otherwise). ``interpreter`` compiles the bytecode (default: ``find_interpreter``).
+    folder otherwise). The target interpreter (``find_interpreter``) compiles the bytecode.
     When ``python`` is the running version, the handler module is imported from the package alone.
     """
     _check_python(python)
     needed = {need.extra for need in needs(urls)} | ({WEBHOOKS} if webhook_routes else set())
     added = tuple(sorted(needed - set(extras)))
     extras = sorted(set(extras) | needed)
-    compiler = interpreter or find_interpreter(python)
-    if compiler is not None and interpreter_version(compiler) != python:
-        raise PackageError(f"{compiler} is not a Python {python} interpreter")
+    compiler = find_interpreter(python)
     pins = resolve(python, extras=extras)
     version = _project_version()
     out.mkdir(parents=True, exist_ok=True)

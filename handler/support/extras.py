@@ -1,9 +1,11 @@
 """Which optional dependency group ("extra") each backend URL needs, and whether it is installed.
 
 The broker topics and the Redis store import their client library only when a URL asks for it,
-so a package built without the matching extra fails on the first use of that URL. The package
-builder (``ecs-detach package``) refuses such a package, Terraform checks the package's manifest,
-and the FunctionGraph initializer names the missing extra instead of a ModuleNotFoundError.
+so a package built without the matching extra fails on the first use of that URL; the webhook
+routes (``WEBHOOKS``) likewise need theirs. The package builder (``ecs-detach package``) adds the
+extras the URLs it is given (and ``--webhook-routes``) need, Terraform checks the package's
+manifest, and the FunctionGraph initializer (the router, for the webhook routes) names the
+missing extra instead of a ModuleNotFoundError.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import shlex
 import subprocess
 import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -28,7 +29,9 @@ from handler.local.package import (
     PackageError,
     PackageReport,
     build_package,
+    find_interpreter,
     format_report,
+    interpreter_version,
     resolve,
 )
 from handler.support.extras import needs
@@ -240,6 +243,28 @@ def test_package_adds_the_extras_its_urls_need_and_no_other(wheelhouse: Path, tm
         "package lacks: ecs-detach package --webhook-routes"
     )
     assert json.loads(lines[-1]) == []  # every module imported (or tried) had its .pyc
+
+
+def test_the_target_interpreter_is_found_or_its_absence_said(
+    package: PackageReport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another Python than the running one comes from PATH or pyenv; without one the package has
+    no bytecode and the report says what that costs and how to fix it."""
+    other = "3.12" if RUNNING_PYTHON != "3.12" else "3.10"
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    assert find_interpreter(other) is None
+    assert find_interpreter(RUNNING_PYTHON) == Path(sys.executable)
+    real = sorted(Path.home().glob(f".pyenv/versions/{other}.*/bin/python{other}"))
+    if real:
+        link = tmp_path / "pyenv" / "versions" / f"{other}.99" / "bin" / f"python{other}"
+        link.parent.mkdir(parents=True)
+        link.symlink_to(real[-1])
+        assert find_interpreter(other) == link
+        assert interpreter_version(link) == other
+    text = format_report(replace(package, python=other, bytecode=None, compiled=0))
+    assert f"bytecode      none: no Python {other} interpreter on PATH (python{other}) or in pyenv" in text
+    assert f"pyenv install {other}" in text
 
 
 def test_manifest_lists_the_package(package: PackageReport) -> None:
