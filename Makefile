@@ -12,7 +12,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[local,container,redis,nats,rabbitmq,postgres,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[local,container,webhooks,redis,nats,rabbitmq,postgres,dev]'
 	touch $@
 
 demo: venv

@@ -1,5 +1,14 @@
 """Scenario 1, cold start to first handled event: what a new function instance costs before the
-first detach is done.
+first detach is done, in two settings:
+
+* **read-only code, each side as shipped** (as FunctionGraph runs it: the code folder cannot be
+  written, so no bytecode is ever cached): ours from its package unpacked with the unchecked-hash
+  ``.pyc`` files it ships; the SDK from its ``pip install --target`` folder zipped as it is and
+  unpacked the same way, so the timestamp-checked ``.pyc`` files pip compiled no longer match
+  their sources and every module it imports is compiled again, on every cold start. Both run with
+  ``PYTHONDONTWRITEBYTECODE=1`` in a folder made read-only (``bench.common.unpacked``).
+* **both with valid bytecode**: ours the same; the SDK from the folder pip installed, whose
+  ``.pyc`` files are valid. This is the best the SDK can do, a warm platform image.
 
 Each run is a fresh ``python -S`` process (``bench.common.child``) that imports its side, builds
 its client, detaches one attached volume on the emulator (loopback, its own process), checks the
@@ -19,7 +28,10 @@ report their own peak RSS (``VmHWM`` in ``/proc/self/status``). Ours does more i
 the SDK: the safety policy reads the server and the volume before the detach (the SDK makes the
 one ``DELETE``), and the job is recorded and published; the per-event API call counts are in the
 details. Rounds alternate which side goes first, every volume is detached once, and no run is
-discarded. One extra run of ours under ``python -X importtime`` lists the costliest imports.
+discarded. One extra run of ours (read-only) under ``python -X importtime`` lists the costliest imports and
+each dependency's cost on the cold path (``_by_dependency``); one more, from the package built
+with the webhook routes' extra, what those routes' libraries add when an API Gateway event first
+needs them (``WEBHOOKS_CODE``).
 
 A third child, the floor, runs from the same package folder and does only what the issue's
 stack cannot avoid: import pydantic and httpx, validate one two-field model, and make one plain
@@ -40,6 +52,7 @@ from bench.common import (
     DEMO_AK,
     DEMO_PROJECT,
     DEMO_SK,
+    READ_ONLY_ENV,
     Emulator,
     Figure,
     child,
@@ -47,9 +60,14 @@ from bench.common import (
     clean_env,
     make_seed,
     ours_dir,
+    package_zip,
     sdk_dir,
+    sdk_shipped_dir,
+    unpacked,
 )
 
+# The setting → (our folder, the SDK's folder, extra environment), filled in ``run``.
+READ_ONLY, BYTECODE = "read-only", "bytecode"
 ROUNDS = 15
 QUICK_ROUNDS = 3
 TOP_IMPORTS = 10
@@ -61,7 +79,19 @@ TOP_IMPORTS = 10
 _REPORT = """
 with open("/proc/self/status") as status:
     peak_kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-print(json.dumps({"job_id": job_id, "peak_rss_kib": peak_kib}))
+print(json.dumps({"job_id": job_id, "peak_rss_kib": peak_kib, "compiled": _compiled}))
+"""
+
+# What every child does first: count the modules compiled from source on the way (no valid
+# bytecode), imports that then failed included. One wrapper call per module loaded from source.
+_COUNT_COMPILED = """
+import importlib._bootstrap_external as _external
+_compiled = []
+_to_code = _external.SourceLoader.source_to_code
+def _counted(self, data, path, *, _optimize=-1):
+    _compiled.append(path)
+    return _to_code(self, data, path, _optimize=_optimize)
+_external.SourceLoader.source_to_code = _counted
 """
 
 OURS_CODE = """
@@ -106,6 +136,26 @@ job_id = "none"
 """
 
 
+# The floor with the third library the project requires (its configuration is read with
+# pydantic-settings, a standard of the project): one BaseSettings read from the environment.
+FLOOR_SETTINGS_CODE = """
+import json
+import httpx
+from pydantic import BaseModel
+from pydantic_settings import BaseSettings
+class Request(BaseModel):
+    server_id: str
+    volume_id: str
+class Config(BaseSettings):
+    endpoint: str = ""
+Config()
+Request(server_id="s", volume_id="v")
+with httpx.Client(transport=httpx.HTTPTransport(verify=False)) as client:
+    client.get({url!r} + "/v1/floor")
+job_id = "none"
+"""
+
+
 def _ours_env(url: str, scratch: Path) -> dict[str, str]:
     """A new FunctionGraph instance: credentials and endpoint set, store and topics in an empty folder."""
     return {
@@ -116,12 +166,14 @@ def _ours_env(url: str, scratch: Path) -> dict[str, str]:
         "ECS_DETACH_STORE": f"sqlite:///{scratch}/store.db",
         "ECS_DETACH_JOBS_TOPIC": f"sqlite:///{scratch}/topics.db?topic=jobs",
         "ECS_DETACH_RESULTS_TOPIC": f"sqlite:///{scratch}/topics.db?topic=results",
+        # The audit history (on by default) in the instance's folder too, not the working folder.
+        "ECS_DETACH_HISTORY": f"sqlite:///{scratch}/history.db",
     }
 
 
 def _ours_code(pair: tuple[str, str], key: str) -> str:
     event = {"server_id": pair[0], "volume_id": pair[1], "idempotency_key": key}
-    return OURS_CODE.format(event=event) + _REPORT
+    return _COUNT_COMPILED + OURS_CODE.format(event=event) + _REPORT
 
 
 def _sdk_code(url: str, pair: tuple[str, str]) -> str:
@@ -129,7 +181,7 @@ def _sdk_code(url: str, pair: tuple[str, str]) -> str:
     code = SDK_CODE.format(
         ak=DEMO_AK, sk=DEMO_SK, project=DEMO_PROJECT, url=url, server_id=server_id, volume_id=volume_id
     )
-    return code + _REPORT
+    return _COUNT_COMPILED + code + _REPORT
 
 
 def _timed(path: Path, code: str, env: dict[str, str] | None = None) -> dict[str, float]:
@@ -137,12 +189,28 @@ def _timed(path: Path, code: str, env: dict[str, str] | None = None) -> dict[str
     began = time.perf_counter()
     out = child(path, code, env)
     wall_ms = (time.perf_counter() - began) * 1000
-    return {"wall_ms": round(wall_ms, 2), "rss_mib": round(out["peak_rss_kib"] / 1024, 3)}
+    return {
+        "wall_ms": round(wall_ms, 2),
+        "rss_mib": round(out["peak_rss_kib"] / 1024, 3),
+        "compiled": len(out["compiled"]),  # modules compiled from source on the way
+    }
 
 
-def _ours_run(path: Path, url: str, pair: tuple[str, str], key: str) -> dict[str, float]:
+def _ours_run(path: Path, url: str, pair: tuple[str, str], key: str, env: dict[str, str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-cold-") as scratch:
-        return _timed(path, _ours_code(pair, key), _ours_env(url, Path(scratch)))
+        return _timed(path, _ours_code(pair, key), {**_ours_env(url, Path(scratch)), **env})
+
+
+# What the webhook routes' libraries cost when an API Gateway event first needs them: the
+# modules the router imports, after the handler itself.
+WEBHOOKS_CODE = """
+import index
+import handler.entry.webhooks, handler.security.webhook_auth
+import handler.sources.cloudevents_http, handler.sources.tickets
+"""
+WEBHOOK_LIBRARIES = ("cryptography", "cloudevents", "jmespath", "standardwebhooks")
+# Top-level module → the distribution it belongs to, where the names differ.
+DISTRIBUTIONS = {"dotenv": "python-dotenv", "_cffi_backend": "cffi", "typing_extensions": "typing-extensions"}
 
 
 def _import_times(path: Path, code: str, env: dict[str, str]) -> list[dict[str, Any]]:
@@ -171,7 +239,35 @@ def _import_times(path: Path, code: str, env: dict[str, str]) -> list[dict[str, 
                 "cumulative_ms": int(cumulative) / 1000,
             }
         )
+    # A module is reported after the modules it imported (deeper, just before it): an import is
+    # the outermost of its top-level name when the next shallower import is of another name.
+    for i, m in enumerate(imports):
+        parent = next((p for p in imports[i + 1 :] if p["depth"] < m["depth"]), None)
+        m["outermost"] = parent is None or parent["module"].split(".")[0] != m["module"].split(".")[0]
     return imports
+
+
+def _by_dependency(imports: list[dict[str, Any]], package: Path) -> list[dict[str, Any]]:
+    """Each top-level name's cost on the cold path: ``self_ms``, the sum of its own modules' own
+    import time, and ``first_import_ms``, the cumulative time of its outermost imports (its own
+    modules plus whatever they loaded first: the standard library modules it needs, other
+    dependencies it pulled in first). Names from the package folder are the dependencies (and
+    ``handler``); the standard library is one line."""
+    shipped = {path.name.removesuffix(".py") for path in package.iterdir()}
+    rows: dict[str, dict[str, Any]] = {}
+    for m in imports:
+        top = m["module"].split(".")[0]
+        name = DISTRIBUTIONS.get(top, top) if top in shipped else "(standard library)"
+        row = rows.setdefault(
+            name, {"dependency": name, "self_ms": 0.0, "first_import_ms": 0.0, "modules": 0}
+        )
+        row["self_ms"] += m["self_ms"]
+        row["modules"] += 1
+        if m["outermost"]:
+            row["first_import_ms"] += m["cumulative_ms"]
+    for row in rows.values():
+        row["self_ms"], row["first_import_ms"] = round(row["self_ms"], 1), round(row["first_import_ms"], 1)
+    return sorted(rows.values(), key=lambda row: float(row["self_ms"]), reverse=True)
 
 
 def _top(imports: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
@@ -188,65 +284,98 @@ def _calls_per_event(calls: list[dict[str, Any]], pairs: list[tuple[str, str]]) 
 
 def run(quick: bool) -> tuple[list[Figure], dict[str, Any]]:
     rounds = QUICK_ROUNDS if quick else ROUNDS
-    ours_path, sdk_path = ours_dir(), sdk_dir()
+    ours_path = ours_dir()
+    settings = {
+        READ_ONLY: (ours_path, sdk_shipped_dir(), READ_ONLY_ENV),
+        BYTECODE: (ours_path, sdk_dir(), {}),
+    }
+    webhooks_path = unpacked(package_zip(webhook_routes=True), "ours-webhooks")
     # One server with one data disk per run, so no run finds its server busy with another's job;
     # the last one is for the importtime run.
-    seed, pairs = make_seed(2 * rounds + 1, 1)
-    ours_pairs, sdk_pairs = pairs[0 : 2 * rounds : 2], pairs[1 : 2 * rounds : 2]
+    runs = 2 * len(settings) * rounds
+    seed, pairs = make_seed(runs + 1, 1)
+    fresh = iter(pairs[:runs])
     samples: list[dict[str, Any]] = []
+    samples_pairs: list[str] = []  # the side each pair went to, in order
     with Emulator(seed) as emulator:
         for i in range(rounds):
-            sides = ("ours", "sdk") if i % 2 == 0 else ("sdk", "ours")
-            for side in sides:
-                if side == "ours":
-                    measured = _ours_run(ours_path, emulator.url, ours_pairs[i], f"bench-cold-{i}")
-                else:
-                    measured = _timed(sdk_path, _sdk_code(emulator.url, sdk_pairs[i]))
-                samples.append({"round": i, "side": side, "first": side == sides[0], **measured})
-            floor = _timed(ours_path, FLOOR_CODE.format(url=emulator.url) + _REPORT)
-            samples.append({"round": i, "side": "floor", "first": False, **floor})
+            for setting, (ours, sdk, env) in settings.items():
+                sides = ("ours", "sdk") if i % 2 == 0 else ("sdk", "ours")
+                for side in sides:
+                    pair = next(fresh)
+                    samples_pairs.append(side)
+                    if side == "ours":
+                        measured = _ours_run(ours, emulator.url, pair, f"bench-cold-{setting}-{i}", env)
+                    else:
+                        measured = _timed(sdk, _sdk_code(emulator.url, pair), env)
+                    samples.append(
+                        {"round": i, "setting": setting, "side": side, "first": side == sides[0], **measured}
+                    )
+            for side, code in (("floor", FLOOR_CODE), ("floor-settings", FLOOR_SETTINGS_CODE)):
+                floor = _timed(
+                    ours_path, _COUNT_COMPILED + code.format(url=emulator.url) + _REPORT, READ_ONLY_ENV
+                )
+                samples.append({"round": i, "setting": READ_ONLY, "side": side, "first": False, **floor})
         calls = emulator.calls()["calls"]
         with tempfile.TemporaryDirectory(prefix="bench-cold-") as scratch:
-            imports = _import_times(
-                ours_path,
-                _ours_code(pairs[-1], "bench-cold-importtime"),
-                _ours_env(emulator.url, Path(scratch)),
-            )
+            env = {**_ours_env(emulator.url, Path(scratch)), **READ_ONLY_ENV}
+            imports = _import_times(ours_path, _ours_code(pairs[-1], "bench-cold-importtime"), env)
+    webhooks = _import_times(webhooks_path, WEBHOOKS_CODE, READ_ONLY_ENV)
 
-    def values(side: str, key: str) -> list[float]:
-        return [s[key] for s in samples if s["side"] == side]
+    def values(setting: str, side: str, key: str) -> list[float]:
+        return [s[key] for s in samples if s["side"] == side and s["setting"] == setting]
 
+    scenario = "1 cold start"
     figures = [
         Figure(
-            "1 cold start",
-            "wall time to first handled event",
+            scenario,
+            "read-only code, each side as shipped: wall time to first handled event",
             "ms",
-            values("ours", "wall_ms"),
-            values("sdk", "wall_ms"),
-            target=0.75,
+            values(READ_ONLY, "ours", "wall_ms"),
+            values(READ_ONLY, "sdk", "wall_ms"),
+            target=0.5,
+            headline="cold start, read-only code, each side as shipped",
         ),
         Figure(
-            "1 cold start",
-            "peak RSS",
+            scenario,
+            "both with valid bytecode: wall time to first handled event",
+            "ms",
+            values(BYTECODE, "ours", "wall_ms"),
+            values(BYTECODE, "sdk", "wall_ms"),
+            target=0.9,
+            headline="cold start, both sides with valid bytecode",
+        ),
+        Figure(
+            scenario,
+            "peak RSS at first handled event (valid bytecode)",
             "MiB",
-            values("ours", "rss_mib"),
-            values("sdk", "rss_mib"),
+            values(BYTECODE, "ours", "rss_mib"),
+            values(BYTECODE, "sdk", "rss_mib"),
             target=0.85,
+            headline="peak RSS at first handled event",
         ),
         Figure(
-            "1 cold start",
-            "the floor: pydantic + httpx alone, one call",
+            scenario,
+            "the floor: pydantic + httpx alone, one call, read-only (vs the SDK with valid bytecode)",
             "ms",
-            values("floor", "wall_ms"),
-            values("sdk", "wall_ms"),
+            values(READ_ONLY, "floor", "wall_ms"),
+            values(BYTECODE, "sdk", "wall_ms"),
             note="the least a function on this stack can cost; no target",
         ),
         Figure(
-            "1 cold start",
+            scenario,
+            "the floor with pydantic-settings, read-only (vs the SDK with valid bytecode)",
+            "ms",
+            values(READ_ONLY, "floor-settings", "wall_ms"),
+            values(BYTECODE, "sdk", "wall_ms"),
+            note="the least a function on the project's required stack can cost; no target",
+        ),
+        Figure(
+            scenario,
             "the floor: peak RSS",
             "MiB",
-            values("floor", "rss_mib"),
-            values("sdk", "rss_mib"),
+            values(READ_ONLY, "floor", "rss_mib"),
+            values(BYTECODE, "sdk", "rss_mib"),
             note="the least a function on this stack can hold; no target",
         ),
     ]
@@ -254,14 +383,32 @@ def run(quick: bool) -> tuple[list[Figure], dict[str, Any]]:
         "rounds": rounds,
         "samples": samples,
         "api_calls_per_event": {
-            "ours": _calls_per_event(calls, ours_pairs),
-            "sdk": _calls_per_event(calls, sdk_pairs),
+            side: _calls_per_event(
+                calls, [p for s, p in zip(samples_pairs, pairs, strict=False) if s == side]
+            )
+            for side in ("ours", "sdk")
+        },
+        "modules_compiled_per_cold_start": {
+            f"{setting}/{side}": statistics.median(
+                s["compiled"] for s in samples if s["side"] == side and s["setting"] == setting
+            )
+            for setting in settings
+            for side in ("ours", "sdk")
         },
         "ours_import_total_ms": round(sum(m["self_ms"] for m in imports), 1),
+        "ours_imports_by_dependency": _by_dependency(imports, ours_path),
         "ours_imports_by_cumulative": _top(imports, "cumulative_ms"),
         "ours_imports_by_self": _top(imports, "self_ms"),
+        "webhook_libraries_first_import_ms": {
+            row["dependency"]: row["first_import_ms"]
+            for row in _by_dependency(webhooks, webhooks_path)
+            if row["dependency"] in WEBHOOK_LIBRARIES
+        },
         "wall_ms_when_first": {
-            side: statistics.median(s["wall_ms"] for s in samples if s["side"] == side and s["first"])
+            f"{setting}/{side}": statistics.median(
+                s["wall_ms"] for s in samples if s["side"] == side and s["setting"] == setting and s["first"]
+            )
+            for setting in settings
             for side in ("ours", "sdk")
         },
     }

@@ -2,10 +2,12 @@
 separate process, figures with their targets, and the results file.
 
 The two sides never share a process. ``ours`` runs from the unpacked FunctionGraph code package
-(``ecs-detach package`` for the running Python), ``sdk`` from a ``pip install --target`` of the
-official SDK pinned below; each child process is started with ``python -S`` and that one folder
-first on ``sys.path``, so neither sees the other's packages or this checkout's ``.venv``. The SDK
-is installed only under ``.bench/``, never as a dependency of the project.
+(``ecs-detach package`` for the running Python, with the bytecode it ships), ``sdk`` from a
+``pip install --target`` of the official SDK pinned below (with the bytecode pip compiled), or
+from that folder zipped as it is and unpacked (``sdk_shipped_dir``). Each child process is
+started with ``python -S`` and that one folder first on ``sys.path``, so neither sees the other's
+packages or this checkout's ``.venv``. The SDK is installed only under ``.bench/``, never as a
+dependency of the project.
 """
 
 from __future__ import annotations
@@ -32,7 +34,13 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".bench"  # built environments and scratch space (git-ignored)
 RESULTS = ROOT / "bench" / "results" / "latest.json"
-SDK_REQUIREMENT = "huaweicloudsdkecs==3.1.219"  # the SDK version the emulator was checked against
+SDK_VERSION = "3.1.219"  # the SDK version the emulator was checked against
+SDK_REQUIREMENT = f"huaweicloudsdkecs=={SDK_VERSION}"
+# What a function on the SDK making our calls needs: ECS (server, detach) and EVS (volume).
+SDK_CALLS_REQUIREMENTS = (SDK_REQUIREMENT, f"huaweicloudsdkevs=={SDK_VERSION}")
+# Set for every child that stands for FunctionGraph's read-only code folder: Python then never
+# writes bytecode, as it cannot there (file modes alone do not stop root, who runs this here).
+READ_ONLY_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
 DEMO_AK = "DEMOACCESSKEY0000000"
 DEMO_SK = "demo-secret-key-for-the-local-emulator-0"
 DEMO_PROJECT = "0123456789abcdef0123456789abcdef"
@@ -43,11 +51,13 @@ PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 # ---------------------------------------------------------------- the two environments
 
 
-def sdk_dir() -> Path:
-    """The official SDK installed on its own (built once, reused while the pin is the same)."""
-    target = WORK / "sdk"
-    stamp = target / ".requirement"
-    if not (stamp.exists() and stamp.read_text() == SDK_REQUIREMENT):
+def _pip_target(name: str, requirements: Sequence[str]) -> Path:
+    """``requirements`` installed with ``pip install --target .bench/{name}`` (bytecode compiled
+    by pip, as it does by default); built once, reused while the requirements are the same."""
+    target = WORK / name
+    stamp = target / STAMP
+    wanted = " ".join(requirements)
+    if not (stamp.exists() and stamp.read_text() == wanted):
         subprocess.run(  # noqa: S603 (pip with fixed arguments)
             [
                 sys.executable,
@@ -58,32 +68,87 @@ def sdk_dir() -> Path:
                 "--upgrade",
                 "--target",
                 str(target),
-                SDK_REQUIREMENT,
+                *requirements,
             ],
             check=True,
         )
-        stamp.write_text(SDK_REQUIREMENT)
+        stamp.write_text(wanted)
     return target
 
 
-def package_zip() -> Path:
-    """The FunctionGraph code package for the running Python, built from this checkout."""
+STAMP = ".requirement"  # written by _pip_target, not part of the SDK
+
+
+def sdk_dir() -> Path:
+    """The official SDK installed on its own, its bytecode valid (pip compiled it)."""
+    return _pip_target("sdk", [SDK_REQUIREMENT])
+
+
+def sdk_calls_dir() -> Path:
+    """The SDK's ECS and EVS clients: what a function on the SDK making our calls ships."""
+    return _pip_target("sdk-calls", SDK_CALLS_REQUIREMENTS)
+
+
+def sdk_files(root: Path, *, bytecode: bool = True) -> list[Path]:
+    """The SDK's installed files: everything under ``root`` but the stamp (and the bytecode
+    unless ``bytecode``)."""
+    return sorted(
+        path
+        for path in root.rglob("*")
+        if path.is_file()
+        and path.relative_to(root).as_posix() != STAMP
+        and (bytecode or "__pycache__" not in path.parts)
+    )
+
+
+def zip_files(root: Path, files: list[Path], target: Path) -> int:
+    """``files`` (under ``root``) zipped to ``target`` with deflate level 9; its size in bytes."""
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for path in files:
+            archive.write(path, path.relative_to(root).as_posix())
+    return target.stat().st_size
+
+
+def sdk_zip() -> Path:
+    """The SDK as one would ship it: the ``pip install --target`` folder zipped as it is."""
+    target = WORK / "sdk.zip"
+    root = sdk_dir()
+    if not target.exists() or target.stat().st_mtime < (root / STAMP).stat().st_mtime:
+        zip_files(root, sdk_files(root), target)
+    return target
+
+
+def package_zip(*, webhook_routes: bool = False) -> Path:
+    """The FunctionGraph code package for the running Python, built from this checkout (default
+    extras, or with the webhook routes' extra)."""
     from handler.local.package import build_package  # noqa: PLC0415 (needs the dev extras)
 
-    return build_package(PYTHON_VERSION, WORK / "dist").path
+    out = WORK / ("dist-webhooks" if webhook_routes else "dist")
+    return build_package(PYTHON_VERSION, out, webhook_routes=webhook_routes, wheelhouse=WORK / "wheels").path
 
 
-def ours_dir() -> Path:
-    """The FunctionGraph code package, unpacked as the platform does (rebuilt every run)."""
-    target = WORK / "ours"
-    archive = package_zip()
+def unpacked(archive: Path, name: str) -> Path:
+    """``archive`` unpacked into ``.bench/{name}`` as the platform unpacks it (afresh; the files
+    get the time of unpacking, so bytecode checked against timestamps no longer matches), with
+    every file and folder made read-only."""
+    target = WORK / name
     if target.exists():
+        subprocess.run(["chmod", "-R", "u+w", str(target)], check=True)  # noqa: S603, S607
         subprocess.run(["rm", "-rf", str(target)], check=True)  # noqa: S603, S607
     with zipfile.ZipFile(archive) as zipped:
         zipped.extractall(target)
-    # Compile once, as a warm platform image would have: both sides then start from .pyc files.
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(target)], check=True)  # noqa: S603
+    subprocess.run(["chmod", "-R", "a-w", str(target)], check=True)  # noqa: S603, S607
     return target
+
+
+def ours_dir() -> Path:
+    """The FunctionGraph code package as shipped (default extras, its bytecode), unpacked."""
+    return unpacked(package_zip(), "ours")
+
+
+def sdk_shipped_dir() -> Path:
+    """The SDK as shipped (``sdk_zip``), unpacked the same way as ours."""
+    return unpacked(sdk_zip(), "sdk-shipped")
 
 
 def child_command(path: Path, code: str, *, flags: Sequence[str] = (), args: Sequence[str] = ()) -> list[str]:
@@ -245,6 +310,9 @@ class Figure:
     baseline: list[float] = field(default_factory=list)
     baseline_name: str = "SDK"
     target: float | None = None
+    # The row of issue 17's target table this figure answers (empty: none); docs/performance.md
+    # gives the floor and what meeting it would take for each one missed.
+    headline: str = ""
     higher_is_better: bool = False
     note: str = ""
 
@@ -316,6 +384,24 @@ def table(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
+def targets_table(figures: list[Figure]) -> str:
+    """Issue 17's target table: one row per headline figure, measured in this run."""
+    lines = [
+        "| figure | ours | baseline | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f in figures:
+        if not f.headline:
+            continue
+        base = f"{_fmt(f.baseline_median)} {f.unit} ({f.baseline_name})" if f.baseline else "–"
+        met = {True: "yes", False: "**no**", None: "–"}[f.met]
+        ratio = f"{_fmt(f.ratio)}×"
+        lines.append(
+            f"| {f.headline} | {_fmt(f.median)} {f.unit} | {base} | {ratio} | ≤ {f.target:g}× | {met} |"
+        )
+    return "\n".join(lines)
+
+
 def machine() -> dict[str, Any]:
     """Where the figures were measured."""
     import importlib.metadata  # noqa: PLC0415
@@ -349,6 +435,19 @@ def write_results(figures: list[Figure], extra: dict[str, Any], path: Path = RES
     data = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
+        "targets": [
+            {
+                "headline": f.headline,
+                "ours": f.median,
+                "baseline": f.baseline_median,
+                "unit": f.unit,
+                "ratio": f.ratio,
+                "target": f.target,
+                "met": f.met,
+            }
+            for f in figures
+            if f.headline
+        ],
         "figures": [f.as_dict() for f in figures],
         "details": extra,
         "table": table(figures),

@@ -48,7 +48,7 @@ REQUESTER_KEYS = ("credential", "reporter", "receiver", "requested_by")
 class ApprovalRules(BaseModel):
     """With ``mode=rules``: a request waits for an approval when any of these matches."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     force: bool = Field(default=False, description="A force detach (delete_flag=1)")
     shared_disk: bool = Field(
@@ -74,7 +74,7 @@ class ApprovalRules(BaseModel):
 
 
 class ApprovalPolicy(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     mode: Literal["never", "always", "rules"] = "never"
     rules: ApprovalRules = Field(default_factory=ApprovalRules)
@@ -162,7 +162,7 @@ class ApprovalState(str, Enum):
 class Preview(BaseModel):
     """What the cloud said just before the request was kept for an approval."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     server_name: str | None
     server_status: str
@@ -180,7 +180,7 @@ class Approval(BaseModel):
     """A request waiting for (or decided by) a person: kept durably, published as
     ``ecs-detach.approval_requested`` on the results topic."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     id: str
     key: str = Field(description="The request's idempotency key")

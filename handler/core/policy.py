@@ -21,7 +21,7 @@ STOPPED = "SHUTOFF"
 class SafetyPolicy(BaseModel):
     """The operator's rules. Empty allowlists mean every project / server."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     allowed_projects: list[str] = Field(default_factory=list)
     allowed_servers: list[str] = Field(default_factory=list)

@@ -28,6 +28,7 @@ from handler.history.recorder import HistoryRecorder, acquire_recorder, release_
 from handler.settings import Settings
 from handler.store import Store, open_store
 from handler.store.approvals import open_book
+from handler.support.extras import webhooks_missing
 from handler.support.log import log_event
 from handler.topics import Delivery, Topic, TopicError, open_topic
 from handler.topics.push import PushTopic
@@ -59,6 +60,9 @@ class Runtime:
     @cached_property
     def router(self) -> WebhookRouter:
         """The webhook routes; built on first use (a queue-triggered function never needs them)."""
+        unserved = webhooks_missing()  # before the imports that would fail without the extra
+        if unserved is not None:
+            raise ConfigError(unserved)
         # Imported here so that a cold start of a queue-triggered function skips the adapters.
         from handler.entry._smn import SubscriptionConfirmer  # noqa: PLC0415
         from handler.entry.webhooks import WebhookRouter  # noqa: PLC0415

@@ -47,7 +47,7 @@ class DeliveryFailed(EcsDetachError):
 class ChannelConfig(BaseModel):
     """One destination (``ECS_DETACH_NOTIFY_CHANNELS`` is a JSON list of these)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True, defer_build=True)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="Unique; names the channel in logs")
     kind: Kind

@@ -127,10 +127,15 @@ def _add_package_command(commands: argparse._SubParsersAction[argparse.ArgumentP
         choices=PACKAGE_EXTRAS,
         help="add the client of a broker or store the deployment uses (repeatable)",
     )
-    # The deployment's URLs (or only their scheme, e.g. rediss://): a build that lacks the extra
-    # one of them needs is refused, instead of a function that fails on every invocation.
+    # The deployment's URLs (or only their scheme, e.g. rediss://) and triggers: the build adds
+    # the extras they need, instead of a function that fails on every invocation.
     for option, setting in PACKAGE_URL_OPTIONS.items():
-        package.add_argument(option, metavar="URL", help=f"the deployment's {setting} (checks the extras)")
+        package.add_argument(option, metavar="URL", help=f"the deployment's {setting} (adds its extra)")
+    package.add_argument(
+        "--webhook-routes",
+        action="store_true",
+        help="the function serves the webhook routes (an API Gateway trigger): adds the webhooks extra",
+    )
     package.set_defaults(run=_package)
 
 
@@ -649,7 +654,9 @@ def _package(args: argparse.Namespace) -> int:
             for option in PACKAGE_URL_OPTIONS
             if (value := getattr(args, option.removeprefix("--").replace("-", "_")))
         ]
-        report = build_package(args.python, args.out, extras=args.extra, urls=urls)
+        report = build_package(
+            args.python, args.out, extras=args.extra, urls=urls, webhook_routes=args.webhook_routes
+        )
     except PackageError as error:
         print(f"ecs-detach package: {error}", file=sys.stderr)
         return EXIT_FAILED

@@ -7,13 +7,20 @@ resolution is completed here with the target's markers (e.g. ``exceptiongroup`` 
 The wheels are installed with ``pip install --target`` and zipped with sorted entries, a fixed
 timestamp and fixed permissions: the same wheels give a byte-identical zip.
 
+The package carries bytecode: FunctionGraph's code folder is read-only, so a package without
+``.pyc`` files compiles every module it imports on every cold start. The ``.pyc`` files are
+compiled by the target CPython itself (the running one, ``python3.X`` on ``PATH`` or a pyenv
+version), as unchecked-hash files: valid whatever timestamps the unpacked files get, never
+rewritten. Without that interpreter the package ships no bytecode, and the report says so.
+
 Versions come from ``package-constraints.txt`` beside this module (``CONSTRAINTS``): one set for
 every supported Python, so 3.10 and 3.12 builds get the same versions and a commit builds the
 same package next month. ``update_constraints`` (``make package-constraints``) renews it.
 
 Beside the zip goes ``{zip stem}.manifest.json``: its sha256, Python and extras, which
 infra/terraform checks against the URLs it configures. A build given the deployment's URLs
-refuses to leave out an extra they need (``handler.support.extras``).
+adds the extra each of them needs (``handler.support.extras``), and ``webhook_routes`` adds the
+``webhooks`` extra of the API Gateway trigger's routes.
 
 The package holds no web framework, CLI, emulator or build code: ``handler/local/`` (``EXCLUDED_FOLDER``)
 stays out, and a build fails if a forbidden top-level name gets in.
@@ -40,7 +47,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from handler.errors import EcsDetachError
-from handler.support.extras import EXTRA_MODULES, needs
+from handler.support.extras import EXTRA_MODULES, WEBHOOKS, needs
 
 PROJECT = "ecs-detach"
 SUPPORTED_PYTHONS = ("3.10", "3.11", "3.12")  # FunctionGraph offers 3.10 and 3.12; 3.11 builds locally
@@ -94,6 +101,7 @@ _PYPROJECT = _HANDLER_DIR.parent / "pyproject.toml"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
 _FILE_MODE = 0o100644 << 16  # regular file, rw-r--r--
 _MAX_ROUNDS = 5
+DIRECT_UPLOAD_BYTES = 10 * 1024 * 1024  # FunctionGraph's limit for a zip uploaded with the function
 
 
 class PackageError(EcsDetachError, RuntimeError):
@@ -134,6 +142,10 @@ class PackageReport:
     distributions: tuple[Pin, ...]
     import_checked: bool
     extras: tuple[str, ...]
+    added_extras: tuple[str, ...]  # not asked for, but needed by the URLs or the webhook routes
+    bytecode: Path | None  # the interpreter that compiled the .pyc files; None: no bytecode
+    compiled: int  # how many modules have a .pyc
+    bytecode_trimmed: bool  # only the detach path's modules have one: all would exceed the limit
     manifest: Path
 
 
@@ -143,27 +155,24 @@ def build_package(
     *,
     extras: Sequence[str] = (),
     urls: Sequence[tuple[str, str]] = (),
+    webhook_routes: bool = False,
     wheelhouse: Path | None = None,
 ) -> PackageReport:
     """Build ``out/ecs-detach-{version}-py{XY}.zip`` for FunctionGraph's CPython ``python``, and
     its manifest beside it.
 
     ``extras`` adds optional dependency groups (e.g. ``redis`` for a DCS store); ``urls`` are
-    the deployment's ``(option, URL)`` pairs (topics, store): a URL whose backend needs an
-    extra missing from ``extras`` is refused. ``wheelhouse`` keeps the downloaded wheels between
-    builds (a temporary folder otherwise). When ``python`` is the running version, the handler
-    module is imported from the package alone.
+    the deployment's ``(option, URL)`` pairs (topics, store): the extra a URL's backend needs is
+    added, as is the ``webhooks`` extra when the function serves the ``webhook_routes`` (an API
+    Gateway trigger). ``wheelhouse`` keeps the downloaded wheels between builds (a temporary
+    folder otherwise). The target interpreter (``find_interpreter``) compiles the bytecode.
+    When ``python`` is the running version, the handler module is imported from the package alone.
     """
     _check_python(python)
-    unmet = [need for need in needs(urls) if need.extra not in extras]
-    if unmet:
-        raise PackageError(
-            "; ".join(
-                f"{need.setting} is a {need.scheme}:// URL: the package needs the {need.extra} extra "
-                f"(add --extra {need.extra})"
-                for need in unmet
-            )
-        )
+    needed = {need.extra for need in needs(urls)} | ({WEBHOOKS} if webhook_routes else set())
+    added = tuple(sorted(needed - set(extras)))
+    extras = sorted(set(extras) | needed)
+    compiler = find_interpreter(python)
     pins = resolve(python, extras=extras)
     version = _project_version()
     out.mkdir(parents=True, exist_ok=True)
@@ -191,10 +200,11 @@ def build_package(
             raise PackageError(f"{ENTRY_FILE} would overwrite a file of a dependency")
         (staging / ENTRY_FILE).write_text(ENTRY_SOURCE)
         _check_content(staging)
+        bytecode = compile_bytecode(compiler, staging) if compiler is not None else None
         import_checked = python == _running_python()
         if import_checked:
             check_import(staging)
-        files = _write_zip(staging, target)
+        files, compiled = _fit(staging, target, bytecode)
     sha256 = hashlib.sha256(target.read_bytes()).hexdigest()
     chosen = tuple(sorted(set(extras)))
     manifest = target.with_name(target.name.removesuffix(".zip") + MANIFEST_SUFFIX)
@@ -205,6 +215,7 @@ def build_package(
                 "sha256": sha256,
                 "python": python,
                 "extras": list(chosen),
+                "bytecode": python if compiler is not None else None,
                 "distributions": [str(pin) for pin in sorted(pins, key=lambda pin: pin.name)],
             },
             indent=2,
@@ -222,6 +233,10 @@ def build_package(
         distributions=tuple(sorted(pins, key=lambda pin: pin.name)),
         import_checked=import_checked,
         extras=chosen,
+        added_extras=added,
+        bytecode=compiler,
+        compiled=compiled,
+        bytecode_trimmed=bytecode is not None and compiled < len(bytecode.detach_path) + len(bytecode.others),
         manifest=manifest,
     )
 
@@ -330,6 +345,158 @@ def check_import(package_dir: Path) -> None:
         )
 
 
+def find_interpreter(python: str) -> Path | None:
+    """A CPython ``python`` on this machine: the running one, ``python{python}`` on ``PATH``, or
+    the newest pyenv version of it (``$PYENV_ROOT``, default ``~/.pyenv``); None if none is."""
+    if python == _running_python():
+        return Path(sys.executable)
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    pyenv = sorted(
+        root.glob(f"versions/{python}.*/bin/python{python}"),
+        key=lambda path: [int(part) for part in path.parts[-3].split(".") if part.isdigit()],
+        reverse=True,
+    )
+    on_path = shutil.which(f"python{python}")
+    for candidate in [*([Path(on_path)] if on_path else []), *pyenv]:
+        if interpreter_version(candidate) == python:
+            return candidate
+    return None
+
+
+def interpreter_version(interpreter: Path) -> str | None:
+    """``major.minor`` of the CPython at ``interpreter``; None if it does not run or is not CPython."""
+    code = "import sys; print(sys.implementation.name, '%d.%d' % sys.version_info[:2])"
+    try:
+        result = subprocess.run(  # noqa: S603 - an interpreter this module found or was given
+            [str(interpreter), "-I", "-c", code], capture_output=True, text=True, check=False, timeout=60
+        )
+    except OSError:
+        return None
+    name, _, version = result.stdout.strip().partition(" ")
+    return version if result.returncode == 0 and name == "cpython" else None
+
+
+# Run by the target interpreter in the staging folder: which files the handlers import. It hands
+# one detach request to ``handler`` against a closed local port (the detach path: what a first
+# event loads, lazily loaded HTTP connection stack, store and topic included), then imports every
+# module of ``handler`` (the other triggers' and the webhook routes' modules; those needing an
+# absent extra fail and are left out). It prints its cache tag and the files of both sets: every
+# module file found, also of imports that then failed (httpcore tries its HTTP/2 modules on each
+# first connection: compiled there every cold start if they had no bytecode).
+_TRACE = """
+import importlib, importlib.machinery, json, os, pkgutil, sys, tempfile
+sys.path.insert(0, os.getcwd())
+found = set()
+class Record:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        if spec is not None and spec.origin:
+            found.add(spec.origin)
+        return None  # the usual finders load it
+sys.meta_path.insert(0, Record)
+def files():
+    return sorted(found)
+import index, handler
+with tempfile.TemporaryDirectory() as scratch:
+    os.environ.update(
+        HUAWEICLOUD_SDK_AK="TRACE", HUAWEICLOUD_SDK_SK="trace", HUAWEICLOUD_SDK_PROJECT_ID="0" * 32,
+        ECS_DETACH_ECS_ENDPOINT="http://127.0.0.1:9", ECS_DETACH_LOG_LEVEL="CRITICAL",
+        ECS_DETACH_STORE=f"sqlite:///{scratch}/store.db",
+        ECS_DETACH_JOBS_TOPIC=f"sqlite:///{scratch}/topics.db?topic=jobs",
+        ECS_DETACH_RESULTS_TOPIC=f"sqlite:///{scratch}/topics.db?topic=results",
+        ECS_DETACH_HISTORY=f"sqlite:///{scratch}/history.db",
+    )
+    try:
+        uuid = "00000000-0000-4000-8000-000000000000"
+        index.handler({"server_id": uuid, "volume_id": uuid, "idempotency_key": "trace"})
+    except Exception:
+        pass
+detach = files()
+for module in pkgutil.walk_packages(handler.__path__, "handler."):
+    try:
+        importlib.import_module(module.name)
+    except ImportError:
+        pass
+print(json.dumps([sys.implementation.cache_tag, detach, files()]))
+"""
+
+
+@dataclass(frozen=True)
+class Bytecode:
+    """The ``.pyc`` files compiled into a staging folder: all the handlers import, and the
+    subset the detach path needs (kept when the package must shrink: ``_fit``)."""
+
+    interpreter: Path
+    cache_tag: str
+    detach_path: tuple[Path, ...]
+    others: tuple[Path, ...]
+
+
+def compile_bytecode(interpreter: Path, staging: Path) -> Bytecode:
+    """The modules of ``staging`` the handlers import (``_TRACE``), compiled by ``interpreter``
+    to unchecked-hash ``.pyc`` files in ``__pycache__``: never checked against their source, so
+    valid in a read-only folder whatever timestamps the unpacked files get. Modules nothing
+    imports (pydantic.v1, anyio's async backends, …) get none: they would only make the zip
+    bigger. Recorded paths are relative to ``staging``."""
+    traced = subprocess.run(  # noqa: S603 - the target interpreter, fixed arguments
+        [str(interpreter), "-I", "-S", "-B", "-c", _TRACE],
+        cwd=staging,  # the folder is the package's: nothing is written there (-B, files in /tmp)
+        env={"PATH": os.defpath},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    if traced.returncode != 0:
+        raise PackageError(f"{interpreter} could not import the package: {traced.stderr.strip()[-2000:]}")
+    root = staging.resolve()
+    cache_tag, detach, everything = json.loads(traced.stdout.strip().splitlines()[-1])
+
+    def sources(names: list[str]) -> set[Path]:
+        return {
+            path
+            for name in names
+            if name.endswith(".py") and (path := Path(name).resolve()).is_relative_to(root)
+        }
+
+    on_path, files = sources(detach), sources(everything)
+    listing = staging.parent / "bytecode.txt"
+    listing.write_text("".join(f"{name}\n" for name in sorted(files)))
+    result = subprocess.run(  # noqa: S603 - the target interpreter, fixed arguments
+        [
+            *(str(interpreter), "-I", "-m", "compileall", "-q", "-i", str(listing)),
+            *("--invalidation-mode", "unchecked-hash", "-s", str(root)),
+        ],
+        env={"PATH": os.defpath},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        raise PackageError(f"{interpreter} could not compile the package: {result.stdout.strip()[-2000:]}")
+    return Bytecode(interpreter, cache_tag, tuple(sorted(on_path)), tuple(sorted(files - on_path)))
+
+
+def _pyc(source: Path, cache_tag: str) -> Path:
+    return source.parent / "__pycache__" / f"{source.stem}.{cache_tag}.pyc"
+
+
+def _fit(staging: Path, target: Path, bytecode: Bytecode | None) -> tuple[list[tuple[str, int]], int]:
+    """Zip ``staging`` to ``target``; if the zip is over FunctionGraph's direct upload limit,
+    again without the bytecode of the modules off the detach path (they compile at their first
+    use). The zipped files and how many modules kept their ``.pyc``."""
+    files = _write_zip(staging, target)
+    if bytecode is None:
+        return files, 0
+    if target.stat().st_size <= DIRECT_UPLOAD_BYTES or not bytecode.others:
+        return files, len(bytecode.detach_path) + len(bytecode.others)
+    for source in bytecode.others:
+        _pyc(source, bytecode.cache_tag).unlink()
+    return _write_zip(staging, target), len(bytecode.detach_path)
+
+
 def format_report(report: PackageReport) -> str:
     """The report as a person reads it at a terminal."""
     checked = (
@@ -347,6 +514,12 @@ def format_report(report: PackageReport) -> str:
         f"  size          {_size(report.zipped_bytes)} zipped, {_size(report.unzipped_bytes)} unzipped, "
         f"{report.files:,} files",
         f"  manifest      {report.manifest} (extras: {', '.join(report.extras) or 'none'})",
+        *(
+            [f"  added extras  {', '.join(report.added_extras)}: the URLs or the webhook routes need them"]
+            if report.added_extras
+            else []
+        ),
+        f"  bytecode      {_bytecode(report)}",
         f"  handlers      index.{{{', '.join(HANDLERS)}}} ({ENTRY_FILE} → {HANDLER_MODULE}): {checked}",
         f"  dependencies  {', '.join(map(str, report.distributions))}",
         "  top level",
@@ -355,6 +528,22 @@ def format_report(report: PackageReport) -> str:
         f"{sum(e.files for e in metadata):>5} files in {len(metadata)} folders",
     ]
     return "\n".join(lines)
+
+
+def _bytecode(report: PackageReport) -> str:
+    if report.bytecode is not None:
+        which = (
+            "of the detach path (with every module the handlers import, the zip would exceed "
+            f"FunctionGraph's {DIRECT_UPLOAD_BYTES // 1024 // 1024} MiB direct upload)"
+            if report.bytecode_trimmed
+            else "the handlers import"
+        )
+        return f"unchecked-hash .pyc of the {report.compiled} modules {which}, compiled by {report.bytecode}"
+    return (
+        f"none: no Python {report.python} interpreter on PATH (python{report.python}) or in pyenv; "
+        f"every cold start will compile each module it imports (the code folder is read-only). "
+        f"Install Python {report.python} (e.g. pyenv install {report.python}) and build again"
+    )
 
 
 def _check_python(python: str) -> None:
@@ -521,9 +710,7 @@ def _check_content(staging: Path) -> None:
 def _write_zip(staging: Path, target: Path) -> list[tuple[str, int]]:
     """Zip ``staging`` reproducibly; the (name, size) of each file."""
     files = sorted(
-        (path.relative_to(staging).as_posix(), path)
-        for path in staging.rglob("*")
-        if path.is_file() and "__pycache__" not in path.parts
+        (path.relative_to(staging).as_posix(), path) for path in staging.rglob("*") if path.is_file()
     )
     partial = target.with_suffix(".zip.partial")
     with zipfile.ZipFile(partial, "w") as archive:

@@ -42,7 +42,7 @@ def normal_route(path: str) -> str:
 class WebhookCredential(BaseModel):
     """A secret (a token, ``user:password``, an HMAC or ``whsec_…`` secret) and its routes."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True, defer_build=True)
 
     secret: SecretStr
     routes: tuple[str, ...] | None = None  # None: every route but poll, /approvals and /console

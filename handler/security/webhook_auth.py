@@ -112,7 +112,7 @@ class WebhookAuthConfig(BaseModel):
     entry is a plain secret (every route) or ``{"secret": …, "routes": […]}`` (see ``_scopes``)."""
 
     # A validation error must not echo the secrets it was given.
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True, defer_build=True)
 
     disabled: bool = False
     bearer_tokens: list[WebhookCredential] = Field(default_factory=list)

@@ -15,7 +15,7 @@ class LabelNames(BaseModel):
     usually, not always, the one ECS reports.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     server_id: tuple[str, ...] = Field(default=("server_id", "instance_id"), min_length=1)
     volume_id: tuple[str, ...] = ("volume_id",)

@@ -63,7 +63,7 @@ Expression = Annotated[str, AfterValidator(_compiles)]
 class TicketMapping(BaseModel):
     """How to read one ticket system's webhook; expressions are compiled once, at load."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
     description: str = ""

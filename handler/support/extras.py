@@ -1,9 +1,11 @@
 """Which optional dependency group ("extra") each backend URL needs, and whether it is installed.
 
 The broker topics and the Redis store import their client library only when a URL asks for it,
-so a package built without the matching extra fails on the first use of that URL. The package
-builder (``ecs-detach package``) refuses such a package, Terraform checks the package's manifest,
-and the FunctionGraph initializer names the missing extra instead of a ModuleNotFoundError.
+so a package built without the matching extra fails on the first use of that URL; the webhook
+routes (``WEBHOOKS``) likewise need theirs. The package builder (``ecs-detach package``) adds the
+extras the URLs it is given (and ``--webhook-routes``) need, Terraform checks the package's
+manifest, and the FunctionGraph initializer (the router, for the webhook routes) names the
+missing extra instead of a ModuleNotFoundError.
 """
 
 from __future__ import annotations
@@ -21,8 +23,17 @@ SCHEME_EXTRAS = {
     "amqp": "rabbitmq",
     "amqps": "rabbitmq",
 }
+# The extra of the HTTP webhook routes (an API Gateway trigger): SMN signatures, CloudEvents over
+# HTTP, ticket mappings, Standard Webhooks. Functions fed by other triggers never import them.
+WEBHOOKS = "webhooks"
 # Extra → the module its backend imports.
-EXTRA_MODULES = {"redis": "redis", "nats": "nats", "rabbitmq": "aio_pika", "notify": "jinja2"}
+EXTRA_MODULES = {
+    "redis": "redis",
+    "nats": "nats",
+    "rabbitmq": "aio_pika",
+    "notify": "jinja2",
+    WEBHOOKS: "cryptography",
+}
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,16 @@ def needs(urls: Iterable[tuple[str, str]]) -> list[Need]:
 def missing(urls: Iterable[tuple[str, str]]) -> list[Need]:
     """The needs of ``urls`` whose extra is not installed here."""
     return [need for need in needs(urls) if importlib.util.find_spec(EXTRA_MODULES[need.extra]) is None]
+
+
+def webhooks_missing() -> str | None:
+    """Why the webhook routes cannot be served here (their extra is not installed), or None."""
+    if importlib.util.find_spec(EXTRA_MODULES[WEBHOOKS]) is not None:
+        return None
+    return (
+        f"the webhook routes (an API Gateway trigger) need the {WEBHOOKS} extra, which this package "
+        f"lacks: ecs-detach package --webhook-routes"
+    )
 
 
 def describe(unmet: Iterable[Need]) -> str:

@@ -21,4 +21,7 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def package(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> PackageReport:
-    return build_package(RUNNING_PYTHON, tmp_path_factory.mktemp("dist"), wheelhouse=wheelhouse)
+    # With the webhook routes: test_package runs an API Gateway event from it.
+    return build_package(
+        RUNNING_PYTHON, tmp_path_factory.mktemp("dist"), webhook_routes=True, wheelhouse=wheelhouse
+    )

@@ -10,6 +10,7 @@ import shlex
 import subprocess
 import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 
 from emulator import DEMO_CREDENTIAL, EcsBackend, EmulatorConfig, create_app, load_seed
 from handler.local._serve import BackgroundServer
-from handler.local.cli import _parser, main
+from handler.local.cli import PACKAGE_URL_OPTIONS, _parser
 from handler.local.package import (
     CONSTRAINTS,
     EXCLUDED_FOLDER,
@@ -28,7 +29,9 @@ from handler.local.package import (
     PackageError,
     PackageReport,
     build_package,
+    find_interpreter,
     format_report,
+    interpreter_version,
     resolve,
 )
 from handler.support.extras import needs
@@ -77,7 +80,9 @@ def test_package_holds_the_handler_and_no_web_framework(package: PackageReport) 
     assert not [name for name in names if name.startswith(EXCLUDED_FOLDER + "/")]
     assert "handler/local/cli.py" not in names
     assert not _top_level(names) & FORBIDDEN_TOP_LEVEL
-    assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
+    compiled = [name for name in names if name.endswith(".pyc")]
+    assert f"handler/entry/__pycache__/functiongraph.{sys.implementation.cache_tag}.pyc" in compiled
+    assert not [name for name in compiled if "/v1/" in name], "pydantic.v1 is never imported: no bytecode"
     assert not [name for name in names if name.startswith("bin/")]
     for distribution in ("httpx", "pydantic", "pydantic_core", "cryptography", "cloudevents"):
         assert distribution in _top_level(names), distribution
@@ -106,7 +111,7 @@ def test_report_matches_the_zip(package: PackageReport) -> None:
 
 
 def test_zip_is_reproducible(package: PackageReport, wheelhouse: Path, tmp_path: Path) -> None:
-    again = build_package(RUNNING_PYTHON, tmp_path, wheelhouse=wheelhouse)
+    again = build_package(RUNNING_PYTHON, tmp_path, webhook_routes=True, wheelhouse=wheelhouse)
     assert again.path.read_bytes() == package.path.read_bytes()
     with zipfile.ZipFile(package.path) as archive:
         infos = archive.infolist()
@@ -165,7 +170,8 @@ def test_handler_runs_from_the_package_alone(package: PackageReport, tmp_path: P
 
 def test_other_pythons_resolve_with_their_own_markers() -> None:
     for_312 = {pin.name.lower().replace("_", "-") for pin in resolve("3.12")}
-    assert {"pydantic-core", "cryptography", "httpx"} <= for_312
+    assert {"pydantic-core", "httpx"} <= for_312
+    assert "cryptography" not in for_312  # the webhooks extra's
     assert "exceptiongroup" not in for_312  # anyio needs it only before 3.11
     for_310 = {pin.name.lower().replace("_", "-") for pin in resolve("3.10")}
     assert "exceptiongroup" in for_310
@@ -176,21 +182,90 @@ def test_unsupported_python_is_refused(tmp_path: Path) -> None:
         build_package("3.9", tmp_path)
 
 
-def test_package_refuses_a_url_whose_extra_it_lacks(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The documented build without extras cannot serve a Redis delay topic: refused before
-    anything is fetched, naming the extra."""
-    code = main(
-        ["package", "--python", "3.12", "--out", str(tmp_path), "--delay-topic", "rediss://:s3cret@h:6379"]
+def test_package_adds_the_extras_its_urls_need_and_no_other(wheelhouse: Path, tmp_path: Path) -> None:
+    """A Redis delay topic without --extra redis: the build adds the extra and says so; without
+    --webhook-routes the webhooks extra stays out, and an API Gateway event names it. The
+    bytecode is unchecked-hash: a read-only code folder imports the handler compiling nothing."""
+    report = build_package(
+        RUNNING_PYTHON, tmp_path, urls=[("--delay-topic", "rediss://:s3cret@h:6379")], wheelhouse=wheelhouse
     )
-    assert code == 1
-    error = capsys.readouterr().err
-    assert "--delay-topic is a rediss:// URL: the package needs the redis extra (add --extra redis)" in error
-    assert "s3cret" not in error
-    assert list(tmp_path.iterdir()) == []
-    with pytest.raises(PackageError, match=r"--store is a redis:// URL.*--extra redis"):
-        build_package("3.12", tmp_path, extras=["rabbitmq"], urls=[("--store", "redis://h")])
+    assert report.extras == report.added_extras == ("redis",)
+    assert json.loads(report.manifest.read_text())["extras"] == ["redis"]
+    assert {"redis", "handler"} <= _top_level(_names(report.path))
+    assert not {"cryptography", "cloudevents", "jmespath", "standardwebhooks"} & _top_level(
+        _names(report.path)
+    )
+    text = format_report(report)
+    assert "added extras  redis: the URLs or the webhook routes need them" in text
+    assert "unchecked-hash .pyc" in text
+    assert "s3cret" not in text
+    unpacked = tmp_path / "code"
+    with zipfile.ZipFile(report.path) as archive:
+        archive.extractall(unpacked)
+        pyc = archive.read(f"handler/__pycache__/__init__.{sys.implementation.cache_tag}.pyc")
+    assert int.from_bytes(pyc[4:8], "little") == 0b01  # hash-based, source never checked
+    script = (  # counts the modules compiled from source (no valid .pyc), failed imports included
+        "import json, sys\n"
+        "import importlib._bootstrap_external as external\n"
+        "stale, to_code = [], external.SourceLoader.source_to_code\n"
+        "def counted(self, data, path, *, _optimize=-1):\n"
+        "    stale.append(path)\n"
+        "    return to_code(self, data, path, _optimize=_optimize)\n"
+        "external.SourceLoader.source_to_code = counted\n"
+        "import index\n"
+        "event = json.loads(sys.argv[1])\n"
+        "try:\n"
+        "    index.handler(event, None)\n"
+        "except Exception as error:\n"
+        "    print(type(error).__name__, error)\n"
+        "print(json.dumps(stale))\n"
+    )
+    # No bytecode written, as in FunctionGraph's read-only code folder.
+    env = {"PATH": os.defpath, "PYTHONPATH": str(unpacked), "PYTHONDONTWRITEBYTECODE": "1"}
+    env |= {"HUAWEICLOUD_SDK_AK": "ak"}
+    env |= {"HUAWEICLOUD_SDK_SK": "sk", "ECS_DETACH_REGION": "ap-southeast-1"}
+    env |= {"ECS_DETACH_STORE": f"sqlite:///{tmp_path}/store.db"}
+    env |= {"ECS_DETACH_JOBS_TOPIC": f"sqlite:///{tmp_path}/topics.db?topic=jobs"}
+    env |= {"ECS_DETACH_RESULTS_TOPIC": f"sqlite:///{tmp_path}/topics.db?topic=results"}
+    apig = (EVENTS / "fg-apig.json").read_text()
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", script, apig],
+        cwd=unpacked,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        "ConfigError the webhook routes (an API Gateway trigger) need the webhooks extra, which this "
+        "package lacks: ecs-detach package --webhook-routes"
+    )
+    assert json.loads(lines[-1]) == []  # every module imported (or tried) had its .pyc
+
+
+def test_the_target_interpreter_is_found_or_its_absence_said(
+    package: PackageReport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another Python than the running one comes from PATH or pyenv; without one the package has
+    no bytecode and the report says what that costs and how to fix it."""
+    other = "3.12" if RUNNING_PYTHON != "3.12" else "3.10"
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    assert find_interpreter(other) is None
+    assert find_interpreter(RUNNING_PYTHON) == Path(sys.executable)
+    real = sorted(Path.home().glob(f".pyenv/versions/{other}.*/bin/python{other}"))
+    if real:
+        link = tmp_path / "pyenv" / "versions" / f"{other}.99" / "bin" / f"python{other}"
+        link.parent.mkdir(parents=True)
+        link.symlink_to(real[-1])
+        assert find_interpreter(other) == link
+        assert interpreter_version(link) == other
+    text = format_report(replace(package, python=other, bytecode=None, compiled=0))
+    assert f"bytecode      none: no Python {other} interpreter on PATH (python{other}) or in pyenv" in text
+    assert f"pyenv install {other}" in text
 
 
 def test_manifest_lists_the_package(package: PackageReport) -> None:
@@ -198,7 +273,8 @@ def test_manifest_lists_the_package(package: PackageReport) -> None:
     assert package.manifest == package.path.with_name(package.path.stem + ".manifest.json")
     assert manifest["sha256"] == hashlib.sha256(package.path.read_bytes()).hexdigest()
     assert manifest["python"] == RUNNING_PYTHON
-    assert manifest["extras"] == []
+    assert manifest["extras"] == ["webhooks"]
+    assert manifest["bytecode"] == RUNNING_PYTHON
     assert manifest["distributions"] == [str(pin) for pin in package.distributions]
 
 
@@ -256,7 +332,8 @@ def test_initializer_names_the_missing_extra(package: PackageReport, tmp_path: P
 
 def test_the_documented_build_serves_the_example_deployment() -> None:
     """docs/deploy.md's `ecs-detach package` command, parsed by the CLI, names every extra the
-    store and delay topic of example.tfvars need (and the same Python)."""
+    store and delay topic of example.tfvars need, the webhook routes when it has an API Gateway
+    trigger (and the same Python)."""
     text = (ROOT / "docs" / "deploy.md").read_text()
     block = re.search(r"\.venv/bin/ecs-detach package (.*?)\n   ```", text, re.DOTALL)
     assert block is not None
@@ -264,5 +341,10 @@ def test_the_documented_build_serves_the_example_deployment() -> None:
     example = hcl2.loads((ROOT / "infra" / "terraform" / "example.tfvars").read_text())
     urls = [("delay_topic_url", example["delay_topic_url"].strip('"'))]
     urls.append(("store_url", example.get("store_url", '"sqlite:////tmp/ecs-detach/store.db"').strip('"')))
-    assert {need.extra for need in needs(urls)} <= set(args.extra)
+    given = [
+        (option, getattr(args, option.removeprefix("--").replace("-", "_"))) for option in PACKAGE_URL_OPTIONS
+    ]
+    added = {need.extra for need in needs([(option, url) for option, url in given if url])}
+    assert {need.extra for need in needs(urls)} <= set(args.extra) | added
+    assert args.webhook_routes == (example.get("apig_instance_id", '""') != '""')
     assert args.python == example["python_version"].strip('"')

@@ -541,6 +541,9 @@ def test_terraform_checks_the_package(redis_package: PackageReport, tmp_path: Pa
     (problem,) = _package_problems(tmp_path / "amqp", redis_package.path, amqp)
     assert "needs the rabbitmq extra" in problem
     assert "ecs-detach package --python 3.12 --extra rabbitmq" in problem
+    apig = {**redis, "apig_instance_id": "0123456789abcdef0123456789abcdef"}
+    (problem,) = _package_problems(tmp_path / "apig", redis_package.path, apig)
+    assert "API Gateway trigger needs the webhooks extra" in problem
     (problem,) = _package_problems(tmp_path / "py", redis_package.path, {**redis, "python_version": "3.10"})
     assert "built for Python 3.12, the functions run Python 3.10" in problem
     other = tmp_path / "other" / redis_package.path.name
