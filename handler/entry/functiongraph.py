@@ -1,9 +1,10 @@
 """FunctionGraph entrypoints: ``handler`` (detach), ``poll_handler`` (poll), ``flush_handler``
-(delayed continuations to SMN, on a timer), ``relay_handler`` (the outbox relay, on a timer)
-and the initializer ``init``.
+(delayed continuations to SMN, on a timer), ``relay_handler`` (the outbox relay, on a timer),
+``notify_handler`` and ``history_handler`` (on the results topic) and the initializer ``init``.
 
 The package's ``index.py`` re-exports them: configure the functions as ``index.handler``,
-``index.poll_handler``, ``index.flush_handler``, ``index.relay_handler`` and ``index.init``.
+``index.poll_handler``, ``index.flush_handler``, ``index.relay_handler``,
+``index.notify_handler``, ``index.history_handler`` and ``index.init``.
 The runtime is built once per instance and reused across invocations. Credentials: the
 function's agency (temporary AK/SK/token from the context) win over ``HUAWEICLOUD_SDK_*``; they
 rotate, so each invocation refreshes them.
@@ -268,6 +269,16 @@ def notify_handler(event: dict[str, Any], context: Context | None = None) -> dic
             report = runtime.notify(message)
             reports.append({"outcome": report.outcome, "sent": list(report.sent)})
         return {"records": reports}
+
+
+def history_handler(event: dict[str, Any], context: Context | None = None) -> dict[str, Any]:
+    """History recorder: a results-topic trigger (SMN, or DMS RabbitMQ / Kafka) whose result
+    events are recorded in ``ECS_DETACH_HISTORY`` (PostgreSQL), for deployments whose detach and
+    poll functions cannot reach the database (docs/history.md). It builds no runtime (no cloud
+    credentials, topics or store): ``handler.history.results.handler``, imported on first use."""
+    from handler.history.results import handler as record  # noqa: PLC0415 (only this function needs it)
+
+    return record(event, context)
 
 
 def flush_handler(event: dict[str, Any], context: Context | None = None) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
 import secrets
 import signal
 import sys
@@ -54,6 +55,7 @@ PACKAGE_URL_OPTIONS = {
     "--results-topic": "ECS_DETACH_RESULTS_TOPIC",
     "--delay-topic": "ECS_DETACH_DELAY_TOPIC",
     "--store": "ECS_DETACH_STORE",
+    "--history": "ECS_DETACH_HISTORY",  # when not given: the setting in the environment
 }
 
 
@@ -130,7 +132,9 @@ def _add_package_command(commands: argparse._SubParsersAction[argparse.ArgumentP
     # The deployment's URLs (or only their scheme, e.g. rediss://) and triggers: the build adds
     # the extras they need, instead of a function that fails on every invocation.
     for option, setting in PACKAGE_URL_OPTIONS.items():
-        package.add_argument(option, metavar="URL", help=f"the deployment's {setting} (adds its extra)")
+        default = f"; default: {setting} from the environment" if option == "--history" else ""
+        what = f"the deployment's {setting} (adds its extra{default})"
+        package.add_argument(option, metavar="URL", help=what)
     package.add_argument(
         "--webhook-routes",
         action="store_true",
@@ -654,6 +658,11 @@ def _package(args: argparse.Namespace) -> int:
             for option in PACKAGE_URL_OPTIONS
             if (value := getattr(args, option.removeprefix("--").replace("-", "_")))
         ]
+        # The history is the one URL a person running the build often has set already (it is
+        # also what `ecs-detach history` reads): without --history, the setting counts.
+        setting = PACKAGE_URL_OPTIONS["--history"]
+        if args.history is None and os.environ.get(setting):
+            urls.append((setting, os.environ[setting]))
         report = build_package(
             args.python, args.out, extras=args.extra, urls=urls, webhook_routes=args.webhook_routes
         )

@@ -54,8 +54,16 @@ SUPPORTED_PYTHONS = ("3.10", "3.11", "3.12")  # FunctionGraph offers 3.10 and 3.
 FUNCTIONGRAPH_PYTHONS = ("3.10", "3.12")
 PLATFORM = "manylinux2014_x86_64"
 HANDLER_MODULE = "handler.entry.functiongraph"
-# detach, poll, flush, outbox relay, notify, initializer
-HANDLERS = ("handler", "poll_handler", "flush_handler", "relay_handler", "notify_handler", "init")
+# detach, poll, flush, outbox relay, notify, history recorder, initializer
+HANDLERS = (
+    "handler",
+    "poll_handler",
+    "flush_handler",
+    "relay_handler",
+    "notify_handler",
+    "history_handler",
+    "init",
+)
 # FunctionGraph's handler is "{file}.{function}" in the code root (the console's default is
 # index.handler); whether a dotted package path is accepted is not documented, so the package
 # carries index.py, and the functions are configured as index.handler, index.poll_handler, …

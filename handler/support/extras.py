@@ -1,11 +1,11 @@
 """Which optional dependency group ("extra") each backend URL needs, and whether it is installed.
 
-The broker topics and the Redis store import their client library only when a URL asks for it,
-so a package built without the matching extra fails on the first use of that URL; the webhook
-routes (``WEBHOOKS``) likewise need theirs. The package builder (``ecs-detach package``) adds the
-extras the URLs it is given (and ``--webhook-routes``) need, Terraform checks the package's
-manifest, and the FunctionGraph initializer (the router, for the webhook routes) names the
-missing extra instead of a ModuleNotFoundError.
+The broker topics, the Redis store and the PostgreSQL history import their client library only
+when a URL asks for it, so a package built without the matching extra fails on the first use of
+that URL; the webhook routes (``WEBHOOKS``) likewise need theirs. The package builder
+(``ecs-detach package``) adds the extras the URLs it is given (and ``--webhook-routes``) need,
+Terraform checks the package's manifest, and the FunctionGraph initializer (the router, for the
+webhook routes) names the missing extra instead of a ModuleNotFoundError.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ SCHEME_EXTRAS = {
     "tls": "nats",
     "amqp": "rabbitmq",
     "amqps": "rabbitmq",
+    "postgresql": "postgres",  # the audit history (ECS_DETACH_HISTORY)
+    "postgres": "postgres",
 }
 # The extra of the HTTP webhook routes (an API Gateway trigger): SMN signatures, CloudEvents over
 # HTTP, ticket mappings, Standard Webhooks. Functions fed by other triggers never import them.
@@ -32,6 +34,7 @@ EXTRA_MODULES = {
     "nats": "nats",
     "rabbitmq": "aio_pika",
     "notify": "jinja2",
+    "postgres": "psycopg",
     WEBHOOKS: "cryptography",
 }
 

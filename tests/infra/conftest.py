@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from handler.local.package import PackageReport, build_package
+from tests.history.conftest import postgres_url  # noqa: F401 (a PostgreSQL schema of the test's own)
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"

@@ -18,10 +18,12 @@ import hcl2
 import pytest
 
 from emulator import DEMO_CREDENTIAL, EcsBackend, EmulatorConfig, create_app, load_seed
+from handler.core.models import DetachResult, Outcome, result_event
 from handler.local._serve import BackgroundServer
 from handler.local.cli import PACKAGE_URL_OPTIONS, _parser
 from handler.local.package import (
     CONSTRAINTS,
+    DIRECT_UPLOAD_BYTES,
     EXCLUDED_FOLDER,
     FORBIDDEN_TOP_LEVEL,
     HANDLER_MODULE,
@@ -36,6 +38,7 @@ from handler.local.package import (
 )
 from handler.support.extras import needs
 from tests.infra.conftest import ROOT, RUNNING_PYTHON
+from tests.support import WEB1, WEB1_DATA
 
 pytestmark = pytest.mark.slow
 
@@ -348,3 +351,103 @@ def test_the_documented_build_serves_the_example_deployment() -> None:
     assert {need.extra for need in needs(urls)} <= set(args.extra) | added
     assert args.webhook_routes == (example.get("apig_instance_id", '""') != '""')
     assert args.python == example["python_version"].strip('"')
+
+
+# Runs in the target interpreter with only the unpacked package on sys.path: the packaged
+# psycopg (its binary build, libpq inside the wheel) records the SMN trigger's result events
+# through index.history_handler into the real PostgreSQL, twice, and reads them back.
+HISTORY_SCRIPT = """
+import json, sys
+assert "site" not in sys.modules, "site packages are visible"
+import index, psycopg
+from handler.history import Query, open_history
+event = json.loads(sys.argv[1])
+first = index.history_handler(event, None)
+again = index.history_handler(event, None)
+store = open_history(sys.argv[2])
+trails = store.query(Query())
+store.close()
+print(json.dumps({
+    "python": "%d.%d" % sys.version_info[:2],
+    "psycopg": psycopg.__file__,
+    "libpq": psycopg.pq.__impl__,
+    "first": first,
+    "again": again,
+    "trails": [
+        {"outcome": t.outcome, "job_id": t.job_id, "steps": [s.event for s in t.steps]} for t in trails
+    ],
+}))
+"""
+
+
+@pytest.mark.parametrize("python", ["3.10", "3.12"])
+def test_the_postgres_package_records_result_events_in_postgresql(
+    python: str, wheelhouse: Path, tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ecs-detach package --history postgresql://…` for FunctionGraph's Pythons: the build adds
+    the postgres extra, and the target interpreter, with nothing but the unpacked zip, records a
+    result event of an SMN trigger in the real PostgreSQL through index.history_handler (once,
+    however often it comes) and reads it back with the packaged psycopg."""
+    interpreter = find_interpreter(python)
+    if interpreter is None:
+        message = f"no Python {python} interpreter (PATH or pyenv)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}, and CI=true")
+        pytest.skip(message)
+    monkeypatch.delenv("ECS_DETACH_HISTORY", raising=False)
+    args = _parser().parse_args(
+        ["package", "--python", python, "--out", str(tmp_path / "dist"), "--history", "postgresql://"]
+    )
+    assert args.history == "postgresql://"
+    report = build_package(
+        python, tmp_path / "dist", urls=[("--history", "postgresql://u:s3cret@db/h")], wheelhouse=wheelhouse
+    )
+    assert report.extras == report.added_extras == ("postgres",)
+    assert {"psycopg==3.3.9", "psycopg-binary==3.3.9"} <= {str(pin) for pin in report.distributions}
+    assert report.zipped_bytes <= DIRECT_UPLOAD_BYTES, report.zipped_bytes
+    assert "s3cret" not in format_report(report)
+    unpacked = tmp_path / "code"
+    with zipfile.ZipFile(report.path) as archive:
+        archive.extractall(unpacked)
+    result = result_event(
+        DetachResult(
+            server_id=WEB1,
+            volume_id=WEB1_DATA,
+            idempotency_key=f"pg-package-{python}",
+            outcome=Outcome.SUCCEEDED,
+            job_id="ff8080814dbd65d7014dc2a9b5bb0a49",
+            request_id="169dc146951248f0b2c047a20f723608",
+            status="SUCCESS",
+            polls=2,
+            duration_s=4.5,
+        ),
+        source="ecs-detach/poll",
+    )
+    trigger = json.loads((EVENTS / "fg-smn-trigger-cloudeye.json").read_text())
+    trigger["record"] = trigger["record"][:1]
+    trigger["record"][0]["smn"]["message"] = result.model_dump_json()
+    trigger["record"][0]["smn"]["topic_urn"] = "urn:smn:ap-southeast-1:0123456789abcdef0123456789abcdef:r"
+    env = {"PATH": os.defpath, "PYTHONPATH": str(unpacked), "PYTHONDONTWRITEBYTECODE": "1"}
+    run = subprocess.run(
+        [str(interpreter), "-S", "-c", HISTORY_SCRIPT, json.dumps(trigger), postgres_url],
+        cwd=unpacked,
+        env={**env, "ECS_DETACH_HISTORY": postgres_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    output = json.loads(run.stdout.splitlines()[-1])
+    assert output["python"] == python
+    assert output["psycopg"].startswith(str(unpacked)), output["psycopg"]
+    assert output["libpq"] == "binary"
+    assert output["first"] == {"messages": 1, "recorded": 1}
+    assert output["again"] == {"messages": 1, "recorded": 0}  # redelivered: recorded once
+    assert output["trails"] == [
+        {
+            "outcome": "succeeded",
+            "job_id": "ff8080814dbd65d7014dc2a9b5bb0a49",
+            "steps": ["detach.accepted", "detach.result"],
+        }
+    ]
