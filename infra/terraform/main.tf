@@ -1,17 +1,18 @@
 # The detach, poll, flush and relay functions, and the agencies whose temporary credentials
-# they sign with (notify.tf: the notify function).
+# they sign with (notify.tf: the notify function; history.tf: the history recorder).
 
 locals {
   runtime = "Python${var.python_version}"
 
   # index.py at the root of the package re-exports handler/entry/functiongraph.py
   handlers = {
-    detach = "index.handler"
-    poll   = "index.poll_handler"
-    flush  = "index.flush_handler"
-    relay  = "index.relay_handler"
-    notify = "index.notify_handler"
-    init   = "index.init"
+    detach  = "index.handler"
+    poll    = "index.poll_handler"
+    flush   = "index.flush_handler"
+    relay   = "index.relay_handler"
+    notify  = "index.notify_handler"
+    history = "index.history_handler"
+    init    = "index.init"
   }
 
   # Exactly the calls the functions make (docs/security.md, handler/local/package.py IAM_ACTIONS).
@@ -57,7 +58,7 @@ locals {
 
   secret_environment = {
     ECS_DETACH_STORE                 = var.store_url
-    ECS_DETACH_HISTORY               = var.history_url
+    ECS_DETACH_HISTORY               = var.history_writer == "recorder" ? "off" : var.history_url
     ECS_DETACH_DELAY_TOPIC           = var.delay_topic_url
     ECS_DETACH_WEBHOOK_BEARER_TOKENS = jsonencode(var.webhook_bearer_tokens)
     ECS_DETACH_WEBHOOK_HMAC_SECRETS  = jsonencode(var.webhook_hmac_secrets)
@@ -86,9 +87,10 @@ resource "huaweicloud_identity_agency" "functions" {
   }
 }
 
-# Configuration agency with VPC access, only when the functions join a VPC (DMS triggers, DCS store).
+# Configuration agency with VPC access, only when the functions (DMS triggers, DCS store) or the
+# history recorder join a VPC.
 resource "huaweicloud_identity_agency" "vpc_access" {
-  count = local.use_vpc ? 1 : 0
+  count = local.use_vpc || local.use_history_recorder ? 1 : 0
 
   name                   = "${var.name_prefix}-vpc-access"
   description            = "FunctionGraph attaches the ecs-detach functions to their VPC"

@@ -53,6 +53,11 @@ output "notify_function_urn" {
   value       = local.use_notify ? huaweicloud_fgs_function.notify[0].urn : null
 }
 
+output "history_function_urn" {
+  description = "URN of the history-recorder function; null unless history_writer is recorder."
+  value       = local.use_history_recorder ? huaweicloud_fgs_function.history[0].urn : null
+}
+
 output "agency_name" {
   description = "The execution agency whose temporary credentials the functions sign with."
   value       = huaweicloud_identity_agency.functions.name

@@ -1,17 +1,20 @@
 # The code package and its manifest: `ecs-detach package` writes <zip stem>.manifest.json beside
 # the zip (its sha256, Python and extras). The plan fails before anything is created when the
-# package cannot serve this deployment: another Python, another zip, no client for the store or
-# delay topic the functions are given, or no webhooks extra behind an API Gateway trigger.
+# package cannot serve this deployment: another Python, another zip, no client for the store,
+# delay topic or history the functions are given (postgresql://: the postgres extra), or no
+# webhooks extra behind an API Gateway trigger.
 
 locals {
   # URL scheme → the package extra that serves it (handler/support/extras.py SCHEME_EXTRAS).
   scheme_extras = {
-    redis  = "redis"
-    rediss = "redis"
-    nats   = "nats"
-    tls    = "nats"
-    amqp   = "rabbitmq"
-    amqps  = "rabbitmq"
+    redis      = "redis"
+    rediss     = "redis"
+    nats       = "nats"
+    tls        = "nats"
+    amqp       = "rabbitmq"
+    amqps      = "rabbitmq"
+    postgresql = "postgres"
+    postgres   = "postgres"
   }
   package_manifest_path = "${trimsuffix(var.package_path, ".zip")}.manifest.json"
   package_manifest      = jsondecode(file(local.package_manifest_path))
@@ -20,7 +23,7 @@ locals {
   # the webhook routes, which need the webhooks extra (ecs-detach package --webhook-routes).
   package_needs = setunion(
     toset(nonsensitive(compact([
-      for url in [var.store_url, var.delay_topic_url] : lookup(local.scheme_extras, lower(split("://", url)[0]), "")
+      for url in [var.store_url, var.delay_topic_url, var.history_url] : lookup(local.scheme_extras, lower(split("://", url)[0]), "")
     ]))),
     var.apig_instance_id != "" ? ["webhooks"] : [],
   )
@@ -37,7 +40,7 @@ locals {
       "notify_channels needs the notify extra (jinja2), which the package lacks: ecs-detach package --python ${var.python_version} --extra notify",
     ],
     length(local.package_missing) == 0 ? [] : [
-      "the store, delay topic or API Gateway trigger needs the ${join(", ", local.package_missing)} extra, which the package lacks: ecs-detach package --python ${var.python_version} ${join(" ", [for extra in local.package_needs : "--extra ${extra}"])}",
+      "the store, delay topic, history or API Gateway trigger needs the ${join(", ", local.package_missing)} extra, which the package lacks: ecs-detach package --python ${var.python_version} ${join(" ", [for extra in local.package_needs : "--extra ${extra}"])}",
     ],
   )
 }

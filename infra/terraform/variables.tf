@@ -163,14 +163,47 @@ variable "store_url" {
 }
 
 variable "history_url" {
-  description = "The audit history (ECS_DETACH_HISTORY, docs/history.md): off, or sqlite:////tmp/… (per function instance, lost with it). A relative path is refused by the functions (their code folder is read-only). PostgreSQL needs a package with psycopg, which `ecs-detach package` cannot build yet."
+  description = "The audit history (ECS_DETACH_HISTORY, docs/history.md): off; postgresql://user:password@host:5432/db (RDS for PostgreSQL reachable from the functions' VPC, or from the recorder's with history_writer = \"recorder\"; the package needs the postgres extra: ecs-detach package --history postgresql://); or sqlite:////tmp/… (per function instance, lost with it). A relative path is refused by the functions (their code folder is read-only)."
   type        = string
   default     = "off"
-  sensitive   = true
+  sensitive   = true # a postgresql:// URL carries the database password
 
   validation {
-    condition     = var.history_url == "off" || can(regex("^sqlite:////tmp/", var.history_url))
-    error_message = "The history is off or sqlite:////tmp/… (the only writable folder of a function)."
+    condition     = var.history_url == "off" || can(regex("^sqlite:////tmp/", var.history_url)) || can(regex("^postgres(ql)?://[^/?#]+", var.history_url))
+    error_message = "The history is off, postgresql://user:password@host:5432/db, or sqlite:////tmp/… (the only writable folder of a function)."
+  }
+}
+
+variable "history_writer" {
+  description = "Who writes the history (docs/history.md, \"Two ways to feed it on FunctionGraph\"): functions (the detach and poll functions write every step to history_url themselves) or recorder (they keep none; a history-recorder function subscribed to the results topic records each result event in the postgresql:// history_url: for functions that cannot reach the database)."
+  type        = string
+  default     = "functions"
+
+  validation {
+    condition     = contains(["functions", "recorder"], var.history_writer)
+    error_message = "history_writer is functions or recorder."
+  }
+}
+
+variable "history_vpc_id" {
+  description = "VPC of the history-recorder function (history_writer = \"recorder\"), where the database is; empty: the functions' vpc_id."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.history_vpc_id == "" || can(regex("^[0-9a-f-]{36}$", var.history_vpc_id))
+    error_message = "The VPC ID is empty or a UUID."
+  }
+}
+
+variable "history_network_id" {
+  description = "Subnet (network ID) in history_vpc_id for the history-recorder function; required with history_vpc_id."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.history_network_id == "" || can(regex("^[0-9a-f-]{36}$", var.history_network_id))
+    error_message = "The network ID is empty or a UUID."
   }
 }
 

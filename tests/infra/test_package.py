@@ -20,7 +20,7 @@ import pytest
 from emulator import DEMO_CREDENTIAL, EcsBackend, EmulatorConfig, create_app, load_seed
 from handler.core.models import DetachResult, Outcome, result_event
 from handler.local._serve import BackgroundServer
-from handler.local.cli import PACKAGE_URL_OPTIONS, _parser
+from handler.local.cli import PACKAGE_URL_OPTIONS, _parser, main
 from handler.local.package import (
     CONSTRAINTS,
     DIRECT_UPLOAD_BYTES,
@@ -380,34 +380,45 @@ print(json.dumps({
 """
 
 
-@pytest.mark.parametrize("python", ["3.10", "3.12"])
+@pytest.mark.parametrize(("python", "given"), [("3.10", "option"), ("3.12", "setting")])
 def test_the_postgres_package_records_result_events_in_postgresql(
-    python: str, wheelhouse: Path, tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    python: str,
+    given: str,
+    tmp_path: Path,
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """`ecs-detach package --history postgresql://…` for FunctionGraph's Pythons: the build adds
-    the postgres extra, and the target interpreter, with nothing but the unpacked zip, records a
-    result event of an SMN trigger in the real PostgreSQL through index.history_handler (once,
-    however often it comes) and reads it back with the packaged psycopg."""
+    """`ecs-detach package` for FunctionGraph's Pythons with a postgresql:// history, given as
+    --history or as the ECS_DETACH_HISTORY setting: the build adds the postgres extra, and the
+    target interpreter, with nothing but the unpacked zip, records a result event of an SMN
+    trigger in the real PostgreSQL through index.history_handler (once, however often it comes)
+    and reads it back with the packaged psycopg."""
     interpreter = find_interpreter(python)
     if interpreter is None:
         message = f"no Python {python} interpreter (PATH or pyenv)"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{message}, and CI=true")
         pytest.skip(message)
-    monkeypatch.delenv("ECS_DETACH_HISTORY", raising=False)
-    args = _parser().parse_args(
-        ["package", "--python", python, "--out", str(tmp_path / "dist"), "--history", "postgresql://"]
-    )
-    assert args.history == "postgresql://"
-    report = build_package(
-        python, tmp_path / "dist", urls=[("--history", "postgresql://u:s3cret@db/h")], wheelhouse=wheelhouse
-    )
-    assert report.extras == report.added_extras == ("postgres",)
-    assert {"psycopg==3.3.9", "psycopg-binary==3.3.9"} <= {str(pin) for pin in report.distributions}
-    assert report.zipped_bytes <= DIRECT_UPLOAD_BYTES, report.zipped_bytes
-    assert "s3cret" not in format_report(report)
+    history = "postgresql://u:s3cret@db:5432/h"
+    arguments = ["package", "--python", python, "--out", str(tmp_path / "dist")]
+    if given == "option":
+        monkeypatch.setenv("ECS_DETACH_HISTORY", "off")  # the option wins over the setting
+        arguments += ["--history", history]
+    else:
+        monkeypatch.setenv("ECS_DETACH_HISTORY", history)
+    assert main(arguments) == 0
+    text = capsys.readouterr().out
+    assert "added extras  postgres: the URLs or the webhook routes need them" in text
+    assert "s3cret" not in text
+    (zipped,) = (tmp_path / "dist").glob("*.zip")
+    manifest = json.loads(zipped.with_name(zipped.stem + ".manifest.json").read_text())
+    assert manifest["extras"] == ["postgres"]
+    assert manifest["bytecode"] == python
+    assert {"psycopg==3.3.9", "psycopg-binary==3.3.9"} <= set(manifest["distributions"])
+    assert zipped.stat().st_size <= DIRECT_UPLOAD_BYTES, zipped.stat().st_size
     unpacked = tmp_path / "code"
-    with zipfile.ZipFile(report.path) as archive:
+    with zipfile.ZipFile(zipped) as archive:
         archive.extractall(unpacked)
     result = result_event(
         DetachResult(
