@@ -97,6 +97,7 @@ class Evaluator:
             "local": self.local,
             "length": len,
             "contains": lambda collection, item: item in collection,
+            "startswith": lambda text, prefix: text.startswith(prefix),
             "keys": list,
             "nonsensitive": lambda value: value,
             "null": None,
@@ -159,11 +160,13 @@ def test_every_trigger_points_at_an_existing_function() -> None:
         "huaweicloud_fgs_function_trigger.flush_timer": "flush",
         "huaweicloud_fgs_function_trigger.relay_timer": "relay",
         "huaweicloud_fgs_function_trigger.notify_results": "notify",
+        "huaweicloud_fgs_function_trigger.history_results": "history",
         "huaweicloud_fgs_function_trigger.kafka": "detach",
         "huaweicloud_fgs_function_trigger.rabbitmq": "detach",
         "huaweicloud_fgs_async_invoke_configuration.poll": "poll",
         "huaweicloud_fgs_async_invoke_configuration.detach": "detach",
         "huaweicloud_fgs_async_invoke_configuration.notify": "notify",
+        "huaweicloud_fgs_async_invoke_configuration.history": "history",
         "huaweicloud_apig_api.webhooks": "detach",
     }
 
@@ -202,6 +205,9 @@ def test_handler_names_exist_in_the_package(package: PackageReport) -> None:
         function = CONFIG.resource(f"huaweicloud_fgs_function.{name}")
         assert function["handler"] == f"${{local.handlers.{name}}}"
         assert function["initializer_handler"] == "${local.handlers.init}"
+    history = CONFIG.resource("huaweicloud_fgs_function.history")
+    assert history["handler"] == "${local.handlers.history}"
+    assert "initializer_handler" not in history  # it builds no runtime: nothing to initialize
     with zipfile.ZipFile(package.path) as archive:
         for dotted in handlers.values():
             module, _, attribute = dotted.rpartition(".")
@@ -294,6 +300,7 @@ def test_variables_are_described_and_validated() -> None:
         "kafka_password",
         "rabbitmq_password",
         "notify_channels",
+        "history_url",  # postgresql://user:password@…
     ):
         assert CONFIG.variables[secret].get("sensitive") is True, secret
 
@@ -305,6 +312,7 @@ def test_outputs() -> None:
         "results_topic_urn",
         "dead_letter_topic_urn",
         "notify_function_urn",
+        "history_function_urn",
     ):
         assert CONFIG.outputs[name].get("description"), name
     assert "sl_domain" in CONFIG.locals["debugging_domain"]
@@ -478,6 +486,15 @@ def _variable_errors(tmp_path: Path, values: Mapping[str, str], var_file: Path |
             "unique",
         ),
         ({"notify_outcomes": '["sent"]'}, "The outcomes are"),
+        ({"history_url": "postgresql://ecs:pw@rds.internal:5432/ecs_detach?sslmode=verify-full"}, None),
+        ({"history_url": "postgres://rds.internal/ecs_detach"}, None),
+        ({"history_url": "sqlite:////tmp/ecs-detach/history.db"}, None),
+        ({"history_url": "postgresql:///ecs_detach"}, "The history is off, postgresql://"),
+        ({"history_url": "sqlite:///.ecs-detach/history.db"}, "The history is off, postgresql://"),
+        ({"history_url": "mysql://rds.internal/h"}, "The history is off, postgresql://"),
+        ({"history_writer": "recorder"}, None),
+        ({"history_writer": "both"}, "history_writer is functions or recorder"),
+        ({"history_vpc_id": "vpc-1"}, "The VPC ID is empty or a UUID"),
     ],
 )
 def test_terraform_validates_the_variables(
@@ -552,6 +569,14 @@ def test_terraform_checks_the_package(redis_package: PackageReport, tmp_path: Pa
     other.write_bytes(redis_package.path.read_bytes() + b"\0")
     (problem,) = _package_problems(tmp_path / "sha", other, redis)
     assert "describes another zip" in problem
+    history = {**redis, "history_url": "postgresql://ecs:pg-secret@rds.internal:5432/h"}
+    (problem,) = _package_problems(tmp_path / "history", redis_package.path, history)
+    assert "history or API Gateway trigger needs the postgres extra" in problem
+    assert "--extra postgres --extra redis" in problem
+    assert "pg-secret" not in problem
+    recorder = {**history, "history_writer": "recorder"}  # the recorder runs the same package
+    (problem,) = _package_problems(tmp_path / "recorder", redis_package.path, recorder)
+    assert "needs the postgres extra" in problem
     channels = {"notify_channels": '[{name="ops", kind="slack", url="https://hooks.slack.com/x"}]'}
     (problem,) = _package_problems(tmp_path / "notify", redis_package.path, {**redis, **channels})
     assert "notify_channels needs the notify extra" in problem
@@ -563,3 +588,49 @@ def test_terraform_checks_the_package(redis_package: PackageReport, tmp_path: Pa
 
 def test_terraform_knows_the_extras_of_every_scheme() -> None:
     assert CONFIG.locals["scheme_extras"] == SCHEME_EXTRAS
+
+
+HISTORY = "postgresql://ecs:pw@rds.internal:5432/ecs_detach"
+
+
+def test_the_history_is_written_by_the_functions_or_by_a_recorder_of_the_results_topic() -> None:
+    """history_writer = "functions" (the default): every function gets history_url and there is
+    no recorder. "recorder": the functions keep none (off), and a function subscribed to the
+    results topic gets history_url, in the database's VPC; it refuses any history but PostgreSQL."""
+    secrets = CONFIG.locals["secret_environment"]
+    assert secrets["ECS_DETACH_HISTORY"] == '${var.history_writer == "recorder" ? "off" : var.history_url}'
+    on_functions = {**REQUIRED, "history_url": HISTORY}
+    assert Evaluator(on_functions)(secrets["ECS_DETACH_HISTORY"]) == HISTORY
+    recorder = {**on_functions, "history_writer": "recorder"}
+    assert Evaluator(recorder)(secrets["ECS_DETACH_HISTORY"]) == "off"
+    history = CONFIG.resource("huaweicloud_fgs_function.history")
+    assert CONFIG.locals["handlers"]["history"] == "index.history_handler"
+    assert history["encrypted_user_data"] == "${jsonencode(local.history_secret_environment)}"
+    assert "ECS_DETACH_HISTORY = var.history_url" in CONFIG.locals["history_secret_environment"]
+    assert "local.secret_environment" in CONFIG.locals["history_secret_environment"]
+    assert history["func_code"] == "${filebase64(var.package_path)}"
+    trigger = CONFIG.resource("huaweicloud_fgs_function_trigger.history_results")
+    assert trigger["type"] == "SMN"
+    assert "huaweicloud_smn_topic.results.topic_urn" in trigger["event_data"]
+    failure = CONFIG.resource("huaweicloud_fgs_async_invoke_configuration.history")["on_failure"][0]
+    assert "huaweicloud_smn_topic.dead_letter.topic_urn" in failure["param"]
+    for address in (
+        "huaweicloud_fgs_function.history",
+        "huaweicloud_fgs_function_trigger.history_results",
+        "huaweicloud_fgs_async_invoke_configuration.history",
+    ):
+        count = CONFIG.resource(address)["count"]
+        assert Evaluator(on_functions)(count) == 0, address
+        assert Evaluator(recorder)(count) == 1, address
+    assert all(_preconditions(recorder).values())
+    assert not _preconditions({**recorder, "history_url": "off"})["huaweicloud_fgs_function.history[0]"]
+    assert not _preconditions({**recorder, "history_url": "sqlite:////tmp/h.db"})[
+        "huaweicloud_fgs_function.history[0]"
+    ]
+    # Its own VPC, where the database is; else the functions'.
+    own = {**recorder, "history_vpc_id": "00000000-0000-4000-8000-0000000000aa", "history_network_id": ""}
+    evaluate = Evaluator(own)
+    assert history["vpc_id"] == "${local.history_vpc_id}"
+    assert evaluate.local("history_vpc_id") == "00000000-0000-4000-8000-0000000000aa"
+    assert not _preconditions(own)["huaweicloud_fgs_function.history[1]"]  # its subnet is required
+    assert Evaluator(recorder).local("history_network_id") == REQUIRED["network_id"]
