@@ -54,7 +54,10 @@ locals {
     ECS_DETACH_CONNECT_TIMEOUT_S    = tostring(var.connect_timeout_s)
     ECS_DETACH_INVOCATION_TIMEOUT_S = tostring(var.detach_timeout_s)
   }
-  environment = merge(var.extra_environment, local.managed_environment)
+  # A history step waits up to 1 s for its commit (docs/history.md): an instance may be frozen
+  # as soon as it answers. extra_environment may change it.
+  default_environment = { ECS_DETACH_HISTORY_WAIT_S = "1" }
+  environment         = merge(local.default_environment, var.extra_environment, local.managed_environment)
 
   secret_environment = {
     ECS_DETACH_STORE                 = var.store_url

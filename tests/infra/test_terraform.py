@@ -189,7 +189,11 @@ def test_topics_are_wired() -> None:
         assert function["code_type"] == "zip"
         assert function["func_code"] == "${filebase64(var.package_path)}"
         assert function["runtime"] == "${local.runtime}"
-    assert CONFIG.locals["environment"] == "${merge(var.extra_environment, local.managed_environment)}"
+    assert (
+        CONFIG.locals["environment"]
+        == "${merge(local.default_environment, var.extra_environment, local.managed_environment)}"
+    )
+    assert CONFIG.locals["default_environment"] == {"ECS_DETACH_HISTORY_WAIT_S": "1"}
     assert set(CONFIG.locals["secret_environment"]) == {
         "ECS_DETACH_STORE",
         "ECS_DETACH_HISTORY",
