@@ -98,7 +98,8 @@ def _console_page(runtime: Runtime, request: Request) -> Response:
         return Response("form too large", status=413, content_type="text/plain")
     headers = {name.lower(): value for name, value in request.headers.items()}
     query = request.query_string.decode("latin-1")
-    answer = _console_once(runtime).handle(ConsoleRequest(request.method, request.path, query, headers, body))
+    incoming = ConsoleRequest(request.method, request.path, query, headers, body, request.remote_addr)
+    answer = _console_once(runtime).handle(incoming)
     content = b"" if request.method == "HEAD" else answer.body
     return Response(content, status=answer.status, headers=answer.headers, content_type=answer.content_type)
 

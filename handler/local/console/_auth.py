@@ -14,6 +14,11 @@ A form (approve, deny) carries a token: an HMAC over the viewer's identity and w
 issued, valid ``TOKEN_TTL_S``; and a POST is refused unless the browser says it comes from a
 page of the console's own origin (``Sec-Fetch-Site: same-origin``, else an ``Origin`` naming the
 host the request was sent to).
+
+Failed logins are bounded per user and per client address (``LoginThrottle``): past a few,
+a login waits, answered 429 with ``Retry-After``, and each failure is logged at WARNING
+(without the password, and without a name that is no console user's: it may be a password
+typed into the wrong field).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from collections import OrderedDict
@@ -29,6 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from handler.local.console._throttle import LoginThrottle
 from handler.security import (
     APPROVALS,
     CONSOLE,
@@ -37,6 +44,7 @@ from handler.security import (
     WebhookAuthenticator,
     check_password,
 )
+from handler.support.log import log_event
 
 REALM = "ecs-detach console"
 CHALLENGE = f'Basic realm="{REALM}", charset="UTF-8"'
@@ -55,8 +63,9 @@ class Viewer:
 
 @dataclass(frozen=True)
 class Refusal:
-    status: int  # 401 or 403
+    status: int  # 401, 403, or 429 (too many failed logins)
     reason: str
+    retry_after_s: int | None = None  # with 429
 
 
 def _basic(headers: Mapping[str, str]) -> tuple[str, str] | None:
@@ -87,25 +96,51 @@ class ConsoleAuth:
         self._secret = secret or secrets.token_bytes(32)
         self._clock = clock
         self._checked: OrderedDict[bytes, str] = OrderedDict()  # HMAC of what was sent → its hash
+        self._throttle = LoginThrottle(clock)
 
-    def viewer(self, headers: Mapping[str, str]) -> Viewer | Refusal:
+    def viewer(self, headers: Mapping[str, str], client: str | None = None) -> Viewer | Refusal:
+        """Who sent ``headers`` from the address ``client`` (None when not known)."""
         basic = _basic(headers)
-        if basic is not None and basic[0] in self._users:
-            user = self._users[basic[0]]
-            if self._password_ok(user, basic[1]):
-                return Viewer(user.name, user.approve)
-            return Refusal(401, "the console user name and password are not accepted")
+        user = self._users.get(basic[0]) if basic is not None else None
+        presented = "authorization" in headers  # a login to check (not the first, bare request)
+        if presented:
+            wait = self._throttle.retry_after_s(user.name if user is not None else None, client)
+            if wait:
+                return Refusal(429, f"too many failed logins: try again in {wait} s", wait)
+        if user is not None and basic is not None:
+            return self._person(user, basic[1], client)
         if self._disabled:
             return Viewer(None, can_approve=False)
         try:
             principal = self._authenticator.authenticate(CONSOLE, headers, b"")
         except Refused as refused:
+            if refused.status == 401 and presented:
+                self._failed(None, client)
             return Refusal(refused.status, refused.reason)
         try:
             self._authenticator.authenticate(APPROVALS, headers, b"")
         except Refused:
             return Viewer(principal.identity, can_approve=False)
         return Viewer(principal.identity, can_approve=principal.identity is not None)
+
+    def _person(self, user: ConsoleUser, password: str, client: str | None) -> Viewer | Refusal:
+        if self._password_ok(user, password):
+            self._throttle.succeeded(user.name, client)
+            return Viewer(user.name, user.approve)
+        self._failed(user.name, client)
+        return Refusal(401, "the console user name and password are not accepted")
+
+    def _failed(self, user: str | None, client: str | None) -> None:
+        by_user, by_address = self._throttle.failed(user, client)
+        log_event(
+            "console.login_failed",
+            level=logging.WARNING,
+            user=user,  # None: no console user of that name, or another credential
+            client=client,
+            user_failures=by_user,
+            address_failures=by_address,
+            retry_after_s=self._throttle.retry_after_s(user, client),
+        )
 
     def _password_ok(self, user: ConsoleUser, password: str) -> bool:
         sent = hmac.new(self._secret, f"{user.name}\0{password}".encode(), hashlib.sha256).digest()

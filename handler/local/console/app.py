@@ -75,6 +75,7 @@ class ConsoleRequest:
     query: str  # the raw query string
     headers: Mapping[str, str]  # lower-cased names
     body: bytes = b""
+    client: str | None = None  # the address the request came from (a proxy's, behind one)
 
 
 @dataclass(frozen=True)
@@ -170,13 +171,14 @@ class Console:
         refused = self._refused(request, sub, decide is not None)
         if refused is not None:
             return refused
-        viewer = self._auth.viewer(request.headers)
+        viewer = self._auth.viewer(request.headers, request.client)
         if isinstance(viewer, Refusal):
-            answer = self._error(
-                viewer.status, "Log in" if viewer.status == 401 else "Forbidden", viewer.reason
-            )
+            title = {401: "Log in", 429: "Too many failed logins"}.get(viewer.status, "Forbidden")
+            answer = self._error(viewer.status, title, viewer.reason)
             if viewer.status == 401:
                 answer.headers["WWW-Authenticate"] = CHALLENGE
+            if viewer.retry_after_s is not None:
+                answer.headers["Retry-After"] = str(viewer.retry_after_s)
             return answer
         if sub == "/static/console.css":
             headers = {**_SECURITY_HEADERS, "Cache-Control": "private, max-age=300"}
@@ -345,7 +347,10 @@ def starlette_route(console: Console, max_body_bytes: int) -> list[Route]:
                 if len(body) > max_body_bytes:
                     return Response("form too large", status_code=413, headers=dict(_SECURITY_HEADERS))
         headers = {name.lower(): value for name, value in request.headers.items()}
-        incoming = ConsoleRequest(request.method, request.url.path, request.url.query, headers, bytes(body))
+        client = request.client.host if request.client is not None else None
+        incoming = ConsoleRequest(
+            request.method, request.url.path, request.url.query, headers, bytes(body), client
+        )
         answer = await run_in_threadpool(console.handle, incoming)
         content = b"" if request.method == "HEAD" else answer.body
         return Response(

@@ -1,0 +1,146 @@
+"""Failed console logins are bounded per user and per client address: over real loopback HTTP
+against the webhook server ``up`` runs (clients at different loopback addresses, 127.0.0.x),
+and the backoff itself on a clock that moves only when told to."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from handler.local.console import _throttle
+from handler.local.console._throttle import LoginThrottle
+from handler.support.log import LOGGER_NAME
+from tests.console.conftest import PASSWORDS, Deployment
+from tests.support import FakeClock
+
+
+def client(address: str) -> httpx.Client:
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=10)
+
+
+class Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def logged() -> Iterator[list[logging.LogRecord]]:
+    """Every record of ecs-detach's logger during the test."""
+    logger, kept = logging.getLogger(LOGGER_NAME), Kept()
+    level = logger.level
+    logger.addHandler(kept)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield kept.records
+    finally:
+        logger.removeHandler(kept)
+        logger.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def first_wait(monkeypatch: pytest.MonkeyPatch) -> float:
+    """A first wait long enough that a loaded machine's slow requests stay within it."""
+    monkeypatch.setattr(_throttle, "FIRST_WAIT_S", 3.0)
+    return 3.0
+
+
+def login(at: httpx.Client, deployed: Deployment, user: str, password: str) -> httpx.Response:
+    return at.get(f"{deployed.url}/console", auth=(user, password))
+
+
+def test_guessing_a_users_password_is_slowed_without_locking_them_out(
+    deployed: Deployment, logged: list[logging.LogRecord], first_wait: float
+) -> None:
+    with client("127.0.0.1") as own, client("127.0.0.2") as attacker, client("127.0.0.3") as new_place:
+        assert login(own, deployed, "alice", PASSWORDS["alice"]).status_code == 200
+        guesses = [login(attacker, deployed, "alice", f"guess-{n}").status_code for n in range(6)]
+        assert guesses == [401] * 6  # five free, the sixth starts a wait
+        held = login(attacker, deployed, "alice", PASSWORDS["alice"])  # even the right one waits
+        assert held.status_code == 429
+        assert held.headers["retry-after"] == "3"
+        assert "too many failed logins: try again in 3 s" in held.text
+        assert held.headers["content-security-policy"]
+        # alice, where she logged in before, is not locked out by someone guessing elsewhere
+        assert login(own, deployed, "alice", PASSWORDS["alice"]).status_code == 200
+        assert login(new_place, deployed, "alice", PASSWORDS["alice"]).status_code == 429
+        time.sleep(first_wait)  # the wait is bounded: after it, the right password is checked again
+        assert login(new_place, deployed, "alice", PASSWORDS["alice"]).status_code == 200
+        # another user is not slowed by alice's wait
+        assert login(attacker, deployed, "bob", PASSWORDS["bob"]).status_code == 200
+    failed = [r for r in logged if r.getMessage() == "console.login_failed"]
+    assert len(failed) == 6
+    assert all(r.levelno == logging.WARNING for r in failed)
+    last = failed[-1].__dict__["fields"]
+    assert (last["user"], last["client"], last["user_failures"], last["retry_after_s"]) == (
+        "alice",
+        "127.0.0.2",
+        6,
+        3,
+    )
+    assert not any("guess-" in str(r.__dict__) for r in logged)  # no password in any record
+
+
+def test_an_address_that_fails_for_many_names_waits(
+    deployed: Deployment, logged: list[logging.LogRecord]
+) -> None:
+    with client("127.0.0.4") as attacker, client("127.0.0.5") as elsewhere:
+        names = ["mallory", "reader", "bob", "root", "admin", "alice", "x", "y", "z", "w", "v"]
+        answers = [login(attacker, deployed, name, "wrong-password").status_code for name in names]
+        assert answers == [401] * 11  # ten free per address, the eleventh starts a wait
+        held = login(attacker, deployed, "reader", PASSWORDS["reader"])
+        assert held.status_code == 429
+        assert held.headers["retry-after"] == "3"
+        bearer = attacker.get(f"{deployed.url}/console", headers={"Authorization": "Bearer guess"})
+        assert bearer.status_code == 429  # a guessed token waits as a guessed password does
+        assert login(elsewhere, deployed, "reader", PASSWORDS["reader"]).status_code == 200
+        assert attacker.get(f"{deployed.url}/console").status_code == 401  # asking to log in is free
+    failed = [r.__dict__["fields"] for r in logged if r.getMessage() == "console.login_failed"]
+    assert {f["user"] for f in failed} == {None, "reader", "bob", "alice"}  # unknown names are not logged
+    assert not any("mallory" in str(r.__dict__) for r in logged)
+
+
+def test_the_backoff_doubles_up_to_a_bound_and_is_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_throttle, "FIRST_WAIT_S", 1.0)
+    clock = FakeClock()
+    throttle = LoginThrottle(clock)
+    waits = []
+    for _ in range(_throttle.FREE_PER_USER + 12):
+        throttle.failed("alice", None)
+        waits.append(throttle.retry_after_s("alice", None))
+        clock.advance(throttle.retry_after_s("alice", None))  # the next attempt comes when allowed
+    free = _throttle.FREE_PER_USER
+    assert waits[:free] == [0] * free
+    assert waits[free : free + 6] == [1, 2, 4, 8, 16, 32]
+    assert max(waits) == _throttle.MAX_WAIT_S == waits[-1]  # never longer
+    clock.advance(_throttle.FORGET_S + 1)
+    throttle.failed("alice", None)
+    assert throttle.retry_after_s("alice", None) == 0  # a fresh start
+
+
+def test_a_user_known_at_an_address_is_not_held_there_and_memory_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_throttle, "FIRST_WAIT_S", 1.0)
+    clock = FakeClock()
+    throttle = LoginThrottle(clock)
+    throttle.succeeded("alice", "10.0.0.1")
+    for n in range(_throttle.FREE_PER_USER + 1):
+        throttle.failed("alice", f"10.9.0.{n}")
+    assert throttle.retry_after_s("alice", "10.0.0.1") == 0
+    assert throttle.retry_after_s("alice", "10.0.0.2") == 1
+    assert throttle.retry_after_s(None, "10.0.0.2") == 0  # the address itself did nothing
+    for n in range(_throttle.KNOWN_ADDRESSES):  # she logs in from many places: the oldest is forgotten
+        throttle.succeeded("alice", f"10.1.0.{n}")
+    assert throttle.retry_after_s("alice", "10.0.0.1") == 1
+    monkeypatch.setattr(_throttle, "MAX_KEYS", 3)
+    for n in range(5):
+        throttle.failed(None, f"10.2.0.{n}")
+    assert len(throttle._addresses._keys) == 3
