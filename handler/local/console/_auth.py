@@ -28,6 +28,7 @@ import binascii
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -49,6 +50,7 @@ from handler.support.log import log_event
 REALM = "ecs-detach console"
 CHALLENGE = f'Basic realm="{REALM}", charset="UTF-8"'
 TOKEN_TTL_S = 12 * 3600
+_DIGITS = re.compile(r"[0-9]{1,12}")  # when a form's token was issued (Unix seconds)
 _REMEMBERED = 256  # successful password checks kept (per process)
 
 
@@ -78,6 +80,14 @@ def _basic(headers: Mapping[str, str]) -> tuple[str, str] | None:
     except (binascii.Error, ValueError):  # not base64, or not UTF-8
         return None
     return (user, password) if colon else None
+
+
+def _netloc(url: str) -> str | None:
+    """The host and port of ``url``; None when it is no URL (``http://[``)."""
+    try:
+        return urlsplit(url).netloc
+    except ValueError:
+        return None
 
 
 class ConsoleAuth:
@@ -171,10 +181,12 @@ class ConsoleAuth:
         if site is not None and site != "same-origin":
             return f"a form sent from another site ({site}) is refused"
         origin = headers.get("origin")
-        if site is None and origin is not None and urlsplit(origin).netloc != headers.get("host"):
+        if site is None and origin is not None and _netloc(origin) != headers.get("host"):
             return "a form sent from another origin is refused"
         issued, _, signature = token.partition(".")
-        if not issued.isdigit() or not hmac.compare_digest(signature, self._sign(viewer, issued)):
+        expected = self._sign(viewer, issued).encode()
+        # ASCII digits only (int() takes "٣"; compare_digest refuses a str that is not ASCII)
+        if not (_DIGITS.fullmatch(issued) and hmac.compare_digest(signature.encode(), expected)):
             return "the form's token is missing or not this viewer's: reload the page"
         if not 0 <= self._clock() - int(issued) <= TOKEN_TTL_S:
             return "the form's token expired: reload the page"
