@@ -6,43 +6,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from handler.local.console import _throttle
 from handler.local.console._throttle import LoginThrottle
-from handler.support.log import LOGGER_NAME
 from tests.console.conftest import PASSWORDS, Deployment
 from tests.support import FakeClock
 
 
 def client(address: str) -> httpx.Client:
     return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=10)
-
-
-class Kept(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def logged() -> Iterator[list[logging.LogRecord]]:
-    """Every record of ecs-detach's logger during the test."""
-    logger, kept = logging.getLogger(LOGGER_NAME), Kept()
-    level = logger.level
-    logger.addHandler(kept)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield kept.records
-    finally:
-        logger.removeHandler(kept)
-        logger.setLevel(level)
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +32,7 @@ def login(at: httpx.Client, deployed: Deployment, user: str, password: str) -> h
 
 
 def test_guessing_a_users_password_is_slowed_without_locking_them_out(
-    deployed: Deployment, logged: list[logging.LogRecord], first_wait: float
+    deployed: Deployment, records: list[logging.LogRecord], first_wait: float
 ) -> None:
     with client("127.0.0.1") as own, client("127.0.0.2") as attacker, client("127.0.0.3") as new_place:
         assert login(own, deployed, "alice", PASSWORDS["alice"]).status_code == 200
@@ -75,7 +50,7 @@ def test_guessing_a_users_password_is_slowed_without_locking_them_out(
         assert login(new_place, deployed, "alice", PASSWORDS["alice"]).status_code == 200
         # another user is not slowed by alice's wait
         assert login(attacker, deployed, "bob", PASSWORDS["bob"]).status_code == 200
-    failed = [r for r in logged if r.getMessage() == "console.login_failed"]
+    failed = [r for r in records if r.getMessage() == "console.login_failed"]
     assert len(failed) == 6
     assert all(r.levelno == logging.WARNING for r in failed)
     last = failed[-1].__dict__["fields"]
@@ -85,11 +60,11 @@ def test_guessing_a_users_password_is_slowed_without_locking_them_out(
         6,
         3,
     )
-    assert not any("guess-" in str(r.__dict__) for r in logged)  # no password in any record
+    assert not any("guess-" in str(r.__dict__) for r in records)  # no password in any record
 
 
 def test_an_address_that_fails_for_many_names_waits(
-    deployed: Deployment, logged: list[logging.LogRecord]
+    deployed: Deployment, records: list[logging.LogRecord]
 ) -> None:
     with client("127.0.0.4") as attacker, client("127.0.0.5") as elsewhere:
         names = ["mallory", "reader", "bob", "root", "admin", "alice", "x", "y", "z", "w", "v"]
@@ -102,9 +77,9 @@ def test_an_address_that_fails_for_many_names_waits(
         assert bearer.status_code == 429  # a guessed token waits as a guessed password does
         assert login(elsewhere, deployed, "reader", PASSWORDS["reader"]).status_code == 200
         assert attacker.get(f"{deployed.url}/console").status_code == 401  # asking to log in is free
-    failed = [r.__dict__["fields"] for r in logged if r.getMessage() == "console.login_failed"]
+    failed = [r.__dict__["fields"] for r in records if r.getMessage() == "console.login_failed"]
     assert {f["user"] for f in failed} == {None, "reader", "bob", "alice"}  # unknown names are not logged
-    assert not any("mallory" in str(r.__dict__) for r in logged)
+    assert not any("mallory" in str(r.__dict__) for r in records)
 
 
 def test_the_backoff_doubles_up_to_a_bound_and_is_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
