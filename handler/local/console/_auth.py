@@ -30,6 +30,7 @@ import hmac
 import logging
 import re
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -106,6 +107,7 @@ class ConsoleAuth:
         self._secret = secret or secrets.token_bytes(32)
         self._clock = clock
         self._checked: OrderedDict[bytes, str] = OrderedDict()  # HMAC of what was sent → its hash
+        self._lock = threading.Lock()
         self._throttle = LoginThrottle(clock)
 
     def viewer(self, headers: Mapping[str, str], client: str | None = None) -> Viewer | Refusal:
@@ -154,14 +156,16 @@ class ConsoleAuth:
 
     def _password_ok(self, user: ConsoleUser, password: str) -> bool:
         sent = hmac.new(self._secret, f"{user.name}\0{password}".encode(), hashlib.sha256).digest()
-        if self._checked.get(sent) == user.password_hash:
-            self._checked.move_to_end(sent)
-            return True
-        if not check_password(user.password_hash, password):
+        with self._lock:  # pages are served by several threads at once
+            if self._checked.get(sent) == user.password_hash:
+                self._checked.move_to_end(sent)
+                return True
+        if not check_password(user.password_hash, password):  # (the scrypt, outside the lock)
             return False
-        self._checked[sent] = user.password_hash
-        while len(self._checked) > _REMEMBERED:
-            self._checked.popitem(last=False)
+        with self._lock:
+            self._checked[sent] = user.password_hash
+            while len(self._checked) > _REMEMBERED:
+                self._checked.popitem(last=False)
         return True
 
     # -- forms ---------------------------------------------------------------------------------

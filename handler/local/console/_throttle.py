@@ -16,6 +16,7 @@ the console they are using. An address's own wait applies to everyone at it.
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,8 +75,11 @@ class _Backoff:
 
 
 class LoginThrottle:
+    """Safe to share between threads (pages are served by several at once)."""
+
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
+        self._lock = threading.Lock()
         self._users = _Backoff(FREE_PER_USER)
         self._addresses = _Backoff(FREE_PER_ADDRESS)
         self._known: dict[str, OrderedDict[str, None]] = {}  # user → addresses they logged in from
@@ -83,16 +87,18 @@ class LoginThrottle:
     def retry_after_s(self, user: str | None, address: str | None) -> int:
         """Whole seconds before a login of ``user`` from ``address`` is checked (0: now)."""
         now = self._clock()
-        wait = self._addresses.wait_s(address, now) if address is not None else 0.0
-        if user is not None and address not in self._known.get(user, ()):
-            wait = max(wait, self._users.wait_s(user, now))
+        with self._lock:
+            wait = self._addresses.wait_s(address, now) if address is not None else 0.0
+            if user is not None and address not in self._known.get(user, ()):
+                wait = max(wait, self._users.wait_s(user, now))
         return math.ceil(wait)
 
     def failed(self, user: str | None, address: str | None) -> tuple[int, int]:
         """Count a failed login; the failures of the user and of the address so far."""
         now = self._clock()
-        by_user = self._users.fail(user, now) if user is not None else 0
-        by_address = self._addresses.fail(address, now) if address is not None else 0
+        with self._lock:
+            by_user = self._users.fail(user, now) if user is not None else 0
+            by_address = self._addresses.fail(address, now) if address is not None else 0
         return by_user, by_address
 
     def succeeded(self, user: str, address: str | None) -> None:
@@ -101,9 +107,10 @@ class LoginThrottle:
         their password elsewhere gets no new free attempts by their logging in)."""
         if address is None:
             return
-        self._addresses.clear(address)
-        known = self._known.setdefault(user, OrderedDict())
-        known[address] = None
-        known.move_to_end(address)
-        while len(known) > KNOWN_ADDRESSES:
-            known.popitem(last=False)
+        with self._lock:
+            self._addresses.clear(address)
+            known = self._known.setdefault(user, OrderedDict())
+            known[address] = None
+            known.move_to_end(address)
+            while len(known) > KNOWN_ADDRESSES:
+                known.popitem(last=False)
