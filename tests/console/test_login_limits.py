@@ -63,10 +63,12 @@ def test_guessing_a_users_password_is_slowed_without_locking_them_out(
     assert not any("guess-" in str(r.__dict__) for r in records)  # no password in any record
 
 
-def test_an_address_that_fails_for_many_names_waits(
+def test_an_address_that_fails_for_many_names_waits_but_not_who_logged_in_there(
     deployed: Deployment, records: list[logging.LogRecord]
 ) -> None:
     with client("127.0.0.4") as attacker, client("127.0.0.5") as elsewhere:
+        # bob works behind the same address (a proxy, a NAT) as whoever guesses
+        assert login(attacker, deployed, "bob", PASSWORDS["bob"]).status_code == 200
         names = ["mallory", "reader", "bob", "root", "admin", "alice", "x", "y", "z", "w", "v"]
         answers = [login(attacker, deployed, name, "wrong-password").status_code for name in names]
         assert answers == [401] * 11  # ten free per address, the eleventh starts a wait
@@ -76,6 +78,9 @@ def test_an_address_that_fails_for_many_names_waits(
         bearer = attacker.get(f"{deployed.url}/console", headers={"Authorization": "Bearer guess"})
         assert bearer.status_code == 429  # a guessed token waits as a guessed password does
         assert login(elsewhere, deployed, "reader", PASSWORDS["reader"]).status_code == 200
+        assert login(attacker, deployed, "bob", PASSWORDS["bob"]).status_code == 200  # not locked out
+        # bob's success cleared nothing: the address still holds who is not known there
+        assert login(attacker, deployed, "reader", PASSWORDS["reader"]).status_code == 429
         assert attacker.get(f"{deployed.url}/console").status_code == 401  # asking to log in is free
     failed = [r.__dict__["fields"] for r in records if r.getMessage() == "console.login_failed"]
     assert {f["user"] for f in failed} == {None, "reader", "bob", "alice"}  # unknown names are not logged
@@ -100,21 +105,31 @@ def test_the_backoff_doubles_up_to_a_bound_and_is_forgotten(monkeypatch: pytest.
     assert throttle.retry_after_s("alice", None) == 0  # a fresh start
 
 
-def test_a_user_known_at_an_address_is_not_held_there_and_memory_is_bounded(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_who_is_held_where_and_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_throttle, "FIRST_WAIT_S", 1.0)
-    clock = FakeClock()
-    throttle = LoginThrottle(clock)
-    throttle.succeeded("alice", "10.0.0.1")
-    for n in range(_throttle.FREE_PER_USER + 1):
+    throttle = LoginThrottle(FakeClock())
+    shared = "10.0.0.1"  # a proxy, a NAT: alice and bob log in from it
+    throttle.succeeded("alice", shared)
+    throttle.succeeded("bob", shared)
+    for _ in range(_throttle.FREE_PER_ADDRESS + 1):  # someone there guesses names
+        throttle.failed(None, shared)
+    assert throttle.retry_after_s(None, shared) == 1  # the guesser waits
+    assert throttle.retry_after_s("carol", shared) == 1  # so does a user never seen there
+    assert throttle.retry_after_s("alice", shared) == 0  # not the people who log in there
+    throttle.succeeded("bob", shared)
+    assert throttle.retry_after_s(None, shared) == 1  # a success clears nobody's count
+    for n in range(_throttle.FREE_PER_USER + 1):  # alice's password guessed from elsewhere
         throttle.failed("alice", f"10.9.0.{n}")
-    assert throttle.retry_after_s("alice", "10.0.0.1") == 0
-    assert throttle.retry_after_s("alice", "10.0.0.2") == 1
-    assert throttle.retry_after_s(None, "10.0.0.2") == 0  # the address itself did nothing
-    for n in range(_throttle.KNOWN_ADDRESSES):  # she logs in from many places: the oldest is forgotten
-        throttle.succeeded("alice", f"10.1.0.{n}")
-    assert throttle.retry_after_s("alice", "10.0.0.1") == 1
+    assert throttle.retry_after_s("alice", "10.0.0.2") == 1  # held where she is not known
+    assert throttle.retry_after_s(None, "10.0.0.2") == 0  # (that address itself did nothing)
+    assert throttle.retry_after_s("alice", "10.9.0.0") == 1
+    assert throttle.retry_after_s("bob", shared) == 0
+    # her free failures spent, the address's wait holds her too: a guess at her from an
+    # address she is known at is bounded by that address
+    assert throttle.retry_after_s("alice", shared) == 1
+    for n in range(_throttle.KNOWN_ADDRESSES):  # bob logs in from many places: the oldest is forgotten
+        throttle.succeeded("bob", f"10.1.0.{n}")
+    assert throttle.retry_after_s("bob", shared) == 1
     monkeypatch.setattr(_throttle, "MAX_KEYS", 3)
     for n in range(5):
         throttle.failed(None, f"10.2.0.{n}")

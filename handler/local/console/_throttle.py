@@ -5,12 +5,16 @@ a few failures are free, then each further one makes the key wait twice as long 
 (1 s, 2 s, 4 s … at most ``MAX_WAIT_S``). While a key waits, a login is answered 429 without
 its password being checked, so a wait is never extended by the attempts made during it and an
 attacker can fail at most once per wait: no lock lasts longer than ``MAX_WAIT_S`` after its
-last failure, and a key forgets its failures ``FORGET_S`` after the last one. A successful
-login clears its address's count.
+last failure, and a key forgets its failures ``FORGET_S`` after the last one (a success clears
+nothing: where people and a guesser share an address, the people's logins would otherwise
+give the guesser new free attempts).
 
-A user's wait does not apply at the addresses they last logged in from (``KNOWN_ADDRESSES``
-of them): someone guessing a person's password from elsewhere cannot lock that person out of
-the console they are using. An address's own wait applies to everyone at it.
+Where a user last logged in from (``KNOWN_ADDRESSES`` addresses) they are not held by their
+own wait, so someone guessing their password elsewhere cannot lock them out; nor by the
+address's wait while their own failures are within the free ones, so someone guessing other
+names from the same address (behind one proxy, a NAT) cannot lock them out either. A guess at
+a user from an address where they are known is bounded by that address's wait once the user's
+free failures are spent.
 """
 
 from __future__ import annotations
@@ -63,8 +67,9 @@ class _Backoff:
             self._keys.popitem(last=False)
         return failures.count
 
-    def clear(self, key: str) -> None:
-        self._keys.pop(key, None)
+    def failures(self, key: str, now: float) -> int:
+        failures = self._current(key, now)
+        return 0 if failures is None else failures.count
 
     def _current(self, key: str, now: float) -> _Failures | None:
         failures = self._keys.get(key)
@@ -88,10 +93,14 @@ class LoginThrottle:
         """Whole seconds before a login of ``user`` from ``address`` is checked (0: now)."""
         now = self._clock()
         with self._lock:
-            wait = self._addresses.wait_s(address, now) if address is not None else 0.0
-            if user is not None and address not in self._known.get(user, ()):
-                wait = max(wait, self._users.wait_s(user, now))
-        return math.ceil(wait)
+            known = user is not None and address in self._known.get(user, ())
+            waits = [0.0]
+            if user is not None and not known:
+                waits.append(self._users.wait_s(user, now))
+            clean = known and user is not None and self._users.failures(user, now) <= FREE_PER_USER
+            if address is not None and not clean:
+                waits.append(self._addresses.wait_s(address, now))
+        return math.ceil(max(waits))
 
     def failed(self, user: str | None, address: str | None) -> tuple[int, int]:
         """Count a failed login; the failures of the user and of the address so far."""
@@ -102,13 +111,10 @@ class LoginThrottle:
         return by_user, by_address
 
     def succeeded(self, user: str, address: str | None) -> None:
-        """A login of ``user`` from ``address`` was right: the address's count is cleared and
-        the address is known to be theirs. The user's count is not cleared (whoever guesses
-        their password elsewhere gets no new free attempts by their logging in)."""
+        """A login of ``user`` from ``address`` was right: the address is known to be theirs."""
         if address is None:
             return
         with self._lock:
-            self._addresses.clear(address)
             known = self._known.setdefault(user, OrderedDict())
             known[address] = None
             known.move_to_end(address)
