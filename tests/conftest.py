@@ -1,7 +1,9 @@
-"""Shared fixtures: the emulator on a real loopback port, and a runtime wired to it."""
+"""Shared fixtures: the emulator on a real loopback port, a runtime wired to it, the chat
+platforms' receiver, and a capture of every log record."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,8 @@ from handler.cloud import Credentials
 from handler.entry.runtime import Runtime, build_runtime
 from handler.local._serve import BackgroundServer
 from handler.settings import Settings
+from handler.support.log import LOGGER_NAME
+from tests.support import Receiver, receiving
 
 WEBHOOK_TOKEN = "test-webhook-token-0123456789"
 AUTH = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
@@ -69,3 +73,35 @@ def runtime(tmp_path: Path, emulator: Emulator) -> Iterator[Runtime]:
     rt = build_runtime(fast_settings(tmp_path, emulator.url), DEMO_CREDENTIALS)
     yield rt
     rt.close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """The chat platforms' incoming webhooks on loopback, recording what they are sent."""
+    with receiving() as box:
+        yield box
+
+
+@pytest.fixture
+def records() -> Iterator[list[logging.LogRecord]]:
+    """Every record logged during the test, from any logger, at any level."""
+    kept: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            kept.append(record)
+
+    handler = Keep(logging.DEBUG)
+    ours = logging.getLogger(LOGGER_NAME)
+    loggers = [logging.getLogger()] + ([] if ours.propagate else [ours])
+    ours_level = ours.level
+    ours.setLevel(logging.DEBUG)
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+    yield kept
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    ours.setLevel(ours_level)

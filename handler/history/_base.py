@@ -228,6 +228,9 @@ class HistoryStore(ABC):
             f"SELECT s.trail FROM {TABLE} s WHERE {' AND '.join(where)} "
             "ORDER BY s.at DESC, s.seq DESC LIMIT ? OFFSET ?"
         )
+        # What is searched for is made fit as what was written was (a search for text the
+        # database cannot hold finds what that text became, and is no error of the database).
+        params = [clean(value, nul=not self.holds_nul) for value in params]
         with self._transaction() as cursor:
             cursor.execute(listing, (*params, query.limit, query.offset))
             trails = [str(row[0]) for row in cursor.fetchall()]

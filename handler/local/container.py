@@ -94,11 +94,14 @@ def _console_page(runtime: Runtime, request: Request) -> Response:
     body = _read_body(runtime, request) if request.method == "POST" else b""
     if isinstance(body, Response):
         return body
-    if len(body) > runtime.settings.max_body_bytes:
-        return Response("form too large", status=413, content_type="text/plain")
-    headers = {name.lower(): value for name, value in request.headers.items()}
-    query = request.query_string.decode("latin-1")
-    answer = _console_once(runtime).handle(ConsoleRequest(request.method, request.path, query, headers, body))
+    console, limit = _console_once(runtime), runtime.settings.max_body_bytes
+    if len(body) > limit:
+        answer = console.too_large(limit)
+    else:
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        query = request.query_string.decode("latin-1")
+        incoming = ConsoleRequest(request.method, request.path, query, headers, body, request.remote_addr)
+        answer = console.handle(incoming)
     content = b"" if request.method == "HEAD" else answer.body
     return Response(content, status=answer.status, headers=answer.headers, content_type=answer.content_type)
 

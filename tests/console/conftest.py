@@ -1,5 +1,6 @@
 """A running deployment for the console's tests: the emulator (one server named with HTML in
-it), the webhook app with the console (``runtime_app``) on loopback, and a poll worker.
+it), the webhook app with the console (``runtime_app``) on loopback with the limits
+``ecs-detach up`` serves it with, and a poll worker.
 
 Approvals are asked for forced detaches only, so a test can make requests that go straight
 through and requests that wait for a person. People: alice and bob may approve, reader may
@@ -20,7 +21,7 @@ import pytest
 
 from emulator import DEMO_CREDENTIAL, EcsBackend, EmulatorConfig, create_app, load_seed
 from handler.entry.runtime import Runtime, build_runtime
-from handler.local._serve import BackgroundServer
+from handler.local._serve import BackgroundServer, ServerLimits
 from handler.local.http import runtime_app
 from handler.local.worker import Worker, poll_job
 from handler.security import hash_password
@@ -96,7 +97,8 @@ def deployment(tmp_path: Path, **overrides: Any) -> Iterator[Deployment]:
         runtime = build_runtime(settings, DEMO_CREDENTIALS)
         worker = Worker(runtime.jobs, poll_job(runtime), retry_delay_s=0.1, wait_s=0.1).start()
         try:
-            with BackgroundServer(runtime_app(runtime)) as server:
+            limits = ServerLimits.from_settings(settings)  # as `ecs-detach up` serves it
+            with BackgroundServer(runtime_app(runtime), limits=limits) as server:
                 yield Deployment(runtime, server.url, backend)
         finally:
             worker.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import TypeVar
 
@@ -103,24 +104,85 @@ def test_the_console_asks_for_a_login_and_refuses_what_does_not_verify(deployed:
     assert PASSWORDS["alice"] not in deployed.get("/console", user="alice").text
 
 
-def test_every_page_carries_a_strict_policy_and_no_script(deployed: Deployment) -> None:
-    for path in (*PAGES, "/console/request?id=nope", "/console/nowhere"):
-        answer = deployed.get(path)
-        assert answer.headers["content-security-policy"] == CSP, path
-        assert answer.headers["x-content-type-options"] == "nosniff"
-        assert answer.headers["x-frame-options"] == "DENY"
-        assert answer.headers["cache-control"] == "no-store"
-        assert "<script" not in answer.text
-        assert " style=" not in answer.text  # no inline style: the CSP would refuse it
-    for path in PAGES:
-        assert deployed.get(path).status_code == 200, path
+class Needs(HTMLParser):
+    """What a page would need the browser to allow: scripts, inline styles, event handlers,
+    and the URLs it loads or sends to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inline: list[str] = []
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style", "iframe", "object", "embed", "img", "base"):
+            self.inline.append(f"<{tag}>")
+        for name, value in attrs:
+            if name == "style" or name.startswith("on"):
+                self.inline.append(f"{tag} {name}=")
+            if name in ("href", "src", "action", "formaction", "xlink:href") and value is not None:
+                self.urls.append(value)
+
+
+def needs(page: str) -> Needs:
+    parser = Needs()
+    parser.feed(page)
+    return parser
+
+
+def test_every_answer_carries_headers_that_fit_what_the_pages_need(deployed: Deployment) -> None:
+    deployed.detach({"server_id": WEB1, "volume_id": WEB1_DATA, "idempotency_key": "t-headers"})
+    trail = trail_of(deployed, "t-headers", "succeeded")
+    approval_id = pending_approval(deployed, WEB2, WEB2_DATA, "t-headers-2")
+    alice = ("alice", PASSWORDS["alice"])
+    answers = [deployed.get(path) for path in (*PAGES, "/console/nowhere", "/console?page=0")]
+    answers += [
+        deployed.get("/console/request", params={"id": trail.id}),
+        deployed.get("/console/approvals", user="alice"),  # with its forms and their tokens
+        deployed.get("/console", user=None),  # 401
+        httpx.post(f"{deployed.url}/console", auth=alice, timeout=5),  # 405
+        httpx.request("TRACE", f"{deployed.url}/console", auth=alice, timeout=5),  # 405
+        httpx.post(f"{deployed.url}/console/approvals/{'0' * 32}", auth=alice, timeout=5),  # 415
+        httpx.post(f"{deployed.url}/console/approvals/{'0' * 32}", data={"c": "x" * 300_000}, timeout=5),
+    ]
+    assert {a.status_code for a in answers} == {200, 400, 401, 404, 405, 413, 415}
+    forms = needs(answers[-6].text)  # alice's approvals page
+    assert forms.urls.count(f"/console/approvals/{approval_id}") == 1
+    assert 'name="token"' in answers[-6].text
+    for answer in answers:
+        where = f"{answer.request.method} {answer.url} {answer.status_code}"
+        assert answer.headers["content-security-policy"] == CSP, where
+        assert answer.headers["x-content-type-options"] == "nosniff", where
+        assert answer.headers["x-frame-options"] == "DENY", where
+        assert answer.headers["referrer-policy"] == "no-referrer", where
+        assert answer.headers["cross-origin-opener-policy"] == "same-origin", where
+        assert answer.headers["cross-origin-resource-policy"] == "same-origin", where
+        assert answer.headers["cache-control"] == "no-store", where  # no page, no token is kept
+        assert answer.headers["content-type"] == "text/html; charset=utf-8", where
+        # what the policy allows is all the page needs: no script, no inline style, no image,
+        # and every link, stylesheet and form within the console
+        found = needs(answer.text)
+        assert found.inline == [], where
+        assert all(url.startswith(("/console", "?")) for url in found.urls), (where, found.urls)
+    directives = dict(d.strip().partition(" ")[::2] for d in CSP.split(";"))
+    assert directives == {
+        "default-src": "'none'",  # no script, image, font, frame or connection
+        "style-src": "'self'",  # /console/static/console.css
+        "form-action": "'self'",  # the search and the approval forms
+        "frame-ancestors": "'none'",
+        "base-uri": "'none'",
+    }
+    plots = next(a for a in answers if a.url.path == "/console/plots").text
+    assert "<svg" in plots  # drawn inline: nothing fetched
     css = deployed.get("/console/static/console.css")
     assert css.status_code == 200
-    assert css.headers["content-type"].startswith("text/css")
-    assert "script-src" not in CSP  # default-src 'none': no script runs at all
+    assert css.headers["content-type"] == "text/css; charset=utf-8"
+    assert css.headers["x-content-type-options"] == "nosniff"
+    assert css.headers["cache-control"] == "private, max-age=300"  # no token in it: kept a while
+    assert not re.search(r"url\(|@import", css.text)  # it loads nothing more
     head = httpx.head(f"{deployed.url}/console", auth=("reader", PASSWORDS["reader"]), timeout=5)
     assert head.status_code == 200
     assert head.content == b""
+    assert head.headers["content-security-policy"] == CSP
 
 
 def test_a_request_is_listed_with_its_whole_trail(deployed: Deployment) -> None:

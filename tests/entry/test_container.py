@@ -16,6 +16,7 @@ import pytest
 
 from emulator import DEMO_CREDENTIAL
 from handler.local import container
+from handler.local.console.app import CSP
 from handler.sources import parse_request
 from tests.conftest import Emulator
 from tests.support import WEB1, WEB1_DATA
@@ -95,6 +96,17 @@ def test_functions_framework_target(tmp_path: Path, emulator: Emulator) -> None:
             f"{url}/console/static/console.css", headers={"Authorization": "Bearer console-token"}, timeout=10
         )
         assert css.headers["content-type"].startswith("text/css")
+        # every method and a form too large are the console's answers, with its headers
+        reader = {"Authorization": "Bearer console-token"}
+        for method in ("TRACE", "DELETE", "OPTIONS"):
+            odd = httpx.request(method, f"{url}/console", headers=reader, timeout=10)
+            assert odd.status_code == 405, (method, odd.status_code)
+            assert odd.headers["content-security-policy"] == CSP
+        form = f"{url}/console/approvals/{'0' * 32}"
+        huge = httpx.post(form, data={"c": "x" * 300_000}, headers=reader, timeout=10)
+        assert huge.status_code == 413
+        assert huge.headers["content-security-policy"] == CSP
+        assert "form: at most 262144 bytes" in huge.text
     finally:
         server.terminate()
         server.wait(10)

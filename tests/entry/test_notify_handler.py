@@ -12,8 +12,7 @@ from handler.core.validation import InvalidInput
 from handler.entry import functiongraph
 from handler.functions.channels import DeliveryFailed
 from tests.entry.test_functiongraph import FunctionGraphContext, function_env  # noqa: F401 (fixture)
-from tests.functions.test_notify import Receiver, receiver  # noqa: F401 (fixture)
-from tests.support import WEB1, WEB1_DATA
+from tests.support import WEB1, WEB1_DATA, Receiver
 
 
 @pytest.fixture

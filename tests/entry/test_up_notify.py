@@ -8,25 +8,13 @@ import json
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from handler.local._serve import BackgroundServer
 from tests.entry.test_cli import CLI, _env, _free_port, _wait_for_http
-from tests.functions.test_notify import Receiver
-from tests.support import WEB1, WEB1_DATA
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    box = Receiver()
-    with BackgroundServer(box.app()) as server:
-        box.url = server.url
-        yield box
-    assert not box.problems, box.problems
+from tests.support import WEB1, WEB1_DATA, Receiver
 
 
 @pytest.mark.slow

@@ -23,8 +23,7 @@ from handler.local.http import runtime_app
 from handler.local.worker import Worker, notify_event, poll_job
 from tests.conftest import AUTH, DEMO_CREDENTIALS, Emulator, fast_settings
 from tests.entry.test_chat_callbacks import SLACK_SECRET, slack_click, slack_headers
-from tests.functions.test_notify import Receiver
-from tests.support import PID, WEB1, WEB1_DATA
+from tests.support import PID, WEB1, WEB1_DATA, Receiver
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -73,15 +72,6 @@ def flow(tmp_path: Path, emulator: Emulator, receiver: Receiver, **overrides: An
         for worker in workers:
             worker.stop()
         runtime.close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    box = Receiver()
-    with BackgroundServer(box.app()) as server:
-        box.url = server.url
-        yield box
-    assert not box.problems, box.problems
 
 
 @pytest.fixture

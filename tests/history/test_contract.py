@@ -295,6 +295,10 @@ def test_text_no_database_can_hold_is_kept_readable(history: HistoryStore, histo
     nul = "\x00" if history_url.startswith("sqlite") else "\ufffd"
     assert trail.steps[0].fields["reason"] == f"a{nul}b\ufffdc"
     assert trail.key == "fp-\ufffd-1"
+    # searched for as sent, it is found as it was kept; a search for such text is no error
+    assert [t.id for t in history.query(Query(key=key))] == [trail.id]
+    assert [t.id for t in history.query(Query(text="p-\ud800"))] == [trail.id]
+    assert history.query(Query(trail="\x00\ud800", text="\x00")) == []
 
 
 def test_a_trail_opens_once(history: HistoryStore) -> None:

@@ -230,6 +230,7 @@ def test_package_adds_the_extras_its_urls_need_and_no_other(wheelhouse: Path, tm
     env |= {"ECS_DETACH_STORE": f"sqlite:///{tmp_path}/store.db"}
     env |= {"ECS_DETACH_JOBS_TOPIC": f"sqlite:///{tmp_path}/topics.db?topic=jobs"}
     env |= {"ECS_DETACH_RESULTS_TOPIC": f"sqlite:///{tmp_path}/topics.db?topic=results"}
+    env |= {"ECS_DETACH_HISTORY": f"sqlite:///{tmp_path}/history.db"}
     apig = (EVENTS / "fg-apig.json").read_text()
     result = subprocess.run(
         [sys.executable, "-S", "-c", script, apig],

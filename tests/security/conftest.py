@@ -1,10 +1,8 @@
-"""Signing keys, a local CA with SMN signing certificates shaped like Huawei's, self-signed ones,
-and a capture of every log record."""
+"""Signing keys, a local CA with SMN signing certificates shaped like Huawei's, and self-signed
+ones (every log record is captured by the ``records`` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from functools import cache
 
@@ -15,7 +13,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from handler.security import HUAWEI_SMN_SUBJECT
-from handler.support.log import LOGGER_NAME
 from tests.security.support import NOW
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -131,28 +128,3 @@ def other_rsa_key() -> rsa.RSAPrivateKey:
 @pytest.fixture(scope="session")
 def ec_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
-
-
-@pytest.fixture
-def records() -> Iterator[list[logging.LogRecord]]:
-    """Every record logged during the test, from any logger, at any level."""
-    kept: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            kept.append(record)
-
-    handler = Keep(logging.DEBUG)
-    ours = logging.getLogger(LOGGER_NAME)
-    loggers = [logging.getLogger()] + ([] if ours.propagate else [ours])
-    ours_level = ours.level
-    ours.setLevel(logging.DEBUG)
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
-    yield kept
-    for logger, level in zip(loggers, levels, strict=True):
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-    ours.setLevel(ours_level)

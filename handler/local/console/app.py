@@ -39,9 +39,10 @@ from handler.support.log import log_event
 from handler.topics import TopicError
 
 if TYPE_CHECKING:
+    from starlette.datastructures import URLPath
     from starlette.requests import Request
     from starlette.responses import Response
-    from starlette.routing import Route
+    from starlette.routing import BaseRoute
 
     from handler.entry.runtime import Runtime
     from handler.functions.approvals import ApprovalDesk
@@ -49,22 +50,24 @@ if TYPE_CHECKING:
     from handler.settings import Settings
 
 PREFIX = "/console"
-CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
-)
+# What the pages need, and nothing more: the one stylesheet, forms posting to the console. No
+# script, no inline style, no image (the plots are inline SVG elements, fetched from nowhere).
+CSP = "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 _SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers without CSP level 2
     "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
+    "Cross-Origin-Opener-Policy": "same-origin",  # no other site's window keeps a handle on it
+    "Cross-Origin-Resource-Policy": "same-origin",  # no other site loads a page or the stylesheet
+    "Cache-Control": "no-store",  # pages carry form tokens and what the history holds
 }
 _HTML = "text/html; charset=utf-8"
 _FORM = "application/x-www-form-urlencoded"
 _DECIDE = re.compile(r"^/console/approvals/(?P<id>[0-9a-f]{32})$")
 _MAX_TEXT = 200
 _MAX_PAGE = 10_000
+_MAX_PARAMS = 20
 _UNAVAILABLE = (HistoryError, StoreError, TopicError)
 
 
@@ -75,6 +78,7 @@ class ConsoleRequest:
     query: str  # the raw query string
     headers: Mapping[str, str]  # lower-cased names
     body: bytes = b""
+    client: str | None = None  # the address the request came from (a proxy's, behind one)
 
 
 @dataclass(frozen=True)
@@ -170,13 +174,14 @@ class Console:
         refused = self._refused(request, sub, decide is not None)
         if refused is not None:
             return refused
-        viewer = self._auth.viewer(request.headers)
+        viewer = self._auth.viewer(request.headers, request.client)
         if isinstance(viewer, Refusal):
-            answer = self._error(
-                viewer.status, "Log in" if viewer.status == 401 else "Forbidden", viewer.reason
-            )
+            title = {401: "Log in", 429: "Too many failed logins"}.get(viewer.status, "Forbidden")
+            answer = self._error(viewer.status, title, viewer.reason)
             if viewer.status == 401:
                 answer.headers["WWW-Authenticate"] = CHALLENGE
+            if viewer.retry_after_s is not None:
+                answer.headers["Retry-After"] = str(viewer.retry_after_s)
             return answer
         if sub == "/static/console.css":
             headers = {**_SECURITY_HEADERS, "Cache-Control": "private, max-age=300"}
@@ -191,12 +196,10 @@ class Console:
         try:
             if decide is not None:
                 return self._decide(viewer, request, decide["id"])
-            return self._pages[sub](viewer, parse_qs(request.query, max_num_fields=20), self._clock())
+            return self._pages[sub](viewer, _query(request.query), self._clock())
         except InvalidInput as error:
             detail = "; ".join(f"{e.field}: {e.reason}" for e in error.errors)
             return self._error(400, "Bad request", detail, viewer)
-        except ValueError:  # parse_qs: too many fields
-            return self._error(400, "Bad request", "query: too many parameters", viewer)
         except _UNAVAILABLE as error:
             what = "the history" if isinstance(error, HistoryError) else "the store or a topic"
             log_event(
@@ -309,6 +312,10 @@ class Console:
         )
         return ConsoleResponse(status, page.encode(), headers=dict(_SECURITY_HEADERS))
 
+    def too_large(self, max_bytes: int) -> ConsoleResponse:
+        """The answer to a form larger than ``max_bytes`` (its server reads no more of it)."""
+        return self._error(413, "Form too large", f"form: at most {max_bytes} bytes")
+
     def _error(self, status: int, title: str, detail: str, viewer: Viewer | None = None) -> ConsoleResponse:
         return self._render(
             "error.html", viewer or Viewer(None, False), "", status=status, title=title, detail=detail
@@ -322,8 +329,16 @@ def _param(query: Mapping[str, list[str]], name: str, max_length: int) -> str:
     return value
 
 
+def _query(raw: str) -> dict[str, list[str]]:
+    try:
+        return parse_qs(raw, max_num_fields=_MAX_PARAMS)
+    except ValueError:  # more fields than that
+        raise _bad("query", f"too many parameters (at most {_MAX_PARAMS})") from None
+
+
 def _page_number(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= _MAX_PAGE:
+    # ASCII digits only: str.isdigit() takes "²", which int() refuses
+    if not re.fullmatch(r"[0-9]{1,5}", text) or not 1 <= int(text) <= _MAX_PAGE:
         raise _bad("page", f"a whole number from 1 to {_MAX_PAGE}")
     return int(text)
 
@@ -331,11 +346,23 @@ def _page_number(text: str) -> int:
 # -- serving it ---------------------------------------------------------------------------------
 
 
-def starlette_route(console: Console, max_body_bytes: int) -> list[Route]:
-    """The console's routes for a Starlette app."""
-    from starlette.concurrency import run_in_threadpool  # noqa: PLC0415
+def _starlette_response(request: Request, answer: ConsoleResponse) -> Response:
     from starlette.responses import Response  # noqa: PLC0415
-    from starlette.routing import Route  # noqa: PLC0415
+
+    content = b"" if request.method == "HEAD" else answer.body
+    return Response(
+        content, status_code=answer.status, headers=answer.headers, media_type=answer.content_type
+    )
+
+
+def starlette_route(console: Console, max_body_bytes: int) -> list[BaseRoute]:
+    """The console's route for a Starlette app: every path under ``/console`` (a newline in it
+    included, which Starlette's path patterns do not match) and every method, so that
+    ``Console.handle`` answers each, with the console's headers."""
+    from starlette.concurrency import run_in_threadpool  # noqa: PLC0415
+    from starlette.requests import Request  # noqa: PLC0415
+    from starlette.routing import BaseRoute, Match, NoMatchFound  # noqa: PLC0415
+    from starlette.types import Receive, Scope, Send  # noqa: PLC0415
 
     async def serve(request: Request) -> Response:
         body = bytearray()
@@ -343,14 +370,25 @@ def starlette_route(console: Console, max_body_bytes: int) -> list[Route]:
             async for chunk in request.stream():
                 body += chunk
                 if len(body) > max_body_bytes:
-                    return Response("form too large", status_code=413, headers=dict(_SECURITY_HEADERS))
+                    return _starlette_response(request, console.too_large(max_body_bytes))
         headers = {name.lower(): value for name, value in request.headers.items()}
-        incoming = ConsoleRequest(request.method, request.url.path, request.url.query, headers, bytes(body))
-        answer = await run_in_threadpool(console.handle, incoming)
-        content = b"" if request.method == "HEAD" else answer.body
-        return Response(
-            content, status_code=answer.status, headers=answer.headers, media_type=answer.content_type
+        client = request.client.host if request.client is not None else None
+        incoming = ConsoleRequest(
+            request.method, request.url.path, request.url.query, headers, bytes(body), client
         )
+        return _starlette_response(request, await run_in_threadpool(console.handle, incoming))
 
-    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-    return [Route(PREFIX, serve, methods=methods), Route(PREFIX + "/{path:path}", serve, methods=methods)]
+    class ConsoleRoute(BaseRoute):
+        def matches(self, scope: Scope) -> tuple[Match, Scope]:
+            path = str(scope.get("path", ""))
+            under = scope["type"] == "http" and (path == PREFIX or path.startswith(f"{PREFIX}/"))
+            return (Match.FULL, {}) if under else (Match.NONE, {})
+
+        def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+            raise NoMatchFound(name, path_params)
+
+        async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+            response = await serve(Request(scope, receive))
+            await response(scope, receive, send)
+
+    return [ConsoleRoute()]
