@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from handler.entry import functiongraph
 from handler.entry.runtime import Runtime, build_runtime
 from handler.history import Query, open_history
 from handler.history import results as consumer
@@ -67,7 +68,8 @@ def test_result_events_become_trails_once(functions: Runtime, recorder: str) -> 
     functions.detach(parse_request({"server_id": WEB1, "volume_id": WEB1_SYSTEM}))  # refused: no job
     bodies = result_bodies(functions, 2)
 
-    assert consumer.handler(smn_trigger(bodies)) == {"messages": 2, "recorded": 2}
+    # As FunctionGraph calls it: index.history_handler, the entry's re-export of the consumer.
+    assert functiongraph.history_handler(smn_trigger(bodies)) == {"messages": 2, "recorded": 2}
     again = {"records": [{"messages": [json.loads(body) for body in bodies]}], "trigger_type": "KAFKA"}
     assert consumer.handler(again) == {"messages": 2, "recorded": 0}  # delivered again: nothing new
 
