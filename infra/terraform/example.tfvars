@@ -17,6 +17,12 @@ delay_topic_url = "rediss://:change-me@redis.example.internal:6379/0?topic=ecs-d
 vpc_id          = "00000000-0000-4000-8000-000000000001"
 network_id      = "00000000-0000-4000-8000-000000000002"
 
+# The audit history (docs/history.md), off by default. RDS for PostgreSQL written by the
+# functions themselves (build with --history postgresql://, which adds the postgres extra):
+#   history_url = "postgresql://ecs_detach:change-me@rds.example.internal:5432/ecs_detach?sslmode=require"
+# or, when the functions cannot reach it, by a recorder of the results topic in its VPC:
+#   history_writer = "recorder", history_vpc_id = "…", history_network_id = "…"
+
 # The function's own webhook check (always on): at least one credential.
 webhook_bearer_tokens = ["change-me-to-a-random-token-of-32-characters-or-more"]
 
