@@ -3,9 +3,9 @@ start, ours against what the official SDK brings along.
 
 Ours is the FunctionGraph code package (``ecs-detach package`` for the running Python, built by
 ``bench.common.package_zip``) as shipped: default extras, with the unchecked-hash bytecode it
-carries; the zip as uploaded, and the sum of its files' sizes once unpacked. FunctionGraph caps
-a directly uploaded package at 10 MiB zipped, hence the absolute targets, for the default build
+carries; the zip as uploaded, and the sum of its files' sizes once unpacked, for the default build
 and for the build with the webhook routes' extra (``--webhook-routes``: cryptography and co.).
+FunctionGraph takes a function's zip of up to 40 MB in its console, 50 MB through its API.
 
 The SDK side is the folder ``pip install --target`` made for ``huaweicloudsdkecs`` (the SDK with
 all its dependencies, and the bytecode pip compiles by default), zipped as it is with deflate at
