@@ -173,14 +173,19 @@ class HistoryRecorder:
                 store.close()
 
     def _take(self) -> list[Step]:
-        """The next batch: waits a moment for the first step, takes what else is there."""
+        """The next batch: waits a moment for the first step, then gathers the steps that come
+        within ``_FLUSH_S`` of it (one commit for them all, not one each), unless a caller
+        waits for its step (``wait_s``) or the writer is stopping: then only what is there."""
         try:
             steps = [self._queue.get(timeout=_FLUSH_S)]
         except queue.Empty:
             return []
+        linger = self._wait_s <= 0 and not self._stopping.is_set()
+        until = time.monotonic() + _FLUSH_S
         while len(steps) < _BATCH:
             try:
-                steps.append(self._queue.get_nowait())
+                left = until - time.monotonic() if linger else 0.0
+                steps.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
             except queue.Empty:
                 break
         return steps
