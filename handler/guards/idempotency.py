@@ -104,15 +104,8 @@ class Guard:
         return Locks((f"server:{project_id}:{server_id}", f"volume:{project_id}:{volume_id}"), owner)
 
     def acquire(self, locks: Locks) -> bool:
-        """Both locks, or neither (the first is given back when the second is held by another)."""
-        taken: list[str] = []
-        for name in locks.names:
-            if not self._store.acquire(name, locks.owner, ttl_s=self._lock_ttl_s):
-                for held in taken:
-                    self._store.release_lock(held, locks.owner)
-                return False
-            taken.append(name)
-        return True
+        """Both locks, or neither (``Store.acquire_all``)."""
+        return self._store.acquire_all(locks.names, locks.owner, ttl_s=self._lock_ttl_s)
 
     def unlock(self, locks: Locks) -> None:
         for name in locks.names:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -146,6 +147,12 @@ class Store(Protocol):
     def acquire(self, name: str, owner: str, *, ttl_s: float) -> bool:
         """Hold lock ``name`` for ``owner`` for ``ttl_s`` if it is free, expired or already
         ``owner``'s (then its expiry moves); whether ``owner`` holds it now."""
+        ...
+
+    def acquire_all(self, names: Sequence[str], owner: str, *, ttl_s: float) -> bool:
+        """Every lock of ``names`` as ``acquire`` takes one, or none: when another owner holds
+        one of them, the ones taken here are given back (and False). SQLite takes them in one
+        transaction; Redis one at a time (a lock script touches one key)."""
         ...
 
     def release_lock(self, name: str, owner: str) -> bool:

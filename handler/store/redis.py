@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -447,6 +447,20 @@ class RedisStore:
         check_ttl("ttl_s", ttl_s)
         with self._redis():
             return bool(self._acquire(keys=[self._lock(name)], args=[owner, _ms(ttl_s)]))
+
+    def acquire_all(self, names: Sequence[str], owner: str, *, ttl_s: float) -> bool:
+        for name in names:
+            check_key("lock name", name)
+        check_key("owner", owner)
+        check_ttl("ttl_s", ttl_s)
+        taken: list[str] = []
+        for name in names:
+            if not self.acquire(name, owner, ttl_s=ttl_s):
+                for held in taken:
+                    self.release_lock(held, owner)
+                return False
+            taken.append(name)
+        return True
 
     def release_lock(self, name: str, owner: str) -> bool:
         check_key("lock name", name)

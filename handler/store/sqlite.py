@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -292,6 +292,24 @@ class SqliteStore:
             conn.execute(
                 "INSERT OR REPLACE INTO locks (name, owner, expires_at) VALUES (?, ?, ?)",
                 (name, owner, now + ttl_s),
+            )
+            return True
+
+    def acquire_all(self, names: Sequence[str], owner: str, *, ttl_s: float) -> bool:
+        for name in names:
+            check_key("lock name", name)
+        check_key("owner", owner)
+        check_ttl("ttl_s", ttl_s)
+        with self._transaction() as (conn, now):
+            for name in names:
+                row = conn.execute(
+                    "SELECT owner FROM locks WHERE name = ? AND expires_at > ?", (name, now)
+                ).fetchone()
+                if row is not None and row[0] != owner:
+                    return False  # nothing written: the transaction holds no change
+            conn.executemany(
+                "INSERT OR REPLACE INTO locks (name, owner, expires_at) VALUES (?, ?, ?)",
+                [(name, owner, now + ttl_s) for name in names],
             )
             return True
 

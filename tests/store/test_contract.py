@@ -275,6 +275,39 @@ def test_an_expired_lock_frees_itself(backend: Backend) -> None:
     assert store.holder("server:p:s") == "req-2"
 
 
+def test_acquire_all_takes_every_lock_or_none(backend: Backend) -> None:
+    first, second = backend.make(), backend.make()
+    assert first.acquire("volume:p:v2", "req-1", ttl_s=LONG)
+
+    assert not second.acquire_all(["server:p:s", "volume:p:v2"], "req-2", ttl_s=LONG)
+    assert second.holder("server:p:s") is None  # not left held by the refused call
+    assert second.holder("volume:p:v2") == "req-1"
+    assert second.acquire_all(["server:p:s", "volume:p:v1"], "req-2", ttl_s=LONG)
+    assert first.holder("server:p:s") == first.holder("volume:p:v1") == "req-2"
+    assert not first.acquire_all(["server:p:s"], "req-1", ttl_s=LONG)
+
+
+def test_acquire_all_is_reentrant_and_refreshes_every_lock(backend: Backend) -> None:
+    store = backend.make()
+    names = ["server:p:s", "volume:p:v"]
+    assert store.acquire_all(names, "req-1", ttl_s=0.5)
+    backend.advance(0.3)
+    assert store.acquire_all(names, "req-1", ttl_s=0.5)
+    backend.advance(0.3)  # past the first expiry, within the refreshed one
+
+    assert [store.holder(name) for name in names] == ["req-1", "req-1"]
+    assert not store.acquire_all(["volume:p:v"], "req-2", ttl_s=LONG)
+
+
+def test_acquire_all_takes_expired_locks_over(backend: Backend) -> None:
+    store = backend.make()
+    assert store.acquire_all(["server:p:s", "volume:p:v"], "req-1", ttl_s=SHORT)
+    backend.advance(PAST_SHORT)
+
+    assert store.acquire_all(["server:p:s", "volume:p:v"], "req-2", ttl_s=LONG)
+    assert store.holder("server:p:s") == store.holder("volume:p:v") == "req-2"
+
+
 @pytest.mark.parametrize("ttl", [0.0, -1.0, float("inf"), float("nan")])
 def test_ttls_must_be_positive_and_finite(store: Store, ttl: float) -> None:
     with pytest.raises(ValueError, match="seconds > 0"):
@@ -283,6 +316,8 @@ def test_ttls_must_be_positive_and_finite(store: Store, ttl: float) -> None:
         store.complete("k", {}, ttl_s=ttl)
     with pytest.raises(ValueError, match="seconds > 0"):
         store.acquire("l", "o", ttl_s=ttl)
+    with pytest.raises(ValueError, match="seconds > 0"):
+        store.acquire_all(["l"], "o", ttl_s=ttl)
 
 
 def test_keys_names_and_owners_must_not_be_empty(store: Store) -> None:
@@ -292,6 +327,8 @@ def test_keys_names_and_owners_must_not_be_empty(store: Store) -> None:
         store.begin("k", "", in_progress_ttl_s=LONG)
     with pytest.raises(ValueError, match="owner"):
         store.acquire("l", "", ttl_s=LONG)
+    with pytest.raises(ValueError, match="lock name"):
+        store.acquire_all(["l", ""], "o", ttl_s=LONG)
     with pytest.raises(ValueError, match="lock name"):
         store.holder("")
 
