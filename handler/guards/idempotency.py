@@ -62,9 +62,16 @@ class Guard:
     def store(self) -> Store:
         return self._store
 
-    def claim(self, key: str, request: DetachRequest, project_id: str) -> Claim:
+    def claim(
+        self, key: str, request: DetachRequest, project_id: str, *, resume: dict[str, Any] | None = None
+    ) -> Claim:
+        """Claim ``key``; with ``resume``, a NEW claim with no progress yet notes it resumable in
+        the same step (``Store.begin``), as ``note(key, resume, resume=True)`` would."""
         return self._store.begin(
-            key, fingerprint(request, project_id), in_progress_ttl_s=self._in_progress_ttl_s
+            key,
+            fingerprint(request, project_id),
+            in_progress_ttl_s=self._in_progress_ttl_s,
+            resume=resume,
         )
 
     def note(self, key: str, progress: dict[str, Any], *, outbox: bool = False, resume: bool = False) -> None:

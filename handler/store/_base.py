@@ -91,10 +91,23 @@ class Store(Protocol):
     Records and progress are JSON objects (``dict[str, Any]`` with JSON-serialisable values).
     """
 
-    def begin(self, key: str, fingerprint: str, *, in_progress_ttl_s: float) -> Claim:
+    def begin(
+        self,
+        key: str,
+        fingerprint: str,
+        *,
+        in_progress_ttl_s: float,
+        resume: dict[str, Any] | None = None,
+    ) -> Claim:
         """Claim ``key`` for ``in_progress_ttl_s`` unless someone holds it or completed it.
 
         A lapsed claim is taken over: ``NEW`` with the progress noted before it lapsed.
+
+        With ``resume``, a ``NEW`` claim that finds no progress noted (a fresh key, or a lapsed
+        claim that noted nothing) also notes ``resume`` as ``note(key, resume, resume=True)``
+        would: SQLite in the claim's own transaction, Redis right after it. The claim's
+        ``progress`` is still what was noted before (empty, then); with progress found, nothing
+        is noted and the caller decides what to note.
         """
         ...
 

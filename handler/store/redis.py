@@ -312,7 +312,14 @@ class RedisStore:
     def _resumable(self) -> str:
         return f"{self._prefix}resume"
 
-    def begin(self, key: str, fingerprint: str, *, in_progress_ttl_s: float) -> Claim:
+    def begin(
+        self,
+        key: str,
+        fingerprint: str,
+        *,
+        in_progress_ttl_s: float,
+        resume: dict[str, Any] | None = None,
+    ) -> Claim:
         check_key("key", key)
         check_key("fingerprint", fingerprint)
         check_ttl("in_progress_ttl_s", in_progress_ttl_s)
@@ -329,7 +336,10 @@ class RedisStore:
             return Claim(state, record=json.loads(reply[1]))
         attempt, left_ms, flat = int(reply[1]), int(reply[2]), reply[3]
         if state is ClaimState.NEW:
-            return Claim(state, progress=_progress(flat), attempt=attempt)
+            found = _progress(flat)
+            if resume is not None and not found:  # right after the claim (``Store.begin``)
+                self.note(key, resume, resume=True)
+            return Claim(state, progress=found, attempt=attempt)
         return Claim(state, progress=_progress(flat), attempt=attempt, expires_in_s=left_ms / 1000)
 
     def note(self, key: str, data: dict[str, Any], *, outbox: bool = False, resume: bool = False) -> None:

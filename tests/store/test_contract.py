@@ -529,3 +529,51 @@ def test_a_resumable_record_noted_into_the_outbox_is_taken_by_its_age(backend: B
     backend.advance(PAST_AGE)
 
     assert _take(store) == [("k", {"request": {"volume_id": "k"}, "job_id": "job-k"}, 2)]
+
+
+def test_a_fresh_claim_notes_its_resume_data_with_it(backend: Backend) -> None:
+    """``begin(resume=…)`` is ``begin`` then ``note(…, resume=True)``, for a claim with no progress."""
+    owner, relay = backend.make(), backend.make()
+    claim = owner.begin("k", "fp", in_progress_ttl_s=CLAIM, resume={"request": {"volume_id": "k"}})
+    assert claim.state is ClaimState.NEW
+    assert claim.progress == {}  # what was noted before this claim
+    seen = relay.peek("k")
+    assert seen is not None
+    assert seen.progress == {"request": {"volume_id": "k"}}
+    backend.advance(PAST_AGE)
+    assert _take(relay) == []  # resumable: not beside its live owner
+
+    backend.advance(CLAIM)
+
+    assert _take(relay) == [("k", {"request": {"volume_id": "k"}}, 2)]
+
+
+def test_a_claim_that_finds_progress_notes_no_resume_data(backend: Backend) -> None:
+    """A lapsed claim's progress goes to the caller, which decides what to note (and when)."""
+    store = backend.make()
+    store.begin("k", "fp", in_progress_ttl_s=SHORT)
+    store.note("k", {"queued": {"since": "now"}})
+    backend.advance(PAST_SHORT)
+
+    claim = store.begin("k", "fp", in_progress_ttl_s=SHORT, resume={"request": {"volume_id": "k"}})
+
+    assert (claim.state, claim.progress) == (ClaimState.NEW, {"queued": {"since": "now"}})
+    backend.advance(PAST_SHORT)
+    assert _take(store) == []  # not marked resumable
+    assert store.begin("k", "fp", in_progress_ttl_s=LONG).progress == {"queued": {"since": "now"}}
+
+
+def test_resume_data_is_not_noted_on_a_key_in_progress_or_done(backend: Backend) -> None:
+    store = backend.make()
+    store.begin("busy", "fp", in_progress_ttl_s=LONG)
+    store.begin("done", "fp", in_progress_ttl_s=LONG)
+    store.complete("done", {"outcome": "accepted"}, ttl_s=LONG)
+
+    for key in ("busy", "done"):
+        assert (
+            store.begin(key, "fp", in_progress_ttl_s=LONG, resume={"request": {}}).state is not ClaimState.NEW
+        )
+    busy = store.peek("busy")
+    assert busy is not None
+    assert busy.progress == {}
+    assert store.peek("done") == Claim(ClaimState.DONE, record={"outcome": "accepted"})
