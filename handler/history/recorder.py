@@ -174,18 +174,19 @@ class HistoryRecorder:
 
     def _take(self) -> list[Step]:
         """The next batch: waits a moment for the first step, then gathers the steps that come
-        within ``_FLUSH_S`` of it (one commit for them all, not one each), unless a caller
-        waits for its step (``wait_s``) or the writer is stopping: then only what is there."""
+        within ``_FLUSH_S`` of it (one commit for them all, not one each; the writer sleeps
+        meanwhile instead of waking for every step), unless a caller waits for its step
+        (``wait_s``) or a whole batch is there already (a burst is written back to back).
+        Stopping cuts the sleep short."""
         try:
             steps = [self._queue.get(timeout=_FLUSH_S)]
         except queue.Empty:
             return []
-        linger = self._wait_s <= 0 and not self._stopping.is_set()
-        until = time.monotonic() + _FLUSH_S
+        if self._wait_s <= 0 and self._queue.qsize() < _BATCH - 1:
+            self._stopping.wait(_FLUSH_S)
         while len(steps) < _BATCH:
             try:
-                left = until - time.monotonic() if linger else 0.0
-                steps.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
+                steps.append(self._queue.get_nowait())
             except queue.Empty:
                 break
         return steps
