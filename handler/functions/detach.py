@@ -210,11 +210,16 @@ class DetachFunction:
         if request.dry_run or self._dry_run:
             return self._rehearse(request, project_id)
         call = _Call(request, project_id, request_key(request, project_id))
-        outcome = self._earlier(call, self._guard.claim(call.key, request, project_id))
+        # The request, noted with its claim: should this instance die before the job is noted
+        # and nobody send the request again, the relay resumes it once the claim lapses. A
+        # fresh claim notes it in the same step; one that found progress notes it below, once
+        # ``_earlier`` has seen what that progress says.
+        noted = {"request": request.model_dump(mode="json")}
+        claim = self._guard.claim(call.key, request, project_id, resume=noted)
+        outcome = self._earlier(call, claim)
         if outcome is None:
-            # The request, noted with its claim: should this instance die before the job is
-            # noted and nobody send the request again, the relay resumes it once the claim lapses.
-            self._guard.note(call.key, {"request": request.model_dump(mode="json")}, resume=True)
+            if claim.progress:
+                self._guard.note(call.key, noted, resume=True)
             outcome = self._steps(call)
             self._settle(call, outcome)
         return outcome

@@ -62,9 +62,16 @@ class Guard:
     def store(self) -> Store:
         return self._store
 
-    def claim(self, key: str, request: DetachRequest, project_id: str) -> Claim:
+    def claim(
+        self, key: str, request: DetachRequest, project_id: str, *, resume: dict[str, Any] | None = None
+    ) -> Claim:
+        """Claim ``key``; with ``resume``, a NEW claim with no progress yet notes it resumable in
+        the same step (``Store.begin``), as ``note(key, resume, resume=True)`` would."""
         return self._store.begin(
-            key, fingerprint(request, project_id), in_progress_ttl_s=self._in_progress_ttl_s
+            key,
+            fingerprint(request, project_id),
+            in_progress_ttl_s=self._in_progress_ttl_s,
+            resume=resume,
         )
 
     def note(self, key: str, progress: dict[str, Any], *, outbox: bool = False, resume: bool = False) -> None:
@@ -104,15 +111,8 @@ class Guard:
         return Locks((f"server:{project_id}:{server_id}", f"volume:{project_id}:{volume_id}"), owner)
 
     def acquire(self, locks: Locks) -> bool:
-        """Both locks, or neither (the first is given back when the second is held by another)."""
-        taken: list[str] = []
-        for name in locks.names:
-            if not self._store.acquire(name, locks.owner, ttl_s=self._lock_ttl_s):
-                for held in taken:
-                    self._store.release_lock(held, locks.owner)
-                return False
-            taken.append(name)
-        return True
+        """Both locks, or neither (``Store.acquire_all``)."""
+        return self._store.acquire_all(locks.names, locks.owner, ttl_s=self._lock_ttl_s)
 
     def unlock(self, locks: Locks) -> None:
         for name in locks.names:

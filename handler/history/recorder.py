@@ -173,11 +173,17 @@ class HistoryRecorder:
                 store.close()
 
     def _take(self) -> list[Step]:
-        """The next batch: waits a moment for the first step, takes what else is there."""
+        """The next batch: waits a moment for the first step, then gathers the steps that come
+        within ``_FLUSH_S`` of it (one commit for them all, not one each; the writer sleeps
+        meanwhile instead of waking for every step), unless a caller waits for its step
+        (``wait_s``) or a whole batch is there already (a burst is written back to back).
+        Stopping cuts the sleep short."""
         try:
             steps = [self._queue.get(timeout=_FLUSH_S)]
         except queue.Empty:
             return []
+        if self._wait_s <= 0 and self._queue.qsize() < _BATCH - 1:
+            self._stopping.wait(_FLUSH_S)
         while len(steps) < _BATCH:
             try:
                 steps.append(self._queue.get_nowait())

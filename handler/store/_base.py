@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -90,10 +91,23 @@ class Store(Protocol):
     Records and progress are JSON objects (``dict[str, Any]`` with JSON-serialisable values).
     """
 
-    def begin(self, key: str, fingerprint: str, *, in_progress_ttl_s: float) -> Claim:
+    def begin(
+        self,
+        key: str,
+        fingerprint: str,
+        *,
+        in_progress_ttl_s: float,
+        resume: dict[str, Any] | None = None,
+    ) -> Claim:
         """Claim ``key`` for ``in_progress_ttl_s`` unless someone holds it or completed it.
 
         A lapsed claim is taken over: ``NEW`` with the progress noted before it lapsed.
+
+        With ``resume``, a ``NEW`` claim that finds no progress noted (a fresh key, or a lapsed
+        claim that noted nothing) also notes ``resume`` as ``note(key, resume, resume=True)``
+        would: SQLite in the claim's own transaction, Redis right after it. The claim's
+        ``progress`` is still what was noted before (empty, then); with progress found, nothing
+        is noted and the caller decides what to note.
         """
         ...
 
@@ -146,6 +160,12 @@ class Store(Protocol):
     def acquire(self, name: str, owner: str, *, ttl_s: float) -> bool:
         """Hold lock ``name`` for ``owner`` for ``ttl_s`` if it is free, expired or already
         ``owner``'s (then its expiry moves); whether ``owner`` holds it now."""
+        ...
+
+    def acquire_all(self, names: Sequence[str], owner: str, *, ttl_s: float) -> bool:
+        """Every lock of ``names`` as ``acquire`` takes one, or none: when another owner holds
+        one of them, the ones taken here are given back (and False). SQLite takes them in one
+        transaction; Redis one at a time (a lock script touches one key)."""
         ...
 
     def release_lock(self, name: str, owner: str) -> bool:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -312,7 +312,14 @@ class RedisStore:
     def _resumable(self) -> str:
         return f"{self._prefix}resume"
 
-    def begin(self, key: str, fingerprint: str, *, in_progress_ttl_s: float) -> Claim:
+    def begin(
+        self,
+        key: str,
+        fingerprint: str,
+        *,
+        in_progress_ttl_s: float,
+        resume: dict[str, Any] | None = None,
+    ) -> Claim:
         check_key("key", key)
         check_key("fingerprint", fingerprint)
         check_ttl("in_progress_ttl_s", in_progress_ttl_s)
@@ -329,7 +336,10 @@ class RedisStore:
             return Claim(state, record=json.loads(reply[1]))
         attempt, left_ms, flat = int(reply[1]), int(reply[2]), reply[3]
         if state is ClaimState.NEW:
-            return Claim(state, progress=_progress(flat), attempt=attempt)
+            found = _progress(flat)
+            if resume is not None and not found:  # right after the claim (``Store.begin``)
+                self.note(key, resume, resume=True)
+            return Claim(state, progress=found, attempt=attempt)
         return Claim(state, progress=_progress(flat), attempt=attempt, expires_in_s=left_ms / 1000)
 
     def note(self, key: str, data: dict[str, Any], *, outbox: bool = False, resume: bool = False) -> None:
@@ -447,6 +457,20 @@ class RedisStore:
         check_ttl("ttl_s", ttl_s)
         with self._redis():
             return bool(self._acquire(keys=[self._lock(name)], args=[owner, _ms(ttl_s)]))
+
+    def acquire_all(self, names: Sequence[str], owner: str, *, ttl_s: float) -> bool:
+        for name in names:
+            check_key("lock name", name)
+        check_key("owner", owner)
+        check_ttl("ttl_s", ttl_s)
+        taken: list[str] = []
+        for name in names:
+            if not self.acquire(name, owner, ttl_s=ttl_s):
+                for held in taken:
+                    self.release_lock(held, owner)
+                return False
+            taken.append(name)
+        return True
 
     def release_lock(self, name: str, owner: str) -> bool:
         check_key("lock name", name)

@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -162,7 +162,14 @@ class SqliteStore:
             if purge:
                 self._next_purge = now + _PURGE_INTERVAL
 
-    def begin(self, key: str, fingerprint: str, *, in_progress_ttl_s: float) -> Claim:
+    def begin(
+        self,
+        key: str,
+        fingerprint: str,
+        *,
+        in_progress_ttl_s: float,
+        resume: dict[str, Any] | None = None,
+    ) -> Claim:
         check_key("key", key)
         check_key("fingerprint", fingerprint)
         check_ttl("in_progress_ttl_s", in_progress_ttl_s)
@@ -172,9 +179,9 @@ class SqliteStore:
                 " FROM claims WHERE key = ? AND expires_at > ?",
                 (key, now),
             ).fetchone()
-            attempt, progress, outbox_at, resume = 1, "{}", None, 0
+            attempt, progress, outbox_at, resumable = 1, "{}", None, 0
             if row is not None:
-                stored_fingerprint, done, claim_until, attempt, progress, record, outbox_at, resume = row
+                stored_fingerprint, done, claim_until, attempt, progress, record, outbox_at, resumable = row
                 if stored_fingerprint != fingerprint:
                     return Claim(ClaimState.CONFLICT)
                 if done:
@@ -188,6 +195,10 @@ class SqliteStore:
                     )
                 attempt += 1
             claim_until = now + in_progress_ttl_s
+            found = json.loads(progress)
+            noted = progress
+            if resume is not None and not found:  # noted with the claim (``Store.begin``)
+                noted, resumable = json.dumps(resume), 1
             conn.execute(
                 "INSERT OR REPLACE INTO claims (key, fingerprint, done, claim_until, expires_at,"
                 " attempt, progress, record, outbox_at, resume) VALUES (?, ?, 0, ?, ?, ?, ?, NULL, ?, ?)",
@@ -197,12 +208,12 @@ class SqliteStore:
                     claim_until,
                     claim_until + self._keep_abandoned_s,
                     attempt,
-                    progress,
+                    noted,
                     outbox_at,
-                    resume,
+                    resumable,
                 ),
             )
-            return Claim(ClaimState.NEW, progress=json.loads(progress), attempt=attempt)
+            return Claim(ClaimState.NEW, progress=found, attempt=attempt)
 
     def note(self, key: str, data: dict[str, Any], *, outbox: bool = False, resume: bool = False) -> None:
         check_key("key", key)
@@ -292,6 +303,24 @@ class SqliteStore:
             conn.execute(
                 "INSERT OR REPLACE INTO locks (name, owner, expires_at) VALUES (?, ?, ?)",
                 (name, owner, now + ttl_s),
+            )
+            return True
+
+    def acquire_all(self, names: Sequence[str], owner: str, *, ttl_s: float) -> bool:
+        for name in names:
+            check_key("lock name", name)
+        check_key("owner", owner)
+        check_ttl("ttl_s", ttl_s)
+        with self._transaction() as (conn, now):
+            for name in names:
+                row = conn.execute(
+                    "SELECT owner FROM locks WHERE name = ? AND expires_at > ?", (name, now)
+                ).fetchone()
+                if row is not None and row[0] != owner:
+                    return False  # nothing written: the transaction holds no change
+            conn.executemany(
+                "INSERT OR REPLACE INTO locks (name, owner, expires_at) VALUES (?, ?, ?)",
+                [(name, owner, now + ttl_s) for name in names],
             )
             return True
 

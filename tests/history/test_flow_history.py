@@ -520,3 +520,38 @@ def test_a_step_the_database_refuses_is_dropped_alone(history_url: str, records:
         assert later.key == "later"
     finally:
         store.close()
+
+
+class _CountedHistory:
+    """The real SQLite history, counting its commits (``append`` calls)."""
+
+    def __init__(self, url: str) -> None:
+        self.store = open_history(url)
+        self.batches: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def append(self, steps: Any) -> None:
+        self.store.append(steps)
+        self.batches.append(len(steps))
+
+
+def test_steps_that_come_together_are_written_in_one_commit(tmp_path: Path) -> None:
+    counted = _CountedHistory(f"sqlite:///{tmp_path}/history.db")
+    recorder = HistoryRecorder(lambda: counted, retention_s=86400.0)  # type: ignore[arg-type, return-value]
+    try:
+        for index in range(5):
+            recorder("detach.requested", {"server_id": WEB1, "idempotency_key": f"k{index}"})
+            time.sleep(0.005)  # a few ms apart, like the steps of requests in a row
+        assert recorder.flush(5.0)
+        assert counted.batches == [5]
+        for index in range(1000):  # a burst: whole batches back to back (5 held 0.1 s each: 0.5 s)
+            recorder("detach.requested", {"server_id": WEB1, "idempotency_key": f"b{index}"})
+        started = time.monotonic()
+        assert recorder.flush(5.0)
+        assert time.monotonic() - started < 0.4
+        assert sum(counted.batches) == 1005
+        assert counted.count() == 1005
+    finally:
+        recorder.close()

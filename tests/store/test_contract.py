@@ -275,6 +275,39 @@ def test_an_expired_lock_frees_itself(backend: Backend) -> None:
     assert store.holder("server:p:s") == "req-2"
 
 
+def test_acquire_all_takes_every_lock_or_none(backend: Backend) -> None:
+    first, second = backend.make(), backend.make()
+    assert first.acquire("volume:p:v2", "req-1", ttl_s=LONG)
+
+    assert not second.acquire_all(["server:p:s", "volume:p:v2"], "req-2", ttl_s=LONG)
+    assert second.holder("server:p:s") is None  # not left held by the refused call
+    assert second.holder("volume:p:v2") == "req-1"
+    assert second.acquire_all(["server:p:s", "volume:p:v1"], "req-2", ttl_s=LONG)
+    assert first.holder("server:p:s") == first.holder("volume:p:v1") == "req-2"
+    assert not first.acquire_all(["server:p:s"], "req-1", ttl_s=LONG)
+
+
+def test_acquire_all_is_reentrant_and_refreshes_every_lock(backend: Backend) -> None:
+    store = backend.make()
+    names = ["server:p:s", "volume:p:v"]
+    assert store.acquire_all(names, "req-1", ttl_s=0.5)
+    backend.advance(0.3)
+    assert store.acquire_all(names, "req-1", ttl_s=0.5)
+    backend.advance(0.3)  # past the first expiry, within the refreshed one
+
+    assert [store.holder(name) for name in names] == ["req-1", "req-1"]
+    assert not store.acquire_all(["volume:p:v"], "req-2", ttl_s=LONG)
+
+
+def test_acquire_all_takes_expired_locks_over(backend: Backend) -> None:
+    store = backend.make()
+    assert store.acquire_all(["server:p:s", "volume:p:v"], "req-1", ttl_s=SHORT)
+    backend.advance(PAST_SHORT)
+
+    assert store.acquire_all(["server:p:s", "volume:p:v"], "req-2", ttl_s=LONG)
+    assert store.holder("server:p:s") == store.holder("volume:p:v") == "req-2"
+
+
 @pytest.mark.parametrize("ttl", [0.0, -1.0, float("inf"), float("nan")])
 def test_ttls_must_be_positive_and_finite(store: Store, ttl: float) -> None:
     with pytest.raises(ValueError, match="seconds > 0"):
@@ -283,6 +316,8 @@ def test_ttls_must_be_positive_and_finite(store: Store, ttl: float) -> None:
         store.complete("k", {}, ttl_s=ttl)
     with pytest.raises(ValueError, match="seconds > 0"):
         store.acquire("l", "o", ttl_s=ttl)
+    with pytest.raises(ValueError, match="seconds > 0"):
+        store.acquire_all(["l"], "o", ttl_s=ttl)
 
 
 def test_keys_names_and_owners_must_not_be_empty(store: Store) -> None:
@@ -292,6 +327,8 @@ def test_keys_names_and_owners_must_not_be_empty(store: Store) -> None:
         store.begin("k", "", in_progress_ttl_s=LONG)
     with pytest.raises(ValueError, match="owner"):
         store.acquire("l", "", ttl_s=LONG)
+    with pytest.raises(ValueError, match="lock name"):
+        store.acquire_all(["l", ""], "o", ttl_s=LONG)
     with pytest.raises(ValueError, match="lock name"):
         store.holder("")
 
@@ -492,3 +529,51 @@ def test_a_resumable_record_noted_into_the_outbox_is_taken_by_its_age(backend: B
     backend.advance(PAST_AGE)
 
     assert _take(store) == [("k", {"request": {"volume_id": "k"}, "job_id": "job-k"}, 2)]
+
+
+def test_a_fresh_claim_notes_its_resume_data_with_it(backend: Backend) -> None:
+    """``begin(resume=…)`` is ``begin`` then ``note(…, resume=True)``, for a claim with no progress."""
+    owner, relay = backend.make(), backend.make()
+    claim = owner.begin("k", "fp", in_progress_ttl_s=CLAIM, resume={"request": {"volume_id": "k"}})
+    assert claim.state is ClaimState.NEW
+    assert claim.progress == {}  # what was noted before this claim
+    seen = relay.peek("k")
+    assert seen is not None
+    assert seen.progress == {"request": {"volume_id": "k"}}
+    backend.advance(PAST_AGE)
+    assert _take(relay) == []  # resumable: not beside its live owner
+
+    backend.advance(CLAIM)
+
+    assert _take(relay) == [("k", {"request": {"volume_id": "k"}}, 2)]
+
+
+def test_a_claim_that_finds_progress_notes_no_resume_data(backend: Backend) -> None:
+    """A lapsed claim's progress goes to the caller, which decides what to note (and when)."""
+    store = backend.make()
+    store.begin("k", "fp", in_progress_ttl_s=SHORT)
+    store.note("k", {"queued": {"since": "now"}})
+    backend.advance(PAST_SHORT)
+
+    claim = store.begin("k", "fp", in_progress_ttl_s=SHORT, resume={"request": {"volume_id": "k"}})
+
+    assert (claim.state, claim.progress) == (ClaimState.NEW, {"queued": {"since": "now"}})
+    backend.advance(PAST_SHORT)
+    assert _take(store) == []  # not marked resumable
+    assert store.begin("k", "fp", in_progress_ttl_s=LONG).progress == {"queued": {"since": "now"}}
+
+
+def test_resume_data_is_not_noted_on_a_key_in_progress_or_done(backend: Backend) -> None:
+    store = backend.make()
+    store.begin("busy", "fp", in_progress_ttl_s=LONG)
+    store.begin("done", "fp", in_progress_ttl_s=LONG)
+    store.complete("done", {"outcome": "accepted"}, ttl_s=LONG)
+
+    for key in ("busy", "done"):
+        assert (
+            store.begin(key, "fp", in_progress_ttl_s=LONG, resume={"request": {}}).state is not ClaimState.NEW
+        )
+    busy = store.peek("busy")
+    assert busy is not None
+    assert busy.progress == {}
+    assert store.peek("done") == Claim(ClaimState.DONE, record={"outcome": "accepted"})
