@@ -326,6 +326,9 @@ def _follow(durations: tuple[float, ...], repetitions: int) -> tuple[list[Job], 
             "ECS_DETACH_STORE": f"sqlite:///{work}/store.db",
             "ECS_DETACH_JOBS_TOPIC": f"sqlite:///{work}/topics.db?topic=jobs",
             "ECS_DETACH_RESULTS_TOPIC": f"sqlite:///{work}/topics.db?topic=results",
+            # the audit history (on by default) in the scratch folder: FunctionGraph's entry
+            # refuses a relative SQLite path, as its code folder is read-only
+            "ECS_DETACH_HISTORY": f"sqlite:///{work}/history.db",
             # all of this scenario's detaches fall in one blast-radius window (default 10)
             "ECS_DETACH_MAX_DETACHES_PER_WINDOW": "1000",
         }
