@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from emulator.models import VolumeFault
 from handler.entry import functiongraph
 from handler.entry.runtime import Runtime, build_runtime
 from handler.local._serve import BackgroundServer
@@ -63,6 +64,9 @@ def test_the_webhook_answers_503_with_retry_after(closed_port_runtime: Runtime, 
 def test_functiongraph_answers_503_to_apig_and_raises_for_a_queue_trigger(
     closed_port_runtime: Runtime, emulator: Emulator
 ) -> None:
+    # The job outlasts the test, so the DMS message finds the disk still detaching (with the
+    # fixture's 0.4 s job it was sometimes found detached already, a success, not a retry).
+    emulator.backend.set_volume_fault(WEB1_DATA, VolumeFault(job_duration_s=60.0))
     body = base64.b64encode(json.dumps(REQUEST).encode()).decode()
     apig = {
         "httpMethod": "POST",
