@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from handler.cloud import CloudName, Credentials, endpoint
 from handler.core.approval import ApprovalPolicy, ApprovalRules
@@ -30,10 +30,30 @@ DEFAULT_HISTORY = "sqlite:///.ecs-detach/history.db"
 HISTORY_OFF = "off"
 
 
+def _environment_only(
+    init_settings: PydanticBaseSettingsSource, env_settings: PydanticBaseSettingsSource
+) -> tuple[PydanticBaseSettingsSource, ...]:
+    """The sources of both settings classes: the arguments (FunctionGraph's user data, tests)
+    over the environment. No ``.env`` file and no secrets folder is configured, and
+    pydantic-settings would still walk every field for each of them, on every cold start."""
+    return init_settings, env_settings
+
+
 class CloudCredentials(BaseSettings):
     """``HUAWEICLOUD_SDK_*``: permanent AK/SK, or temporary ones with a security token."""
 
     model_config = SettingsConfigDict(env_prefix="HUAWEICLOUD_SDK_", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return _environment_only(init_settings, env_settings)
 
     ak: str | None = None
     sk: SecretStr | None = None
@@ -57,6 +77,17 @@ class Settings(BaseSettings):
 
     # hide_input_in_errors: an error names the setting, never the values (a secret among them).
     model_config = SettingsConfigDict(env_prefix="ECS_DETACH_", extra="ignore", hide_input_in_errors=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return _environment_only(init_settings, env_settings)
 
     region: str | None = Field(default=None, description="Region, e.g. ap-southeast-1")
     cloud: CloudName = Field(default="huaweicloud", description="Endpoint pattern")
@@ -127,8 +158,8 @@ class Settings(BaseSettings):
         description="A queued request waiting longer is rejected (QueueTimeout)",
     )
     # Safety policy (handler/core/policy.py), evaluated before any mutating call.
-    allowed_projects: list[str] = Field(default_factory=list, description="JSON list; empty = any")
-    allowed_servers: list[str] = Field(default_factory=list, description="JSON list; empty = any")
+    allowed_projects: list[str] = Field(default=[], description="JSON list; empty = any")
+    allowed_servers: list[str] = Field(default=[], description="JSON list; empty = any")
     required_tag: str | None = Field(
         default=None, description='Server tag required, e.g. "auto-remediation=true"'
     )
@@ -151,9 +182,9 @@ class Settings(BaseSettings):
         default=False, description="Rule: the system disk of a stopped server needs an approval"
     )
     approval_server_tags: list[str] = Field(
-        default_factory=list, description='Rule: servers with one of these tags (JSON list, "env=prod")'
+        default=[], description='Rule: servers with one of these tags (JSON list, "env=prod")'
     )
-    approval_projects: list[str] = Field(default_factory=list, description="Rule: these projects (JSON list)")
+    approval_projects: list[str] = Field(default=[], description="Rule: these projects (JSON list)")
     approval_max_disks_per_server: int | None = Field(
         default=None, ge=1, description="Rule: more disks of one server than this within the window"
     )
@@ -169,7 +200,7 @@ class Settings(BaseSettings):
     )
     # Notifications (handler/functions/notify.py, docs/notifications.md).
     notify_channels: list[ChannelConfig] = Field(
-        default_factory=list,
+        default=[],
         description="JSON list of channels: {name, kind, url, secret, topic_urn, outcomes}",
     )
     notify_outcomes: list[str] = Field(
@@ -180,7 +211,7 @@ class Settings(BaseSettings):
         default=None, description="Folder of {outcome}.txt.j2 templates replacing the built-in ones"
     )
     chat_approvers: dict[str, dict[str, str]] = Field(
-        default_factory=dict,
+        default={},
         description='Who may click in which chat: {"slack:C0123": {"U0456": "alice"}}',
     )
     slack_signing_secret: SecretStr | None = Field(default=None, description="Verifies Slack's button clicks")
@@ -219,10 +250,10 @@ class Settings(BaseSettings):
     # Webhook authentication (handler/security): every list takes several secrets, for rotation;
     # an entry is a secret (every route) or {"secret": …, "routes": […]} (handler/security/_scopes.py).
     webhook_auth_disabled: bool = Field(default=False, description="Accept unauthenticated webhooks")
-    webhook_bearer_tokens: list[WebhookCredential] = Field(default_factory=list)
-    webhook_basic_credentials: list[WebhookCredential] = Field(default_factory=list)
-    webhook_hmac_secrets: list[WebhookCredential] = Field(default_factory=list)
-    webhook_standard_secrets: list[WebhookCredential] = Field(default_factory=list)
+    webhook_bearer_tokens: list[WebhookCredential] = Field(default=[])
+    webhook_basic_credentials: list[WebhookCredential] = Field(default=[])
+    webhook_hmac_secrets: list[WebhookCredential] = Field(default=[])
+    webhook_standard_secrets: list[WebhookCredential] = Field(default=[])
     webhook_hmac_require_timestamp: bool = False
     webhook_replay_window_s: int = Field(default=300, gt=0, le=86400)
     webhook_verify_smn: bool = True
@@ -233,7 +264,7 @@ class Settings(BaseSettings):
     smn_cert_subjects: list[str] = Field(default_factory=lambda: [HUAWEI_SMN_SUBJECT])
     # The web console (/console, docs/console.md): its people, and the key of its CSRF tokens.
     console_users: list[ConsoleUser] = Field(
-        default_factory=list, description='JSON list: {"name", "password_hash": "scrypt:…", "approve"}'
+        default=[], description='JSON list: {"name", "password_hash": "scrypt:…", "approve"}'
     )
     console_secret: SecretStr | None = Field(
         default=None,

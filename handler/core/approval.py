@@ -55,8 +55,8 @@ class ApprovalRules(BaseModel):
         default=False, description="A disk attached to several servers, or multi-attach"
     )
     system_disk_stopped: bool = Field(default=False, description="The system disk of a stopped server")
-    server_tags: list[str] = Field(default_factory=list, description='Server tags, e.g. "env=prod"')
-    projects: list[str] = Field(default_factory=list, description="Project ids")
+    server_tags: list[str] = Field(default=[], description='Server tags, e.g. "env=prod"')
+    projects: list[str] = Field(default=[], description="Project ids")
     max_disks_per_server: int | None = Field(
         default=None, ge=1, description="More disks of one server than this within the window"
     )

@@ -58,7 +58,7 @@ class DetachRequest(BaseModel):
     alert_id: str | None = Field(default=None, max_length=256, description="Originating alert")
     dry_run: bool = Field(default=False, description="Check everything, report the detach, do not make it")
     origin: dict[str, str] = Field(
-        default_factory=dict,
+        default={},
         max_length=32,
         description="Where the request came from (source, fingerprint, ticket…): the audit chain",
     )

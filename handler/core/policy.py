@@ -23,8 +23,8 @@ class SafetyPolicy(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
-    allowed_projects: list[str] = Field(default_factory=list)
-    allowed_servers: list[str] = Field(default_factory=list)
+    allowed_projects: list[str] = Field(default=[])
+    allowed_servers: list[str] = Field(default=[])
     required_tag: str | None = Field(default=None, description='e.g. "auto-remediation=true"')
     allow_system_disk_when_stopped: bool = False
     allow_shared_disks: bool = False

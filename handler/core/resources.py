@@ -47,7 +47,7 @@ class SubJob(_Lenient):
 class JobEntities(_Lenient):
     server_id: str | None = None
     sub_jobs_total: int | None = None
-    sub_jobs: list[SubJob] = Field(default_factory=list)
+    sub_jobs: list[SubJob] = Field(default=[])
 
 
 class Job(_Lenient):
@@ -100,12 +100,10 @@ class Server(_Lenient):
     status: str
     task_state: str | None = Field(default=None, alias="OS-EXT-STS:task_state")
     locked: bool | None = None
-    tags: list[str] = Field(default_factory=list)
-    metadata: dict[str, str] = Field(default_factory=dict)
+    tags: list[str] = Field(default=[])
+    metadata: dict[str, str] = Field(default={})
     root_device_name: str | None = Field(default=None, alias="OS-EXT-SRV-ATTR:root_device_name")
-    volumes_attached: list[AttachedVolume] = Field(
-        default_factory=list, alias="os-extended-volumes:volumes_attached"
-    )
+    volumes_attached: list[AttachedVolume] = Field(default=[], alias="os-extended-volumes:volumes_attached")
 
 
 class VolumeAttachment(_Lenient):
@@ -126,4 +124,4 @@ class Volume(_Lenient):
     volume_type: str | None = Field(default=None, description="SATA, SAS, SSD, GPSSD…")
     bootable: bool = False
     multiattach: bool = False
-    attachments: list[VolumeAttachment] = Field(default_factory=list)
+    attachments: list[VolumeAttachment] = Field(default=[])

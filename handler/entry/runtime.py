@@ -17,7 +17,6 @@ import httpx
 
 from handler.cloud import Credentials, EcsClient, EvsClient, SmnClient
 from handler.errors import ConfigError
-from handler.functions.approvals import ApprovalDesk
 from handler.functions.detach import DetachFunction
 from handler.functions.jobs import JobsFunction
 from handler.functions.poll import PollFunction
@@ -27,7 +26,6 @@ from handler.history import HistoryStore, check_url
 from handler.history.recorder import HistoryRecorder, acquire_recorder, release_recorder
 from handler.settings import Settings
 from handler.store import Store, open_store
-from handler.store.approvals import open_book
 from handler.support.extras import webhooks_missing
 from handler.support.log import log_event
 from handler.topics import Delivery, Topic, TopicError, open_topic
@@ -38,6 +36,7 @@ if TYPE_CHECKING:
 
     from handler.entry._chat import ChatCallbacks
     from handler.entry.webhooks import WebhookRouter
+    from handler.functions.approvals import ApprovalDesk
     from handler.functions.notify import NotifyFunction
 
 
@@ -310,6 +309,10 @@ def build_desk(settings: Settings, *, store: Store, jobs: Topic, results: Topic)
     policy = settings.approval_policy()
     if not policy.enabled:
         return None
+    # Imported here so that a cold start of a function that never asks for approvals skips them.
+    from handler.functions.approvals import ApprovalDesk  # noqa: PLC0415
+    from handler.store.approvals import open_book  # noqa: PLC0415
+
     secret = settings.approval_link_secret
     return ApprovalDesk(
         policy,

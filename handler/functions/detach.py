@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from handler.cloud import ApiError, DetachAnswer, TransportError
 from handler.core.approval import (
@@ -64,7 +64,6 @@ from handler.core.policy import (
 )
 from handler.core.polling import PollSchedule
 from handler.core.resources import BlockDevice, Volume
-from handler.functions.approvals import ApprovalDesk
 from handler.functions.ports import DetachApi, Publisher, VolumeApi
 from handler.functions.results import publish_result, request_fields
 from handler.guards.blast import BlastRadius
@@ -72,6 +71,11 @@ from handler.guards.idempotency import Guard, Locks, request_key
 from handler.store import Claim, ClaimState, Taken
 from handler.support.log import log_event
 from handler.topics import TopicError
+
+if TYPE_CHECKING:
+    # Only a function whose approval policy may ask for approvals has a desk (built, and its
+    # module imported, by handler.entry.runtime.build_desk): a cold start without one skips it.
+    from handler.functions.approvals import ApprovalDesk
 
 _RETRY_SOON_S = 5.0  # throttling or no answer: the first backoff step
 

@@ -80,7 +80,9 @@ class ConsoleUser(BaseModel):
     "approve": true}``. ``approve`` lets them decide approvals there (four eyes still applies:
     nobody approves a request they asked for)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+    # defer_build: Settings validates the list inline; this model's own validator is built only
+    # if something validates a ConsoleUser by itself.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True, defer_build=True)
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[^\s:]+$")
     password_hash: str = Field(min_length=1, max_length=512)

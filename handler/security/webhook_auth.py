@@ -115,14 +115,10 @@ class WebhookAuthConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True, defer_build=True)
 
     disabled: bool = False
-    bearer_tokens: list[WebhookCredential] = Field(default_factory=list)
-    basic_credentials: list[WebhookCredential] = Field(
-        default_factory=list, description='"user:password" pairs'
-    )
-    hmac_secrets: list[WebhookCredential] = Field(
-        default_factory=list, description="GitHub, Grafana, generic"
-    )
-    standard_webhooks_secrets: list[WebhookCredential] = Field(default_factory=list, description="whsec_…")
+    bearer_tokens: list[WebhookCredential] = Field(default=[])
+    basic_credentials: list[WebhookCredential] = Field(default=[], description='"user:password" pairs')
+    hmac_secrets: list[WebhookCredential] = Field(default=[], description="GitHub, Grafana, generic")
+    standard_webhooks_secrets: list[WebhookCredential] = Field(default=[], description="whsec_…")
     hmac_require_timestamp: bool = Field(default=False, description="Refuse untimed HMAC forms")
     replay_window_s: int = Field(default=300, gt=0, le=86400)
     smn_cert_hosts: list[str] = Field(default_factory=lambda: list(DEFAULT_SMN_CERT_HOSTS))

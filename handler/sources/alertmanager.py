@@ -26,14 +26,14 @@ DEFAULT_LABELS = LabelNames()
 class _Envelope(BaseModel):
     groupKey: str = ""
     receiver: str = ""
-    commonLabels: dict[str, str] = Field(default_factory=dict)
+    commonLabels: dict[str, str] = Field(default={})
     alerts: list[Any]
 
 
 class _Alert(BaseModel):
     status: Literal["firing", "resolved"]
     labels: dict[str, str]
-    annotations: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default={})
     startsAt: str = Field(min_length=1)
     fingerprint: str = Field(min_length=1)
 

@@ -69,7 +69,7 @@ class TicketMapping(BaseModel):
     description: str = ""
     ticket: Expression
     fields: dict[str, Expression]
-    origin: dict[str, Expression] = Field(default_factory=dict)
+    origin: dict[str, Expression] = Field(default={})
     records: Expression | None = None
     when: Expression | None = None
     _compiled: dict[str, Any] = PrivateAttr(default_factory=dict)

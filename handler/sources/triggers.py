@@ -18,7 +18,6 @@ from typing import Any
 
 from handler.core.validation import ROOT, FieldError, InvalidInput
 from handler.sources._base import Parsed, Record
-from handler.sources.cloudeye import parse_smn_trigger
 from handler.sources.plain import message_record, parse_plain
 
 ACCEPTED_SHAPES = (
@@ -50,6 +49,9 @@ def detect_trigger(event: dict[str, Any]) -> Parsed | ApigRequest:
     if "httpMethod" in event:
         return _apig(event)
     if "record" in event:
+        # Imported here: a function fed by other triggers never loads the alarm parsing.
+        from handler.sources.cloudeye import parse_smn_trigger  # noqa: PLC0415
+
         return parse_smn_trigger(event)
     if "records" in event:
         return _dms(event)
