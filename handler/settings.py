@@ -30,19 +30,10 @@ DEFAULT_HISTORY = "sqlite:///.ecs-detach/history.db"
 HISTORY_OFF = "off"
 
 
-def _environment_only(
-    init_settings: PydanticBaseSettingsSource, env_settings: PydanticBaseSettingsSource
-) -> tuple[PydanticBaseSettingsSource, ...]:
+class _EnvironmentSettings(BaseSettings):
     """The sources of both settings classes: the arguments (FunctionGraph's user data, tests)
     over the environment. No ``.env`` file and no secrets folder is configured, and
     pydantic-settings would still walk every field for each of them, on every cold start."""
-    return init_settings, env_settings
-
-
-class CloudCredentials(BaseSettings):
-    """``HUAWEICLOUD_SDK_*``: permanent AK/SK, or temporary ones with a security token."""
-
-    model_config = SettingsConfigDict(env_prefix="HUAWEICLOUD_SDK_", extra="ignore")
 
     @classmethod
     def settings_customise_sources(
@@ -53,7 +44,13 @@ class CloudCredentials(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return _environment_only(init_settings, env_settings)
+        return init_settings, env_settings
+
+
+class CloudCredentials(_EnvironmentSettings):
+    """``HUAWEICLOUD_SDK_*``: permanent AK/SK, or temporary ones with a security token."""
+
+    model_config = SettingsConfigDict(env_prefix="HUAWEICLOUD_SDK_", extra="ignore")
 
     ak: str | None = None
     sk: SecretStr | None = None
@@ -72,22 +69,11 @@ class CloudCredentials(BaseSettings):
         )
 
 
-class Settings(BaseSettings):
+class Settings(_EnvironmentSettings):
     """``ECS_DETACH_*``."""
 
     # hide_input_in_errors: an error names the setting, never the values (a secret among them).
     model_config = SettingsConfigDict(env_prefix="ECS_DETACH_", extra="ignore", hide_input_in_errors=True)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return _environment_only(init_settings, env_settings)
 
     region: str | None = Field(default=None, description="Region, e.g. ap-southeast-1")
     cloud: CloudName = Field(default="huaweicloud", description="Endpoint pattern")
