@@ -213,6 +213,26 @@ class Decision:
         return ApprovalState.APPROVED if self.approve else ApprovalState.DENIED
 
 
+def preview_rows(approval: Approval) -> list[tuple[str, str]]:
+    """What the approver sees before deciding (as the signed link's page shows it)."""
+    request, preview = approval.request, approval.preview
+    size = f"{preview.size_gb} GB" if preview.size_gb is not None else "? GB"
+    return [
+        ("Server", f"{preview.server_name or ''} {request.server_id} ({preview.server_status})".strip()),
+        ("Disk", f"{request.volume_id} at {preview.device or '?'}"),
+        ("Size / type", f"{size}, {preview.volume_type or '?'}"),
+        ("Shared", "yes" if preview.shared else "no"),
+        ("Force", "yes" if request.delete_flag else "no"),
+        ("Reason", request.reason or ""),
+        ("Asked by", ", ".join(approval.requested_by) or "unknown"),
+        ("Origin", ", ".join(f"{k}={v}" for k, v in sorted(request.origin.items()))),
+        ("Why an approval", "; ".join(preview.approval_rules)),
+        ("Checks passed", "; ".join(preview.checks_passed)),
+        ("What will happen", preview.will),
+        ("Expires", approval.expires_at.isoformat()),
+    ]
+
+
 def identity(value: str) -> str:
     """Identities compare without case or surrounding blanks."""
     return value.strip().casefold()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from handler.core.approval import Approval, ApprovalState, LinkRefused
+from handler.core.approval import Approval, ApprovalState, LinkRefused, preview_rows
 from handler.core.validation import FieldError, InvalidInput, MalformedInput, load_object
 from handler.entry._problems import invalid_problem, problem
 from handler.functions.approvals import ApprovalDesk, DecisionAnswer, summary
@@ -122,25 +122,8 @@ def link_page(desk: ApprovalDesk, where: ApprovalPath, method: str, body: bytes)
 
 
 def _describe(approval: Approval) -> str:
-    request, preview = approval.request, approval.preview
-    rows = [
-        ("State", approval.state.value + (f" by {approval.decided_by}" if approval.decided_by else "")),
-        ("Server", f"{preview.server_name or ''} {request.server_id} ({preview.server_status})"),
-        ("Disk", f"{request.volume_id} at {preview.device or '?'}"),
-        (
-            "Size / type",
-            f"{preview.size_gb if preview.size_gb is not None else '?'} GB, {preview.volume_type or '?'}",
-        ),
-        ("Shared", "yes" if preview.shared else "no"),
-        ("Force", "yes" if request.delete_flag else "no"),
-        ("Reason", request.reason or ""),
-        ("Asked by", ", ".join(approval.requested_by) or "unknown"),
-        ("Origin", ", ".join(f"{k}={v}" for k, v in sorted(request.origin.items()))),
-        ("Why an approval", "; ".join(preview.approval_rules)),
-        ("Checks passed", "; ".join(preview.checks_passed)),
-        ("What will happen", preview.will),
-        ("Expires", approval.expires_at.isoformat()),
-    ]
+    state = approval.state.value + (f" by {approval.decided_by}" if approval.decided_by else "")
+    rows = [("State", state), *preview_rows(approval)]
     cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
     return f"<table>{cells}</table>"
 

@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlsplit
 
 from handler.errors import ConfigError
 from handler.history._base import HistoryError, HistoryRefused, HistoryStore
-from handler.history.models import OUTCOMES, Query, Step, Trail
+from handler.history.models import OUTCOMES, SUMMARY_FIELDS, Query, Step, Trail
 from handler.support.log import redact_url
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OFF",
     "OUTCOMES",
+    "SUMMARY_FIELDS",
     "HistoryError",
     "HistoryRefused",
     "HistoryStore",

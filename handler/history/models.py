@@ -74,6 +74,22 @@ OUTCOMES = (
     "ignored",
     "untrusted",
 )
+# Step fields shown in a step's one-line summary (CLI and console), in this order; the rest is in
+# the step's full fields.
+SUMMARY_FIELDS = (
+    "outcome",
+    "status",
+    "request_id",
+    "attempt",
+    "code",
+    "error_code",
+    "original",
+    "retry_after_s",
+    "polls",
+    "duration_s",
+    "reason",
+    "fail_reason",
+)
 # A step that can be the turn of a queued request, its job's poll, or the decision on its
 # approval and the turn after it: the statuses of the trail it joins by idempotency key.
 JOINABLE_STATUSES = ("queued", "accepted", "pending_approval")

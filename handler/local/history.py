@@ -14,25 +14,9 @@ import json
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from handler.history import Query, Step, Trail
+from handler.history import SUMMARY_FIELDS, Query, Step, Trail
 from handler.local.results import parse_since
 from handler.support.log import escape_controls
-
-# Step fields shown on its line (the rest is in --json), in this order.
-_SHOWN = (
-    "outcome",
-    "status",
-    "request_id",
-    "attempt",
-    "code",
-    "error_code",
-    "original",
-    "retry_after_s",
-    "polls",
-    "duration_s",
-    "reason",
-    "fail_reason",
-)
 
 
 def query(
@@ -81,7 +65,9 @@ def show_trail(trail: Trail, out: TextIO) -> None:
 
 
 def _step_details(step: Step) -> str:
-    parts = [f"{name}={_value(step.fields[name])}" for name in _SHOWN if step.fields.get(name) is not None]
+    parts = [
+        f"{name}={_value(step.fields[name])}" for name in SUMMARY_FIELDS if step.fields.get(name) is not None
+    ]
     return " ".join(parts)
 
 

@@ -18,27 +18,12 @@ from typing import Any
 from handler.core.approval import Approval, ApprovalState
 from handler.core.polling import PollSchedule
 from handler.guards.blast import BlastRadius
-from handler.history import HistoryStore, Query, Step, Trail, check_url
+from handler.history import SUMMARY_FIELDS, HistoryStore, Query, Step, Trail, check_url
 from handler.settings import Settings
 
 PAGE_SIZE = 25
 PLOT_WINDOW_H = 24
 PLOT_MAX_REQUESTS = 2000  # the plots read at most this many requests of the window
-# Step fields shown in a trail's summary column, in this order (every field is in the trail page).
-SHOWN_FIELDS = (
-    "outcome",
-    "status",
-    "request_id",
-    "attempt",
-    "code",
-    "error_code",
-    "original",
-    "retry_after_s",
-    "polls",
-    "duration_s",
-    "reason",
-    "fail_reason",
-)
 
 
 def utcnow() -> datetime:
@@ -117,7 +102,7 @@ def requests_page(reader: HistoryReader, *, text: str | None, outcome: str | Non
 def step_summary(step: Step) -> str:
     return " ".join(
         f"{name}={field_text(step.fields[name])}"
-        for name in SHOWN_FIELDS
+        for name in SUMMARY_FIELDS
         if step.fields.get(name) is not None
     )
 
@@ -209,26 +194,6 @@ def approvals(recent: Iterable[Approval]) -> Approvals:
     listed = list(recent)
     pending = [a for a in listed if a.state is ApprovalState.PENDING]
     return Approvals(pending, [a for a in listed if a.state is not ApprovalState.PENDING][:50])
-
-
-def preview_rows(approval: Approval) -> list[tuple[str, str]]:
-    """What the approver sees before deciding (as the signed link's page shows it)."""
-    request, preview = approval.request, approval.preview
-    size = f"{preview.size_gb} GB" if preview.size_gb is not None else "? GB"
-    return [
-        ("Server", f"{preview.server_name or ''} {request.server_id} ({preview.server_status})".strip()),
-        ("Disk", f"{request.volume_id} at {preview.device or '?'}"),
-        ("Size / type", f"{size}, {preview.volume_type or '?'}"),
-        ("Shared", "yes" if preview.shared else "no"),
-        ("Force", "yes" if request.delete_flag else "no"),
-        ("Reason", request.reason or ""),
-        ("Asked by", ", ".join(approval.requested_by) or "unknown"),
-        ("Origin", ", ".join(f"{k}={v}" for k, v in sorted(request.origin.items()))),
-        ("Why an approval", "; ".join(preview.approval_rules)),
-        ("Checks passed", "; ".join(preview.checks_passed)),
-        ("What will happen", preview.will),
-        ("Expires", approval.expires_at.isoformat()),
-    ]
 
 
 # -- safety ---------------------------------------------------------------------------------------

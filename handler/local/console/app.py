@@ -29,6 +29,7 @@ from urllib.parse import parse_qs
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from handler.core.approval import preview_rows
 from handler.core.validation import FieldError, InvalidInput
 from handler.history import OUTCOMES, HistoryError, Query
 from handler.local.console import _views as views
@@ -137,7 +138,7 @@ class Console:
             lstrip_blocks=True,
         )
         self._env.filters.update(seconds=_seconds, offset=_offset, when=_when, field_text=views.field_text)
-        self._env.globals.update(step_summary=views.step_summary, preview_rows=views.preview_rows)
+        self._env.globals.update(step_summary=views.step_summary, preview_rows=preview_rows)
         self._css = files("handler.local.console").joinpath("static/console.css").read_bytes()
 
     @classmethod
