@@ -4,6 +4,7 @@ transaction they both run."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +32,7 @@ def connect(
         raise error(f"cannot open {what} {path}: {exc}") from exc
     try:
         if not in_memory:
-            conn.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(conn)
         # FULL, not NORMAL: with WAL, NORMAL does not sync the log at each commit, so a power
         # loss could drop a message (or a claim) whose write had already returned.
         conn.execute("PRAGMA synchronous = FULL")
@@ -43,6 +44,21 @@ def connect(
         conn.close()
         raise
     return conn
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> None:
+    """``PRAGMA journal_mode = WAL``, retried for ``BUSY_TIMEOUT_S`` while another connection
+    holds the file: SQLite can answer the switch "database is locked" at once, without waiting
+    out the busy timeout, when several processes open a new file together."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 @contextmanager
