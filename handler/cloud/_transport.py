@@ -1,22 +1,54 @@
-"""The HTTP layer of every cloud client: a client that keeps no cookies, and a transport that
-builds its TLS context on the first HTTPS request.
+"""The HTTP layer of every cloud client: a client that keeps no cookies, and the transport under
+it, an ``httpx`` transport on the standard library's ``http.client``.
 
 ``httpx.Client`` files every answer's cookies into a jar, building a ``urllib`` request per
 response for ``http.cookiejar``: about 90 µs of a 600 µs call. The cloud APIs authenticate each
 request by its own signature, so ``CookielessClient`` keeps none and skips that work.
 
-``httpx.Client()`` builds its default transport at once, and with it an SSL context that loads
-the whole CA bundle (about 30 ms and 1–2 MiB of a cold start). A client that only ever speaks
-plain HTTP (the emulator, a loopback proxy) never needs it, and one that speaks HTTPS needs it
-only when its first call goes out, which this defers it to.
+``KeepAliveTransport`` replaces httpx's default transport (httpcore and h11), which costs about
+350 µs of CPU for one small keep-alive request on loopback against about 170 µs for the same
+request on ``http.client`` (docs/performance.md, "Signed ECS call CPU"); it also keeps httpcore and
+h11 off the cold path (imported by the first request before). Everything above it — the client,
+the signing ``httpx.Auth`` flow, requests, responses, content decoding, exceptions — is httpx's.
+The cloud APIs need no more than it offers: HTTP/1.1, one request at a time per connection,
+bodies of a few KiB read whole.
+
+How it behaves, each as httpx's transport does:
+
+* Connections are kept alive per origin (scheme, host, port) and reused, most recent first; one
+  idle longer than ``keepalive_expiry`` (5 s) or that the server has closed or written to while
+  idle (its socket is readable) is closed instead of reused. At most ``max_keepalive`` idle ones
+  are kept per origin; any number may be in use at once (one per thread).
+* A request's ``timeout`` extension (the client's ``httpx.Timeout``) bounds the connect, each
+  socket write and each socket read.
+* HTTPS verifies the server against certifi's bundle, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``
+  (``httpx.create_ssl_context``); the context is built on the first HTTPS request, so a client
+  that only ever speaks plain HTTP (the emulator, a loopback proxy) never loads the CA bundle
+  (about 30 ms and 1–2 MiB of a cold start).
+* Failures are httpx's exceptions: ``ConnectTimeout`` / ``ConnectError`` (nothing was sent),
+  ``WriteTimeout`` / ``WriteError``, ``ReadTimeout`` / ``ReadError`` and ``RemoteProtocolError``
+  (a broken or closed answer). A connection that failed is closed, never reused. Nothing is tried
+  again here: retries are the cloud client's policy (``SignedClient._send``).
 """
 
 from __future__ import annotations
 
+import http.client
+import select
+import socket
+import ssl
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
+
+KEEPALIVE_EXPIRY_S = 5.0
+MAX_KEEPALIVE = 20
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+_Origin = tuple[str, str, int]
 
 
 class _NoCookies(httpx.Cookies):
@@ -40,31 +72,154 @@ class CookielessClient(httpx.Client):
         raise TypeError("a CookielessClient keeps no cookies")
 
 
-class LazyTransport(httpx.BaseTransport):
-    """One pooled ``httpx.HTTPTransport`` per scheme, each made when first used."""
+def _closed_while_idle(sock: socket.socket) -> bool:
+    """An idle keep-alive socket that is readable has been closed by the server (or holds bytes
+    no request asked for): either way it cannot carry the next request."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
 
-    def __init__(self, limits: httpx.Limits | None = None) -> None:
-        self._limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        self._transports: dict[str, httpx.HTTPTransport] = {}
+
+class KeepAliveTransport(httpx.BaseTransport):
+    """An ``httpx`` transport on ``http.client`` with a keep-alive pool per origin (module
+    docstring)."""
+
+    def __init__(
+        self,
+        *,
+        keepalive_expiry: float = KEEPALIVE_EXPIRY_S,
+        max_keepalive: int = MAX_KEEPALIVE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._expiry = keepalive_expiry
+        self._max_keepalive = max_keepalive
+        self._clock = clock
+        self._idle: dict[_Origin, list[tuple[http.client.HTTPConnection, float]]] = {}
         self._lock = threading.Lock()
+        self._ssl: ssl.SSLContext | None = None
+        self._closed = False
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return self._for(request.url.scheme).handle_request(request)
-
-    def _for(self, scheme: str) -> httpx.HTTPTransport:
-        transport = self._transports.get(scheme)
-        if transport is None:
-            with self._lock:
-                transport = self._transports.get(scheme)
-                if transport is None:
-                    # Plain HTTP never uses the SSL context, so it needs no CA bundle loaded.
-                    verify = scheme == "https"
-                    transport = httpx.HTTPTransport(verify=verify, limits=self._limits)
-                    self._transports[scheme] = transport
-        return transport
+        url = request.url
+        scheme = url.scheme
+        if scheme not in _DEFAULT_PORTS:
+            raise httpx.UnsupportedProtocol(f"the cloud clients speak http and https, not {scheme!r}")
+        origin = (scheme, url.raw_host.decode("ascii"), url.port or _DEFAULT_PORTS[scheme])
+        timeouts = request.extensions.get("timeout", {})
+        body = request.read()
+        conn = self._checkout(origin, timeouts.get("connect"))
+        try:
+            response, data = self._exchange(conn, request, body, timeouts)
+        except BaseException:
+            conn.close()
+            raise
+        if response.will_close:
+            conn.close()
+        else:
+            self._checkin(origin, conn)
+        return httpx.Response(
+            response.status,
+            headers=[
+                (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.getheaders()
+            ],
+            stream=httpx.ByteStream(data),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": response.reason.encode("latin-1")},
+            request=request,
+        )
 
     def close(self) -> None:
         with self._lock:
-            transports, self._transports = list(self._transports.values()), {}
-        for transport in transports:
-            transport.close()
+            self._closed = True
+            idle = [conn for conns in self._idle.values() for conn, _ in conns]
+            self._idle.clear()
+        for conn in idle:
+            conn.close()
+
+    def _checkout(self, origin: _Origin, connect_timeout: float | None) -> http.client.HTTPConnection:
+        """An idle connection to ``origin`` still fit to use, else a new one, connected."""
+        now = self._clock()
+        stale: list[http.client.HTTPConnection] = []
+        found = None
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the transport is closed")
+            idle = self._idle.get(origin, [])
+            while idle and found is None:
+                conn, since = idle.pop()
+                if now - since > self._expiry or _closed_while_idle(conn.sock):
+                    stale.append(conn)
+                else:
+                    found = conn
+        for conn in stale:
+            conn.close()
+        return found if found is not None else self._connect(origin, connect_timeout)
+
+    def _checkin(self, origin: _Origin, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(origin, [])
+            if not self._closed and len(idle) < self._max_keepalive:
+                idle.append((conn, self._clock()))
+                return
+        conn.close()
+
+    def _connect(self, origin: _Origin, timeout: float | None) -> http.client.HTTPConnection:
+        scheme, host, port = origin
+        conn: http.client.HTTPConnection
+        if scheme == "https":
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._context())
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            conn.connect()
+        except TimeoutError as exc:
+            conn.close()
+            raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from exc
+        except OSError as exc:  # refused, unreachable, DNS, TLS handshake or certificate
+            conn.close()
+            raise httpx.ConnectError(f"connecting to {host}:{port}: {exc}") from exc
+        return conn
+
+    def _context(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._ssl is None:
+                self._ssl = httpx.create_ssl_context()
+            return self._ssl
+
+    @staticmethod
+    def _exchange(
+        conn: http.client.HTTPConnection,
+        request: httpx.Request,
+        body: bytes,
+        timeouts: dict[str, float | None],
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """Send ``request`` on ``conn``; the answer, read whole (so ``conn`` is free again)."""
+        assert conn.sock is not None  # connected by _checkout
+        sock = conn.sock
+        chunked = "transfer-encoding" in request.headers
+        try:
+            sock.settimeout(timeouts.get("write"))
+            conn.putrequest(
+                request.method,
+                request.url.raw_path.decode("ascii"),
+                skip_host=True,
+                skip_accept_encoding=True,
+            )
+            for name, value in request.headers.raw:
+                conn.putheader(name, value)
+            conn.endheaders(body or None, encode_chunked=chunked)
+        except ValueError as exc:  # a header http.client refuses to put on the wire
+            raise httpx.LocalProtocolError(str(exc), request=request) from exc
+        except TimeoutError as exc:
+            raise httpx.WriteTimeout("sending the request timed out", request=request) from exc
+        except OSError as exc:
+            raise httpx.WriteError(f"sending the request: {exc}", request=request) from exc
+        try:
+            sock.settimeout(timeouts.get("read"))
+            response = conn.getresponse()
+            return response, response.read()
+        except TimeoutError as exc:
+            raise httpx.ReadTimeout("waiting for the answer timed out", request=request) from exc
+        except http.client.HTTPException as exc:  # closed early, bad status line, cut body
+            raise httpx.RemoteProtocolError(f"the answer is broken: {exc!r}", request=request) from exc
+        except OSError as exc:
+            raise httpx.ReadError(f"reading the answer: {exc}", request=request) from exc
