@@ -144,7 +144,9 @@ def test_a_proxy_with_credentials_stays_out_of_cloud_errors(monkeypatch: pytest.
             ecs.show_job("ff8080820000000000000000deadbeef")
     finally:
         ecs.close()
-    assert "ConnectError" in str(caught.value)  # the proxy was used, and refused the connection
+    # The proxy was used, and refused the connection (the endpoint's name does not resolve).
+    assert "ConnectError" in str(caught.value)
+    assert "refused" in str(caught.value)
     assert SECRET not in str(caught.value)
 
 

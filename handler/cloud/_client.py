@@ -16,7 +16,7 @@ from handler.cloud._credentials import Credentials
 from handler.cloud._errors import ApiError, CallBudgetSpent, TransportError
 from handler.cloud._ids import checked
 from handler.cloud._signer import SignerAuth
-from handler.cloud._transport import CookielessClient, KeepAliveTransport
+from handler.cloud._transport import CookielessClient, default_transport
 from handler.core.backoff import RetryPolicy, retryable
 from handler.core.validation import MalformedInput, load_json
 from handler.errors import ConfigError
@@ -63,7 +63,7 @@ class SignedClient:
             base_url=self._base,
             auth=self._auth,
             timeout=timeout,
-            transport=transport if transport is not None else KeepAliveTransport(),
+            transport=transport if transport is not None else default_transport(),
             headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"},
         )
 

@@ -338,3 +338,18 @@ def test_a_listener_that_never_accepts_is_a_connect_timeout() -> None:
         finally:
             for filler in fillers:
                 filler.close()
+
+
+def test_a_proxy_in_the_environment_carries_the_cloud_calls(
+    serve: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = b'{"job_id": "j1", "status": "SUCCESS"}'
+    proxy = serve(keep_alive(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(job), job)))
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with EcsClient("http://ecs.example.invalid", DEMO_CREDENTIALS) as ecs:
+        assert ecs.show_job("f" * 32).job_id == "j1"
+    ((head, _),) = proxy.requests
+    assert head.startswith(b"GET http://ecs.example.invalid/v1/")  # the proxy's absolute form
+    assert b"Authorization: SDK-HMAC-SHA256" in head  # signed as for the endpoint itself
