@@ -26,6 +26,9 @@ from typing import Any
 from bench.common import Figure, package_zip, sdk_dir, sdk_files, sdk_zip, zip_files
 
 MIB = 1024 * 1024
+# The 10 MiB bound on our zips is the project's own budget (a quarter of the 40 MB FunctionGraph
+# takes in its console), kept so an upload stays quick; it is not a platform limit.
+OWN_BUDGET = "the project's own budget, not a platform limit (FunctionGraph: 40 MB in its console)"
 
 
 def by_top_level(sizes: list[tuple[str, int]]) -> dict[str, int]:
@@ -74,13 +77,16 @@ def run(quick: bool) -> tuple[list[Figure], dict[str, Any]]:
             target=1.0,
             headline="FunctionGraph zip (default extras)",
         ),
-        Figure(scenario, "FunctionGraph package, zipped", "MiB", [ours_zip / MIB], target=10.0),
+        Figure(
+            scenario, "FunctionGraph package, zipped", "MiB", [ours_zip / MIB], target=10.0, note=OWN_BUDGET
+        ),
         Figure(
             scenario,
             "with the webhooks extra (--webhook-routes), zipped",
             "MiB",
             [webhooks.stat().st_size / MIB],
             target=10.0,
+            note=OWN_BUDGET,
         ),
         Figure(
             scenario,
