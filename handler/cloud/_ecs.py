@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pydantic import ConfigDict, TypeAdapter
 
@@ -14,8 +14,7 @@ _block_devices = TypeAdapter(list[BlockDevice], config=_DEFERRED)
 _servers = TypeAdapter(list[Server], config=_DEFERRED)
 
 
-@dataclass(frozen=True)
-class DetachAnswer:
+class DetachAnswer(NamedTuple):
     """The API accepted the detach: a job to follow."""
 
     job_id: str

@@ -27,10 +27,9 @@ import binascii
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -91,8 +90,7 @@ class ApprovalPolicy(BaseModel):
         return self.mode != "never"
 
 
-@dataclass(frozen=True)
-class ApprovalFacts:
+class ApprovalFacts(NamedTuple):
     """What the cloud and the store said about the request, read by the detach function."""
 
     project_id: str
@@ -201,8 +199,7 @@ class Approval(BaseModel):
         return self.request.subject
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     approve: bool
     by: str
     comment: str | None

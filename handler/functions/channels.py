@@ -25,8 +25,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 from urllib.parse import quote_plus
 
 import httpx
@@ -71,8 +70,7 @@ class ChannelConfig(BaseModel):
         return self
 
 
-@dataclass(frozen=True)
-class Notice:
+class Notice(NamedTuple):
     """One message, before a platform's format: what happened, in words and buttons."""
 
     outcome: str

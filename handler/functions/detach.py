@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from handler.cloud import ApiError, DetachAnswer, TransportError
 from handler.core.approval import (
@@ -86,8 +86,7 @@ _STATUS = {
 }
 
 
-@dataclass(frozen=True)
-class DetachOutcome:
+class DetachOutcome(NamedTuple):
     status: DetachStatus
     request: DetachRequest
     accepted: DetachAccepted | None = None  # ACCEPTED
@@ -127,8 +126,7 @@ class _Call:
     resumed: bool = False  # taken by the relay: not ending now leaves its record for a later sweep
 
 
-@dataclass(frozen=True)
-class ApprovalStep:
+class ApprovalStep(NamedTuple):
     """What an approval turn did: ``what`` (the request's status, or ``stale``/``waiting``),
     its ``outcome`` when the request went on, and the turn to send again after ``delay_s``."""
 

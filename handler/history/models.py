@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 RECORDED_PREFIXES = ("detach.", "poll.")
 # Steps that are a request of their own, never part of another one's trail.
@@ -117,8 +117,7 @@ def _text(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     """One recorded event. ``trail`` is None until the writer names it (by job or key)."""
 
     at: datetime
@@ -155,8 +154,7 @@ class Step:
         }
 
 
-@dataclass(frozen=True)
-class Trail:
+class Trail(NamedTuple):
     """One request and its steps, in the order they happened."""
 
     id: str
