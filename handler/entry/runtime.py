@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httpx
 
@@ -349,8 +349,7 @@ def build_desk(settings: Settings, *, store: Store, jobs: Topic, results: Topic)
     )
 
 
-@dataclass
-class DeskHandle:
+class DeskHandle(NamedTuple):
     """The approval desk on its own (``ecs-detach approvals``): the store and topics it needs,
     without the cloud clients of the functions."""
 
