@@ -17,7 +17,7 @@ from handler.cloud import CloudName, Credentials, endpoint
 from handler.core.approval_policy import ApprovalPolicy, ApprovalRules
 from handler.core.policy import SafetyPolicy
 from handler.core.polling import PollSchedule
-from handler.functions.channels import OUTCOMES, ChannelConfig
+from handler.functions.channel_config import OUTCOMES, ChannelConfig
 from handler.security import DEFAULT_SMN_CERT_HOSTS, HUAWEI_SMN_SUBJECT, ConsoleUser, WebhookCredential
 from handler.sources._labels import LabelNames
 
