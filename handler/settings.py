@@ -14,10 +14,10 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from handler.cloud import CloudName, Credentials, endpoint
-from handler.core.approval import ApprovalPolicy, ApprovalRules
+from handler.core.approval_policy import ApprovalPolicy, ApprovalRules
 from handler.core.policy import SafetyPolicy
 from handler.core.polling import PollSchedule
-from handler.functions.channels import OUTCOMES, ChannelConfig
+from handler.functions.channel_config import OUTCOMES, ChannelConfig
 from handler.security import DEFAULT_SMN_CERT_HOSTS, HUAWEI_SMN_SUBJECT, ConsoleUser, WebhookCredential
 from handler.sources._labels import LabelNames
 

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 from pydantic import ConfigDict, TypeAdapter
 
 from handler.cloud._client import SignedClient, json_object, required_str
-from handler.core.resources import BlockDevice, Job, Server
+from handler.core.resources import BlockDevice, Server
+
+if TYPE_CHECKING:
+    from handler.core.jobs import Job
 
 _DEFERRED = ConfigDict(defer_build=True)  # built on first use: most invocations need neither
 _block_devices = TypeAdapter(list[BlockDevice], config=_DEFERRED)
 _servers = TypeAdapter(list[Server], config=_DEFERRED)
 
 
-@dataclass(frozen=True)
-class DetachAnswer:
+class DetachAnswer(NamedTuple):
     """The API accepted the detach: a job to follow."""
 
     job_id: str
@@ -45,6 +47,8 @@ class EcsClient(SignedClient):
 
     def show_job(self, job_id: str, *, project_id: str | None = None) -> Job:
         """``GET /v1/{project_id}/jobs/{job_id}``."""
+        from handler.core.jobs import Job  # noqa: PLC0415 (the poll function's only: not on a detach's cold path)
+
         response = self._send("GET", self._path(project_id, "jobs/{job_id}", job_id=job_id))
         return Job.model_validate(json_object(response))
 

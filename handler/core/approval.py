@@ -1,6 +1,6 @@
 """When a person must say yes before a detach, and what they are shown: pure decision logic.
 
-The approval policy decides per request (``ApprovalPolicy.mode``):
+The approval policy (``handler.core.approval_policy``) decides per request (``ApprovalPolicy.mode``):
 
 * ``never`` (the default): no request waits for anyone, the behaviour without approvals;
 * ``always``: every request that passes the safety policy waits for an approval;
@@ -27,72 +27,24 @@ import binascii
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Literal
+from typing import NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from handler.core.approval_policy import ApprovalPolicy
 from handler.core.models import DetachRequest
 from handler.core.policy import STOPPED, SafetyPolicy
 from handler.core.resources import Server, Volume
 from handler.errors import EcsDetachError
 
-DEFAULT_EXPIRY_S = 3600.0
 # The origin entries that name who asked for a request: the webhook credential (set by the
 # router), a ticket's reporter (a mapping's ``origin.reporter``), an alert's receiver.
 REQUESTER_KEYS = ("credential", "reporter", "receiver", "requested_by")
 
 
-class ApprovalRules(BaseModel):
-    """With ``mode=rules``: a request waits for an approval when any of these matches."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
-
-    force: bool = Field(default=False, description="A force detach (delete_flag=1)")
-    shared_disk: bool = Field(
-        default=False, description="A disk attached to several servers, or multi-attach"
-    )
-    system_disk_stopped: bool = Field(default=False, description="The system disk of a stopped server")
-    server_tags: list[str] = Field(default=[], description='Server tags, e.g. "env=prod"')
-    projects: list[str] = Field(default=[], description="Project ids")
-    max_disks_per_server: int | None = Field(
-        default=None, ge=1, description="More disks of one server than this within the window"
-    )
-    window_s: float = Field(default=3600.0, gt=0, description="The window of max_disks_per_server")
-
-    def any(self) -> bool:
-        return bool(
-            self.force
-            or self.shared_disk
-            or self.system_disk_stopped
-            or self.server_tags
-            or self.projects
-            or self.max_disks_per_server
-        )
-
-
-class ApprovalPolicy(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
-
-    mode: Literal["never", "always", "rules"] = "never"
-    rules: ApprovalRules = Field(default_factory=ApprovalRules)
-    expiry_s: float = Field(default=DEFAULT_EXPIRY_S, gt=0, description="Undecided after this: rejected")
-
-    @model_validator(mode="after")
-    def _rules_named(self) -> ApprovalPolicy:
-        if self.mode == "rules" and not self.rules.any():
-            raise ValueError("approval mode 'rules' needs at least one rule (ECS_DETACH_APPROVAL_*)")
-        return self
-
-    @property
-    def enabled(self) -> bool:
-        return self.mode != "never"
-
-
-@dataclass(frozen=True)
-class ApprovalFacts:
+class ApprovalFacts(NamedTuple):
     """What the cloud and the store said about the request, read by the detach function."""
 
     project_id: str
@@ -201,8 +153,7 @@ class Approval(BaseModel):
         return self.request.subject
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     approve: bool
     by: str
     comment: str | None

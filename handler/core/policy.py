@@ -8,7 +8,7 @@ own rules (system disk, shared disk, force), so the cheapest and broadest refusa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,8 +31,7 @@ class SafetyPolicy(BaseModel):
     allow_force: bool = False
 
 
-@dataclass(frozen=True)
-class DiskFacts:
+class DiskFacts(NamedTuple):
     """What the cloud says, read just before deciding."""
 
     server: Server
@@ -40,8 +39,7 @@ class DiskFacts:
     shared: bool  # attached to more than one server, or a multi-attach volume
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     allowed: bool
     code: str = ""
     reason: str = ""

@@ -1,79 +1,21 @@
-"""The cloud's resources as the ECS v1 API reports them (docs/cloud-api.md §2, §9).
+"""The cloud's resources as the ECS v1 API reports them (docs/cloud-api.md §9), and EVS's volume;
+a job (§2) is in ``handler.core.jobs``, which only the poll function reads.
 
-Parsed leniently: unknown fields are ignored, timestamps may be empty while a job runs.
+Parsed leniently: unknown fields are ignored.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from enum import Enum
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 
-class JobStatus(str, Enum):
-    INIT = "INIT"
-    RUNNING = "RUNNING"
-    SUCCESS = "SUCCESS"
-    FAIL = "FAIL"
-    PENDING_PAYMENT = "PENDING_PAYMENT"
-
-
-class _Lenient(BaseModel):
+class Lenient(BaseModel):
     # defer_build: a model's validator is built when first used, so a cold start pays only for
     # the answers it reads (a detach never reads a job).
     model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
 
-def _empty_to_none(value: Any) -> Any:
-    return None if value in ("", None) else value
-
-
-class SubJobEntities(_Lenient):
-    server_id: str | None = None
-    errorcode_message: str | None = None
-
-
-class SubJob(_Lenient):
-    status: JobStatus | None = None
-    job_id: str | None = None
-    job_type: str | None = None
-    error_code: str | None = None
-    fail_reason: str | None = None
-    entities: SubJobEntities = Field(default_factory=SubJobEntities)
-
-
-class JobEntities(_Lenient):
-    server_id: str | None = None
-    sub_jobs_total: int | None = None
-    sub_jobs: list[SubJob] = Field(default=[])
-
-
-class Job(_Lenient):
-    """``GET /v1/{project_id}/jobs/{job_id}``."""
-
-    job_id: str
-    status: JobStatus
-    job_type: str | None = None
-    begin_time: datetime | None = None
-    end_time: datetime | None = None
-    error_code: str | None = None
-    fail_reason: str | None = None
-    entities: JobEntities = Field(default_factory=JobEntities)
-
-    _blank_times = field_validator("begin_time", "end_time", mode="before")(_empty_to_none)
-
-    def failure(self) -> tuple[str | None, str | None]:
-        """The most specific error code and reason, looking into sub-jobs when the job is vague."""
-        code, reason = self.error_code, self.fail_reason
-        for sub in self.entities.sub_jobs:
-            code = code or sub.error_code
-            reason = reason or sub.fail_reason or sub.entities.errorcode_message
-        return code, reason
-
-
-class BlockDevice(_Lenient):
+class BlockDevice(Lenient):
     """One entry of ``GET …/cloudservers/{server_id}/block_device``."""
 
     volume_id: str = Field(alias="volumeId")
@@ -84,7 +26,7 @@ class BlockDevice(_Lenient):
     bus: str | None = None
 
 
-class AttachedVolume(_Lenient):
+class AttachedVolume(Lenient):
     """One entry of a server's ``os-extended-volumes:volumes_attached``."""
 
     id: str
@@ -92,7 +34,7 @@ class AttachedVolume(_Lenient):
     boot_index: str | None = Field(default=None, alias="bootIndex")
 
 
-class Server(_Lenient):
+class Server(Lenient):
     """``GET /v1/{project_id}/cloudservers/{server_id}``."""
 
     id: str
@@ -106,7 +48,7 @@ class Server(_Lenient):
     volumes_attached: list[AttachedVolume] = Field(default=[], alias="os-extended-volumes:volumes_attached")
 
 
-class VolumeAttachment(_Lenient):
+class VolumeAttachment(Lenient):
     """One entry of an EVS volume's ``attachments``."""
 
     server_id: str
@@ -114,7 +56,7 @@ class VolumeAttachment(_Lenient):
     attachment_id: str | None = None
 
 
-class Volume(_Lenient):
+class Volume(Lenient):
     """``GET /v2/{project_id}/cloudvolumes/{volume_id}`` (EVS); ``bootable`` arrives as "true"/"false"."""
 
     id: str

@@ -4,8 +4,7 @@ and load JSON from outside (``load_json``, ``load_object``) with an error, never
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
@@ -16,8 +15,7 @@ from handler.core.models import DEVICE_PATTERN, JOB_ID_PATTERN, PROJECT_ID_PATTE
 ROOT = "(root)"
 
 
-@dataclass(frozen=True)
-class FieldError:
+class FieldError(NamedTuple):
     field: str  # dotted path, e.g. "data.server_id" or "records[2].messages[0]"
     reason: str
 

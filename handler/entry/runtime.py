@@ -11,15 +11,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httpx
 
 from handler.cloud import Credentials, EcsClient, EvsClient, SmnClient
 from handler.errors import ConfigError
 from handler.functions.detach import DetachFunction
-from handler.functions.jobs import JobsFunction
-from handler.functions.poll import PollFunction
 from handler.guards.blast import BlastRadius
 from handler.guards.idempotency import Guard
 from handler.history import HistoryStore, check_url
@@ -37,7 +35,9 @@ if TYPE_CHECKING:
     from handler.entry._chat import ChatCallbacks
     from handler.entry.webhooks import WebhookRouter
     from handler.functions.approvals import ApprovalDesk
+    from handler.functions.jobs import JobsFunction
     from handler.functions.notify import NotifyFunction
+    from handler.functions.poll import PollFunction
 
 
 @dataclass
@@ -50,11 +50,34 @@ class Runtime:
     results: Topic
     store: Store
     detach: DetachFunction
-    poll: PollFunction
-    jobs_function: JobsFunction
+    blast: BlastRadius
     # Registered with log_event for the runtime's lifetime (None: ECS_DETACH_HISTORY=off).
     history: HistoryRecorder | None = None
     _closing: list[Callable[[], None]] = field(default_factory=list)
+
+    # The poll function and the jobs topic's, built on first use: a cold start that handles a
+    # detach request never imports them. Both are stateless over the clients, the guard and the
+    # blast radius they share with the detach function (two threads building one at once, on
+    # Python 3.12+, build two equal ones: harmless).
+    @cached_property
+    def poll(self) -> PollFunction:
+        from handler.functions.poll import PollFunction  # noqa: PLC0415
+
+        settings = self.settings
+        return PollFunction(
+            self.ecs,
+            self.results,
+            source=settings.source,
+            schedule=settings.poll_schedule(),
+            guard=self.detach.guard,
+            blast=self.blast,
+        )
+
+    @cached_property
+    def jobs_function(self) -> JobsFunction:
+        from handler.functions.jobs import JobsFunction  # noqa: PLC0415
+
+        return JobsFunction(self.detach, self.poll)
 
     @cached_property
     def router(self) -> WebhookRouter:
@@ -229,12 +252,12 @@ def build_runtime(settings: Settings, credentials: Credentials) -> Runtime:
     }
     jobs, results = topics["jobs"], topics["results"]
     store = open_store(settings.store)
-    detach, poll = build_functions(
-        settings, credentials, ecs=ecs, evs=evs, jobs=jobs, results=results, store=store
+    blast = blast_radius(settings, store)
+    detach = build_detach(
+        settings, credentials, ecs=ecs, evs=evs, jobs=jobs, results=results, store=store, blast=blast
     )
-    jobs_function = JobsFunction(detach, poll)
     history = _recorder(settings, history_url, open_history) if history_url and open_history else None
-    return Runtime(settings, ecs, evs, smn, jobs, results, store, detach, poll, jobs_function, history)
+    return Runtime(settings, ecs, evs, smn, jobs, results, store, detach, blast, history)
 
 
 def _recorder(settings: Settings, url: str, open_history: Callable[[], HistoryStore]) -> HistoryRecorder:
@@ -251,7 +274,7 @@ def _recorder(settings: Settings, url: str, open_history: Callable[[], HistorySt
     )
 
 
-def build_functions(
+def build_detach(
     settings: Settings,
     credentials: Credentials,
     *,
@@ -260,18 +283,19 @@ def build_functions(
     jobs: Topic,
     results: Topic,
     store: Store,
-) -> tuple[DetachFunction, PollFunction]:
-    """The two functions, every safety piece wired from ``settings``: the one place they are built."""
+    blast: BlastRadius,
+) -> DetachFunction:
+    """The detach function, every safety piece wired from ``settings``: the one place it is built
+    (the poll function, ``Runtime.poll``, shares its guard and ``blast``)."""
     guard = Guard(
         store,
         in_progress_ttl_s=settings.invocation_timeout_s,
         record_ttl_s=settings.record_ttl_s,
         lock_ttl_s=settings.poll_timeout_s + settings.invocation_timeout_s,
     )
-    blast = blast_radius(settings, store)
     schedule = settings.poll_schedule()
     approvals = build_desk(settings, store=store, jobs=jobs, results=results)
-    detach = DetachFunction(
+    return DetachFunction(
         ecs,
         evs,
         jobs,
@@ -289,8 +313,6 @@ def build_functions(
         dry_run=settings.dry_run,
         approvals=approvals,
     )
-    poll = PollFunction(ecs, results, source=settings.source, schedule=schedule, guard=guard, blast=blast)
-    return detach, poll
 
 
 def blast_radius(settings: Settings, store: Store) -> BlastRadius:
@@ -327,8 +349,7 @@ def build_desk(settings: Settings, *, store: Store, jobs: Topic, results: Topic)
     )
 
 
-@dataclass
-class DeskHandle:
+class DeskHandle(NamedTuple):
     """The approval desk on its own (``ecs-detach approvals``): the store and topics it needs,
     without the cloud clients of the functions."""
 

@@ -26,7 +26,6 @@ from typing import Any
 
 from handler.core.approval import (
     Approval,
-    ApprovalPolicy,
     ApprovalState,
     Decision,
     LinkRefused,
@@ -36,6 +35,7 @@ from handler.core.approval import (
     self_approval,
     sign_link,
 )
+from handler.core.approval_policy import ApprovalPolicy
 from handler.core.models import (
     EVENT_APPROVAL_REQUESTED,
     EVENT_APPROVAL_TURN,

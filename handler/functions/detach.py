@@ -26,18 +26,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from handler.cloud import ApiError, DetachAnswer, TransportError
-from handler.core.approval import (
-    Approval,
-    ApprovalFacts,
-    ApprovalState,
-    Preview,
-    approval_rules,
-    passed_checks,
-    what_will_happen,
-)
 from handler.core.errors import Disposition, classify_detach_error
 from handler.core.models import (
     EVENT_ACCEPTED,
@@ -74,7 +65,9 @@ from handler.topics import TopicError
 
 if TYPE_CHECKING:
     # Only a function whose approval policy may ask for approvals has a desk (built, and its
-    # module imported, by handler.entry.runtime.build_desk): a cold start without one skips it.
+    # module imported, by handler.entry.runtime.build_desk): a cold start without one skips it,
+    # and the approvals (handler.core.approval), imported by the steps that need a desk.
+    from handler.core.approval import Approval
     from handler.functions.approvals import ApprovalDesk
 
 _RETRY_SOON_S = 5.0  # throttling or no answer: the first backoff step
@@ -86,8 +79,7 @@ _STATUS = {
 }
 
 
-@dataclass(frozen=True)
-class DetachOutcome:
+class DetachOutcome(NamedTuple):
     status: DetachStatus
     request: DetachRequest
     accepted: DetachAccepted | None = None  # ACCEPTED
@@ -127,8 +119,7 @@ class _Call:
     resumed: bool = False  # taken by the relay: not ending now leaves its record for a later sweep
 
 
-@dataclass(frozen=True)
-class ApprovalStep:
+class ApprovalStep(NamedTuple):
     """What an approval turn did: ``what`` (the request's status, or ``stale``/``waiting``),
     its ``outcome`` when the request went on, and the turn to send again after ``delay_s``."""
 
@@ -293,6 +284,8 @@ class DetachFunction:
         (it may queue); denied → rejected (``ApprovalDenied``); undecided at the expiry →
         rejected (``ApprovalExpired``); undecided before it → nothing yet. Under the key's claim,
         so a request ends in exactly one result however many turns arrive."""
+        from handler.core.approval import ApprovalState  # noqa: PLC0415 (with a desk only)
+
         desk = self._approvals
         approval = desk.get(turn.approval_id) if desk is not None else None
         if desk is None or approval is None:
@@ -343,6 +336,8 @@ class DetachFunction:
 
     def _decided(self, call: _Call, approval: Approval) -> DetachOutcome:
         """What a decided approval makes of its request."""
+        from handler.core.approval import ApprovalState  # noqa: PLC0415 (with a desk only)
+
         who = approval.decided_by or "nobody"
         because = f": {approval.comment}" if approval.comment else ""
         if approval.state is ApprovalState.APPROVED:
@@ -361,6 +356,8 @@ class DetachFunction:
         desk = self._approvals
         if desk is None or not desk.policy.enabled:
             return None
+        from handler.core.approval import ApprovalState  # noqa: PLC0415 (with a desk only)
+
         request, facts = call.request, call.facts
         assert request.volume_id is not None
         assert facts is not None
@@ -382,6 +379,14 @@ class DetachFunction:
         self, call: _Call, desk: ApprovalDesk, facts: DiskFacts, volume: Volume
     ) -> DetachOutcome | None:
         """The approval rules on what was read; a matching request is kept for its approval."""
+        from handler.core.approval import (  # noqa: PLC0415 (with a desk only)
+            ApprovalFacts,
+            Preview,
+            approval_rules,
+            passed_checks,
+            what_will_happen,
+        )
+
         request = call.request
         assert request.volume_id is not None
         device = next((a.device for a in facts.server.volumes_attached if a.id == request.volume_id), None)

@@ -22,7 +22,8 @@ import jinja2
 from handler.core.approval import Approval
 from handler.core.models import EVENT_APPROVAL_REQUESTED, DetachResult
 from handler.core.validation import FieldError, InvalidInput, load_object
-from handler.functions.channels import OUTCOMES, DeliveryFailed, Notice, Sender
+from handler.functions.channel_config import OUTCOMES
+from handler.functions.channels import DeliveryFailed, Notice, Sender
 from handler.store import Store
 from handler.support.log import log_event
 

@@ -6,10 +6,13 @@ functions are written against them only, so tests and other clouds can plug in.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from handler.cloud import DetachAnswer
-from handler.core.resources import BlockDevice, Job, Server, Volume
+from handler.core.resources import BlockDevice, Server, Volume
+
+if TYPE_CHECKING:
+    from handler.core.jobs import Job
 
 
 class BlockDeviceApi(Protocol):

@@ -19,15 +19,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from handler.core.models import DetachRequest
 from handler.store import Claim, ClaimLost, ClaimState, SqliteStore, Store, Taken
 
 
-@dataclass(frozen=True)
-class Locks:
+class Locks(NamedTuple):
     names: tuple[str, ...]
     owner: str
 

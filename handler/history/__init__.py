@@ -13,11 +13,18 @@ from urllib.parse import unquote, urlsplit
 
 from handler.errors import ConfigError
 from handler.history._base import HistoryError, HistoryRefused, HistoryStore
-from handler.history.models import OUTCOMES, SUMMARY_FIELDS, Query, Step, Trail
+from handler.history.models import OUTCOMES, SUMMARY_FIELDS, Step, Trail
+from handler.support.lazy import lazy_names
 from handler.support.log import redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from handler.history.query import Query
+
+# Only the history's readers (the CLI, the console) list requests: a function's cold start
+# does not build ``Query``.
+__getattr__ = lazy_names(__name__, {"Query": "query"})
 
 __all__ = [
     "OFF",

@@ -17,10 +17,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from handler.core.errors import EcsDetachError
-from handler.history.models import JOINABLE_STATUSES, Query, Step, Trail
+from handler.history.models import JOINABLE_STATUSES, Step, Trail
+
+if TYPE_CHECKING:
+    from handler.history.query import Query
 
 TABLE = "ecs_detach_history"
 # The columns every adapter creates (types differ: times and JSON), in insert order.

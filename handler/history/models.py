@@ -23,9 +23,8 @@ How a step finds its trail (docs/history.md, "Trails"):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 RECORDED_PREFIXES = ("detach.", "poll.")
 # Steps that are a request of their own, never part of another one's trail.
@@ -117,8 +116,7 @@ def _text(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     """One recorded event. ``trail`` is None until the writer names it (by job or key)."""
 
     at: datetime
@@ -155,8 +153,7 @@ class Step:
         }
 
 
-@dataclass(frozen=True)
-class Trail:
+class Trail(NamedTuple):
     """One request and its steps, in the order they happened."""
 
     id: str
@@ -221,28 +218,3 @@ class Trail:
             "origin": self.origin,
             "steps": [step.as_dict() for step in self.steps],
         }
-
-
-@dataclass(frozen=True)
-class Query:
-    """Which requests to list: newest first, at most ``limit``; every filter narrows."""
-
-    server_id: str | None = None
-    key: str | None = None
-    job_id: str | None = None  # the request whose detach started this job
-    outcome: str | None = None
-    since: datetime | None = None  # requests that started at or after this
-    trail: str | None = None  # the one request of this trail
-    # Requests one of whose steps names a server, volume, idempotency key or job containing
-    # this text (case as written), or whose trail it is.
-    text: str | None = None
-    limit: int = 50
-    offset: int = 0  # skip this many of the newest (pages)
-
-    def __post_init__(self) -> None:
-        if self.limit < 1:
-            raise ValueError("limit must be at least 1")
-        if self.offset < 0:
-            raise ValueError("offset must not be negative")
-        if self.since is not None and self.since.tzinfo is None:
-            raise ValueError("since must carry a time zone")

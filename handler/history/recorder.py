@@ -24,9 +24,8 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from handler.core.models import utcnow
 from handler.history._base import HistoryRefused, HistoryStore
@@ -40,8 +39,7 @@ _REPORT_EVERY_S = 10.0  # losses are reported at most this often (and when the r
 _MAX_BACKOFF_S = 10.0
 
 
-@dataclass(frozen=True)
-class _Open:
+class _Open(NamedTuple):
     """The request the current invocation is handling: its trail and key."""
 
     trail: str

@@ -13,8 +13,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from handler.core.validation import ROOT, FieldError, InvalidInput
 from handler.sources._base import Parsed, Record
@@ -27,8 +26,7 @@ ACCEPTED_SHAPES = (
 )
 
 
-@dataclass(frozen=True)
-class ApigRequest:
+class ApigRequest(NamedTuple):
     """An HTTP request as APIG hands it to the function; header names lower-cased."""
 
     method: str

@@ -33,7 +33,7 @@ import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from handler.errors import EcsDetachError
 
@@ -76,8 +76,7 @@ class Claim:
     """IN_PROGRESS: seconds until the other owner's claim lapses."""
 
 
-@dataclass(frozen=True)
-class Taken:
+class Taken(NamedTuple):
     """A record ``take_outbox`` claimed: the caller owns ``key`` now, like after a ``NEW``."""
 
     key: str

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # URL scheme → the extra of pyproject.toml that serves it (infra/terraform/package.tf mirrors this).
 SCHEME_EXTRAS = {
@@ -39,8 +39,7 @@ EXTRA_MODULES = {
 }
 
 
-@dataclass(frozen=True)
-class Need:
+class Need(NamedTuple):
     """``setting`` (a name, never its value: URLs carry passwords) needs ``extra`` for ``scheme``."""
 
     setting: str

@@ -12,8 +12,7 @@ Some backends can also be read without taking anything away from the topic's con
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from handler.errors import ConfigError, EcsDetachError
 
@@ -33,8 +32,7 @@ class StaleDelivery(TopicError):
     """
 
 
-@dataclass(frozen=True)
-class Delivery:
+class Delivery(NamedTuple):
     """One received message, leased to the receiver until acked, nacked or requeued."""
 
     message_id: str
@@ -85,8 +83,7 @@ class Topic(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class Browsed:
+class Browsed(NamedTuple):
     """One message seen by a ``Browser``: not leased, nothing to settle."""
 
     message_id: str

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import SplitResult, parse_qs, unquote
 
 from handler.support.log import redact_url
@@ -10,8 +10,7 @@ from handler.support.log import redact_url
 from ._base import TopicConfigError
 
 
-@dataclass(frozen=True)
-class BrokerAddress:
+class BrokerAddress(NamedTuple):
     """Where a broker is and how to log in, read from ``scheme://[user[:password]@]host[:port]/path``."""
 
     scheme: str

@@ -9,7 +9,7 @@ import pytest
 from pydantic import SecretStr
 
 from handler.cloud import ApiError, EcsClient, TransportError, endpoint
-from handler.core.resources import JobStatus
+from handler.core.jobs import JobStatus
 from handler.settings import CloudCredentials, Settings
 from tests.conftest import DEMO_CREDENTIALS, Emulator
 from tests.support import PID, WEB1, WEB1_DATA

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,7 +47,17 @@ class FunctionGraphContext:
 
 
 @pytest.fixture
-def function_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def freezes(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Each ``gc.freeze()`` of the function, as in a new instance, without freezing the objects
+    of the test process."""
+    frozen: list[bool] = []
+    monkeypatch.setattr(functiongraph.gc, "get_freeze_count", lambda: len(frozen))
+    monkeypatch.setattr(functiongraph.gc, "freeze", lambda: frozen.append(True))
+    return frozen
+
+
+@pytest.fixture
+def function_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, freezes: list[bool]) -> Iterator[str]:
     backend = EcsBackend.from_seed(
         load_seed(None), credentials=[AGENCY], config=EmulatorConfig(job_init_s=0.05, job_duration_s=0.3)
     )
@@ -87,6 +98,28 @@ def test_detach_then_poll_until_the_result(function_env: str) -> None:
                 assert [reply["job_id"]] == answer["job_ids"]
     assert outcomes[-1] == "finished"
     assert "continued" in outcomes  # it re-published itself instead of sleeping
+
+
+def test_the_instance_is_frozen_once_its_runtime_is_built(
+    function_env: str, freezes: list[bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the instance holds once its runtime is built leaves the cyclic collector's way
+    (``gc.freeze``): not before a build succeeds, and once per process."""
+    store = os.environ["ECS_DETACH_STORE"]
+    monkeypatch.setenv("ECS_DETACH_STORE", "sqlite:///relative/store.db")
+    with pytest.raises(ConfigError):
+        functiongraph.init(FunctionGraphContext())
+    assert freezes == []
+    monkeypatch.setenv("ECS_DETACH_STORE", store)
+    functiongraph.init(FunctionGraphContext())
+    assert freezes == [True]
+    assert functiongraph.handler({"server_id": WEB1, "volume_id": WEB1_DATA}, None)["status_code"] == 202
+    runtime = functiongraph._runtime
+    assert runtime is not None
+    runtime.close()
+    monkeypatch.setattr(functiongraph, "_runtime", None)  # a later build in the same process
+    functiongraph.init(FunctionGraphContext())
+    assert freezes == [True]
 
 
 @pytest.mark.parametrize("trigger_type", ["RABBITMQ", "KAFKA"])

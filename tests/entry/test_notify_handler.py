@@ -11,7 +11,7 @@ from handler.core.models import DetachResult, Outcome, result_event
 from handler.core.validation import InvalidInput
 from handler.entry import functiongraph
 from handler.functions.channels import DeliveryFailed
-from tests.entry.test_functiongraph import FunctionGraphContext, function_env  # noqa: F401 (fixture)
+from tests.entry.test_functiongraph import FunctionGraphContext, freezes, function_env  # noqa: F401 (fixtures)
 from tests.support import WEB1, WEB1_DATA, Receiver
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from handler.core.models import DetachRequest
 from handler.entry.runtime import Runtime, build_runtime
-from handler.functions.channels import OUTCOMES
+from handler.functions.channel_config import OUTCOMES
 from handler.local._serve import BackgroundServer
 from handler.local.http import runtime_app
 from handler.local.worker import Worker, notify_event, poll_job

@@ -23,7 +23,7 @@ from pydantic import SecretStr
 
 from emulator import DEMO_CREDENTIAL, EcsBackend, EmulatorConfig, FaultConfig, create_app, load_seed
 from handler.cloud import Credentials, EcsClient, EvsClient
-from handler.core.approval import ApprovalPolicy
+from handler.core.approval_policy import ApprovalPolicy
 from handler.core.policy import SafetyPolicy
 from handler.core.polling import PollSchedule
 from handler.functions.approvals import ApprovalDesk

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from handler.core.approval import ApprovalPolicy, ApprovalRules, ApprovalState
+from handler.core.approval import ApprovalState
+from handler.core.approval_policy import ApprovalPolicy, ApprovalRules
 from handler.core.models import DetachRequest
 from handler.core.outcomes import DetachStatus, record_http_status
 from handler.core.policy import SafetyPolicy

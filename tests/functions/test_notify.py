@@ -21,7 +21,8 @@ from handler.cloud import Credentials, SmnClient
 from handler.core.approval import Approval, Preview
 from handler.core.models import DetachRequest, DetachResult, Outcome, result_event
 from handler.core.validation import InvalidInput
-from handler.functions.channels import ChannelConfig, DeliveryFailed, Notice, SmnSender, WebhookSender
+from handler.functions.channel_config import ChannelConfig
+from handler.functions.channels import DeliveryFailed, Notice, SmnSender, WebhookSender
 from handler.functions.notify import NotifyFunction, Templates
 from handler.local._serve import BackgroundServer
 from handler.store import SqliteStore
