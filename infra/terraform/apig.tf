@@ -72,7 +72,7 @@ resource "huaweicloud_apig_api" "webhooks" {
   simple_authentication   = var.apig_authentication == "APP"
 
   func_graph {
-    function_urn    = huaweicloud_fgs_function.detach.urn
+    function_urn    = huaweicloud_fgs_function.functions["detach"].urn
     version         = "latest"
     invocation_type = "sync"
     timeout         = var.detach_timeout_s * 1000

@@ -39,7 +39,7 @@ locals {
 resource "huaweicloud_fgs_function_trigger" "kafka" {
   count = var.kafka_trigger == null ? 0 : 1
 
-  function_urn = huaweicloud_fgs_function.detach.urn
+  function_urn = huaweicloud_fgs_function.functions["detach"].urn
   type         = "KAFKA"
   status       = "ACTIVE"
   event_data   = jsonencode(local.kafka_event_data)
@@ -57,7 +57,7 @@ resource "huaweicloud_fgs_function_trigger" "kafka" {
 resource "huaweicloud_fgs_function_trigger_status_action" "kafka" {
   count = var.kafka_trigger == null ? 0 : 1
 
-  function_urn      = huaweicloud_fgs_function.detach.urn
+  function_urn      = huaweicloud_fgs_function.functions["detach"].urn
   trigger_type_code = "KAFKA"
   trigger_id        = huaweicloud_fgs_function_trigger.kafka[0].id
   trigger_status    = "ACTIVE"
@@ -68,7 +68,7 @@ resource "huaweicloud_fgs_function_trigger_status_action" "kafka" {
 resource "huaweicloud_fgs_function_trigger" "rabbitmq" {
   count = var.rabbitmq_trigger == null ? 0 : 1
 
-  function_urn = huaweicloud_fgs_function.detach.urn
+  function_urn = huaweicloud_fgs_function.functions["detach"].urn
   type         = "RABBITMQ"
   status       = "ACTIVE"
   event_data   = jsonencode(local.rabbitmq_event_data)

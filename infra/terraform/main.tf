@@ -1,5 +1,6 @@
-# The detach, poll, flush and relay functions, and the agencies whose temporary credentials
-# they sign with (notify.tf: the notify function; history.tf: the history recorder).
+# The functions (detach, poll, flush, relay; notify and history with the settings of notify.tf
+# and history.tf), one resource over local.functions, and the agencies whose temporary
+# credentials they sign with. moved.tf: their addresses before they shared one resource.
 
 locals {
   runtime = "Python${var.python_version}"
@@ -67,7 +68,9 @@ locals {
     ECS_DETACH_WEBHOOK_HMAC_SECRETS  = jsonencode(var.webhook_hmac_secrets)
   }
 
-  config_agency = local.use_vpc ? huaweicloud_identity_agency.vpc_access[0].name : huaweicloud_identity_agency.functions.name
+  # The configuration agency with VPC access; null when no function joins a VPC.
+  vpc_access_agency = one(huaweicloud_identity_agency.vpc_access[*].name)
+  config_agency     = local.use_vpc ? local.vpc_access_agency : huaweicloud_identity_agency.functions.name
 }
 
 # Custom policy: the functions' actions and nothing more.
@@ -105,174 +108,178 @@ resource "huaweicloud_identity_agency" "vpc_access" {
   }
 }
 
-resource "huaweicloud_fgs_function" "detach" {
-  name                  = "${var.name_prefix}-detach"
+# Every function of this configuration, by the suffix of its name ("<name_prefix>-<key>") and
+# of its handler (local.handlers[key]): what each sets beyond local.function_defaults, and
+# whether it exists here (notify only with notify_channels, notify.tf; history only with
+# history_writer = "recorder", history.tf). smn_topic: the topic it is subscribed to (smn.tf);
+# timer: the rate of its timer trigger; dead_letters: failed asynchronous invocations go to
+# the dead-letter topic (smn.tf).
+locals {
+  function_defaults = {
+    initializer_handler = local.handlers.init
+    initializer_timeout = 30
+    max_instance_num    = tostring(var.max_instances)
+    agency              = local.config_agency
+    vpc_id              = local.use_vpc ? var.vpc_id : null
+    network_id          = local.use_vpc ? var.network_id : null
+    user_data           = jsonencode(local.environment)
+    smn_topic           = null
+    timer               = null
+    dead_letters        = true
+  }
+
+  function_settings = {
+    detach = {
+      enabled     = true
+      description = "ecs-detach: validate a detach request, detach the disk, hand the job to the jobs topic"
+      memory_size = var.detach_memory_mb
+      timeout     = var.detach_timeout_s
+    }
+    poll = {
+      enabled     = true
+      description = "ecs-detach: look at a detach job once, continue later or publish the result"
+      memory_size = var.poll_memory_mb
+      timeout     = var.poll_timeout_s
+      smn_topic   = "jobs"
+    }
+    # SMN cannot deliver a message later, so the poll function's delayed continuations wait in
+    # the delay topic (a shared Redis or RabbitMQ) and this function sends each to the jobs topic
+    # when it falls due. The timer starts one every minute; with a timeout of a minute one is
+    # always running, so a continuation goes out within about a second of being due.
+    flush = {
+      enabled          = true
+      description      = "ecs-detach: send the poll function's delayed continuations to the jobs topic when due"
+      memory_size      = var.flush_memory_mb
+      timeout          = var.flush_timeout_s
+      max_instance_num = "2"
+      timer            = "1m"
+      dead_letters     = false
+    }
+    # The outbox relay: an accepted detach whose ecs-detach.accepted event never went out (the
+    # publish failed and the sender never retried, or the instance died between the detach call
+    # and the publish) waits in the store's outbox; this function publishes it, on a one-minute
+    # timer. It needs the store all instances share (redis://): with a per-instance
+    # sqlite:////tmp store it finds nothing, and only sender retries resume such requests.
+    relay = {
+      enabled          = true
+      description      = "ecs-detach: publish the accepted jobs whose event never reached the jobs topic"
+      memory_size      = var.relay_memory_mb
+      timeout          = var.relay_timeout_s
+      max_instance_num = "1"
+      timer            = "1m"
+      dead_letters     = false
+    }
+    notify = {
+      enabled     = local.use_notify
+      description = "ecs-detach: send a message for each result and approval request to the chat and SMN channels"
+      memory_size = var.notify_memory_mb
+      timeout     = var.notify_timeout_s
+      user_data   = jsonencode(local.notify_environment)
+      smn_topic   = "results"
+    }
+    # It builds no runtime (no initializer) and alone reaches the database, in its own VPC.
+    history = {
+      enabled             = local.use_history_recorder
+      description         = "ecs-detach: record each result event of the results topic in the audit history"
+      memory_size         = 128
+      timeout             = 30
+      initializer_handler = null
+      initializer_timeout = null
+      agency              = local.vpc_access_agency
+      vpc_id              = local.history_vpc_id
+      network_id          = local.history_network_id
+      smn_topic           = "results"
+    }
+  }
+
+  functions = {
+    for name, settings in local.function_settings :
+    name => merge(local.function_defaults, settings) if settings.enabled
+  }
+
+  # Encrypted function data beyond local.secret_environment. Secrets stay out of
+  # local.functions: Terraform refuses sensitive values in for_each.
+  function_secret_environments = {
+    notify  = jsonencode(local.notify_secret_environment)
+    history = jsonencode(local.history_secret_environment)
+  }
+}
+
+resource "huaweicloud_fgs_function" "functions" {
+  for_each = local.functions
+
+  name                  = "${var.name_prefix}-${each.key}"
   app                   = "default"
-  description           = "ecs-detach: validate a detach request, detach the disk, hand the job to the jobs topic"
+  description           = each.value.description
   functiongraph_version = "v2"
   runtime               = local.runtime
-  handler               = local.handlers.detach
-  initializer_handler   = local.handlers.init
-  initializer_timeout   = 30
-  memory_size           = var.detach_memory_mb
-  timeout               = var.detach_timeout_s
-  max_instance_num      = tostring(var.max_instances)
+  handler               = local.handlers[each.key]
+  initializer_handler   = each.value.initializer_handler
+  initializer_timeout   = each.value.initializer_timeout
+  memory_size           = each.value.memory_size
+  timeout               = each.value.timeout
+  max_instance_num      = each.value.max_instance_num
 
   code_type     = "zip"
   code_filename = basename(var.package_path)
   func_code     = filebase64(var.package_path)
 
-  agency     = local.config_agency
+  agency     = each.value.agency
   app_agency = huaweicloud_identity_agency.functions.name
-  vpc_id     = local.use_vpc ? var.vpc_id : null
-  network_id = local.use_vpc ? var.network_id : null
+  vpc_id     = each.value.vpc_id
+  network_id = each.value.network_id
 
-  user_data           = jsonencode(local.environment)
-  encrypted_user_data = jsonencode(local.secret_environment)
+  user_data           = each.value.user_data
+  encrypted_user_data = lookup(local.function_secret_environments, each.key, jsonencode(local.secret_environment))
   tags                = var.tags
 
+  # Each precondition is about one function: `each.key != "<function>" ||` keeps it off the others.
   lifecycle {
     precondition {
-      condition     = var.detach_timeout_s >= local.detach_calls * local.call_budget_s
+      condition     = each.key != "detach" || var.detach_timeout_s >= local.detach_calls * local.call_budget_s
       error_message = "detach_timeout_s must cover 5 cloud calls of connect_timeout_s + http_timeout_s each."
     }
     precondition {
-      condition     = !local.use_vpc || var.network_id != ""
+      condition     = each.key != "detach" || !local.use_vpc || var.network_id != ""
       error_message = "network_id is required with vpc_id."
     }
     precondition {
-      condition     = length(local.package_problems) == 0
+      condition     = each.key != "detach" || length(local.package_problems) == 0
       error_message = "The package cannot serve this deployment: ${join("; ", local.package_problems)}."
     }
-  }
-}
-
-resource "huaweicloud_fgs_function" "poll" {
-  name                  = "${var.name_prefix}-poll"
-  app                   = "default"
-  description           = "ecs-detach: look at a detach job once, continue later or publish the result"
-  functiongraph_version = "v2"
-  runtime               = local.runtime
-  handler               = local.handlers.poll
-  initializer_handler   = local.handlers.init
-  initializer_timeout   = 30
-  memory_size           = var.poll_memory_mb
-  timeout               = var.poll_timeout_s
-  max_instance_num      = tostring(var.max_instances)
-
-  code_type     = "zip"
-  code_filename = basename(var.package_path)
-  func_code     = filebase64(var.package_path)
-
-  agency     = local.config_agency
-  app_agency = huaweicloud_identity_agency.functions.name
-  vpc_id     = local.use_vpc ? var.vpc_id : null
-  network_id = local.use_vpc ? var.network_id : null
-
-  user_data           = jsonencode(local.environment)
-  encrypted_user_data = jsonencode(local.secret_environment)
-  tags                = var.tags
-
-  lifecycle {
     precondition {
-      condition     = var.poll_timeout_s >= local.poll_calls * local.call_budget_s
+      condition     = each.key != "poll" || var.poll_timeout_s >= local.poll_calls * local.call_budget_s
       error_message = "poll_timeout_s must cover 3 cloud calls of connect_timeout_s + http_timeout_s each."
     }
     precondition {
-      condition     = var.first_poll_s <= var.max_poll_delay_s && var.max_poll_delay_s < var.job_timeout_s
+      condition     = each.key != "poll" || (var.first_poll_s <= var.max_poll_delay_s && var.max_poll_delay_s < var.job_timeout_s)
       error_message = "The poll schedule needs first_poll_s <= max_poll_delay_s < job_timeout_s."
     }
-  }
-}
-
-# SMN cannot deliver a message later, so the poll function's delayed continuations wait in the
-# delay topic (a shared Redis or RabbitMQ) and this function sends each to the jobs topic when
-# it falls due. The timer starts one every minute; with a timeout of a minute one is always
-# running, so a continuation goes out within about a second of being due.
-resource "huaweicloud_fgs_function" "flush" {
-  name                  = "${var.name_prefix}-flush"
-  app                   = "default"
-  description           = "ecs-detach: send the poll function's delayed continuations to the jobs topic when due"
-  functiongraph_version = "v2"
-  runtime               = local.runtime
-  handler               = local.handlers.flush
-  initializer_handler   = local.handlers.init
-  initializer_timeout   = 30
-  memory_size           = var.flush_memory_mb
-  timeout               = var.flush_timeout_s
-  max_instance_num      = "2"
-
-  code_type     = "zip"
-  code_filename = basename(var.package_path)
-  func_code     = filebase64(var.package_path)
-
-  agency     = local.config_agency
-  app_agency = huaweicloud_identity_agency.functions.name
-  vpc_id     = local.use_vpc ? var.vpc_id : null
-  network_id = local.use_vpc ? var.network_id : null
-
-  user_data           = jsonencode(local.environment)
-  encrypted_user_data = jsonencode(local.secret_environment)
-  tags                = var.tags
-
-  lifecycle {
     precondition {
-      condition     = local.use_vpc
+      condition     = each.key != "flush" || local.use_vpc
       error_message = "The delay topic (Redis or RabbitMQ) is reached through a VPC: set vpc_id and network_id."
+    }
+    precondition {
+      condition     = each.key != "history" || nonsensitive(startswith(var.history_url, "postgresql://") || startswith(var.history_url, "postgres://"))
+      error_message = "history_writer = \"recorder\" records into a postgresql:// history_url: set one."
+    }
+    precondition {
+      condition     = each.key != "history" || (local.history_vpc_id != "" && local.history_network_id != "")
+      error_message = "The history recorder reaches the database through a VPC: set vpc_id and network_id, or history_vpc_id and history_network_id."
     }
   }
 }
 
-resource "huaweicloud_fgs_function_trigger" "flush_timer" {
-  function_urn = huaweicloud_fgs_function.flush.urn
+# The flush and relay functions' one-minute timers.
+resource "huaweicloud_fgs_function_trigger" "timer" {
+  for_each = { for name, function in local.functions : name => function.timer if function.timer != null }
+
+  function_urn = huaweicloud_fgs_function.functions[each.key].urn
   type         = "TIMER"
   status       = "ACTIVE"
   event_data = jsonencode({
-    name          = "${var.name_prefix}-flush"
+    name          = "${var.name_prefix}-${each.key}"
     schedule_type = "Rate"
-    schedule      = "1m"
-  })
-}
-
-# The outbox relay: an accepted detach whose ecs-detach.accepted event never went out (the
-# publish failed and the sender never retried, or the instance died between the detach call
-# and the publish) waits in the store's outbox; this function publishes it, on a one-minute
-# timer. It needs the store all instances share (redis://): with a per-instance
-# sqlite:////tmp store it finds nothing, and only sender retries resume such requests.
-resource "huaweicloud_fgs_function" "relay" {
-  name                  = "${var.name_prefix}-relay"
-  app                   = "default"
-  description           = "ecs-detach: publish the accepted jobs whose event never reached the jobs topic"
-  functiongraph_version = "v2"
-  runtime               = local.runtime
-  handler               = local.handlers.relay
-  initializer_handler   = local.handlers.init
-  initializer_timeout   = 30
-  memory_size           = var.relay_memory_mb
-  timeout               = var.relay_timeout_s
-  max_instance_num      = "1"
-
-  code_type     = "zip"
-  code_filename = basename(var.package_path)
-  func_code     = filebase64(var.package_path)
-
-  agency     = local.config_agency
-  app_agency = huaweicloud_identity_agency.functions.name
-  vpc_id     = local.use_vpc ? var.vpc_id : null
-  network_id = local.use_vpc ? var.network_id : null
-
-  user_data           = jsonencode(local.environment)
-  encrypted_user_data = jsonencode(local.secret_environment)
-  tags                = var.tags
-}
-
-resource "huaweicloud_fgs_function_trigger" "relay_timer" {
-  function_urn = huaweicloud_fgs_function.relay.urn
-  type         = "TIMER"
-  status       = "ACTIVE"
-  event_data = jsonencode({
-    name          = "${var.name_prefix}-relay"
-    schedule_type = "Rate"
-    schedule      = "1m"
+    schedule      = each.value
   })
 }

@@ -40,22 +40,22 @@ output "dead_letter_topic_urn" {
 
 output "detach_function_urn" {
   description = "URN of the detach function (invoke it directly with a detach request to test)."
-  value       = huaweicloud_fgs_function.detach.urn
+  value       = huaweicloud_fgs_function.functions["detach"].urn
 }
 
 output "poll_function_urn" {
   description = "URN of the poll function."
-  value       = huaweicloud_fgs_function.poll.urn
+  value       = huaweicloud_fgs_function.functions["poll"].urn
 }
 
 output "notify_function_urn" {
   description = "URN of the notify function; null without notify_channels."
-  value       = local.use_notify ? huaweicloud_fgs_function.notify[0].urn : null
+  value       = local.use_notify ? huaweicloud_fgs_function.functions["notify"].urn : null
 }
 
 output "history_function_urn" {
   description = "URN of the history-recorder function; null unless history_writer is recorder."
-  value       = local.use_history_recorder ? huaweicloud_fgs_function.history[0].urn : null
+  value       = local.use_history_recorder ? huaweicloud_fgs_function.functions["history"].urn : null
 }
 
 output "agency_name" {

@@ -24,7 +24,9 @@ from tests.infra.conftest import INFRA, ROOT
 TERRAFORM = INFRA / "terraform"
 OPTIONS = SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
 
-FUNCTION_REF = re.compile(r"^\$\{huaweicloud_fgs_function\.(\w+)(?:\[0\])?\.urn\}$")
+FUNCTION_REF = re.compile(r'^\$\{huaweicloud_fgs_function\.functions\["(\w+)"\]\.urn\}$')
+# The function of each instance of a for_each resource over local.functions.
+EACH_FUNCTION_REF = "${huaweicloud_fgs_function.functions[each.key].urn}"
 
 
 @dataclass
@@ -34,6 +36,7 @@ class Config:
     variables: dict[str, dict[str, Any]] = field(default_factory=dict)
     locals: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    moved: list[dict[str, str]] = field(default_factory=list)
 
     def resource(self, address: str) -> dict[str, Any]:
         kind, name = address.split(".")
@@ -56,6 +59,7 @@ def _load() -> Config:
             config.locals.update(block)
         for block in document.get("output", []):
             config.outputs.update(block)
+        config.moved += document.get("moved", [])
     return config
 
 
@@ -72,8 +76,9 @@ class Evaluator:
     """Evaluates the small expression language of the preconditions and counts (references,
     arithmetic, comparisons, !, &&, ||, ?:, length, contains, keys) for given variable values."""
 
-    def __init__(self, values: Mapping[str, Any]) -> None:
+    def __init__(self, values: Mapping[str, Any], each_key: str | None = None) -> None:
         self.values = {name: spec.get("default") for name, spec in CONFIG.variables.items()} | dict(values)
+        self.each_key = each_key
 
     def __call__(self, value: Any) -> Any:
         if isinstance(value, str) and value.startswith("${") and value.endswith("}"):
@@ -90,11 +95,13 @@ class Evaluator:
             return self._eval(yes) if self._eval(condition) else self._eval(no)
         python = re.sub(r"\bvar\.(\w+)", r"var['\1']", expression)
         python = re.sub(r"\blocal\.(\w+)", r"local('\1')", python)
+        python = re.sub(r"\beach\.key\b", "each_key", python)
         python = python.replace("||", " or ").replace("&&", " and ")
         python = re.sub(r"!(?!=)", " not ", python)
         names: dict[str, Any] = {
             "var": self.values,
             "local": self.local,
+            "each_key": self.each_key,
             "length": len,
             "contains": lambda collection, item: item in collection,
             "startswith": lambda text, prefix: text.startswith(prefix),
@@ -121,34 +128,136 @@ REQUIRED = {
 }
 
 
-def _preconditions(values: Mapping[str, Any]) -> dict[str, bool]:
+FUNCTIONS = (
+    "${{for name, settings in local.function_settings : "
+    "name => merge(local.function_defaults, settings) if settings.enabled}}"
+)
+
+
+def _settings(name: str) -> dict[str, Any]:
+    """local.functions[name] as Terraform's merge() makes it (the entry wins), whatever enabled says."""
+    assert CONFIG.locals["functions"] == FUNCTIONS
+    settings: dict[str, Any] = CONFIG.locals["function_defaults"] | CONFIG.locals["function_settings"][name]
+    return settings
+
+
+def _functions(values: Mapping[str, Any]) -> set[str]:
+    """The keys of local.functions for these variables: the functions this configuration creates."""
     evaluate = Evaluator(values)
+    return {
+        name for name in CONFIG.locals["function_settings"] if evaluate(_settings(name)["enabled"]) is True
+    }
+
+
+# The for_each expressions over local.functions → which functions get an instance.
+FOR_EACH = {
+    "${local.functions}": lambda settings: True,
+    "${{for name, function in local.functions : name => function.smn_topic if function.smn_topic != null}}": (
+        lambda settings: settings["smn_topic"] is not None
+    ),
+    "${{for name, function in local.functions : name => function.timer if function.timer != null}}": (
+        lambda settings: settings["timer"] is not None
+    ),
+    "${toset([for name, function in local.functions : name if function.dead_letters])}": (
+        lambda settings: settings["dead_letters"] is True
+    ),
+}
+
+
+def _instance_keys(body: dict[str, Any], functions: set[str]) -> list[str]:
+    """The instance keys of a for_each resource over local.functions, given the functions that exist."""
+    keep = FOR_EACH[body["for_each"]]
+    return sorted(name for name in functions if keep(_settings(name)))
+
+
+def _function(name: str) -> dict[str, Any]:
+    """The huaweicloud_fgs_function instance of one function, as its own resource block would read:
+    each.value.X replaced by the function's settings (null: not set), each.key by its name."""
+    body = CONFIG.resource("huaweicloud_fgs_function.functions")
+    settings = _settings(name)
+    secrets = CONFIG.locals["function_secret_environments"]
+    assert body["encrypted_user_data"] == (
+        "${lookup(local.function_secret_environments, each.key, jsonencode(local.secret_environment))}"
+    )
+    rendered: dict[str, Any] = {}
+    for key, written in body.items():
+        if key in ("for_each", "lifecycle"):
+            continue
+        value = written
+        if key == "encrypted_user_data":
+            value = secrets.get(name, "${jsonencode(local.secret_environment)}")
+        elif isinstance(written, str) and re.fullmatch(r"\$\{each\.value\.\w+\}", written):
+            value = settings[written[len("${each.value.") : -1]]
+        elif isinstance(written, str):
+            value = written.replace("local.handlers[each.key]", f"local.handlers.{name}")
+            value = value.replace("each.key", f'"{name}"').replace('${"' + name + '"}', name)
+        if value is not None:
+            rendered[key] = value
+    return rendered
+
+
+def _function_instances(values: Mapping[str, Any]) -> set[str]:
+    """The addresses of the instances of every for_each resource over local.functions."""
+    return _function_instances_of(_functions(values))
+
+
+def _function_instances_of(functions: set[str]) -> set[str]:
+    """The instances of every for_each resource over local.functions when ``functions`` exist."""
+    return {
+        f'{kind}.{name}["{key}"]'
+        for kind, named in CONFIG.resources.items()
+        for name, body in named.items()
+        if "for_each" in body
+        for key in _instance_keys(body, functions)
+    }
+
+
+def _preconditions(values: Mapping[str, Any]) -> dict[str, bool]:
+    """Every precondition of every resource instance these variables create, by
+    resource address (with its instance key), then the precondition's index."""
+    evaluate = Evaluator(values)
+    functions = _functions(values)
     results = {}
     for kind, named in CONFIG.resources.items():
         for name, body in named.items():
             if "count" in body and not evaluate(body["count"]):
                 continue
-            for lifecycle in body.get("lifecycle", []):
-                for index, precondition in enumerate(lifecycle.get("precondition", [])):
-                    if "local.package_problems" in precondition["condition"]:
-                        continue  # reads files: test_terraform_checks_the_package runs Terraform on it
-                    results[f"{kind}.{name}[{index}]"] = bool(evaluate(precondition["condition"]))
+            keys: list[str | None] = [None]
+            if "for_each" in body:
+                keys = list(_instance_keys(body, functions))
+            for key in keys:
+                address = f"{kind}.{name}" if key is None else f'{kind}.{name}["{key}"]'
+                instance = Evaluator(values, each_key=key)
+                for lifecycle in body.get("lifecycle", []):
+                    for index, precondition in enumerate(lifecycle.get("precondition", [])):
+                        if "local.package_problems" in precondition["condition"]:
+                            continue  # reads files: test_terraform_checks_the_package runs Terraform on it
+                        results[f"{address}[{index}]"] = bool(instance(precondition["condition"]))
     return results
 
 
 def _function_refs() -> dict[str, str]:
-    """Every function_urn in triggers, async configurations and API backends → the function."""
+    """Every function_urn in triggers, async configurations and API backends → the function
+    (a for_each resource over local.functions: each of its possible instances)."""
     refs = {}
+    every_function = set(CONFIG.locals["function_settings"])
     for kind in ("huaweicloud_fgs_function_trigger", "huaweicloud_fgs_async_invoke_configuration"):
         for name, body in CONFIG.resources[kind].items():
-            refs[f"{kind}.{name}"] = body["function_urn"]
+            if "for_each" in body:
+                assert body["function_urn"] == EACH_FUNCTION_REF, f"{kind}.{name}"
+                for key in _instance_keys(body, every_function):
+                    refs[f'{kind}.{name}["{key}"]'] = EACH_FUNCTION_REF.replace("each.key", f'"{key}"')
+            else:
+                refs[f"{kind}.{name}"] = body["function_urn"]
     for name, body in CONFIG.resources["huaweicloud_apig_api"].items():
         refs[f"huaweicloud_apig_api.{name}"] = body["func_graph"][0]["function_urn"]
     return refs
 
 
 def test_every_trigger_points_at_an_existing_function() -> None:
-    functions = set(CONFIG.resources["huaweicloud_fgs_function"])
+    assert set(CONFIG.resources["huaweicloud_fgs_function"]) == {"functions"}
+    assert CONFIG.resource("huaweicloud_fgs_function.functions")["for_each"] == "${local.functions}"
+    functions = set(CONFIG.locals["function_settings"])
     targets = {}
     for address, ref in _function_refs().items():
         match = FUNCTION_REF.match(ref)
@@ -156,17 +265,17 @@ def test_every_trigger_points_at_an_existing_function() -> None:
         assert match.group(1) in functions, f"{address}: {ref}"
         targets[address] = match.group(1)
     assert targets == {
-        "huaweicloud_fgs_function_trigger.poll_jobs": "poll",
-        "huaweicloud_fgs_function_trigger.flush_timer": "flush",
-        "huaweicloud_fgs_function_trigger.relay_timer": "relay",
-        "huaweicloud_fgs_function_trigger.notify_results": "notify",
-        "huaweicloud_fgs_function_trigger.history_results": "history",
+        'huaweicloud_fgs_function_trigger.smn["poll"]': "poll",
+        'huaweicloud_fgs_function_trigger.timer["flush"]': "flush",
+        'huaweicloud_fgs_function_trigger.timer["relay"]': "relay",
+        'huaweicloud_fgs_function_trigger.smn["notify"]': "notify",
+        'huaweicloud_fgs_function_trigger.smn["history"]': "history",
         "huaweicloud_fgs_function_trigger.kafka": "detach",
         "huaweicloud_fgs_function_trigger.rabbitmq": "detach",
-        "huaweicloud_fgs_async_invoke_configuration.poll": "poll",
-        "huaweicloud_fgs_async_invoke_configuration.detach": "detach",
-        "huaweicloud_fgs_async_invoke_configuration.notify": "notify",
-        "huaweicloud_fgs_async_invoke_configuration.history": "history",
+        'huaweicloud_fgs_async_invoke_configuration.functions["poll"]': "poll",
+        'huaweicloud_fgs_async_invoke_configuration.functions["detach"]': "detach",
+        'huaweicloud_fgs_async_invoke_configuration.functions["notify"]': "notify",
+        'huaweicloud_fgs_async_invoke_configuration.functions["history"]': "history",
         "huaweicloud_apig_api.webhooks": "detach",
     }
 
@@ -175,15 +284,19 @@ def test_topics_are_wired() -> None:
     environment = CONFIG.locals["managed_environment"]
     assert environment["ECS_DETACH_JOBS_TOPIC"] == "smn://${huaweicloud_smn_topic.jobs.topic_urn}"
     assert environment["ECS_DETACH_RESULTS_TOPIC"] == "smn://${huaweicloud_smn_topic.results.topic_urn}"
-    poll_trigger = CONFIG.resource("huaweicloud_fgs_function_trigger.poll_jobs")
-    assert poll_trigger["type"] == "SMN"
-    assert "huaweicloud_smn_topic.jobs.topic_urn" in poll_trigger["event_data"]
-    for name in ("poll", "detach"):
-        failure = CONFIG.resource(f"huaweicloud_fgs_async_invoke_configuration.{name}")["on_failure"][0]
-        assert failure["destination"] == "SMN"
-        assert "huaweicloud_smn_topic.dead_letter.topic_urn" in failure["param"]
+    smn_trigger = CONFIG.resource("huaweicloud_fgs_function_trigger.smn")
+    assert smn_trigger["type"] == "SMN"
+    assert smn_trigger["event_data"] == "${jsonencode({topic_urn = local.topic_urns[each.value]})}"
+    assert _settings("poll")["smn_topic"] == "jobs"
+    assert CONFIG.locals["topic_urns"]["jobs"] == "${huaweicloud_smn_topic.jobs.topic_urn}"
+    assert CONFIG.locals["topic_urns"]["results"] == "${huaweicloud_smn_topic.results.topic_urn}"
+    dead_letters = CONFIG.resource("huaweicloud_fgs_async_invoke_configuration.functions")
+    assert set(_instance_keys(dead_letters, set(CONFIG.locals["function_settings"]))) >= {"poll", "detach"}
+    failure = dead_letters["on_failure"][0]
+    assert failure["destination"] == "SMN"
+    assert "huaweicloud_smn_topic.dead_letter.topic_urn" in failure["param"]
     for name in ("detach", "poll", "flush", "relay"):
-        function = CONFIG.resource(f"huaweicloud_fgs_function.{name}")
+        function = _function(name)
         assert function["user_data"] == "${jsonencode(local.environment)}"
         assert function["encrypted_user_data"] == "${jsonencode(local.secret_environment)}"
         assert function["code_type"] == "zip"
@@ -206,10 +319,10 @@ def test_topics_are_wired() -> None:
 def test_handler_names_exist_in_the_package(package: PackageReport) -> None:
     handlers = CONFIG.locals["handlers"]
     for name in ("detach", "poll", "flush", "relay", "notify"):
-        function = CONFIG.resource(f"huaweicloud_fgs_function.{name}")
+        function = _function(name)
         assert function["handler"] == f"${{local.handlers.{name}}}"
         assert function["initializer_handler"] == "${local.handlers.init}"
-    history = CONFIG.resource("huaweicloud_fgs_function.history")
+    history = _function("history")
     assert history["handler"] == "${local.handlers.history}"
     assert "initializer_handler" not in history  # it builds no runtime: nothing to initialize
     with zipfile.ZipFile(package.path) as archive:
@@ -238,8 +351,8 @@ def test_policy_grants_exactly_the_actions_the_code_calls() -> None:
     agency = CONFIG.resource("huaweicloud_identity_agency.functions")
     assert agency["delegated_service_name"] == "op_svc_cff"
     assert agency["project_role"][0]["roles"] == ["${huaweicloud_identity_role.functions.name}"]
-    for name in ("detach", "poll"):
-        function = CONFIG.resource(f"huaweicloud_fgs_function.{name}")
+    for name in CONFIG.locals["function_settings"]:
+        function = _function(name)
         assert function["app_agency"] == "${huaweicloud_identity_agency.functions.name}"
 
 
@@ -252,14 +365,14 @@ def test_security_doc_lists_the_same_actions() -> None:
 
 
 def test_timeouts_fit_the_poll_schedule() -> None:
-    detach = CONFIG.resource("huaweicloud_fgs_function.detach")
+    detach = _function("detach")
     environment = CONFIG.locals["managed_environment"]
     # One variable sets the function timeout, the claim's lapse and the API backend timeout.
     assert detach["timeout"] == "${var.detach_timeout_s}"
     assert environment["ECS_DETACH_INVOCATION_TIMEOUT_S"] == "${tostring(var.detach_timeout_s)}"
     api = CONFIG.resource("huaweicloud_apig_api.webhooks")["func_graph"][0]
     assert api["timeout"] == "${var.detach_timeout_s * 1000}"
-    assert CONFIG.resource("huaweicloud_fgs_function.poll")["timeout"] == "${var.poll_timeout_s}"
+    assert _function("poll")["timeout"] == "${var.poll_timeout_s}"
     for values in (REQUIRED, _example_values()):
         evaluate = Evaluator(values)
         budget = evaluate.local("call_budget_s")
@@ -283,9 +396,12 @@ def test_preconditions_catch_short_timeouts() -> None:
     results = _preconditions(
         {**REQUIRED, "detach_timeout_s": 20, "poll_timeout_s": 10, "async_event_max_age_s": 300}
     )
-    assert not results["huaweicloud_fgs_function.detach[0]"]
-    assert not results["huaweicloud_fgs_function.poll[0]"]
-    assert not results["huaweicloud_fgs_async_invoke_configuration.poll[0]"]
+    assert not results['huaweicloud_fgs_function.functions["detach"][0]']
+    assert not results['huaweicloud_fgs_function.functions["poll"][3]']
+    assert not results['huaweicloud_fgs_async_invoke_configuration.functions["poll"][0]']
+    # Each function's preconditions hold for the others.
+    assert results['huaweicloud_fgs_function.functions["flush"][0]']
+    assert results['huaweicloud_fgs_async_invoke_configuration.functions["detach"][0]']
 
 
 def test_variables_are_described_and_validated() -> None:
@@ -342,28 +458,33 @@ def test_terraform_fmt() -> None:
 
 
 def test_the_flush_function_runs_on_a_timer_with_a_shared_delay_topic() -> None:
-    flush = CONFIG.resource("huaweicloud_fgs_function.flush")
+    flush = _function("flush")
     assert flush["timeout"] == "${var.flush_timeout_s}"
-    timer = CONFIG.resource("huaweicloud_fgs_function_trigger.flush_timer")
+    timer = CONFIG.resource("huaweicloud_fgs_function_trigger.timer")
     assert timer["type"] == "TIMER"
     assert "schedule_type" in timer["event_data"]
     assert "Rate" in timer["event_data"]
+    assert "schedule = each.value" in timer["event_data"]
+    assert _settings("flush")["timer"] == "1m"
+    assert _instance_keys(timer, set(CONFIG.locals["function_settings"])) == ["flush", "relay"]
     assert CONFIG.locals["secret_environment"]["ECS_DETACH_DELAY_TOPIC"] == "${var.delay_topic_url}"
     without_vpc = _preconditions({**REQUIRED, "vpc_id": "", "network_id": ""})
-    assert not without_vpc["huaweicloud_fgs_function.flush[0]"]
+    assert not without_vpc['huaweicloud_fgs_function.functions["flush"][5]']
 
 
 def test_the_relay_function_sweeps_the_outbox_on_a_timer() -> None:
-    relay = CONFIG.resource("huaweicloud_fgs_function.relay")
+    relay = _function("relay")
     assert relay["handler"] == "${local.handlers.relay}"
     assert CONFIG.locals["handlers"]["relay"] == "index.relay_handler"
-    timer = CONFIG.resource("huaweicloud_fgs_function_trigger.relay_timer")
+    timer = CONFIG.resource("huaweicloud_fgs_function_trigger.timer")
     assert timer["type"] == "TIMER"
     assert "Rate" in timer["event_data"]
+    assert _settings("relay")["timer"] == "1m"
+    assert "relay" in _instance_keys(timer, set(CONFIG.locals["function_settings"]))
 
 
 def test_the_notify_function_takes_the_results_topic_only_with_channels() -> None:
-    notify = CONFIG.resource("huaweicloud_fgs_function.notify")
+    notify = _function("notify")
     assert CONFIG.locals["handlers"]["notify"] == "index.notify_handler"
     assert notify["code_type"] == "zip"
     assert notify["func_code"] == "${filebase64(var.package_path)}"
@@ -374,20 +495,16 @@ def test_the_notify_function_takes_the_results_topic_only_with_channels() -> Non
     secrets = CONFIG.locals["notify_secret_environment"]
     assert "local.secret_environment" in secrets
     assert "ECS_DETACH_NOTIFY_CHANNELS = jsonencode(var.notify_channels)" in secrets
-    trigger = CONFIG.resource("huaweicloud_fgs_function_trigger.notify_results")
-    assert trigger["type"] == "SMN"
-    assert "huaweicloud_smn_topic.results.topic_urn" in trigger["event_data"]
-    failure = CONFIG.resource("huaweicloud_fgs_async_invoke_configuration.notify")["on_failure"][0]
-    assert "huaweicloud_smn_topic.dead_letter.topic_urn" in failure["param"]
+    assert _settings("notify")["smn_topic"] == "results"  # test_topics_are_wired: the SMN trigger's topic
+    assert _settings("notify")["dead_letters"] is True
     channel = {"name": "ops", "kind": "slack", "url": "https://hooks.slack.com/services/T/B/x"}
-    for address in (
-        "huaweicloud_fgs_function.notify",
-        "huaweicloud_fgs_function_trigger.notify_results",
-        "huaweicloud_fgs_async_invoke_configuration.notify",
-    ):
-        count = CONFIG.resource(address)["count"]
-        assert Evaluator({})(count) == 0, address  # no channels: no notify function
-        assert Evaluator({"notify_channels": [channel]})(count) == 1, address
+    addresses = {
+        'huaweicloud_fgs_function.functions["notify"]',
+        'huaweicloud_fgs_function_trigger.smn["notify"]',
+        'huaweicloud_fgs_async_invoke_configuration.functions["notify"]',
+    }
+    assert not addresses & _function_instances(REQUIRED)  # no channels: no notify function
+    assert addresses <= _function_instances({**REQUIRED, "notify_channels": [channel]})
 
 
 # Trigger types the FunctionGraph API creates DISABLED (provider docs, fgs_function_trigger.md).
@@ -585,9 +702,9 @@ def test_terraform_checks_the_package(redis_package: PackageReport, tmp_path: Pa
     (problem,) = _package_problems(tmp_path / "notify", redis_package.path, {**redis, **channels})
     assert "notify_channels needs the notify extra" in problem
     assert "ecs-detach package --python 3.12 --extra notify" in problem
-    detach = CONFIG.resource("huaweicloud_fgs_function.detach")
-    conditions = [p["condition"] for p in detach["lifecycle"][0]["precondition"]]
-    assert "${length(local.package_problems) == 0}" in conditions
+    functions = CONFIG.resource("huaweicloud_fgs_function.functions")
+    conditions = [p["condition"] for p in functions["lifecycle"][0]["precondition"]]
+    assert '${each.key != "detach" || length(local.package_problems) == 0}' in conditions
 
 
 def test_terraform_knows_the_extras_of_every_scheme() -> None:
@@ -607,34 +724,116 @@ def test_the_history_is_written_by_the_functions_or_by_a_recorder_of_the_results
     assert Evaluator(on_functions)(secrets["ECS_DETACH_HISTORY"]) == HISTORY
     recorder = {**on_functions, "history_writer": "recorder"}
     assert Evaluator(recorder)(secrets["ECS_DETACH_HISTORY"]) == "off"
-    history = CONFIG.resource("huaweicloud_fgs_function.history")
+    history = _function("history")
     assert CONFIG.locals["handlers"]["history"] == "index.history_handler"
     assert history["encrypted_user_data"] == "${jsonencode(local.history_secret_environment)}"
     assert "ECS_DETACH_HISTORY = var.history_url" in CONFIG.locals["history_secret_environment"]
     assert "local.secret_environment" in CONFIG.locals["history_secret_environment"]
     assert history["func_code"] == "${filebase64(var.package_path)}"
-    trigger = CONFIG.resource("huaweicloud_fgs_function_trigger.history_results")
-    assert trigger["type"] == "SMN"
-    assert "huaweicloud_smn_topic.results.topic_urn" in trigger["event_data"]
-    failure = CONFIG.resource("huaweicloud_fgs_async_invoke_configuration.history")["on_failure"][0]
-    assert "huaweicloud_smn_topic.dead_letter.topic_urn" in failure["param"]
-    for address in (
-        "huaweicloud_fgs_function.history",
-        "huaweicloud_fgs_function_trigger.history_results",
-        "huaweicloud_fgs_async_invoke_configuration.history",
-    ):
-        count = CONFIG.resource(address)["count"]
-        assert Evaluator(on_functions)(count) == 0, address
-        assert Evaluator(recorder)(count) == 1, address
+    assert _settings("history")["smn_topic"] == "results"  # test_topics_are_wired: the SMN trigger's topic
+    assert _settings("history")["dead_letters"] is True
+    addresses = {
+        'huaweicloud_fgs_function.functions["history"]',
+        'huaweicloud_fgs_function_trigger.smn["history"]',
+        'huaweicloud_fgs_async_invoke_configuration.functions["history"]',
+    }
+    assert not addresses & _function_instances(on_functions)
+    assert addresses <= _function_instances(recorder)
+    assert history["agency"] == "${local.vpc_access_agency}"
     assert all(_preconditions(recorder).values())
-    assert not _preconditions({**recorder, "history_url": "off"})["huaweicloud_fgs_function.history[0]"]
-    assert not _preconditions({**recorder, "history_url": "sqlite:////tmp/h.db"})[
-        "huaweicloud_fgs_function.history[0]"
-    ]
+    url = 'huaweicloud_fgs_function.functions["history"][6]'
+    assert not _preconditions({**recorder, "history_url": "off"})[url]
+    assert not _preconditions({**recorder, "history_url": "sqlite:////tmp/h.db"})[url]
     # Its own VPC, where the database is; else the functions'.
     own = {**recorder, "history_vpc_id": "00000000-0000-4000-8000-0000000000aa", "history_network_id": ""}
     evaluate = Evaluator(own)
     assert history["vpc_id"] == "${local.history_vpc_id}"
     assert evaluate.local("history_vpc_id") == "00000000-0000-4000-8000-0000000000aa"
-    assert not _preconditions(own)["huaweicloud_fgs_function.history[1]"]  # its subnet is required
+    assert not _preconditions(own)[
+        'huaweicloud_fgs_function.functions["history"][7]'
+    ]  # its subnet is required
     assert Evaluator(recorder).local("history_network_id") == REQUIRED["network_id"]
+
+
+# The precondition messages of each function, as they stood on its own resource block before the
+# functions shared one (test_the_moved_blocks_move_every_old_address).
+FUNCTION_PRECONDITIONS = {
+    "detach": [
+        "detach_timeout_s must cover 5 cloud calls of connect_timeout_s + http_timeout_s each.",
+        "network_id is required with vpc_id.",
+        'The package cannot serve this deployment: ${join("; ", local.package_problems)}.',
+    ],
+    "poll": [
+        "poll_timeout_s must cover 3 cloud calls of connect_timeout_s + http_timeout_s each.",
+        "The poll schedule needs first_poll_s <= max_poll_delay_s < job_timeout_s.",
+    ],
+    "flush": ["The delay topic (Redis or RabbitMQ) is reached through a VPC: set vpc_id and network_id."],
+    "history": [
+        'history_writer = "recorder" records into a postgresql:// history_url: set one.',
+        "The history recorder reaches the database through a VPC: set vpc_id and network_id, "
+        "or history_vpc_id and history_network_id.",
+    ],
+}
+OWNED = re.compile(r'^\$\{each\.key != "(\w+)" \|\| (.+)\}$')
+
+
+def test_each_precondition_applies_to_its_own_function_only() -> None:
+    """On the shared resource a function's precondition starts `each.key != "<function>" ||`: it
+    holds for every other function and is the old condition for its own."""
+    preconditions = CONFIG.resource("huaweicloud_fgs_function.functions")["lifecycle"][0]["precondition"]
+    owned: dict[str, list[str]] = {}
+    for precondition in preconditions:
+        match = OWNED.match(precondition["condition"])
+        assert match, precondition["condition"]
+        owned.setdefault(match.group(1), []).append(precondition["error_message"])
+        for other in set(CONFIG.locals["function_settings"]) - {match.group(1)}:
+            assert Evaluator(REQUIRED, each_key=other)(precondition["condition"]) is True
+    assert owned == FUNCTION_PRECONDITIONS
+    (dead_letters,) = CONFIG.resource("huaweicloud_fgs_async_invoke_configuration.functions")["lifecycle"]
+    (precondition,) = dead_letters["precondition"]
+    assert precondition["condition"].startswith('${each.key != "poll" || ')
+
+
+# Every address the functions, their triggers and async configurations had before they shared one
+# resource each, and where moved.tf moves it.
+OLD_ADDRESSES = {
+    "huaweicloud_fgs_function.detach": 'huaweicloud_fgs_function.functions["detach"]',
+    "huaweicloud_fgs_function.poll": 'huaweicloud_fgs_function.functions["poll"]',
+    "huaweicloud_fgs_function.flush": 'huaweicloud_fgs_function.functions["flush"]',
+    "huaweicloud_fgs_function.relay": 'huaweicloud_fgs_function.functions["relay"]',
+    "huaweicloud_fgs_function.notify[0]": 'huaweicloud_fgs_function.functions["notify"]',
+    "huaweicloud_fgs_function.history[0]": 'huaweicloud_fgs_function.functions["history"]',
+    "huaweicloud_fgs_function_trigger.poll_jobs": 'huaweicloud_fgs_function_trigger.smn["poll"]',
+    "huaweicloud_fgs_function_trigger.notify_results[0]": 'huaweicloud_fgs_function_trigger.smn["notify"]',
+    "huaweicloud_fgs_function_trigger.history_results[0]": 'huaweicloud_fgs_function_trigger.smn["history"]',
+    "huaweicloud_fgs_function_trigger.flush_timer": 'huaweicloud_fgs_function_trigger.timer["flush"]',
+    "huaweicloud_fgs_function_trigger.relay_timer": 'huaweicloud_fgs_function_trigger.timer["relay"]',
+    "huaweicloud_fgs_async_invoke_configuration.detach": (
+        'huaweicloud_fgs_async_invoke_configuration.functions["detach"]'
+    ),
+    "huaweicloud_fgs_async_invoke_configuration.poll": (
+        'huaweicloud_fgs_async_invoke_configuration.functions["poll"]'
+    ),
+    "huaweicloud_fgs_async_invoke_configuration.notify[0]": (
+        'huaweicloud_fgs_async_invoke_configuration.functions["notify"]'
+    ),
+    "huaweicloud_fgs_async_invoke_configuration.history[0]": (
+        'huaweicloud_fgs_async_invoke_configuration.functions["history"]'
+    ),
+}
+
+
+def test_the_moved_blocks_move_every_old_address() -> None:
+    """A deployment made before keeps its functions: each old address has a moved block to an
+    instance the new resources can have (its resource exists, its for_each can yield the key),
+    so Terraform moves the state instead of destroying one function and creating another."""
+    moves = {_strip(block["from"]): _strip(block["to"]) for block in CONFIG.moved}
+    assert len(moves) == len(CONFIG.moved)  # one move from each address
+    assert moves == OLD_ADDRESSES
+    possible = _function_instances_of(set(CONFIG.locals["function_settings"]))
+    for name in CONFIG.locals["function_settings"]:  # a function renamed would be replaced
+        assert _function(name)["name"] == f"${{var.name_prefix}}-{name}"
+    for old, new in moves.items():
+        kind, name = old.split("[")[0].split(".")
+        assert name not in CONFIG.resources[kind], f"{old} is still declared"
+        assert new in possible, f"{old} → {new}: no such instance"
