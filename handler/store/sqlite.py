@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from handler.support.sqlite import MEMORY, connect, immediate
 
 from ._base import (
     DEFAULT_KEEP_ABANDONED_S,
+    Acquired,
     Claim,
     ClaimLost,
     ClaimState,
@@ -105,6 +106,12 @@ def _merged_progress(
     progress = json.loads(row[0])
     progress.update(data)
     return json.dumps(progress), row[1]
+
+
+def _free_for(conn: sqlite3.Connection, name: str, owner: str, now: float) -> bool:
+    """Whether lock ``name`` is free, expired or ``owner``'s."""
+    row = conn.execute("SELECT owner FROM locks WHERE name = ? AND expires_at > ?", (name, now)).fetchone()
+    return row is None or row[0] == owner
 
 
 class SqliteStore:
@@ -306,23 +313,37 @@ class SqliteStore:
             )
             return True
 
-    def acquire_all(self, names: Sequence[str], owner: str, *, ttl_s: float) -> bool:
+    def acquire_all(
+        self,
+        names: Sequence[str],
+        owner: str,
+        *,
+        ttl_s: float,
+        slots: Iterable[str] | None = None,
+        slot_ttl_s: float = 0.0,
+    ) -> Acquired:
         for name in names:
             check_key("lock name", name)
         check_key("owner", owner)
         check_ttl("ttl_s", ttl_s)
+        if slots is not None:
+            check_ttl("slot_ttl_s", slot_ttl_s)
         with self._transaction() as (conn, now):
-            for name in names:
-                row = conn.execute(
-                    "SELECT owner FROM locks WHERE name = ? AND expires_at > ?", (name, now)
-                ).fetchone()
-                if row is not None and row[0] != owner:
-                    return False  # nothing written: the transaction holds no change
+            if not all(_free_for(conn, name, owner, now) for name in names):
+                return Acquired.LOCKED  # nothing written: the transaction holds no change
+            taking = [(name, owner, now + ttl_s) for name in names]
+            if slots is not None:
+                for slot in slots:  # the first free one: the others are not looked at
+                    check_key("lock name", slot)
+                    if _free_for(conn, slot, owner, now):
+                        taking.append((slot, owner, now + slot_ttl_s))
+                        break
+                else:
+                    return Acquired.NO_SLOT
             conn.executemany(
-                "INSERT OR REPLACE INTO locks (name, owner, expires_at) VALUES (?, ?, ?)",
-                [(name, owner, now + ttl_s) for name in names],
+                "INSERT OR REPLACE INTO locks (name, owner, expires_at) VALUES (?, ?, ?)", taking
             )
-            return True
+            return Acquired.TAKEN
 
     def release_lock(self, name: str, owner: str) -> bool:
         check_key("lock name", name)
