@@ -157,15 +157,23 @@ class SqliteStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[tuple[sqlite3.Connection, float]]:
-        """The connection in a write transaction, and the time; expired rows purged if due."""
-        with self._read() as (conn, _):
-            with immediate(conn):
-                now = self._clock()  # with the write lock held
-                purge = now >= self._next_purge
-                if purge:
-                    conn.execute("DELETE FROM claims WHERE expires_at <= ?", (now,))
-                    conn.execute("DELETE FROM locks WHERE expires_at <= ?", (now,))
-                yield conn, now
+        """The connection in a write transaction, and the time; expired rows purged if due.
+        Under this instance's lock, SQLite errors become ``StoreError``, as ``_read`` (written
+        out, not nested: one generator fewer for every write)."""
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise StoreError(f"store {self._path} is closed")
+            try:
+                with immediate(conn):
+                    now = self._clock()  # with the write lock held
+                    purge = now >= self._next_purge
+                    if purge:
+                        conn.execute("DELETE FROM claims WHERE expires_at <= ?", (now,))
+                        conn.execute("DELETE FROM locks WHERE expires_at <= ?", (now,))
+                    yield conn, now
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self._path}: {exc}") from exc
             if purge:
                 self._next_purge = now + _PURGE_INTERVAL
 
