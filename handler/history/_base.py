@@ -163,15 +163,12 @@ class HistoryStore(ABC):
         # then only (it walks every value: most of a step's cost when done for each one).
         if _ESCAPED_SURROGATE.search(fields) or (nul and _ESCAPED_NUL in fields):
             fields = json.dumps(clean(json.loads(fields), nul=nul))
+        text = "".join([column for column in columns if column])  # the same, for the columns
+        if _SURROGATE.search(text) or (nul and "\x00" in text):
+            columns = tuple(clean(column, nul=nul) for column in columns)
         cursor.execute(
             self._sql(_INSERT),
-            (
-                trail,
-                1 if opens else 0,
-                self._time_in(step.at),
-                *(clean(column, nul=nul) for column in columns),
-                self._fields_in(fields),
-            ),
+            (trail, 1 if opens else 0, self._time_in(step.at), *columns, self._fields_in(fields)),
         )
 
     def _trail_of(self, cursor: Cursor, step: Step) -> tuple[str, bool]:
