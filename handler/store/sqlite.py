@@ -37,6 +37,10 @@ from ._base import (
 SCHEMA_VERSION = 3  # PRAGMA user_version of a file this code created (1: no outbox, 2: no resume)
 APPLICATION_ID = 0x45444953  # PRAGMA application_id ("EDIS") marks a store file
 _PURGE_INTERVAL = 60.0  # s between deletions of expired rows by one instance
+# A new file's pages: its rows are small (a claim with its request, a lock), and every commit
+# writes each page it changed whole to the WAL and syncs it: 2 KB pages halve the bytes of a
+# synced transaction, about 8 % of its CPU here (4 KB: SQLite's default; 8 KB cost more).
+PAGE_SIZE = 2048
 
 _OUTBOX_INDEX = "CREATE INDEX claims_outbox ON claims (outbox_at) WHERE outbox_at IS NOT NULL"
 _RESUME_INDEX = "CREATE INDEX claims_resume ON claims (claim_until) WHERE resume = 1"
@@ -90,7 +94,7 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open ``path``, creating its directory and schema if missing."""
-    return connect(path, _prepare, StoreError, "store file")
+    return connect(path, _prepare, StoreError, "store file", page_size=PAGE_SIZE)
 
 
 def _merged_progress(

@@ -18,10 +18,13 @@ def connect(
     prepare: Callable[[sqlite3.Connection, Path], None],
     error: type[Exception],
     what: str,
+    *,
+    page_size: int | None = None,
 ) -> sqlite3.Connection:
     """Open ``path`` in autocommit mode (callers run explicit transactions), creating its
     directory, in WAL mode with every commit synced, then ``prepare`` it (its schema); failures
-    raise ``error`` naming ``what``. ``MEMORY`` opens a private in-memory database instead."""
+    raise ``error`` naming ``what``. ``MEMORY`` opens a private in-memory database instead.
+    ``page_size`` applies to a file this call creates; an existing file keeps its own."""
     in_memory = str(path) == MEMORY
     try:
         if not in_memory:
@@ -32,6 +35,8 @@ def connect(
         raise error(f"cannot open {what} {path}: {exc}") from exc
     try:
         if not in_memory:
+            if page_size is not None:  # before the switch to WAL, which writes the new file's header
+                conn.execute(f"PRAGMA page_size = {int(page_size)}")
             _switch_to_wal(conn)
         # FULL, not NORMAL: with WAL, NORMAL does not sync the log at each commit, so a power
         # loss could drop a message (or a claim) whose write had already returned.
