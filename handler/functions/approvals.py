@@ -39,6 +39,7 @@ from handler.core.approval_policy import ApprovalPolicy
 from handler.core.models import (
     EVENT_APPROVAL_REQUESTED,
     EVENT_APPROVAL_TURN,
+    AnyEvent,
     ApprovalTurn,
     CloudEvent,
     DetachRequest,
@@ -196,7 +197,7 @@ class ApprovalDesk:
     def requested_event(self, approval: Approval) -> CloudEvent[Any]:
         """``ecs-detach.approval_requested``: the approval, with the link to its page when a base
         URL is configured (the page itself asks for a signed link or credentials)."""
-        event = CloudEvent[Any](
+        event = AnyEvent(
             id=f"approval-{approval.id}",
             source=self._source,
             type=EVENT_APPROVAL_REQUESTED,

@@ -59,7 +59,7 @@ from handler.functions.ports import DetachApi, Publisher, VolumeApi
 from handler.functions.results import publish_result, request_fields
 from handler.guards.blast import BlastRadius
 from handler.guards.idempotency import Guard, Locks, request_key
-from handler.store import Claim, ClaimState, Taken
+from handler.store import Acquired, Claim, ClaimState, Taken
 from handler.support.log import log_event
 from handler.topics import TopicError
 
@@ -571,25 +571,30 @@ class DetachFunction:
         return volume.multiattach or len({a.server_id for a in volume.attachments}) > 1
 
     def _lock(self, call: _Call) -> DetachOutcome | None:
-        """The server and volume locks, or ``QUEUED``: another detach there is running."""
+        """The server and volume locks and a blast-radius slot, in one store call (nothing is
+        taken unless all is): ``QUEUED`` when another detach there is running, ``RETRY`` when the
+        project's window is full."""
         request = call.request
         assert request.volume_id is not None
         locks = self._guard.locks(call.project_id, request.server_id, request.volume_id, call.key)
-        if not self._guard.acquire(locks):
+        slots = self._blast.slots(call.project_id, call.key)
+        acquired = self._guard.acquire(locks, slots=slots, slot_ttl_s=self._blast.window_s)
+        if acquired is Acquired.LOCKED:
             reason = f"another detach on server {request.server_id} or volume {request.volume_id} is running"
             return self._queue(call, reason)
-        call.locks = locks
-        return None
-
-    def _mutate(self, call: _Call) -> DetachOutcome:
-        """The one mutating call, within the blast radius; its job id noted before publishing."""
-        request = call.request
-        assert request.volume_id is not None
-        if not self._blast.take(call.project_id, call.key):
+        if acquired is Acquired.NO_SLOT:
             reason = (
                 f"the blast-radius limit of project {call.project_id} is reached: no more detaches for now"
             )
             return self._retry(request, self._busy_retry_s, f"BlastRadiusLimit: {reason}")
+        call.locks = locks
+        return None
+
+    def _mutate(self, call: _Call) -> DetachOutcome:
+        """The one mutating call, within the blast radius (its slot taken with the locks); its
+        job id noted before publishing."""
+        request = call.request
+        assert request.volume_id is not None
         try:
             answer = self._ecs.detach_volume(
                 request.server_id,

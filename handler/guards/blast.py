@@ -8,9 +8,11 @@ the breaker is open and no detach is made in that project. Since at most ``max_p
 detaches happen per window, an open breaker means a failure rate of at least
 ``breaker_failures / max_per_window`` among the recent detaches.
 
-Slots are probed in an order of the owner's own (seeded by its key): its first choice comes
-first, so taking again (re-entrant) and giving back cost one store call in the common case,
-and concurrent owners rarely meet. At most ``MAX_PROBES`` detach slots are tried, so the cost
+A detach takes its slot with its server and volume locks, in one store call
+(``Guard.acquire(locks, slots=radius.slots(...))``: one SQLite transaction). Slots are probed
+in an order of the owner's own (seeded by its key): its first choice comes first, so taking
+again (re-entrant) and giving back look at one slot in the common case, and concurrent owners
+rarely meet. At most ``MAX_PROBES`` detach slots are tried, so the cost
 of a detach does not grow with the limit: a window at least ~90 % full may refuse a little
 early (never late: there are never more than ``max_per_window`` holders). Failure slots are
 counted exactly: the breaker opens when all of them are held, not before.
@@ -45,20 +47,24 @@ class BlastRadius:
         self._failures = breaker_failures
         self._breaker_window_s = breaker_window_s
 
-    @staticmethod
-    def _slots(kind: str, project_id: str, count: int, owner: str) -> Iterator[str]:
-        """Up to ``MAX_PROBES`` distinct slot names, in the order of ``owner``, drawn as they are
-        asked for: the first one usually settles it, and drawing all of them up front (a sample
-        of ``MAX_PROBES``) cost more than the one store call."""
+    def slots(self, project_id: str, owner: str) -> Iterator[str]:
+        """The project's detach slots ``owner`` may take (``Store.acquire_all``; one is held
+        for ``window_s``): up to ``MAX_PROBES`` distinct names, in the order of ``owner``, drawn
+        as they are asked for: the first one usually settles it, and drawing all of them up
+        front (a sample of ``MAX_PROBES``) cost more than the one store call."""
         seed = int.from_bytes(hashlib.blake2b(owner.encode(), digest_size=8).digest(), "big")
         draw = random.Random(seed).randrange  # noqa: S311 (spreading, not secrecy)
         seen: set[int] = set()
-        for _ in range(min(count, MAX_PROBES)):
-            index = draw(count)
+        for _ in range(min(self._max, MAX_PROBES)):
+            index = draw(self._max)
             while index in seen:
-                index = draw(count)
+                index = draw(self._max)
             seen.add(index)
-            yield f"{kind}:{project_id}:{index}"
+            yield f"detaches:{project_id}:{index}"
+
+    @property
+    def window_s(self) -> float:
+        return self._window_s
 
     def breaker_open(self, project_id: str) -> bool:
         """Every failure slot is held (checked in order: the first free one ends it)."""
@@ -77,16 +83,9 @@ class BlastRadius:
         """Detaches per window, the window, failures that open the breaker, the breaker's window."""
         return self._max, self._window_s, self._failures, self._breaker_window_s
 
-    def take(self, project_id: str, owner: str) -> bool:
-        """One detach slot for ``owner`` (re-entrant), or False when the window is full."""
-        return any(
-            self._store.acquire(slot, owner, ttl_s=self._window_s)
-            for slot in self._slots("detaches", project_id, self._max, owner)
-        )
-
     def give_back(self, project_id: str, owner: str) -> None:
         """The call detached nothing: its slot is free again."""
-        for slot in self._slots("detaches", project_id, self._max, owner):
+        for slot in self.slots(project_id, owner):
             if self._store.release_lock(slot, owner):
                 return
 

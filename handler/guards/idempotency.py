@@ -19,10 +19,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from handler.core.models import DetachRequest
-from handler.store import Claim, ClaimLost, ClaimState, SqliteStore, Store, Taken
+from handler.store import Acquired, Claim, ClaimLost, ClaimState, SqliteStore, Store, Taken
 
 
 class Locks(NamedTuple):
@@ -108,9 +109,14 @@ class Guard:
     def locks(project_id: str, server_id: str, volume_id: str, owner: str) -> Locks:
         return Locks((f"server:{project_id}:{server_id}", f"volume:{project_id}:{volume_id}"), owner)
 
-    def acquire(self, locks: Locks) -> bool:
-        """Both locks, or neither (``Store.acquire_all``)."""
-        return self._store.acquire_all(locks.names, locks.owner, ttl_s=self._lock_ttl_s)
+    def acquire(
+        self, locks: Locks, *, slots: Iterable[str] | None = None, slot_ttl_s: float = 0.0
+    ) -> Acquired:
+        """Both locks, and with ``slots`` one of them (a blast-radius slot, ``BlastRadius.slots``),
+        or nothing (``Store.acquire_all``: on SQLite one transaction)."""
+        return self._store.acquire_all(
+            locks.names, locks.owner, ttl_s=self._lock_ttl_s, slots=slots, slot_ttl_s=slot_ttl_s
+        )
 
     def unlock(self, locks: Locks) -> None:
         for name in locks.names:

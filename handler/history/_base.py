@@ -66,6 +66,10 @@ class HistoryRefused(HistoryError):
 
 REPLACEMENT = "\ufffd"
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# How json.dumps (ASCII) writes a surrogate (either half of a pair too: those need no cleaning,
+# and are cleaned unchanged) and the NUL character.
+_ESCAPED_SURROGATE = re.compile(r"\\ud[89a-f]")
+_ESCAPED_NUL = "\\u0000"
 
 
 def clean(value: Any, *, nul: bool) -> Any:
@@ -157,16 +161,17 @@ class HistoryStore(ABC):
     def _insert(self, cursor: Cursor, step: Step, trail: str, opens: bool) -> None:
         nul = not self.holds_nul
         columns = (step.event, step.status, step.idempotency_key, step.job_id, step.server_id, step.volume_id)
-        fields = json.loads(json.dumps(dict(step.fields), default=str))  # JSON values only
+        fields = json.dumps(dict(step.fields), default=str)  # JSON values only, in ASCII
+        # What ``clean`` replaces can only be in the text escaped: read it back and clean it
+        # then only (it walks every value: most of a step's cost when done for each one).
+        if _ESCAPED_SURROGATE.search(fields) or (nul and _ESCAPED_NUL in fields):
+            fields = json.dumps(clean(json.loads(fields), nul=nul))
+        text = "".join([column for column in columns if column])  # the same, for the columns
+        if _SURROGATE.search(text) or (nul and "\x00" in text):
+            columns = tuple(clean(column, nul=nul) for column in columns)
         cursor.execute(
             self._sql(_INSERT),
-            (
-                trail,
-                1 if opens else 0,
-                self._time_in(step.at),
-                *(clean(column, nul=nul) for column in columns),
-                self._fields_in(json.dumps(clean(fields, nul=nul))),
-            ),
+            (trail, 1 if opens else 0, self._time_in(step.at), *columns, self._fields_in(fields)),
         )
 
     def _trail_of(self, cursor: Cursor, step: Step) -> tuple[str, bool]:

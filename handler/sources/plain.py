@@ -19,11 +19,15 @@ from handler.core.models import (
     EVENT_APPROVAL_TURN,
     EVENT_QUEUED,
     EVENT_REQUESTED,
+    AcceptedEvent,
     ApprovalTurn,
+    ApprovalTurnEvent,
     CloudEvent,
     DetachAccepted,
     DetachQueued,
     DetachRequest,
+    QueuedEvent,
+    RequestEvent,
 )
 from handler.core.validation import ROOT, FieldError, InvalidInput, load_object
 from handler.sources._base import Parsed, Record
@@ -103,7 +107,7 @@ def parse_request(raw: str | bytes | dict[str, Any]) -> DetachRequest:
     body = load_object(raw)
     if "specversion" in body:
         try:
-            event = CloudEvent[DetachRequest].model_validate(body)
+            event = RequestEvent.model_validate(body)
         except ValidationError as exc:
             raise InvalidInput.from_validation("invalid CloudEvent", exc) from None
         if event.type != EVENT_REQUESTED:
@@ -215,11 +219,11 @@ def parse_job_event(
     kind = body.get("type")
     model: type[CloudEvent[Any]]
     if kind == EVENT_ACCEPTED:
-        model = CloudEvent[DetachAccepted]
+        model = AcceptedEvent
     elif kind == EVENT_QUEUED:
-        model = CloudEvent[DetachQueued]
+        model = QueuedEvent
     elif kind == EVENT_APPROVAL_TURN:
-        model = CloudEvent[ApprovalTurn]
+        model = ApprovalTurnEvent
     else:
         expected = f"expected {EVENT_ACCEPTED!r}, {EVENT_QUEUED!r} or {EVENT_APPROVAL_TURN!r}"
         raise InvalidInput("unexpected event type", [FieldError("type", expected)])

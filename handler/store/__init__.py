@@ -14,6 +14,7 @@ from handler.support.log import redact_url
 from ._base import (
     DEFAULT_KEEP_ABANDONED_S,
     DEFAULT_RECORD_TTL_S,
+    Acquired,
     Claim,
     ClaimLost,
     ClaimState,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_KEEP_ABANDONED_S",
     "DEFAULT_RECORD_TTL_S",
+    "Acquired",
     "Claim",
     "ClaimLost",
     "ClaimState",

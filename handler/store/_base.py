@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -74,6 +74,19 @@ class Claim:
     claim lapsed (it may have called the API without noting it)."""
     expires_in_s: float | None = None
     """IN_PROGRESS: seconds until the other owner's claim lapses."""
+
+
+class Acquired(enum.Enum):
+    """What ``Store.acquire_all`` did; true only when it took everything asked for."""
+
+    TAKEN = "taken"
+    LOCKED = "locked"
+    """Another owner holds one of the locks: nothing was taken."""
+    NO_SLOT = "no_slot"
+    """Other owners hold every slot offered: nothing was taken."""
+
+    def __bool__(self) -> bool:
+        return self is Acquired.TAKEN
 
 
 class Taken(NamedTuple):
@@ -161,9 +174,19 @@ class Store(Protocol):
         ``owner``'s (then its expiry moves); whether ``owner`` holds it now."""
         ...
 
-    def acquire_all(self, names: Sequence[str], owner: str, *, ttl_s: float) -> bool:
-        """Every lock of ``names`` as ``acquire`` takes one, or none: when another owner holds
-        one of them, the ones taken here are given back (and False). SQLite takes them in one
+    def acquire_all(
+        self,
+        names: Sequence[str],
+        owner: str,
+        *,
+        ttl_s: float,
+        slots: Iterable[str] | None = None,
+        slot_ttl_s: float = 0.0,
+    ) -> Acquired:
+        """Every lock of ``names`` as ``acquire`` takes one, and with ``slots`` one of them too
+        (the first that is free or ``owner``'s already, held ``slot_ttl_s``; the rest are not
+        looked at), or nothing: when another owner holds one of ``names`` (``LOCKED``) or every
+        slot (``NO_SLOT``), the ones taken here are given back. SQLite takes them in one
         transaction; Redis one at a time (a lock script touches one key)."""
         ...
 

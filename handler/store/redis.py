@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -51,6 +51,7 @@ from handler.support.log import redact_text, redact_url
 
 from ._base import (
     DEFAULT_KEEP_ABANDONED_S,
+    Acquired,
     Claim,
     ClaimLost,
     ClaimState,
@@ -458,19 +459,35 @@ class RedisStore:
         with self._redis():
             return bool(self._acquire(keys=[self._lock(name)], args=[owner, _ms(ttl_s)]))
 
-    def acquire_all(self, names: Sequence[str], owner: str, *, ttl_s: float) -> bool:
+    def acquire_all(
+        self,
+        names: Sequence[str],
+        owner: str,
+        *,
+        ttl_s: float,
+        slots: Iterable[str] | None = None,
+        slot_ttl_s: float = 0.0,
+    ) -> Acquired:
         for name in names:
             check_key("lock name", name)
         check_key("owner", owner)
         check_ttl("ttl_s", ttl_s)
+        if slots is not None:
+            check_ttl("slot_ttl_s", slot_ttl_s)
         taken: list[str] = []
         for name in names:
             if not self.acquire(name, owner, ttl_s=ttl_s):
-                for held in taken:
-                    self.release_lock(held, owner)
-                return False
+                self._give_back(taken, owner)
+                return Acquired.LOCKED
             taken.append(name)
-        return True
+        if slots is None or any(self.acquire(slot, owner, ttl_s=slot_ttl_s) for slot in slots):
+            return Acquired.TAKEN
+        self._give_back(taken, owner)
+        return Acquired.NO_SLOT
+
+    def _give_back(self, names: list[str], owner: str) -> None:
+        for name in names:
+            self.release_lock(name, owner)
 
     def release_lock(self, name: str, owner: str) -> bool:
         check_key("lock name", name)

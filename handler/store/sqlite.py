@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from handler.support.sqlite import MEMORY, connect, immediate
 
 from ._base import (
     DEFAULT_KEEP_ABANDONED_S,
+    Acquired,
     Claim,
     ClaimLost,
     ClaimState,
@@ -36,6 +37,10 @@ from ._base import (
 SCHEMA_VERSION = 3  # PRAGMA user_version of a file this code created (1: no outbox, 2: no resume)
 APPLICATION_ID = 0x45444953  # PRAGMA application_id ("EDIS") marks a store file
 _PURGE_INTERVAL = 60.0  # s between deletions of expired rows by one instance
+# A new file's pages: its rows are small (a claim with its request, a lock), and every commit
+# writes each page it changed whole to the WAL and syncs it: 2 KB pages halve the bytes of a
+# synced transaction, about 8 % of its CPU here (4 KB: SQLite's default; 8 KB cost more).
+PAGE_SIZE = 2048
 
 _OUTBOX_INDEX = "CREATE INDEX claims_outbox ON claims (outbox_at) WHERE outbox_at IS NOT NULL"
 _RESUME_INDEX = "CREATE INDEX claims_resume ON claims (claim_until) WHERE resume = 1"
@@ -89,7 +94,7 @@ def _prepare(conn: sqlite3.Connection, path: Path) -> None:
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open ``path``, creating its directory and schema if missing."""
-    return connect(path, _prepare, StoreError, "store file")
+    return connect(path, _prepare, StoreError, "store file", page_size=PAGE_SIZE)
 
 
 def _merged_progress(
@@ -105,6 +110,12 @@ def _merged_progress(
     progress = json.loads(row[0])
     progress.update(data)
     return json.dumps(progress), row[1]
+
+
+def _free_for(conn: sqlite3.Connection, name: str, owner: str, now: float) -> bool:
+    """Whether lock ``name`` is free, expired or ``owner``'s."""
+    row = conn.execute("SELECT owner FROM locks WHERE name = ? AND expires_at > ?", (name, now)).fetchone()
+    return row is None or row[0] == owner
 
 
 class SqliteStore:
@@ -150,15 +161,23 @@ class SqliteStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[tuple[sqlite3.Connection, float]]:
-        """The connection in a write transaction, and the time; expired rows purged if due."""
-        with self._read() as (conn, _):
-            with immediate(conn):
-                now = self._clock()  # with the write lock held
-                purge = now >= self._next_purge
-                if purge:
-                    conn.execute("DELETE FROM claims WHERE expires_at <= ?", (now,))
-                    conn.execute("DELETE FROM locks WHERE expires_at <= ?", (now,))
-                yield conn, now
+        """The connection in a write transaction, and the time; expired rows purged if due.
+        Under this instance's lock, SQLite errors become ``StoreError``, as ``_read`` (written
+        out, not nested: one generator fewer for every write)."""
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise StoreError(f"store {self._path} is closed")
+            try:
+                with immediate(conn):
+                    now = self._clock()  # with the write lock held
+                    purge = now >= self._next_purge
+                    if purge:
+                        conn.execute("DELETE FROM claims WHERE expires_at <= ?", (now,))
+                        conn.execute("DELETE FROM locks WHERE expires_at <= ?", (now,))
+                    yield conn, now
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self._path}: {exc}") from exc
             if purge:
                 self._next_purge = now + _PURGE_INTERVAL
 
@@ -306,23 +325,37 @@ class SqliteStore:
             )
             return True
 
-    def acquire_all(self, names: Sequence[str], owner: str, *, ttl_s: float) -> bool:
+    def acquire_all(
+        self,
+        names: Sequence[str],
+        owner: str,
+        *,
+        ttl_s: float,
+        slots: Iterable[str] | None = None,
+        slot_ttl_s: float = 0.0,
+    ) -> Acquired:
         for name in names:
             check_key("lock name", name)
         check_key("owner", owner)
         check_ttl("ttl_s", ttl_s)
+        if slots is not None:
+            check_ttl("slot_ttl_s", slot_ttl_s)
         with self._transaction() as (conn, now):
-            for name in names:
-                row = conn.execute(
-                    "SELECT owner FROM locks WHERE name = ? AND expires_at > ?", (name, now)
-                ).fetchone()
-                if row is not None and row[0] != owner:
-                    return False  # nothing written: the transaction holds no change
+            if not all(_free_for(conn, name, owner, now) for name in names):
+                return Acquired.LOCKED  # nothing written: the transaction holds no change
+            taking = [(name, owner, now + ttl_s) for name in names]
+            if slots is not None:
+                for slot in slots:  # the first free one: the others are not looked at
+                    check_key("lock name", slot)
+                    if _free_for(conn, slot, owner, now):
+                        taking.append((slot, owner, now + slot_ttl_s))
+                        break
+                else:
+                    return Acquired.NO_SLOT
             conn.executemany(
-                "INSERT OR REPLACE INTO locks (name, owner, expires_at) VALUES (?, ?, ?)",
-                [(name, owner, now + ttl_s) for name in names],
+                "INSERT OR REPLACE INTO locks (name, owner, expires_at) VALUES (?, ?, ?)", taking
             )
-            return True
+            return Acquired.TAKEN
 
     def release_lock(self, name: str, owner: str) -> bool:
         check_key("lock name", name)

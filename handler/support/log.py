@@ -16,6 +16,7 @@ or a filter that drops a log line must never drop an audit record.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -83,8 +84,15 @@ def event_fields(record: logging.LogRecord) -> dict[str, Any]:
     return {key: _masked(key, value) for key, value in fields.items()}
 
 
+@functools.lru_cache(maxsize=1024)
+def _secret_name(key: str) -> bool:
+    """Whether a field of this name is masked (the names are the code's own, a few dozen: each
+    is matched once, not for every event)."""
+    return _SECRET_KEY.search(key) is not None
+
+
 def _masked(key: str, value: Any) -> Any:
-    if _SECRET_KEY.search(key):
+    if _secret_name(key):
         return MASK
     if isinstance(value, str) and "://" in value:
         return redact_text(value)

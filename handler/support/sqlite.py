@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 
 BUSY_TIMEOUT_S = 30.0  # how long a connection waits for another one's write lock (thread or process)
 MEMORY = ":memory:"  # the path of a database that lives in this connection only
@@ -18,10 +18,13 @@ def connect(
     prepare: Callable[[sqlite3.Connection, Path], None],
     error: type[Exception],
     what: str,
+    *,
+    page_size: int | None = None,
 ) -> sqlite3.Connection:
     """Open ``path`` in autocommit mode (callers run explicit transactions), creating its
     directory, in WAL mode with every commit synced, then ``prepare`` it (its schema); failures
-    raise ``error`` naming ``what``. ``MEMORY`` opens a private in-memory database instead."""
+    raise ``error`` naming ``what``. ``MEMORY`` opens a private in-memory database instead.
+    ``page_size`` applies to a file this call creates; an existing file keeps its own."""
     in_memory = str(path) == MEMORY
     try:
         if not in_memory:
@@ -32,6 +35,8 @@ def connect(
         raise error(f"cannot open {what} {path}: {exc}") from exc
     try:
         if not in_memory:
+            if page_size is not None:  # before the switch to WAL, which writes the new file's header
+                conn.execute(f"PRAGMA page_size = {int(page_size)}")
             _switch_to_wal(conn)
         # FULL, not NORMAL: with WAL, NORMAL does not sync the log at each commit, so a power
         # loss could drop a message (or a claim) whose write had already returned.
@@ -61,14 +66,29 @@ def _switch_to_wal(conn: sqlite3.Connection) -> None:
             time.sleep(0.01)
 
 
-@contextmanager
-def immediate(conn: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction that holds the write lock from its start."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
+class immediate:  # lower case: used like a function, ``with immediate(conn):``
+    """A write transaction that holds the write lock from its start: committed when the block
+    ends, rolled back when it raises (or its commit does). A class, not a generator: every write
+    of the store, the topics and the history enters one."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        conn = self._conn
+        if exc_type is None:
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        elif conn.in_transaction:
             conn.execute("ROLLBACK")
-        raise

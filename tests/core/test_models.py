@@ -134,6 +134,24 @@ def test_a_result_published_again_is_the_same_cloudevent() -> None:
     assert result_event(result, source="s").type == "ecs-detach.succeeded"
 
 
+def test_the_envelopes_are_built_once_not_after_each_garbage_collection() -> None:
+    """pydantic keeps a generic model's parametrizations weakly: one written in a call would be
+    collected with its last instance and built again (class and validator) by the next call."""
+    import gc
+    import weakref
+
+    from handler.core.models import DetachResult, Outcome, envelope, result_event
+
+    result = DetachResult(server_id=SERVER, volume_id=VOLUME, outcome=Outcome.SUCCEEDED, job_id="j1")
+    built = [
+        weakref.ref(type(envelope(result, type_="t", source="s"))),
+        weakref.ref(type(result_event(result, source="s"))),
+        weakref.ref(type(parse_job_event(json.dumps(_accepted()).encode()))),
+    ]
+    gc.collect()
+    assert [ref() is not None for ref in built] == [True, True, True]
+
+
 # Ids become path segments of signed API calls: only the forms the cloud issues get through.
 HOSTILE_IDS = [".", "..", "a/b", "%2e%2e", "", "ｆ" * 32, "٠" * 32, "f" * 32 + "\n", "f" * 100_000]
 JOB = "ff80808288d41e1b018917ae93d3044c"

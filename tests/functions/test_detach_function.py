@@ -229,12 +229,15 @@ def test_a_disk_on_another_server_is_refused_naming_that_server(world: World) ->
 def test_a_blast_radius_refusal_holds_only_for_now(world: World) -> None:
     fns = build(world, max_per_window=1)
     assert fns.detach(request()).status is DetachStatus.ACCEPTED
-    assert not fns.blast.take(PID, "probe")  # the detach took the project's one slot
+    assert fns.blast.used(PID) == 1  # the detach took the project's one slot
     limited = fns.detach(request(server_id=WEB2, volume_id=WEB2_DATA))
 
     assert limited.status is DetachStatus.RETRY
     assert "BlastRadiusLimit" in limited.reason
     assert world.store.peek(f"{PID}/{WEB2}/{WEB2_DATA}") is None
+    # its locks were taken with the slot or not at all: nothing is left to hold its server
+    assert world.store.holder(f"server:{PID}:{WEB2}") is None
+    assert world.store.holder(f"volume:{PID}:{WEB2_DATA}") is None
     assert world.results.messages == []  # nothing final was said
     world.clock.advance(601)  # the window passes: the same request goes through
     assert fns.detach(request(server_id=WEB2, volume_id=WEB2_DATA)).status is DetachStatus.ACCEPTED
@@ -311,7 +314,7 @@ def test_a_cloud_refusal_of_the_request_is_final(world: World) -> None:
     assert (outcome.status, outcome.error_code) == (DetachStatus.REJECTED, "Ecs.0005")
     world.faults()
     assert fns.detach(request()).status is DetachStatus.DUPLICATE  # final: kept under its key
-    assert fns.blast.take(PID, "probe")  # the refused call gave its slot back
+    assert fns.blast.used(PID) == 0  # the refused call gave its slot back
 
 
 def test_the_cloud_refusing_our_credentials_is_retried_not_final(world: World) -> None:
@@ -334,7 +337,7 @@ def test_no_answer_to_the_detach_is_retried_with_the_key_free(world: World) -> N
     assert "no answer from ECS" in outcome.reason
     assert len(world.slept) == 2  # the client tried three times, backing off on the fake clock
     assert world.store.peek(KEY) is None
-    assert fns.blast.take(PID, "probe")
+    assert fns.blast.used(PID) == 0  # the call that had no answer gave its slot back
     world.transport.fail = lambda r: False
     assert fns.detach(request()).status is DetachStatus.ACCEPTED
 

@@ -301,6 +301,27 @@ def test_text_no_database_can_hold_is_kept_readable(history: HistoryStore, histo
     assert history.query(Query(trail="\x00\ud800", text="\x00")) == []
 
 
+def test_a_step_with_only_a_nul_or_look_alike_text_is_kept_as_the_database_can(
+    history: HistoryStore, history_url: str
+) -> None:
+    """The fields are cleaned only when their JSON text holds what ``clean`` replaces: a NUL
+    alone (in a nested value) still becomes U+FFFD on PostgreSQL; a pair of surrogates (an emoji)
+    and text that only looks like an escape are kept as sent."""
+    looks_escaped = "\\ud800 and \\u0000"
+    history.append(
+        [
+            step("detach.requested", 0, trail="t1", idempotency_key="k1", origin={"ticket": "a\x00b"}),
+            step("detach.requested", 1, trail="t2", idempotency_key="k2", reason=looks_escaped),
+            step("detach.requested", 2, trail="t3", idempotency_key="k3", reason="\U0001f600"),
+        ]
+    )
+
+    nul = "\x00" if history_url.startswith("sqlite") else "\ufffd"
+    assert history.query(Query(key="k1"))[0].steps[0].fields["origin"] == {"ticket": f"a{nul}b"}
+    assert history.query(Query(key="k2"))[0].steps[0].fields["reason"] == looks_escaped
+    assert history.query(Query(key="k3"))[0].steps[0].fields["reason"] == "\U0001f600"
+
+
 def test_a_trail_opens_once(history: HistoryStore) -> None:
     from handler.history import HistoryRefused
 

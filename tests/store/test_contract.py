@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from handler.store import Claim, ClaimLost, ClaimState, Store, StoreError
+from handler.store import Acquired, Claim, ClaimLost, ClaimState, Store, StoreError
 from tests.store.conftest import Backend
 
 LONG = 60.0  # s: a claim or lock that does not lapse during a test
@@ -308,6 +309,46 @@ def test_acquire_all_takes_expired_locks_over(backend: Backend) -> None:
     assert store.holder("server:p:s") == store.holder("volume:p:v") == "req-2"
 
 
+def test_acquire_all_with_slots_takes_the_first_free_one_with_the_locks(backend: Backend) -> None:
+    first, second = backend.make(), backend.make()
+    assert first.acquire("slot:a", "req-1", ttl_s=LONG)
+    offered: list[str] = []
+
+    def slots() -> Iterator[str]:
+        for slot in ("slot:a", "slot:b", "slot:c"):
+            offered.append(slot)
+            yield slot
+
+    taken = second.acquire_all(["server:p:s"], "req-2", ttl_s=LONG, slots=slots(), slot_ttl_s=SHORT)
+    assert taken is Acquired.TAKEN
+    assert offered == ["slot:a", "slot:b"]  # the rest is not looked at
+    assert [second.holder(name) for name in ("server:p:s", "slot:a", "slot:b", "slot:c")] == [
+        "req-2",
+        "req-1",
+        "req-2",
+        None,
+    ]
+    backend.advance(PAST_SHORT)  # the slot is held for its own time, the lock for its own
+    assert (second.holder("slot:b"), second.holder("server:p:s")) == (None, "req-2")
+
+
+def test_acquire_all_with_slots_takes_nothing_unless_all(backend: Backend) -> None:
+    first, second = backend.make(), backend.make()
+    assert first.acquire_all(["volume:p:v"], "req-1", ttl_s=LONG, slots=["slot:a"], slot_ttl_s=LONG)
+    names = ["server:p:s", "volume:p:v2"]
+
+    assert second.acquire_all(["volume:p:v"], "req-2", ttl_s=LONG, slots=["slot:b"], slot_ttl_s=LONG) is (
+        Acquired.LOCKED
+    )
+    assert second.holder("slot:b") is None
+    assert second.acquire_all(names, "req-2", ttl_s=LONG, slots=["slot:a"], slot_ttl_s=LONG) is (
+        Acquired.NO_SLOT
+    )
+    assert [bool(acquired) for acquired in Acquired] == [True, False, False]  # only TAKEN is true
+    assert [second.holder(name) for name in names] == [None, None]  # not left held
+    assert second.acquire_all(names, "req-1", ttl_s=LONG, slots=["slot:a"], slot_ttl_s=LONG)  # its own
+
+
 @pytest.mark.parametrize("ttl", [0.0, -1.0, float("inf"), float("nan")])
 def test_ttls_must_be_positive_and_finite(store: Store, ttl: float) -> None:
     with pytest.raises(ValueError, match="seconds > 0"):
@@ -318,6 +359,8 @@ def test_ttls_must_be_positive_and_finite(store: Store, ttl: float) -> None:
         store.acquire("l", "o", ttl_s=ttl)
     with pytest.raises(ValueError, match="seconds > 0"):
         store.acquire_all(["l"], "o", ttl_s=ttl)
+    with pytest.raises(ValueError, match="seconds > 0"):
+        store.acquire_all(["l"], "o", ttl_s=LONG, slots=["s"], slot_ttl_s=ttl)
 
 
 def test_keys_names_and_owners_must_not_be_empty(store: Store) -> None:
@@ -329,6 +372,8 @@ def test_keys_names_and_owners_must_not_be_empty(store: Store) -> None:
         store.acquire("l", "", ttl_s=LONG)
     with pytest.raises(ValueError, match="lock name"):
         store.acquire_all(["l", ""], "o", ttl_s=LONG)
+    with pytest.raises(ValueError, match="lock name"):
+        store.acquire_all(["l"], "o", ttl_s=LONG, slots=[""], slot_ttl_s=LONG)
     with pytest.raises(ValueError, match="lock name"):
         store.holder("")
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from handler.store import ClaimState, SqliteStore, StoreError
-from handler.store.sqlite import APPLICATION_ID, SCHEMA_VERSION
+from handler.store import sqlite as store_module
+from handler.store.sqlite import APPLICATION_ID, PAGE_SIZE, SCHEMA_VERSION
 from tests.store.conftest import FakeClock
 
 
@@ -37,6 +38,7 @@ def test_creates_the_directory_and_a_versioned_wal_schema(tmp_path: Path) -> Non
 
     assert _pragma(path, "user_version") == SCHEMA_VERSION
     assert _pragma(path, "application_id") == APPLICATION_ID
+    assert _pragma(path, "page_size") == PAGE_SIZE
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -54,6 +56,25 @@ def test_reopening_keeps_the_records(tmp_path: Path) -> None:
         assert reopened.begin("k", "fp", in_progress_ttl_s=60).state is ClaimState.IN_PROGRESS
     finally:
         reopened.close()
+
+
+def test_a_file_made_with_other_pages_keeps_them_and_its_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page size is chosen for new files: one made before (SQLite's 4 KB) is used as it is."""
+    path = tmp_path / "store.db"
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module, "PAGE_SIZE", 4096)
+        store = SqliteStore(path)
+        store.begin("k", "fp", in_progress_ttl_s=60)
+        store.close()
+
+    reopened = SqliteStore(path)
+    try:
+        assert reopened.begin("k", "fp", in_progress_ttl_s=60).state is ClaimState.IN_PROGRESS
+    finally:
+        reopened.close()
+    assert _pragma(path, "page_size") == 4096
 
 
 def test_refuses_a_file_of_another_schema(tmp_path: Path) -> None:
