@@ -15,7 +15,7 @@ from handler.cloud._budget import remaining, spend_call
 from handler.cloud._credentials import Credentials
 from handler.cloud._errors import ApiError, CallBudgetSpent, TransportError
 from handler.cloud._ids import checked
-from handler.cloud._signer import SignerAuth
+from handler.cloud._signer import SignerAuth, encode_query
 from handler.cloud._transport import CookielessClient, default_transport
 from handler.core.backoff import RetryPolicy, retryable
 from handler.core.validation import MalformedInput, load_json
@@ -148,11 +148,14 @@ class SignedClient:
                 )
             timeout = min(left, self._timeout.read or left)
         # The request is built here, not by Client.request: that parses the URL twice (the path,
-        # then merged with the base URL), a tenth of a call's CPU; one absolute URL parses once.
+        # then merged with the base URL), a tenth of a call's CPU; one absolute URL, its query
+        # already in the canonical form the signer wants, parses once (params= would parse again).
+        url = self._base + path
+        if params:
+            url += "?" + encode_query(params.items())
         request = httpx.Request(
             method,
-            httpx.URL(self._base + path),
-            params=params,
+            httpx.URL(url),
             content=content,
             headers=self._http.headers,
             extensions={"timeout": httpx.Timeout(timeout).as_dict()},

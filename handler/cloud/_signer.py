@@ -52,10 +52,15 @@ def canonical_uri(path: str) -> str:
     return uri if uri.endswith("/") else uri + "/"
 
 
-def canonical_query(raw_query: str) -> str:
-    """Pairs sorted by key then value, both encoded with only ``~`` left bare."""
-    pairs = parse_qsl(raw_query, keep_blank_values=True)
+def encode_query(pairs: Iterable[tuple[str, str]]) -> str:
+    """The canonical query of ``pairs``: sorted by key then value, both encoded with only ``~``
+    left bare. A request sent with it is signed as it is (``SignerAuth`` rewrites nothing)."""
     return "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in sorted(pairs))
+
+
+def canonical_query(raw_query: str) -> str:
+    """``raw_query`` in the canonical form (``encode_query``)."""
+    return encode_query(parse_qsl(raw_query, keep_blank_values=True))
 
 
 def _header_signed(name: str) -> bool:
