@@ -172,8 +172,10 @@ class NatsTopic(BrokerTopic):
         client = Client()
         tls = address.scheme == "tls"
         try:
-            # The first connect fails at once (nats-py would retry it like a reconnect);
-            # once connected, the client reconnects forever.
+            # The first connect fails at once: nats-py would retry it like a reconnect, and with
+            # no bound on the attempts its server pool never runs dry, so it looped until the
+            # timeout (10 s to say a broker is down). Two tries, no wait; once connected, the
+            # client reconnects forever, a second apart.
             await asyncio.wait_for(
                 client.connect(
                     servers=[f"{address.scheme}://{host}:{address.port}"],
@@ -184,8 +186,8 @@ class NatsTopic(BrokerTopic):
                     name="ecs-detach",
                     connect_timeout=5,
                     allow_reconnect=False,
-                    reconnect_time_wait=1,
-                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0,
+                    max_reconnect_attempts=1,
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
@@ -194,7 +196,7 @@ class NatsTopic(BrokerTopic):
             )
             if tls:
                 self._over_tls(client, "")()
-            client.options["allow_reconnect"] = True
+            client.options.update(allow_reconnect=True, reconnect_time_wait=1, max_reconnect_attempts=-1)
         except BaseException:
             with contextlib.suppress(Exception):  # closing a half-open client can hang
                 await asyncio.wait_for(client.close(), 1.0)
