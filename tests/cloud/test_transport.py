@@ -28,28 +28,49 @@ Serve = Callable[[socket.socket, "Reader"], None]
 
 class Reader:
     """Reads requests off a server-side socket: ``request()`` returns one request's head and
-    body (by Content-Length or chunked), or ``None`` when the client closed."""
+    body (by Content-Length or chunked), or ``None`` when the client closed. It reads with
+    ``recv``, not a ``makefile`` reader, whose reference would keep the socket open past
+    ``close()`` (no FIN, no RST until it is collected)."""
 
     def __init__(self, sock: socket.socket) -> None:
-        self._file = sock.makefile("rb")
+        self._sock = sock
+        self._buffer = b""
+
+    def _fill(self) -> bool:
+        data = self._sock.recv(65536)
+        self._buffer += data
+        return bool(data)
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self._buffer:
+            if not self._fill():
+                return b""
+        line, self._buffer = self._buffer.split(b"\r\n", 1)
+        return line + b"\r\n"
+
+    def _exactly(self, size: int) -> bytes:
+        while len(self._buffer) < size and self._fill():
+            pass
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
 
     def request(self) -> tuple[bytes, bytes] | None:
         head = b""
         while not head.endswith(b"\r\n\r\n"):
-            line = self._file.readline()
+            line = self._line()
             if not line:
                 return None
             head += line
         body = b""
         lowered = head.lower()
         if b"transfer-encoding: chunked" in lowered:
-            while size := int(self._file.readline().strip(), 16):
-                body += self._file.read(size)
-                self._file.readline()
-            self._file.readline()
+            while size := int(self._line().strip(), 16):
+                body += self._exactly(size)
+                self._line()
+            self._line()
         elif b"content-length:" in lowered:
             length = int(lowered.split(b"content-length:")[1].split(b"\r\n")[0])
-            body = self._file.read(length)
+            body = self._exactly(length)
         return head, body
 
 
