@@ -213,6 +213,19 @@ def check_ttl(what: str, value: float) -> None:
         raise ValueError(f"{what} must be a finite number of seconds > 0, got {value!r}")
 
 
+def check_acquire_all(
+    names: Sequence[str], owner: str, ttl_s: float, slots: Iterable[str] | None, slot_ttl_s: float
+) -> None:
+    """The arguments of ``Store.acquire_all``, checked before anything is taken (the slots'
+    names are checked as they are drawn: ``slots`` may be a generator)."""
+    for name in names:
+        check_key("lock name", name)
+    check_key("owner", owner)
+    check_ttl("ttl_s", ttl_s)
+    if slots is not None:
+        check_ttl("slot_ttl_s", slot_ttl_s)
+
+
 def check_age(what: str, value: float) -> None:
     if not 0 <= value < math.inf:
         raise ValueError(f"{what} must be a finite number of seconds >= 0, got {value!r}")

@@ -57,6 +57,7 @@ from ._base import (
     ClaimState,
     StoreError,
     Taken,
+    check_acquire_all,
     check_age,
     check_keep,
     check_key,
@@ -468,12 +469,7 @@ class RedisStore:
         slots: Iterable[str] | None = None,
         slot_ttl_s: float = 0.0,
     ) -> Acquired:
-        for name in names:
-            check_key("lock name", name)
-        check_key("owner", owner)
-        check_ttl("ttl_s", ttl_s)
-        if slots is not None:
-            check_ttl("slot_ttl_s", slot_ttl_s)
+        check_acquire_all(names, owner, ttl_s, slots, slot_ttl_s)
         taken: list[str] = []
         for name in names:
             if not self.acquire(name, owner, ttl_s=ttl_s):

@@ -27,6 +27,7 @@ from ._base import (
     ClaimState,
     StoreError,
     Taken,
+    check_acquire_all,
     check_age,
     check_keep,
     check_key,
@@ -334,12 +335,7 @@ class SqliteStore:
         slots: Iterable[str] | None = None,
         slot_ttl_s: float = 0.0,
     ) -> Acquired:
-        for name in names:
-            check_key("lock name", name)
-        check_key("owner", owner)
-        check_ttl("ttl_s", ttl_s)
-        if slots is not None:
-            check_ttl("slot_ttl_s", slot_ttl_s)
+        check_acquire_all(names, owner, ttl_s, slots, slot_ttl_s)
         with self._transaction() as (conn, now):
             if not all(_free_for(conn, name, owner, now) for name in names):
                 return Acquired.LOCKED  # nothing written: the transaction holds no change
