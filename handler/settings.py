@@ -1,4 +1,4 @@
-"""Typed configuration from the environment (pydantic-settings).
+"""Typed configuration from the environment (``handler/support/env_settings.py``).
 
 ``ECS_DETACH_*`` configures the functions; cloud credentials use the official SDKs' names
 (``HUAWEICLOUD_SDK_AK``, ``HUAWEICLOUD_SDK_SK``, ``HUAWEICLOUD_SDK_PROJECT_ID``,
@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from handler.cloud import CloudName, Credentials, endpoint
 from handler.core.approval_policy import ApprovalPolicy, ApprovalRules
@@ -20,6 +19,7 @@ from handler.core.polling import PollSchedule
 from handler.functions.channel_config import OUTCOMES, ChannelConfig
 from handler.security import DEFAULT_SMN_CERT_HOSTS, HUAWEI_SMN_SUBJECT, ConsoleUser, WebhookCredential
 from handler.sources._labels import LabelNames
+from handler.support.env_settings import EnvSettings
 
 if TYPE_CHECKING:
     from handler.security import WebhookAuthConfig
@@ -30,27 +30,10 @@ DEFAULT_HISTORY = "sqlite:///.ecs-detach/history.db"
 HISTORY_OFF = "off"
 
 
-class _EnvironmentSettings(BaseSettings):
-    """The sources of both settings classes: the arguments (FunctionGraph's user data, tests)
-    over the environment. No ``.env`` file and no secrets folder is configured, and
-    pydantic-settings would still walk every field for each of them, on every cold start."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings
-
-
-class CloudCredentials(_EnvironmentSettings):
+class CloudCredentials(EnvSettings):
     """``HUAWEICLOUD_SDK_*``: permanent AK/SK, or temporary ones with a security token."""
 
-    model_config = SettingsConfigDict(env_prefix="HUAWEICLOUD_SDK_", extra="ignore")
+    env_prefix = "HUAWEICLOUD_SDK_"
 
     ak: str | None = None
     sk: SecretStr | None = None
@@ -69,11 +52,10 @@ class CloudCredentials(_EnvironmentSettings):
         )
 
 
-class Settings(_EnvironmentSettings):
+class Settings(EnvSettings):
     """``ECS_DETACH_*``."""
 
-    # hide_input_in_errors: an error names the setting, never the values (a secret among them).
-    model_config = SettingsConfigDict(env_prefix="ECS_DETACH_", extra="ignore", hide_input_in_errors=True)
+    env_prefix = "ECS_DETACH_"
 
     region: str | None = Field(default=None, description="Region, e.g. ap-southeast-1")
     cloud: CloudName = Field(default="huaweicloud", description="Endpoint pattern")

@@ -18,15 +18,12 @@ import gc
 import logging
 import os
 import threading
-from collections.abc import Mapping
 from typing import Any, TypeVar
 
 # These functions use no pydantic plugin. Without this, building the first model scans every
 # installed distribution for plugin entry points: about 15 ms of each cold start. An operator
 # who wants plugins (e.g. for tracing) sets PYDANTIC_DISABLE_PLUGINS to "" in the function.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-
-from pydantic_settings import BaseSettings, EnvSettingsSource
 
 from handler.cloud import Credentials, time_budget
 from handler.core.outcomes import DetachStatus, QueueAction
@@ -38,6 +35,7 @@ from handler.functions.batch import process
 from handler.settings import CloudCredentials, Settings
 from handler.sources._base import Parsed
 from handler.sources.triggers import ApigRequest, apig_response, detect_trigger, dms_messages
+from handler.support.env_settings import EnvSettings, environment_values
 from handler.support.extras import describe, missing
 from handler.support.log import configure, log_event
 
@@ -46,7 +44,7 @@ from handler.support.log import configure, log_event
 Context = object
 
 
-SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+SettingsT = TypeVar("SettingsT", bound=EnvSettings)
 
 SAFETY_MARGIN_S = 2.0  # kept back from the time budget to publish and return
 _lock = threading.Lock()
@@ -78,29 +76,15 @@ def _call(context: Context, method: str, *arguments: str) -> str:
     return value if isinstance(value, str) else ""
 
 
-class UserDataSource(EnvSettingsSource):
-    """The function's environment variables as the context serves them (``getUserData(key)``):
-    FunctionGraph documents the encrypted ones (``encrypted_user_data``) there, and they need
-    not be in ``os.environ``. Read like the environment (prefix, JSON lists)."""
-
-    def __init__(self, settings_cls: type[BaseSettings], context: Context) -> None:
-        self._context = context
-        super().__init__(settings_cls)
-
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        prefix = self.settings_cls.model_config.get("env_prefix", "")
-        found = {}
-        for field in self.settings_cls.model_fields:
-            key = f"{prefix}{field}".upper()
-            value = _call(self._context, "getUserData", key)
-            if value:
-                found[key.lower()] = value
-        return found
-
-
 def read_settings(settings_cls: type[SettingsT], context: Context | None) -> SettingsT:
-    """``settings_cls`` from the context's user data, else the environment."""
-    from_context = UserDataSource(settings_cls, context)() if context is not None else {}
+    """``settings_cls`` from the context's user data, else the environment. The user data is
+    the function's environment variables as the context serves them (``getUserData(key)``):
+    FunctionGraph documents the encrypted ones (``encrypted_user_data``) there, and they need
+    not be in ``os.environ``. Read like the environment (prefix, JSON lists); an empty value
+    is not set."""
+    if context is None:
+        return settings_cls()
+    from_context = environment_values(settings_cls, lambda key: _call(context, "getUserData", key) or None)
     return settings_cls(**from_context)
 
 

@@ -80,8 +80,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _known_error(error: Exception) -> tuple[int, str] | None:
     """The exit code and a one-line message for an error the user can act on, else None."""
-    from pydantic_settings import SettingsError
-
     from emulator import FaultConfigError, SeedError
     from handler.cloud import CloudError
     from handler.errors import ConfigError, EcsDetachError
@@ -93,7 +91,7 @@ def _known_error(error: Exception) -> tuple[int, str] | None:
     code: int
     if isinstance(error, ValidationError) and error.title in _INPUT_MODELS:
         return EXIT_USAGE, redact_text(_problems(error, _INPUT_MODELS[error.title]))
-    if isinstance(error, (ConfigError, SettingsError, SeedError, FaultConfigError)):
+    if isinstance(error, (ConfigError, SeedError, FaultConfigError)):
         code = EXIT_USAGE  # before TopicError: a TopicConfigError is a bad topic URL
     elif isinstance(error, CloudError):
         code = EXIT_CLOUD

@@ -51,7 +51,7 @@ def _worker(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]
         pytest.param(
             {"ECS_DETACH_WEBHOOK_BEARER_TOKENS": SECRET},  # not JSON: its value must not show
             EXIT_USAGE,
-            'error parsing value for field "webhook_bearer_tokens"',
+            "ECS_DETACH_WEBHOOK_BEARER_TOKENS: not valid JSON (Expecting value)",
             id="unparsable setting",
         ),
         pytest.param(
