@@ -14,8 +14,9 @@ Each run is a fresh ``python -S`` process (``bench.common.child``) that imports 
 its client, detaches one attached volume on the emulator (loopback, its own process), checks the
 answer and exits:
 
-* ours imports the FunctionGraph entry ``handler.entry.functiongraph`` from the unpacked code
-  package and calls ``handler(event, None)`` with a direct-invocation detach request. It reads its
+* ours imports the package's entry file ``index`` from the unpacked code package, as
+  FunctionGraph loads ``index.handler``, and calls ``handler(event, None)`` with a
+  direct-invocation detach request. It reads its
   configuration and credentials from the environment as on FunctionGraph, opens its idempotency
   store and jobs topic in a fresh temporary folder (a new instance has an empty ``/tmp``), and
   must answer ``202`` with an ``accepted`` record that carries a job id.
@@ -106,7 +107,7 @@ _external.SourceLoader.source_to_code = _counted
 
 OURS_CODE = """
 import json
-from handler.entry.functiongraph import handler
+from index import handler
 result = handler({event!r}, None)
 accepted = [r for r in result.get("records", []) if r.get("status") == "accepted" and r.get("job_id")]
 if result.get("status_code") != 202 or len(accepted) != 1:

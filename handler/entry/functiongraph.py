@@ -14,11 +14,13 @@ the encrypted ones) and the environment. No web framework is imported here.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
 import threading
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 # These functions use no pydantic plugin. Without this, building the first model scans every
 # installed distribution for plugin entry points: about 15 ms of each cold start. An operator
@@ -45,11 +47,36 @@ Context = object
 
 
 SettingsT = TypeVar("SettingsT", bound=EnvSettings)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 SAFETY_MARGIN_S = 2.0  # kept back from the time budget to publish and return
 _lock = threading.Lock()
 _runtime: Runtime | None = None
 _project_id: str | None = None  # from the environment, read with the runtime
+# The package's entry file (index.py) pauses the cyclic garbage collector before it imports this
+# module: what a new instance's imports, runtime and first event create mostly lives as long as
+# the instance, and the collections that would scan it on the way cost about 15 ms of each cold
+# start (docs/performance.md). The runtime's build freezes what it holds (``_runtime_for``); when
+# the first invocation ends, whatever its outcome, what it made is frozen too and the collector
+# resumes: from then on it only ever scans what later invocations make.
+_COLLECTOR_PAUSED = not gc.isenabled()
+
+
+def entrypoint(function: Callable[P, R]) -> Callable[P, R]:
+    """A FunctionGraph handler (or the initializer): ends the cold start's pause of the garbage
+    collector when the instance's first invocation ends (above)."""
+
+    @functools.wraps(function)
+    def invoke(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            if _COLLECTOR_PAUSED and not gc.isenabled():
+                gc.freeze()
+                gc.enable()
+
+    return invoke
 
 
 def _agency_credentials(context: Context | None, project_id: str | None) -> Credentials | None:
@@ -154,6 +181,7 @@ def _check_backends(settings: Settings) -> None:
         raise ConfigError(describe(unmet))
 
 
+@entrypoint
 def init(context: Context) -> None:
     """FunctionGraph initializer: build clients before the first event arrives."""
     _runtime_for(context)
@@ -174,6 +202,7 @@ def _budget_s(context: Context | None, runtime: Runtime) -> float:
     return runtime.settings.invocation_timeout_s - SAFETY_MARGIN_S
 
 
+@entrypoint
 def handler(event: dict[str, Any], context: Context | None = None) -> dict[str, Any]:
     """Detach: any trigger (APIG, SMN, DMS Kafka/RabbitMQ, Timer) or a direct invocation with a
     detach request or an ``ecs-detach.requested`` CloudEvent; see ``handler.sources.triggers``."""
@@ -229,6 +258,7 @@ def _too_many_records(trigger: Parsed, limit: int) -> dict[str, Any] | None:
     return {"status_code": 413, **refused}
 
 
+@entrypoint
 def poll_handler(event: dict[str, Any], context: Context | None = None) -> dict[str, Any]:
     """Poll: the event is a jobs-topic CloudEvent (``ecs-detach.accepted`` or
     ``ecs-detach.queued``). A running job (or a request still queued) is re-published to the
@@ -238,6 +268,7 @@ def poll_handler(event: dict[str, Any], context: Context | None = None) -> dict[
         return _job_event(runtime, event)
 
 
+@entrypoint
 def notify_handler(event: dict[str, Any], context: Context | None = None) -> dict[str, Any]:
     """Notify: a results-topic trigger (SMN, or DMS RabbitMQ / Kafka), or one result event; each
     event goes to the channels of ``ECS_DETACH_NOTIFY_CHANNELS`` that take its outcome. A channel
@@ -263,6 +294,7 @@ def notify_handler(event: dict[str, Any], context: Context | None = None) -> dic
         return {"records": reports}
 
 
+@entrypoint
 def history_handler(event: dict[str, Any], context: Context | None = None) -> dict[str, Any]:
     """History recorder: a results-topic trigger (SMN, or DMS RabbitMQ / Kafka) whose result
     events are recorded in ``ECS_DETACH_HISTORY`` (PostgreSQL), for deployments whose detach and
@@ -273,6 +305,7 @@ def history_handler(event: dict[str, Any], context: Context | None = None) -> di
     return record(event, context)
 
 
+@entrypoint
 def flush_handler(event: dict[str, Any], context: Context | None = None) -> dict[str, Any]:
     """Timer trigger, for a jobs topic on SMN: SMN cannot deliver later, so the poll function's
     delayed continuations wait in ``ECS_DETACH_DELAY_TOPIC`` (a shared broker: Redis or
@@ -283,6 +316,7 @@ def flush_handler(event: dict[str, Any], context: Context | None = None) -> dict
     return {"forwarded": runtime.flush_delayed(budget), "budget_s": round(budget, 3)}
 
 
+@entrypoint
 def relay_handler(event: dict[str, Any], context: Context | None = None) -> dict[str, Any]:
     """Timer trigger: the outbox relay (``handler.functions.relay``). An accepted detach whose
     event never reached the jobs topic (its publish failed and nobody retried, or its instance

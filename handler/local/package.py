@@ -73,7 +73,13 @@ ENTRY_SOURCE = f'''"""FunctionGraph's entry file: the handlers are index.{", ind
 The implementation is {HANDLER_MODULE}.
 """
 
-from {HANDLER_MODULE} import {", ".join(sorted(HANDLERS))}
+import gc
+
+# A new instance: no cyclic garbage collection until its first invocation ends (the
+# implementation resumes it; docs/performance.md).
+gc.disable()
+
+from {HANDLER_MODULE} import {", ".join(sorted(HANDLERS))}  # noqa: E402
 
 __all__ = {sorted(HANDLERS)!r}
 '''

@@ -122,6 +122,40 @@ def test_the_instance_is_frozen_once_its_runtime_is_built(
     assert freezes == [True]
 
 
+@pytest.fixture
+def paused(monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
+    """The collector as the package's index.py leaves it for a new instance (paused), without
+    touching the test process's own."""
+    collector = {"enabled": False}
+    monkeypatch.setattr(functiongraph, "_COLLECTOR_PAUSED", True)
+    monkeypatch.setattr(functiongraph.gc, "isenabled", lambda: collector["enabled"])
+    monkeypatch.setattr(functiongraph.gc, "enable", lambda: collector.update(enabled=True))
+    return collector
+
+
+def test_the_paused_collector_resumes_when_the_first_invocation_ends(
+    function_env: str, freezes: list[bool], paused: dict[str, bool]
+) -> None:
+    """What the first invocation made is frozen with the runtime, then collection resumes; later
+    invocations change neither."""
+    context = FunctionGraphContext()
+    assert functiongraph.handler({"server_id": WEB1, "volume_id": WEB1_DATA}, context)["status_code"] == 202
+    assert paused == {"enabled": True}
+    assert freezes == [True, True]  # the runtime once built, then the rest of the first invocation
+    answer = functiongraph.handler({"server_id": WEB1, "volume_id": WEB1_DATA}, context)
+    assert answer["status_code"] == 202  # the same request again: its record
+    assert freezes == [True, True]
+
+
+def test_a_failed_first_invocation_resumes_the_collector_too(
+    function_env: str, paused: dict[str, bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ECS_DETACH_STORE", "sqlite:///relative/store.db")
+    with pytest.raises(ConfigError):
+        functiongraph.poll_handler({}, None)
+    assert paused == {"enabled": True}
+
+
 @pytest.mark.parametrize("trigger_type", ["RABBITMQ", "KAFKA"])
 def test_poll_handler_takes_the_jobs_topic_from_a_dms_trigger(function_env: str, trigger_type: str) -> None:
     """With the jobs topic on DMS, the platform hands the accepted events over in a queue

@@ -53,10 +53,12 @@ assert "site" not in sys.modules, "site packages are visible"
 leaks = [name for name in ("emulator", "starlette", "uvicorn", "flask", "functions_framework", "rich")
          if importlib.util.find_spec(name) is not None]
 assert not leaks, f"importable outside the package: {leaks}"
-import index
+import gc, index
 from handler.entry import functiongraph
+assert not gc.isenabled(), "index.py pauses the collector for the cold start"
 events = json.loads(sys.argv[1])
 replies = [index.handler(event, None) for event in events]
+assert gc.isenabled() and gc.get_freeze_count() > 0, "the first invocation froze and resumed it"
 runtime = functiongraph._runtime
 deliveries = runtime.jobs.receive(1, wait=5)
 poll = index.poll_handler(json.loads(deliveries[0].body), None)
