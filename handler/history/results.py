@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from handler.core.models import CloudEvent, DetachResult, ResultEvent
+from handler.core.models import CloudEvent, DetachResult, event_model
 from handler.core.validation import MalformedInput
 from handler.errors import ConfigError
 from handler.history._base import HistoryStore
@@ -84,8 +84,8 @@ def record_results(history: HistoryStore, bodies: Iterable[object]) -> int:
 
 def _event(body: object) -> CloudEvent[DetachResult]:
     if isinstance(body, (str, bytes)):
-        return ResultEvent.model_validate_json(body)
-    return ResultEvent.model_validate(body)
+        return event_model(DetachResult).model_validate_json(body)
+    return event_model(DetachResult).model_validate(body)
 
 
 def trigger_messages(event: Mapping[str, Any]) -> list[object]:

@@ -451,7 +451,7 @@ def _demo(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from emulator import EmulatorConfig
-    from handler.core.models import EVENT_APPROVAL_REQUESTED, ResultEvent
+    from handler.core.models import EVENT_APPROVAL_REQUESTED, DetachResult, event_model
     from handler.local._console import show_events
     from handler.local.local import LocalStack, StackOptions
     from handler.settings import Settings
@@ -501,7 +501,7 @@ def _demo(args: argparse.Namespace) -> int:
                     results.ack(delivery)
                     if json.loads(delivery.body).get("type") == EVENT_APPROVAL_REQUESTED:
                         continue  # not a result: a request waiting for a person
-                    result = ResultEvent.model_validate_json(delivery.body)
+                    result = event_model(DetachResult).model_validate_json(delivery.body)
                     if job_id is not None and result.data.job_id != job_id:
                         continue
                     console.print(f"result event [bold]{result.type}[/] ({result.id}):")
@@ -629,7 +629,7 @@ def _reply_ok(reply: dict[str, object]) -> bool:
 
 def _follow(stack: LocalStack, job_ids: list[str], timeout: float, console: Console) -> bool:
     """Wait for the result of every job; True when all ended detached."""
-    from handler.core.models import EVENT_APPROVAL_REQUESTED, Outcome, ResultEvent
+    from handler.core.models import EVENT_APPROVAL_REQUESTED, DetachResult, Outcome, event_model
 
     waiting, all_ok = set(job_ids), True
     deadline = time.monotonic() + timeout
@@ -639,7 +639,7 @@ def _follow(stack: LocalStack, job_ids: list[str], timeout: float, console: Cons
             results.ack(delivery)
             if json.loads(delivery.body).get("type") == EVENT_APPROVAL_REQUESTED:
                 continue  # not a result: a request waiting for a person
-            result = ResultEvent.model_validate_json(delivery.body).data
+            result = event_model(DetachResult).model_validate_json(delivery.body).data
             waiting.discard(result.job_id or "")
             all_ok &= result.outcome in (Outcome.SUCCEEDED, Outcome.ALREADY_DETACHED)
     if waiting:

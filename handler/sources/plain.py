@@ -19,15 +19,12 @@ from handler.core.models import (
     EVENT_APPROVAL_TURN,
     EVENT_QUEUED,
     EVENT_REQUESTED,
-    AcceptedEvent,
     ApprovalTurn,
-    ApprovalTurnEvent,
     CloudEvent,
     DetachAccepted,
     DetachQueued,
     DetachRequest,
-    QueuedEvent,
-    RequestEvent,
+    event_model,
 )
 from handler.core.validation import ROOT, FieldError, InvalidInput, load_object
 from handler.sources._base import Parsed, Record
@@ -107,7 +104,7 @@ def parse_request(raw: str | bytes | dict[str, Any]) -> DetachRequest:
     body = load_object(raw)
     if "specversion" in body:
         try:
-            event = RequestEvent.model_validate(body)
+            event = event_model(DetachRequest).model_validate(body)
         except ValidationError as exc:
             raise InvalidInput.from_validation("invalid CloudEvent", exc) from None
         if event.type != EVENT_REQUESTED:
@@ -219,11 +216,11 @@ def parse_job_event(
     kind = body.get("type")
     model: type[CloudEvent[Any]]
     if kind == EVENT_ACCEPTED:
-        model = AcceptedEvent
+        model = event_model(DetachAccepted)
     elif kind == EVENT_QUEUED:
-        model = QueuedEvent
+        model = event_model(DetachQueued)
     elif kind == EVENT_APPROVAL_TURN:
-        model = ApprovalTurnEvent
+        model = event_model(ApprovalTurn)
     else:
         expected = f"expected {EVENT_ACCEPTED!r}, {EVENT_QUEUED!r} or {EVENT_APPROVAL_TURN!r}"
         raise InvalidInput("unexpected event type", [FieldError("type", expected)])
