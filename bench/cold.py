@@ -37,11 +37,10 @@ each dependency's cost on the cold path (``_by_dependency``); one more, from the
 with the webhook routes' extra, what those routes' libraries add when an API Gateway event first
 needs them (``WEBHOOKS_CODE``).
 
-Two more children, the floors, run from the same package folder and do only what the project's
+One more child, the floor, runs from the same package folder and does only what the project's
 stack cannot avoid: import pydantic and httpx, validate one two-field model, and make one plain
 HTTP call on ``http.client`` (the engine under our cloud clients, cheaper than any call through
-httpx); the second also reads one pydantic-settings ``BaseSettings`` from the environment. Their
-ratio to the SDK is the best any function written on that stack could reach here.
+httpx). Its ratio to the SDK is the best any function written on that stack could reach here.
 """
 
 from __future__ import annotations
@@ -133,7 +132,7 @@ if not job_id:
 """
 
 
-# The floors' one HTTP call goes on ``http.client`` directly, the engine under our cloud clients'
+# The floor's one HTTP call goes on ``http.client`` directly, the engine under our cloud clients'
 # transport (``handler/cloud/_transport.py``), without httpx's client around it: cheaper than any
 # call through httpx, so no function on this stack can do the call for less.
 _FLOOR_CALL = """
@@ -152,26 +151,6 @@ from pydantic import BaseModel
 class Request(BaseModel):
     server_id: str
     volume_id: str
-Request(server_id="s", volume_id="v")
-"""
-    + _FLOOR_CALL
-)
-
-
-# The floor with the third library the project requires (its configuration is read with
-# pydantic-settings, a standard of the project): one BaseSettings read from the environment.
-FLOOR_SETTINGS_CODE = (
-    """
-import json
-import httpx
-from pydantic import BaseModel
-from pydantic_settings import BaseSettings
-class Request(BaseModel):
-    server_id: str
-    volume_id: str
-class Config(BaseSettings):
-    endpoint: str = ""
-Config()
 Request(server_id="s", volume_id="v")
 """
     + _FLOOR_CALL
@@ -335,10 +314,9 @@ def run(quick: bool) -> tuple[list[Figure], dict[str, Any]]:
                     samples.append(
                         {"round": i, "setting": setting, "side": side, "first": side == sides[0], **measured}
                     )
-            for side, code in (("floor", FLOOR_CODE), ("floor-settings", FLOOR_SETTINGS_CODE)):
-                host = emulator.url.removeprefix("http://")
-                floor = _timed(ours_path, _COUNT_COMPILED + code.format(host=host) + _REPORT, READ_ONLY_ENV)
-                samples.append({"round": i, "setting": READ_ONLY, "side": side, "first": False, **floor})
+            host = emulator.url.removeprefix("http://")
+            floor = _timed(ours_path, _COUNT_COMPILED + FLOOR_CODE.format(host=host) + _REPORT, READ_ONLY_ENV)
+            samples.append({"round": i, "setting": READ_ONLY, "side": "floor", "first": False, **floor})
         calls = emulator.calls()["calls"]
         with tempfile.TemporaryDirectory(prefix="bench-cold-") as scratch:
             env = {**_ours_env(emulator.url, Path(scratch)), **READ_ONLY_ENV}
@@ -378,24 +356,19 @@ def run(quick: bool) -> tuple[list[Figure], dict[str, Any]]:
             headline="peak RSS at first handled event",
         ),
     ]
-    # The floors, against the SDK at its best (valid bytecode): time and peak RSS, no target.
-    stacks = {
-        "floor": ("the floor: pydantic + httpx, one model, one call", "this stack"),
-        "floor-settings": ("the floor with pydantic-settings", "the project's required stack"),
-    }
+    # The floor, against the SDK at its best (valid bytecode): time and peak RSS, no target.
     measures = (("wall_ms", "ms", "read-only", "cost"), ("rss_mib", "MiB", "peak RSS", "hold"))
-    for side, (name, stack) in stacks.items():
-        for key, unit, what, can in measures:
-            figures.append(
-                Figure(
-                    scenario,
-                    f"{name}: {what} (vs the SDK with valid bytecode)",
-                    unit,
-                    values(READ_ONLY, side, key),
-                    values(BYTECODE, "sdk", key),
-                    note=f"the least a function on {stack} can {can}; no target",
-                )
+    for key, unit, what, can in measures:
+        figures.append(
+            Figure(
+                scenario,
+                f"the floor: pydantic + httpx, one model, one call: {what} (vs the SDK with valid bytecode)",
+                unit,
+                values(READ_ONLY, "floor", key),
+                values(BYTECODE, "sdk", key),
+                note=f"the least a function on the project's stack can {can}; no target",
             )
+        )
     details: dict[str, Any] = {
         "rounds": rounds,
         "samples": samples,
