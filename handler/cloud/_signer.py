@@ -10,8 +10,8 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import NamedTuple
 from urllib.parse import parse_qsl, quote, unquote
 
 import httpx
@@ -29,8 +29,7 @@ EMPTY_BODY_SHA256 = hashlib.sha256(b"").hexdigest()
 _ALWAYS_SIGNED = frozenset({"host", "content-type"})
 
 
-@dataclass(frozen=True)
-class Signature:
+class Signature(NamedTuple):
     """Every intermediate form, so a mismatch with the gateway can be diagnosed."""
 
     canonical_request: str

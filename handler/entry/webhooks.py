@@ -32,7 +32,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from handler.cloud import ApiError, TransportError
@@ -326,9 +326,9 @@ def _keyed_by_webhook_id(parsed: Parsed, headers: Mapping[str, str]) -> Parsed:
         request = record.request
         if request is not None and request.idempotency_key is None:
             key = f"webhook:{webhook_id}" + (f":{record.ref}" if several else "")
-            record = replace(record, request=request.model_copy(update={"idempotency_key": key}))  # noqa: PLW2901
+            record = record._replace(request=request.model_copy(update={"idempotency_key": key}))  # noqa: PLW2901
         records.append(record)
-    return replace(parsed, records=records)
+    return parsed._replace(records=records)
 
 
 def _sent_by(parsed: Parsed, identity: str | None) -> Parsed:
@@ -341,9 +341,9 @@ def _sent_by(parsed: Parsed, identity: str | None) -> Parsed:
             origin = {k: v for k, v in request.origin.items() if k != "credential"}
             if identity is not None:
                 origin["credential"] = identity
-            record = replace(record, request=request.model_copy(update={"origin": origin}))  # noqa: PLW2901
+            record = record._replace(request=request.model_copy(update={"origin": origin}))  # noqa: PLW2901
         records.append(record)
-    return replace(parsed, records=records)
+    return parsed._replace(records=records)
 
 
 def _job_event(body: bytes) -> dict[str, Any] | None:

@@ -8,14 +8,13 @@ An event that is unusable as a whole (not JSON, not the source's envelope) raise
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from handler.core.models import DetachRequest
 from handler.core.validation import InvalidInput
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     ref: str  # where in the event, e.g. "alerts[2]" or "records[0].messages[1]"
     request: DetachRequest | None = None
     error: InvalidInput | None = None
@@ -34,8 +33,7 @@ class Record:
         return cls(ref, ignored=reason)
 
 
-@dataclass(frozen=True)
-class Parsed:
+class Parsed(NamedTuple):
     source: str  # "plain", "alertmanager", "grafana", "smn", "tickets:jira", "cloudevents", …
-    records: list[Record] = field(default_factory=list)
+    records: list[Record]
     confirm_url: str | None = None  # SMN SubscriptionConfirmation: GET this URL to confirm

@@ -32,7 +32,6 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from handler.errors import EcsDetachError
@@ -60,12 +59,13 @@ class ClaimState(enum.Enum):
     """The key has a record (in progress, lapsed or completed) with a different fingerprint."""
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(NamedTuple):
     """What ``Store.begin`` found, and (for ``NEW``) took."""
 
     state: ClaimState
-    progress: dict[str, Any] = field(default_factory=dict)
+    # One empty dict shared by the claims made without progress: readers copy a claim's
+    # progress to change it, never change it in place.
+    progress: dict[str, Any] = {}  # noqa: RUF012
     """NEW, IN_PROGRESS: the data noted so far (empty for a fresh key)."""
     record: dict[str, Any] | None = None
     """DONE: the completed record."""
