@@ -235,7 +235,7 @@ def handle_event(runtime: Runtime, event: dict[str, Any]) -> dict[str, Any]:
         return refused
     report = process(trigger, runtime.detach, max_cloud_calls=runtime.settings.max_cloud_calls)
     if report.disposition() is QueueAction.REQUEUE:
-        retries = report.count(DetachStatus.RETRY)
+        retries = report.count_of(DetachStatus.RETRY)
         raise RetryLater(f"{retries} of {len(report.records)} record(s) must be retried later")
     return {"status_code": report.http_status(), **report.as_dict()}
 

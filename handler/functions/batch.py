@@ -8,7 +8,8 @@ FunctionGraph return value, broker ack/requeue/dead-letter).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from handler.cloud import call_budget
 from handler.core.outcomes import (
@@ -24,8 +25,7 @@ from handler.sources._base import Parsed, Record
 from handler.support.log import log_event
 
 
-@dataclass(frozen=True)
-class RecordReport:
+class RecordReport(NamedTuple):
     ref: str
     status: DetachStatus
     server_id: str | None = None
@@ -33,7 +33,7 @@ class RecordReport:
     job_id: str | None = None
     error_code: str | None = None
     detail: str | None = None
-    errors: list[FieldError] = field(default_factory=list)
+    errors: Sequence[FieldError] = ()
     retry_after_s: float | None = None
     original: str | None = None  # a duplicate's original outcome
     approval_id: str | None = None  # pending_approval (or a duplicate of it)
@@ -54,12 +54,11 @@ class RecordReport:
         return body
 
 
-@dataclass(frozen=True)
-class BatchReport:
+class BatchReport(NamedTuple):
     source: str
     records: list[RecordReport]
 
-    def count(self, status: DetachStatus) -> int:
+    def count_of(self, status: DetachStatus) -> int:  # not count(), which is the tuple's own
         return sum(1 for r in self.records if r.status is status)
 
     @property
@@ -81,9 +80,9 @@ class BatchReport:
     def as_dict(self) -> dict[str, object]:
         return {
             "source": self.source,
-            "accepted": self.count(DetachStatus.ACCEPTED),
-            "queued": self.count(DetachStatus.QUEUED),
-            "pending_approval": self.count(DetachStatus.PENDING_APPROVAL),
+            "accepted": self.count_of(DetachStatus.ACCEPTED),
+            "queued": self.count_of(DetachStatus.QUEUED),
+            "pending_approval": self.count_of(DetachStatus.PENDING_APPROVAL),
             "job_ids": [r.job_id for r in self.records if r.job_id],
             "records": [r.as_dict() for r in self.records],
         }

@@ -75,7 +75,7 @@ def detach_request(runtime: Runtime, requests: Topic) -> Handle:
             reasons = "; ".join(f"{r.ref}: {r.detail}" for r in report.records) or "no record"
             return _dead_letter(requests, delivery, reasons)
         requests.ack(delivery)
-        started = report.count(DetachStatus.ACCEPTED) + report.count(DetachStatus.QUEUED)
+        started = report.count_of(DetachStatus.ACCEPTED) + report.count_of(DetachStatus.QUEUED)
         return "accepted" if started else "settled"
 
     return handle
