@@ -23,7 +23,7 @@ Nothing is dropped silently.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -128,7 +128,7 @@ class _Call:
         key: str,
         *,
         turn: DetachQueued | None = None,
-        progress: dict[str, Any] | None = None,
+        progress: Mapping[str, Any] | None = None,
         attempt: int = 1,
         by_device: bool = False,
         resumed: bool = False,
@@ -138,7 +138,7 @@ class _Call:
         self.key = key
         self.turn = turn  # a queued request taking its turn
         self.locks: Locks | None = None
-        self.progress: dict[str, Any] = {} if progress is None else progress
+        self.progress: Mapping[str, Any] = {} if progress is None else progress
         self.attempt = attempt  # above 1: an earlier owner of the key died, maybe holding its locks
         self.facts: DiskFacts | None = None  # what the disk rules were checked on (for an approval)
         self.by_device = by_device  # the request named a device: its volume was resolved (for an approval)
@@ -155,7 +155,7 @@ class ApprovalStep(NamedTuple):
     delay_s: float = 0.0
 
 
-def _waiting(progress: dict[str, Any]) -> str:
+def _waiting(progress: Mapping[str, Any]) -> str:
     """What a parked request waits for, as its duplicates are told."""
     if "queued" in progress:
         return "queued"
@@ -353,7 +353,7 @@ class DetachFunction:
         desk.settle(approval.id, outcome.status.value)
         return ApprovalStep(outcome.status.value, outcome=outcome)
 
-    def _hand_back(self, key: str, progress: dict[str, Any]) -> None:
+    def _hand_back(self, key: str, progress: Mapping[str, Any]) -> None:
         """A claim taken only to look: parked again as it was (or freed when it held nothing)."""
         if progress:
             self._guard.park(key, {})

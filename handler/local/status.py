@@ -59,7 +59,7 @@ def find(store: Store, reference: str) -> Status:
     """The request ``reference`` names: a key first, else (a job id's form) the job's result."""
     seen = store.peek(reference)
     if seen is not None:
-        return _from_record(store, reference, seen.state, seen.record or seen.progress)
+        return _from_record(store, reference, seen.state, seen.record or dict(seen.progress))
     if _JOB_ID.match(reference):
         reported = store.peek(f"result:{reference}")
         if reported is not None and reported.state is ClaimState.DONE and reported.record:

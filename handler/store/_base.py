@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
 from handler.errors import EcsDetachError
@@ -59,13 +60,16 @@ class ClaimState(enum.Enum):
     """The key has a record (in progress, lapsed or completed) with a different fingerprint."""
 
 
+_NO_PROGRESS: Mapping[str, Any] = MappingProxyType({})
+
+
 class Claim(NamedTuple):
     """What ``Store.begin`` found, and (for ``NEW``) took."""
 
     state: ClaimState
-    # One empty dict shared by the claims made without progress: readers copy a claim's
-    # progress to change it, never change it in place.
-    progress: dict[str, Any] = {}  # noqa: RUF012
+    # Read-only: one empty mapping shared by the claims made without progress (a NamedTuple's
+    # default is shared), which nothing can change in place.
+    progress: Mapping[str, Any] = _NO_PROGRESS
     """NEW, IN_PROGRESS: the data noted so far (empty for a fresh key)."""
     record: dict[str, Any] | None = None
     """DONE: the completed record."""
