@@ -5,29 +5,26 @@ only a deployment with approvals on ever loads: the settings read the policy on 
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from collections.abc import Sequence
+from typing import Final, Literal, NamedTuple
 
 DEFAULT_EXPIRY_S = 3600.0
+ApprovalMode = Literal["never", "always", "rules"]
 
 
-class ApprovalRules(BaseModel):
+# A NamedTuple and a plain class, not pydantic models: the settings build both on every cold
+# start, from values they have validated already (``ECS_DETACH_APPROVAL_*``), and two models
+# cost about 2 ms there (docs/performance.md).
+class ApprovalRules(NamedTuple):
     """With ``mode=rules``: a request waits for an approval when any of these matches."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
-
-    force: bool = Field(default=False, description="A force detach (delete_flag=1)")
-    shared_disk: bool = Field(
-        default=False, description="A disk attached to several servers, or multi-attach"
-    )
-    system_disk_stopped: bool = Field(default=False, description="The system disk of a stopped server")
-    server_tags: list[str] = Field(default=[], description='Server tags, e.g. "env=prod"')
-    projects: list[str] = Field(default=[], description="Project ids")
-    max_disks_per_server: int | None = Field(
-        default=None, ge=1, description="More disks of one server than this within the window"
-    )
-    window_s: float = Field(default=3600.0, gt=0, description="The window of max_disks_per_server")
+    force: bool = False  # a force detach (delete_flag=1)
+    shared_disk: bool = False  # a disk attached to several servers, or multi-attach
+    system_disk_stopped: bool = False  # the system disk of a stopped server
+    server_tags: Sequence[str] = ()  # server tags, e.g. "env=prod"
+    projects: Sequence[str] = ()  # project ids
+    max_disks_per_server: int | None = None  # more disks of one server than this within the window
+    window_s: float = 3600.0  # the window of max_disks_per_server
 
     def any(self) -> bool:
         return bool(
@@ -40,18 +37,23 @@ class ApprovalRules(BaseModel):
         )
 
 
-class ApprovalPolicy(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+class ApprovalPolicy:
+    """Whether a request waits for a person: ``never``, ``always``, or by ``rules``, undecided
+    for ``expiry_s`` at most."""
 
-    mode: Literal["never", "always", "rules"] = "never"
-    rules: ApprovalRules = Field(default_factory=ApprovalRules)
-    expiry_s: float = Field(default=DEFAULT_EXPIRY_S, gt=0, description="Undecided after this: rejected")
+    __slots__ = ("expiry_s", "mode", "rules")
 
-    @model_validator(mode="after")
-    def _rules_named(self) -> ApprovalPolicy:
-        if self.mode == "rules" and not self.rules.any():
+    def __init__(
+        self,
+        mode: ApprovalMode = "never",
+        rules: ApprovalRules = ApprovalRules(),  # noqa: B008 (an immutable NamedTuple)
+        expiry_s: float = DEFAULT_EXPIRY_S,
+    ) -> None:
+        if mode == "rules" and not rules.any():
             raise ValueError("approval mode 'rules' needs at least one rule (ECS_DETACH_APPROVAL_*)")
-        return self
+        self.mode: Final = mode
+        self.rules: Final = rules
+        self.expiry_s: Final = expiry_s
 
     @property
     def enabled(self) -> bool:

@@ -8,9 +8,8 @@ own rules (system disk, shared disk, force), so the cheapest and broadest refusa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from handler.core.models import DetachRequest
 from handler.core.resources import BlockDevice, Server
@@ -18,14 +17,13 @@ from handler.core.resources import BlockDevice, Server
 STOPPED = "SHUTOFF"
 
 
-class SafetyPolicy(BaseModel):
-    """The operator's rules. Empty allowlists mean every project / server."""
+class SafetyPolicy(NamedTuple):
+    """The operator's rules, as the settings validated them (a NamedTuple, not a model: it is
+    built on every cold start). Empty allowlists mean every project / server."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
-
-    allowed_projects: list[str] = Field(default=[])
-    allowed_servers: list[str] = Field(default=[])
-    required_tag: str | None = Field(default=None, description='e.g. "auto-remediation=true"')
+    allowed_projects: Sequence[str] = ()
+    allowed_servers: Sequence[str] = ()
+    required_tag: str | None = None  # e.g. "auto-remediation=true"
     allow_system_disk_when_stopped: bool = False
     allow_shared_disks: bool = False
     allow_force: bool = False
