@@ -31,7 +31,8 @@ spawn to exit is in the details), and
 report their own peak RSS (``VmHWM`` in ``/proc/self/status``). Ours does more in that time than
 the SDK: the safety policy reads the server and the volume before the detach (the SDK makes the
 one ``DELETE``), and the job is recorded and published; the per-event API call counts are in the
-details. Rounds alternate which side goes first, every volume is detached once, and no run is
+details. Each round rotates the order of its five children (both sides in both settings, and the
+floor), every volume is detached once, and no run is
 discarded. One extra run of ours (read-only) under ``python -X importtime`` lists the costliest imports and
 each dependency's cost on the cold path (``_by_dependency``); one more, from the package built
 with the webhook routes' extra, what those routes' libraries add when an API Gateway event first
@@ -72,7 +73,9 @@ from bench.common import (
 
 # The setting → (our folder, the SDK's folder, extra environment), filled in ``run``.
 READ_ONLY, BYTECODE = "read-only", "bytecode"
-ROUNDS = 15
+# The children of one round: each side in each setting, and the floor.
+RUNS = [(READ_ONLY, "ours"), (READ_ONLY, "sdk"), (BYTECODE, "ours"), (BYTECODE, "sdk"), (READ_ONLY, "floor")]
+ROUNDS = 25  # the medians of 15 moved by up to 5 % between runs on this shared machine
 QUICK_ROUNDS = 3
 TOP_IMPORTS = 10
 
@@ -301,22 +304,31 @@ def run(quick: bool) -> tuple[list[Figure], dict[str, Any]]:
     samples: list[dict[str, Any]] = []
     samples_pairs: list[str] = []  # the side each pair went to, in order
     with Emulator(seed) as emulator:
+        host = emulator.url.removeprefix("http://")
         for i in range(rounds):
-            for setting, (ours, sdk, env) in settings.items():
-                sides = ("ours", "sdk") if i % 2 == 0 else ("sdk", "ours")
-                for side in sides:
-                    pair = next(fresh)
-                    samples_pairs.append(side)
-                    if side == "ours":
-                        measured = _ours_run(ours, emulator.url, pair, f"bench-cold-{setting}-{i}", env)
-                    else:
-                        measured = _timed(sdk, _sdk_code(emulator.url, pair), env)
-                    samples.append(
-                        {"round": i, "setting": setting, "side": side, "first": side == sides[0], **measured}
-                    )
-            host = emulator.url.removeprefix("http://")
-            floor = _timed(ours_path, _COUNT_COMPILED + FLOOR_CODE.format(host=host) + _REPORT, READ_ONLY_ENV)
-            samples.append({"round": i, "setting": READ_ONLY, "side": "floor", "first": False, **floor})
+            # Every round runs the five children in an order rotated by one, and reversed every
+            # other round, so that each follows each other, and goes before or after the other
+            # side, about equally often: a child started right after the SDK's read-only run
+            # (about a second of compiling) starts slower, and a fixed order gave that handicap
+            # to one side.
+            order = RUNS[i % len(RUNS) :] + RUNS[: i % len(RUNS)]
+            order = order if i % 2 == 0 else order[::-1]
+            for setting, side in order:
+                if side == "floor":
+                    code = _COUNT_COMPILED + FLOOR_CODE.format(host=host) + _REPORT
+                    floor = _timed(ours_path, code, READ_ONLY_ENV)
+                    samples.append({"round": i, "setting": setting, "side": side, "first": False, **floor})
+                    continue
+                ours, sdk, env = settings[setting]
+                pair = next(fresh)
+                samples_pairs.append(side)
+                if side == "ours":
+                    measured = _ours_run(ours, emulator.url, pair, f"bench-cold-{setting}-{i}", env)
+                else:
+                    measured = _timed(sdk, _sdk_code(emulator.url, pair), env)
+                other = "sdk" if side == "ours" else "ours"
+                first = order.index((setting, side)) < order.index((setting, other))
+                samples.append({"round": i, "setting": setting, "side": side, "first": first, **measured})
         calls = emulator.calls()["calls"]
         with tempfile.TemporaryDirectory(prefix="bench-cold-") as scratch:
             env = {**_ours_env(emulator.url, Path(scratch)), **READ_ONLY_ENV}
@@ -401,12 +413,17 @@ def run(quick: bool) -> tuple[list[Figure], dict[str, Any]]:
             for setting in settings
             for side in ("ours", "sdk")
         },
-        "wall_ms_when_first": {
-            f"{setting}/{side}": statistics.median(
-                s["wall_ms"] for s in samples if s["side"] == side and s["setting"] == setting and s["first"]
-            )
+        "wall_ms_when_first": {  # (a quick run may not have each side go first in each setting)
+            f"{setting}/{side}": statistics.median(first)
             for setting in settings
             for side in ("ours", "sdk")
+            if (
+                first := [
+                    s["wall_ms"]
+                    for s in samples
+                    if s["side"] == side and s["setting"] == setting and s["first"]
+                ]
+            )
         },
     }
     return figures, details
