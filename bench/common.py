@@ -425,7 +425,7 @@ def machine() -> dict[str, Any]:
         "cpu": cpu,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
-        "packages": {n: version(n) for n in ("ecs-detach", "httpx", "pydantic", "pydantic-settings")},
+        "packages": {n: version(n) for n in ("ecs-detach", "httpx", "pydantic")},
         "sdk": SDK_REQUIREMENT,
     }
 
