@@ -12,8 +12,8 @@ The rules are pydantic-settings' for what the settings here use, and
 * values given to the constructor win over the environment; a variable that names no field is
   ignored.
 
-Why not pydantic-settings itself: importing it costs about 28 ms and 3.4 MiB on every cold start
-(it imports ``asyncio``, ``argparse``, ``dotenv`` and its cloud secret sources), a sixth of the
+Why not pydantic-settings itself: importing it costs about 26 ms and 3.1 MiB on every cold start
+(it imports ``asyncio``, ``argparse``, ``dotenv`` and its cloud secret sources), about a tenth of the
 official SDK's whole cold start, for an environment read that is this module
 (docs/performance.md). A value that is not valid JSON is a ``ConfigError`` that names the
 variable, never its value (it may be a secret).
