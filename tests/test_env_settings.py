@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -51,20 +52,14 @@ def _no_leak(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-class _environment:
-    """``os.environ`` with ``values`` added, for the duration of a ``with``."""
-
-    def __init__(self, values: dict[str, str]) -> None:
-        self._values = values
-        self._saved: dict[str, str] = {}
-
-    def __enter__(self) -> None:
-        self._saved = dict(os.environ)
-        os.environ.update(self._values)
-
-    def __exit__(self, *exc: object) -> None:
-        os.environ.clear()
-        os.environ.update(self._saved)
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` added, for the duration of a ``with`` (pytest's own
+    monkeypatch, which a hypothesis example cannot take as a fixture)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in values.items():
+            patch.setenv(name, value)
+        yield
 
 
 def _variables(model: type[EnvSettings]) -> Iterator[tuple[str, bool]]:
