@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 # These functions use no pydantic plugin. Without this, building the first model scans every
 # installed distribution for plugin entry points: about 15 ms of each cold start. An operator
@@ -34,12 +34,15 @@ from handler.entry._problems import invalid_problem, too_many_records
 from handler.entry.runtime import Runtime, build_runtime
 from handler.errors import ConfigError, EcsDetachError
 from handler.functions.batch import process
-from handler.settings import CloudCredentials, Settings
+from handler.settings import CloudCredentials, FunctionSettings
 from handler.sources._base import Parsed
 from handler.sources.triggers import ApigRequest, apig_response, detect_trigger, dms_messages
 from handler.support.env_settings import EnvSettings, environment_values
 from handler.support.extras import describe, missing
 from handler.support.log import configure, log_event
+
+if TYPE_CHECKING:
+    from handler.settings import Settings
 
 # FunctionGraph's context object: read through getattr (getSecurityAccessKey, getProjectID, …),
 # since its methods differ between runtimes and local test harnesses.
@@ -137,10 +140,13 @@ def _runtime_for(context: Context | None) -> Runtime:
                     "HUAWEICLOUD_SDK_SK"
                 )
             credentials = from_env.model_copy(update={"project_id": project_id})
-        settings = read_settings(Settings, context)
+        # The functions' settings now; the edges' (webhook routes, notify, chat) when an event
+        # first needs them (``handler.settings``): a cold start skips their fields and models.
+        settings = read_settings(FunctionSettings, context)
         configure(settings.log_level)
         _check_backends(settings)
-        _runtime, _project_id = build_runtime(settings, credentials), project_id
+        full = functools.partial(_read_full_settings, context)
+        _runtime, _project_id = build_runtime(settings, credentials, read_settings=full), project_id
         if gc.get_freeze_count() == 0:
             # What the instance holds now (the modules, classes and models imported, the settings,
             # the runtime) lives as long as it does: moved out of the cyclic collector's way, so
@@ -151,7 +157,13 @@ def _runtime_for(context: Context | None) -> Runtime:
         return _runtime
 
 
-def _check_backends(settings: Settings) -> None:
+def _read_full_settings(context: Context | None) -> Settings:
+    from handler.settings import Settings  # noqa: PLC0415 (off the cold path)
+
+    return read_settings(Settings, context)
+
+
+def _check_backends(settings: FunctionSettings) -> None:
     """Refuse what cannot work in a function, naming the setting: a relative SQLite path (the
     code folder is read-only, only /tmp is writable), or a URL whose client library is not in
     the package (say which extra to build it with, rather than a ModuleNotFoundError later)."""

@@ -21,7 +21,7 @@ from handler.guards.blast import BlastRadius
 from handler.guards.idempotency import Guard
 from handler.history import HistoryStore, check_url
 from handler.history.recorder import HistoryRecorder, acquire_recorder, release_recorder
-from handler.settings import Settings
+from handler.settings import FunctionSettings
 from handler.store import Store, open_store
 from handler.support.extras import webhooks_missing
 from handler.support.log import log_event
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from handler.functions.jobs import JobsFunction
     from handler.functions.notify import NotifyFunction
     from handler.functions.poll import PollFunction
+    from handler.settings import Settings
 
 
 # A plain class, not a dataclass: it is made at import on every cold start, where a dataclass
@@ -46,7 +47,7 @@ class Runtime:
     def __init__(
         self,
         *,
-        settings: Settings,
+        settings: FunctionSettings,
         ecs: EcsClient,
         evs: EvsClient,
         smn: SmnClient,
@@ -56,8 +57,10 @@ class Runtime:
         detach: DetachFunction,
         blast: BlastRadius,
         history: HistoryRecorder | None = None,
+        read_settings: Callable[[], Settings] | None = None,
     ) -> None:
         self.settings = settings
+        self._read_settings = read_settings
         self.ecs = ecs
         self.evs = evs
         self.smn = smn
@@ -69,6 +72,17 @@ class Runtime:
         # Registered with log_event for the runtime's lifetime (None: ECS_DETACH_HISTORY=off).
         self.history = history
         self._closing: list[Callable[[], None]] = []
+
+    @cached_property
+    def full_settings(self) -> Settings:
+        """The settings with the edges' too (webhook routes, notify, chat): ``settings`` itself
+        when it holds them, else read on first use (FunctionGraph's cold start reads only the
+        functions' settings; ``handler.settings``)."""
+        from handler.settings import Settings  # noqa: PLC0415 (off the cold path)
+
+        if isinstance(self.settings, Settings):
+            return self.settings
+        return Settings() if self._read_settings is None else self._read_settings()
 
     # The poll function and the jobs topic's, built on first use: a cold start that handles a
     # detach request never imports them. Both are stateless over the clients, the guard and the
@@ -106,20 +120,21 @@ class Runtime:
         from handler.security import WebhookAuthenticator  # noqa: PLC0415
         from handler.sources import MappingError, load_mappings  # noqa: PLC0415
 
+        settings = self.full_settings
         try:
-            mappings = load_mappings(self.settings.ticket_mappings)
+            mappings = load_mappings(settings.ticket_mappings)
         except MappingError as error:
             raise ConfigError(f"ECS_DETACH_TICKET_MAPPINGS: {error}") from None
         return WebhookRouter(
             self.detach,
             on_job=self.job_event,
-            authenticator=WebhookAuthenticator(self.settings.webhook_auth()),
-            labels=self.settings.alert_labels,
+            authenticator=WebhookAuthenticator(settings.webhook_auth()),
+            labels=settings.alert_labels,
             mappings=mappings,
-            max_body_bytes=self.settings.max_body_bytes,
-            max_records=self.settings.max_records,
-            max_cloud_calls=self.settings.max_cloud_calls,
-            confirm_subscription=SubscriptionConfirmer(self.settings.smn_confirm_hosts),
+            max_body_bytes=settings.max_body_bytes,
+            max_records=settings.max_records,
+            max_cloud_calls=settings.max_cloud_calls,
+            confirm_subscription=SubscriptionConfirmer(settings.smn_confirm_hosts),
             approvals=self.detach.approvals,
             chat=self.chat_callbacks(),
         )
@@ -131,7 +146,7 @@ class Runtime:
         from handler.functions.channels import SmnSender, WebhookSender  # noqa: PLC0415
         from handler.functions.notify import NotifyFunction, Templates  # noqa: PLC0415
 
-        settings = self.settings
+        settings = self.full_settings
         timeout = httpx.Timeout(settings.http_timeout_s, connect=settings.connect_timeout_s)
         client = httpx.Client(timeout=timeout, follow_redirects=False)
         self._closing.append(client.close)
@@ -152,7 +167,7 @@ class Runtime:
         """The chat buttons' way back, when approvals are on and a platform's secret is set."""
         from handler.entry._chat import ChatCallbacks  # noqa: PLC0415
 
-        settings, desk = self.settings, self.detach.approvals
+        settings, desk = self.full_settings, self.detach.approvals
         if desk is None or (settings.slack_signing_secret is None and settings.feishu_encrypt_key is None):
             return None
         token = settings.feishu_verification_token
@@ -241,7 +256,15 @@ def _forward(topic: PushTopic, outbox: Topic, delivery: Delivery) -> int:
     return 1
 
 
-def build_runtime(settings: Settings, credentials: Credentials) -> Runtime:
+def build_runtime(
+    settings: FunctionSettings,
+    credentials: Credentials,
+    *,
+    read_settings: Callable[[], Settings] | None = None,
+) -> Runtime:
+    """The runtime ``settings`` describe; ``read_settings`` reads the edges' settings too when
+    a webhook, notify or chat event first needs them and ``settings`` does not hold them
+    (default: ``Settings()``, from the environment)."""
     url = settings.ecs_url()
     if url is None:
         raise ConfigError(
@@ -283,10 +306,13 @@ def build_runtime(settings: Settings, credentials: Credentials) -> Runtime:
         detach=detach,
         blast=blast,
         history=history,
+        read_settings=read_settings,
     )
 
 
-def _recorder(settings: Settings, url: str, open_history: Callable[[], HistoryStore]) -> HistoryRecorder:
+def _recorder(
+    settings: FunctionSettings, url: str, open_history: Callable[[], HistoryStore]
+) -> HistoryRecorder:
     """The history's recorder, registered with ``log_event`` (shared with any other runtime of
     this process that names the same history). A database that cannot be reached does not stop
     the runtime: the recorder reports it and keeps trying (docs/history.md)."""
@@ -301,7 +327,7 @@ def _recorder(settings: Settings, url: str, open_history: Callable[[], HistorySt
 
 
 def build_detach(
-    settings: Settings,
+    settings: FunctionSettings,
     credentials: Credentials,
     *,
     ecs: EcsClient,
@@ -341,7 +367,7 @@ def build_detach(
     )
 
 
-def blast_radius(settings: Settings, store: Store) -> BlastRadius:
+def blast_radius(settings: FunctionSettings, store: Store) -> BlastRadius:
     """The blast radius and circuit breaker the settings describe, kept in ``store``."""
     return BlastRadius(
         store,
@@ -352,7 +378,9 @@ def blast_radius(settings: Settings, store: Store) -> BlastRadius:
     )
 
 
-def build_desk(settings: Settings, *, store: Store, jobs: Topic, results: Topic) -> ApprovalDesk | None:
+def build_desk(
+    settings: FunctionSettings, *, store: Store, jobs: Topic, results: Topic
+) -> ApprovalDesk | None:
     """The approval desk, when the approval policy may ask for approvals."""
     policy = settings.approval_policy()
     if not policy.enabled:
@@ -392,7 +420,7 @@ class DeskHandle(NamedTuple):
             self.smn.close()
 
 
-def open_desk(settings: Settings, credentials: Credentials | None) -> DeskHandle:
+def open_desk(settings: FunctionSettings, credentials: Credentials | None) -> DeskHandle:
     """The deployment's approval desk (``ConfigError`` when approvals are off); an SMN topic
     needs the cloud credentials, the others none."""
     smn_url = settings.smn_url()

@@ -113,9 +113,9 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     if _history is None:
         from handler.entry.functiongraph import read_settings  # noqa: PLC0415
         from handler.history import open_history  # noqa: PLC0415
-        from handler.settings import Settings  # noqa: PLC0415
+        from handler.settings import FunctionSettings  # noqa: PLC0415
 
-        url = read_settings(Settings, context).history_url()
+        url = read_settings(FunctionSettings, context).history_url()
         if url is None:
             raise ConfigError("ECS_DETACH_HISTORY is off: there is no history to record the results in")
         _history = open_history(url)

@@ -77,16 +77,16 @@ def _console_once(runtime: Runtime) -> Console:
 def _read_body(runtime: Runtime, request: Request) -> bytes | Response:
     """The body, one byte more than allowed at most (the caller answers 413), or the answer to a
     body that did not arrive whole: 408 when it was cut short, 400 when its framing is bad."""
-    limit = runtime.settings.max_body_bytes
+    limit = runtime.full_settings.max_body_bytes
     try:
         body = request.stream.read(limit + 1)
     except OSError:  # a chunked body that ended early (gunicorn's NoMoreData)
-        return _body_cut_short(request.path, runtime.settings.http_body_timeout_s)
+        return _body_cut_short(request.path, runtime.full_settings.http_body_timeout_s)
     except ParseException as error:  # chunked framing gunicorn cannot read (InvalidChunkSize…)
         detail = f"the chunked body is malformed: {type(error).__name__}"
         return Response(json.dumps(problem(400, "Bad Request", detail)), status=400, mimetype=PROBLEM_JSON)
     if request.content_length is not None and len(body) < min(request.content_length, limit + 1):
-        return _body_cut_short(request.path, runtime.settings.http_body_timeout_s)
+        return _body_cut_short(request.path, runtime.full_settings.http_body_timeout_s)
     return body
 
 
@@ -94,7 +94,7 @@ def _console_page(runtime: Runtime, request: Request) -> Response:
     body = _read_body(runtime, request) if request.method == "POST" else b""
     if isinstance(body, Response):
         return body
-    console, limit = _console_once(runtime), runtime.settings.max_body_bytes
+    console, limit = _console_once(runtime), runtime.full_settings.max_body_bytes
     if len(body) > limit:
         answer = console.too_large(limit)
     else:

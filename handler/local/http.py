@@ -40,7 +40,7 @@ def runtime_app(runtime: Runtime) -> Starlette:
     """The webhook app of ``runtime``: its router, with the body limits of its settings."""
     from handler.local.console import Console, starlette_route  # noqa: PLC0415 (jinja2 loads with it)
 
-    settings = runtime.settings
+    settings = runtime.full_settings
     console = starlette_route(Console.for_runtime(runtime), settings.max_body_bytes)
     return create_app(
         runtime.router,

@@ -68,7 +68,7 @@ class WorkerService:
                 Worker(runtime.results, handle, concurrency=1, observer=self.metrics, budget_s=budget_s)
             )
         self._console = Console.for_runtime(runtime)
-        self._max_body_bytes = runtime.settings.max_body_bytes
+        self._max_body_bytes = runtime.full_settings.max_body_bytes
         self._server = BackgroundServer(self._app(), host=host, port=health_port)
 
     @property

@@ -16,6 +16,7 @@ from handler.core.validation import InvalidInput, MalformedInput
 from handler.entry import functiongraph
 from handler.entry.runtime import ConfigError
 from handler.local._serve import BackgroundServer
+from handler.settings import FunctionSettings, Settings
 from tests.support import PID, WEB1, WEB1_DATA
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
@@ -261,6 +262,30 @@ def test_settings_held_only_in_the_context_user_data(
     assert store.exists()
     refused = functiongraph.handler(_apig_event("another-token-0123456789abcdef0123"), context)
     assert refused["statusCode"] == 401
+
+
+def test_a_queue_event_reads_only_the_functions_settings(
+    function_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold start reads the functions' settings alone: a broken webhook setting does not stop
+    a detach from a queue trigger. The first webhook event reads the rest, from the context's
+    user data as well, and names the broken variable (never its value)."""
+    monkeypatch.setenv("ECS_DETACH_WEBHOOK_BEARER_TOKENS", "[not-json-s3cret")
+    context = ContextWithUserData({"ECS_DETACH_MAX_BODY_BYTES": "4096"})
+    answer = functiongraph.handler({"server_id": WEB1, "volume_id": WEB1_DATA}, context)
+    assert answer["status_code"] == 202, answer
+    runtime = functiongraph._runtime
+    assert runtime is not None
+    assert type(runtime.settings) is FunctionSettings
+    with pytest.raises(ConfigError, match=r"^ECS_DETACH_WEBHOOK_BEARER_TOKENS: not valid JSON") as refused:
+        functiongraph.handler(_apig_event("any-token-0123456789abcdef0123456"), context)
+    assert "s3cret" not in str(refused.value)
+    monkeypatch.setenv("ECS_DETACH_WEBHOOK_BEARER_TOKENS", json.dumps(["token-0123456789abcdef0123456789"]))
+    full = runtime.full_settings
+    assert isinstance(full, Settings)
+    assert full.max_body_bytes == 4096  # from the user data, as the functions' settings are
+    assert full.store == runtime.settings.store
+    assert runtime.full_settings is full  # read once
 
 
 def test_a_relative_sqlite_store_is_refused(function_env: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -146,7 +146,7 @@ class Console:
         """The console of a runtime: its settings, store, approval desk and history."""
         from handler.entry.runtime import blast_radius  # noqa: PLC0415 (no cycle at import time)
 
-        settings = runtime.settings
+        settings = runtime.full_settings
         secret = settings.console_secret
         auth = ConsoleAuth(
             settings.console_users,
