@@ -38,7 +38,8 @@ import httpx
 from bench.common import make_seed
 from emulator import DEMO_CREDENTIAL, EcsBackend, EmulatorConfig, create_app
 from emulator.faults import FaultConfig
-from handler.core.models import CloudEvent, DetachResult
+from handler.core.followups import DetachResult
+from handler.core.models import CloudEvent
 from handler.local._serve import BackgroundServer
 from handler.topics import Topic, open_topic, topic_url
 

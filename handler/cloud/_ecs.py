@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
-
-from pydantic import ConfigDict, TypeAdapter
+from functools import cache
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from handler.cloud._client import SignedClient, json_object, required_str
 from handler.core.resources import BlockDevice, Server
 
 if TYPE_CHECKING:
+    from pydantic import TypeAdapter
+
     from handler.core.jobs import Job
 
-_DEFERRED = ConfigDict(defer_build=True)  # built on first use: most invocations need neither
-_block_devices = TypeAdapter(list[BlockDevice], config=_DEFERRED)
-_servers = TypeAdapter(list[Server], config=_DEFERRED)
+
+@cache
+def _list_of(model: type[Any]) -> TypeAdapter[list[Any]]:
+    """The validator of a list of ``model``, made on first use: most invocations need none, and
+    a cold start that makes none skips ``pydantic.type_adapter`` too."""
+    from pydantic import TypeAdapter  # noqa: PLC0415
+
+    return TypeAdapter(list[model])  # type: ignore[valid-type] # a model class: a type at runtime
 
 
 class DetachAnswer(NamedTuple):
@@ -55,7 +61,7 @@ class EcsClient(SignedClient):
     def list_block_devices(self, server_id: str, *, project_id: str | None = None) -> list[BlockDevice]:
         """``GET /v1/{project_id}/cloudservers/{server_id}/block_device``."""
         path = self._path(project_id, "cloudservers/{server_id}/block_device", server_id=server_id)
-        return _block_devices.validate_python(
+        return _list_of(BlockDevice).validate_python(
             json_object(self._send("GET", path)).get("volumeAttachments", [])
         )
 
@@ -82,6 +88,6 @@ class EcsClient(SignedClient):
         if status:
             params["status"] = status
         path = self._path(project_id, "cloudservers/detail")
-        return _servers.validate_python(
+        return _list_of(Server).validate_python(
             json_object(self._send("GET", path, params=params)).get("servers", [])
         )

@@ -36,11 +36,11 @@ from handler.core.approval import (
     sign_link,
 )
 from handler.core.approval_policy import ApprovalPolicy
+from handler.core.followups import ApprovalTurn
 from handler.core.models import (
     EVENT_APPROVAL_REQUESTED,
     EVENT_APPROVAL_TURN,
     AnyEvent,
-    ApprovalTurn,
     CloudEvent,
     DetachRequest,
     envelope,

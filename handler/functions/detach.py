@@ -32,11 +32,8 @@ from handler.core.errors import Disposition, classify_detach_error
 from handler.core.models import (
     EVENT_ACCEPTED,
     EVENT_QUEUED,
-    ApprovalTurn,
     DetachAccepted,
-    DetachQueued,
     DetachRequest,
-    DetachResult,
     Outcome,
     envelope,
     utcnow,
@@ -65,8 +62,11 @@ from handler.topics import TopicError
 if TYPE_CHECKING:
     # Only a function whose approval policy may ask for approvals has a desk (built, and its
     # module imported, by handler.entry.runtime.build_desk): a cold start without one skips it,
-    # and the approvals (handler.core.approval), imported by the steps that need a desk.
+    # and the approvals (handler.core.approval), imported by the steps that need a desk. The
+    # flow's later messages (handler.core.followups) likewise: a detach that is accepted makes
+    # none, so only the steps that make one import them.
     from handler.core.approval import Approval
+    from handler.core.followups import ApprovalTurn, DetachQueued, DetachResult
     from handler.functions.approvals import ApprovalDesk
 
 _RETRY_SOON_S = 5.0  # throttling or no answer: the first backoff step
@@ -721,6 +721,8 @@ class DetachFunction:
         # As asked (by device: no volume), so that its turn's claim matches the key's fingerprint.
         asked = {"volume_id": None} if call.by_device else {}
         request = call.request.model_copy(update={"idempotency_key": call.key, **asked})
+        from handler.core.followups import DetachQueued  # noqa: PLC0415 (the imports above)
+
         queued = DetachQueued(
             **request_fields(request),
             queued_at=now,
@@ -799,6 +801,8 @@ class DetachFunction:
         *,
         request_id: str | None = None,
     ) -> DetachOutcome:
+        from handler.core.followups import DetachResult  # noqa: PLC0415 (the imports above)
+
         result = DetachResult(
             **request_fields(request),
             outcome=outcome,

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from handler.core.models import ApprovalTurn, CloudEvent, DetachQueued
+from handler.core.followups import ApprovalTurn, DetachQueued
+from handler.core.models import CloudEvent
 from handler.functions.detach import DetachFunction
 from handler.functions.poll import PollFunction
 from handler.sources import parse_job_event

@@ -20,7 +20,8 @@ from typing import Any
 import jinja2
 
 from handler.core.approval import Approval
-from handler.core.models import EVENT_APPROVAL_REQUESTED, DetachResult
+from handler.core.followups import DetachResult
+from handler.core.models import EVENT_APPROVAL_REQUESTED
 from handler.core.validation import FieldError, InvalidInput, load_object
 from handler.functions.channel_config import OUTCOMES
 from handler.functions.channels import DeliveryFailed, Notice, Sender

@@ -26,8 +26,9 @@ from datetime import datetime, timedelta
 
 from handler.cloud import ApiError, TransportError
 from handler.core.errors import is_retryable
+from handler.core.followups import DetachResult
 from handler.core.jobs import Job, JobStatus
-from handler.core.models import DetachAccepted, DetachResult, Outcome, utcnow
+from handler.core.models import DetachAccepted, Outcome, utcnow
 from handler.core.polling import PollSchedule
 from handler.functions.ports import JobApi, Publisher
 from handler.functions.results import publish_result, request_fields

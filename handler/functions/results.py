@@ -3,9 +3,14 @@ request's fields from one message of the flow into the next."""
 
 from __future__ import annotations
 
-from handler.core.models import DetachRequest, DetachResult, result_event
+from typing import TYPE_CHECKING
+
+from handler.core.models import DetachRequest
 from handler.functions.ports import Publisher
 from handler.support.log import log_event
+
+if TYPE_CHECKING:  # whoever has a result has imported them (a detach cold start has none)
+    from handler.core.followups import DetachResult
 
 
 def request_fields(message: DetachRequest) -> dict[str, object]:
@@ -15,6 +20,8 @@ def request_fields(message: DetachRequest) -> dict[str, object]:
 
 def publish_result(results: Publisher, result: DetachResult, *, source: str) -> None:
     """Publish ``result`` as its CloudEvent (raises what the topic raises) and log it."""
+    from handler.core.followups import result_event  # noqa: PLC0415 (above)
+
     results.publish(result_event(result, source=source).model_dump_json())
     log_event(
         "detach.result",

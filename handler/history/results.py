@@ -22,7 +22,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from handler.core.models import CloudEvent, DetachResult, event_model
+from handler.core.followups import DetachResult
+from handler.core.models import CloudEvent, event_model
 from handler.core.validation import MalformedInput
 from handler.errors import ConfigError
 from handler.history._base import HistoryStore

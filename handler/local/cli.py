@@ -451,7 +451,8 @@ def _demo(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from emulator import EmulatorConfig
-    from handler.core.models import EVENT_APPROVAL_REQUESTED, DetachResult, event_model
+    from handler.core.followups import DetachResult
+    from handler.core.models import EVENT_APPROVAL_REQUESTED, event_model
     from handler.local._console import show_events
     from handler.local.local import LocalStack, StackOptions
     from handler.settings import Settings
@@ -629,7 +630,8 @@ def _reply_ok(reply: dict[str, object]) -> bool:
 
 def _follow(stack: LocalStack, job_ids: list[str], timeout: float, console: Console) -> bool:
     """Wait for the result of every job; True when all ended detached."""
-    from handler.core.models import EVENT_APPROVAL_REQUESTED, DetachResult, Outcome, event_model
+    from handler.core.followups import DetachResult
+    from handler.core.models import EVENT_APPROVAL_REQUESTED, Outcome, event_model
 
     waiting, all_ok = set(job_ids), True
     deadline = time.monotonic() + timeout

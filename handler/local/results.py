@@ -19,7 +19,8 @@ from typing import TextIO
 from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
 from handler.core.approval import Approval
-from handler.core.models import EVENT_APPROVAL_REQUESTED, CloudEvent, DetachResult
+from handler.core.followups import DetachResult
+from handler.core.models import EVENT_APPROVAL_REQUESTED, CloudEvent
 from handler.errors import ConfigError, EcsDetachError
 from handler.topics import Browsable, Browsed, Topic, TopicError, open_topic
 

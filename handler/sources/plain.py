@@ -9,28 +9,40 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from annotated_types import MaxLen
-from pydantic import AwareDatetime, TypeAdapter, ValidationError
+from pydantic import AwareDatetime, ValidationError
 
 from handler.core.models import (
     EVENT_ACCEPTED,
     EVENT_APPROVAL_TURN,
     EVENT_QUEUED,
     EVENT_REQUESTED,
-    ApprovalTurn,
     CloudEvent,
     DetachAccepted,
-    DetachQueued,
     DetachRequest,
     event_model,
 )
 from handler.core.validation import ROOT, FieldError, InvalidInput, load_object
 from handler.sources._base import Parsed, Record
 
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
+
+    from handler.core.followups import ApprovalTurn, DetachQueued
+
 _CE_REQUIRED = ("specversion", "id", "source", "type")
-_RFC3339: TypeAdapter[AwareDatetime] = TypeAdapter(AwareDatetime)
+
+
+@cache
+def _rfc3339() -> TypeAdapter[AwareDatetime]:
+    """RFC 3339 times with a zone (a CloudEvent's ``time``), made on first use: off the path of
+    a cold start, which then skips ``pydantic.type_adapter`` too."""
+    from pydantic import TypeAdapter  # noqa: PLC0415
+
+    return TypeAdapter(AwareDatetime)
 
 
 def join_path(prefix: str, field: str) -> str:
@@ -134,7 +146,7 @@ def check_cloudevent(attributes: Mapping[str, Any]) -> tuple[str, str]:
         errors.append(FieldError("type", f"expected {EVENT_REQUESTED!r}, got {attributes['type']!r}"))
     if "time" in attributes:
         try:
-            _RFC3339.validate_python(attributes["time"])
+            _rfc3339().validate_python(attributes["time"])
         except ValidationError:
             errors.append(FieldError("time", "not an RFC 3339 time with a time zone"))
     if errors:
@@ -212,6 +224,8 @@ def parse_job_event(
     """A message of the jobs topic: an ``ecs-detach.accepted`` event (a job to poll), an
     ``ecs-detach.queued`` event (a request waiting for its turn) or an
     ``ecs-detach.approval_turn`` event (a request kept for an approval, decided or due)."""
+    from handler.core.followups import ApprovalTurn, DetachQueued  # noqa: PLC0415 (not a detach's)
+
     body = load_object(raw)
     kind = body.get("type")
     model: type[CloudEvent[Any]]

@@ -124,7 +124,8 @@ def test_a_queued_event_must_carry_its_key_and_deadline() -> None:
 
 
 def test_a_result_published_again_is_the_same_cloudevent() -> None:
-    from handler.core.models import DetachResult, Outcome, result_event
+    from handler.core.followups import DetachResult, result_event
+    from handler.core.models import Outcome
 
     result = DetachResult(server_id=SERVER, volume_id=VOLUME, outcome=Outcome.SUCCEEDED, job_id="j1")
     again = result.model_copy(update={"polls": 3})  # the same report, seen by a redelivered message
@@ -140,7 +141,8 @@ def test_the_envelopes_are_built_once_not_after_each_garbage_collection() -> Non
     import gc
     import weakref
 
-    from handler.core.models import DetachResult, Outcome, envelope, result_event
+    from handler.core.followups import DetachResult, result_event
+    from handler.core.models import Outcome, envelope
 
     result = DetachResult(server_id=SERVER, volume_id=VOLUME, outcome=Outcome.SUCCEEDED, job_id="j1")
     built = [

@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from handler.core.models import CloudEvent, DetachResult
+from handler.core.followups import DetachResult
+from handler.core.models import CloudEvent
 from handler.security import hash_password
 from handler.topics import Topic, open_topic, topic_url
 from tests.conftest import Emulator

@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from handler.cloud import EcsClient
-from handler.core.models import CloudEvent, DetachResult
+from handler.core.followups import DetachResult
+from handler.core.models import CloudEvent
 from handler.topics import SqliteTopic
 from tests.conftest import DEMO_CREDENTIALS
 from tests.support import WEB1, WEB1_DATA

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from handler.core.models import DetachResult, Outcome, result_event
+from handler.core.followups import DetachResult, result_event
+from handler.core.models import Outcome
 from handler.core.validation import InvalidInput
 from handler.entry import functiongraph
 from handler.functions.channels import DeliveryFailed

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from handler.core.models import CloudEvent, DetachRequest, DetachResult
+from handler.core.followups import DetachResult
+from handler.core.models import CloudEvent, DetachRequest
 from handler.entry.runtime import build_runtime
 from handler.functions.detach import DetachStatus
 from handler.local.cli import main

@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from emulator import DEMO_CREDENTIAL, EmulatorConfig
-from handler.core.models import CloudEvent, DetachResult
+from handler.core.followups import DetachResult
+from handler.core.models import CloudEvent
 from handler.entry import functiongraph
 from handler.local.local import LocalStack, StackOptions
 from handler.settings import Settings

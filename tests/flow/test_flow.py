@@ -13,7 +13,8 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from handler.core.models import CloudEvent, DetachResult, Outcome
+from handler.core.followups import DetachResult
+from handler.core.models import CloudEvent, Outcome
 from handler.core.outcomes import DetachStatus
 from handler.entry.runtime import Runtime, build_runtime
 from handler.local._serve import BackgroundServer

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from handler.core.models import DetachQueued, DetachRequest
+from handler.core.followups import DetachQueued
+from handler.core.models import DetachRequest
 from handler.core.outcomes import DetachStatus, record_http_status
 from handler.core.policy import SafetyPolicy
 from handler.sources import parse_job_event

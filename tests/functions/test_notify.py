@@ -19,7 +19,8 @@ from emulator import DEMO_CREDENTIAL, EcsBackend, create_app, load_seed
 from emulator.smn_models import SmnBackend
 from handler.cloud import Credentials, SmnClient
 from handler.core.approval import Approval, Preview
-from handler.core.models import DetachRequest, DetachResult, Outcome, result_event
+from handler.core.followups import DetachResult, result_event
+from handler.core.models import DetachRequest, Outcome
 from handler.core.validation import InvalidInput
 from handler.functions.channel_config import ChannelConfig
 from handler.functions.channels import DeliveryFailed, Notice, SmnSender, WebhookSender

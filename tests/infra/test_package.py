@@ -18,7 +18,8 @@ import hcl2
 import pytest
 
 from emulator import DEMO_CREDENTIAL, EcsBackend, EmulatorConfig, create_app, load_seed
-from handler.core.models import DetachResult, Outcome, result_event
+from handler.core.followups import DetachResult, result_event
+from handler.core.models import Outcome
 from handler.local._serve import BackgroundServer
 from handler.local.cli import PACKAGE_URL_OPTIONS, _parser, main
 from handler.local.package import (
@@ -47,8 +48,9 @@ TOKEN = "package-test-webhook-token-0123456789"
 
 # Runs inside `python -S` with only the unpacked package on sys.path, as FunctionGraph loads it
 # (index.handler, index.poll_handler): every sample event, then one poll of the first accepted job.
-# The first event is a queue trigger's: the modules only webhook routes need are still unloaded
-# after it (the edges' settings, their models, authentication).
+# The first event is a queue trigger's, a detach that is accepted: what only webhook routes need
+# (the edges' settings, their models, authentication) and what only other outcomes need (the
+# flow's later messages, a TypeAdapter) are still unloaded after it.
 SCRIPT = """
 import importlib.util, json, sys
 assert "site" not in sys.modules, "site packages are visible"
@@ -60,9 +62,10 @@ from handler.entry import functiongraph
 assert not gc.isenabled(), "index.py pauses the collector for the cold start"
 events = json.loads(sys.argv[1])
 replies = [index.handler(events[0], None)]
-edge_modules = ("handler.settings._edges", "handler.security", "handler.functions.channel_config",
-                "handler.sources._labels", "handler.entry.webhooks")
-loaded_by_the_first = [name for name in edge_modules if name in sys.modules]
+unneeded = ("handler.settings._edges", "handler.security", "handler.functions.channel_config",
+            "handler.sources._labels", "handler.entry.webhooks", "handler.core.followups",
+            "pydantic.type_adapter")
+loaded_by_the_first = [name for name in unneeded if name in sys.modules]
 replies += [index.handler(event, None) for event in events[1:]]
 assert gc.isenabled() and gc.get_freeze_count() > 0, "the first invocation froze and resumed it"
 runtime = functiongraph._runtime
