@@ -35,6 +35,7 @@ from handler.support.log import add_recorder, log_event, redact_text, remove_rec
 DEFAULT_CAPACITY = 10_000  # steps held while the database is slow or down
 _BATCH = 200
 _FLUSH_S = 0.1  # the longest a step waits in the buffer while the database answers
+_OPEN_AFTER_S = 0.1  # the writer's pause before it opens the database (``_run``)
 _REPORT_EVERY_S = 10.0  # losses are reported at most this often (and when the recorder closes)
 _MAX_BACKOFF_S = 10.0
 
@@ -130,7 +131,12 @@ class HistoryRecorder:
 
     def _run(self) -> None:
         store: HistoryStore | None = None
-        try:  # at once: the retention is kept, and an unreachable history is reported, before any step
+        # A moment before opening, unless steps wait for their commit: a cold start handles its
+        # first event meanwhile, and the open (a new SQLite file: its schema, a dozen syncs) does
+        # not compete with it; its steps wait in the buffer, as for any batch (``_take``).
+        if self._wait_s <= 0:
+            self._stopping.wait(_OPEN_AFTER_S)
+        try:  # then at once: the retention is kept, and an unreachable history is reported, before any step
             store = self._open_store()
         except Exception as error:
             self._down(error)
