@@ -8,6 +8,7 @@ docs/history.md is the user's view: what is kept, where, for how long, and what 
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
@@ -65,14 +66,20 @@ def check_url(url: str) -> Callable[[], HistoryStore]:
         path = parts.path
         if parts.netloc or parts.query or parts.fragment or not path.startswith("/") or path.endswith("/"):
             raise ConfigError(f"ECS_DETACH_HISTORY: malformed sqlite URL {redact_url(url)}: {_SQLITE_USAGE}")
-        from handler.history.sqlite import SqliteHistory  # noqa: PLC0415
-
-        return lambda: SqliteHistory(unquote(path[1:]))
+        return functools.partial(_open_sqlite, unquote(path[1:]))
     scheme = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
     raise ConfigError(
         f"ECS_DETACH_HISTORY {redact_url(url)} has {scheme}; supported: sqlite://, postgresql://, "
         f"or {OFF!r} to keep no history"
     )
+
+
+def _open_sqlite(path: str) -> HistoryStore:
+    # Imported by the opener: the recorder's writer opens the history after a cold start's first
+    # event (``handler.history.recorder``), and so imports its module then.
+    from handler.history.sqlite import SqliteHistory  # noqa: PLC0415
+
+    return SqliteHistory(path)
 
 
 def open_history(url: str) -> HistoryStore:
