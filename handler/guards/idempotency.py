@@ -84,8 +84,9 @@ class Guard:
             older_than_s=older_than_s, in_progress_ttl_s=self._in_progress_ttl_s, limit=limit
         )
 
-    def complete(self, key: str, record: dict[str, Any]) -> None:
-        self._store.complete(key, record, ttl_s=self._record_ttl_s)
+    def complete(self, key: str, record: dict[str, Any], *, synced: bool = True) -> None:
+        """Keep ``record`` as the key's outcome (``synced``: ``Store.complete``)."""
+        self._store.complete(key, record, ttl_s=self._record_ttl_s, synced=synced)
 
     def release(self, key: str) -> None:
         self._store.release(key)

@@ -146,8 +146,14 @@ class Store(Protocol):
         failed and left it there), or, if it is only resumable, once this claim lapses."""
         ...
 
-    def complete(self, key: str, record: dict[str, Any], *, ttl_s: float) -> None:
+    def complete(self, key: str, record: dict[str, Any], *, ttl_s: float, synced: bool = True) -> None:
         """Store ``record`` as the result of ``key``, kept ``ttl_s``; replaces an earlier one.
+
+        ``synced=False``: the write need not be on the disk when this returns (SQLite commits
+        it without a sync, and the next synced commit carries it). A power loss or an operating
+        system crash may then roll it back, a crash of this process never: only for a
+        completion whose loss leaves a state the flow repairs (``DetachFunction._settle``).
+        Backends without that choice ignore it.
 
         Raises ``ClaimLost`` if ``key`` has no record.
         """

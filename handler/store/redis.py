@@ -406,7 +406,8 @@ class RedisStore:
                 taken.append(Taken(key, _progress(reply[3]), int(reply[1])))
         return taken
 
-    def complete(self, key: str, record: dict[str, Any], *, ttl_s: float) -> None:
+    def complete(self, key: str, record: dict[str, Any], *, ttl_s: float, synced: bool = True) -> None:
+        del synced  # Redis persists as its server is configured (appendfsync): no choice per write
         check_key("key", key)
         check_ttl("ttl_s", ttl_s)
         text = json.dumps(record)

@@ -161,22 +161,29 @@ class SqliteStore:
                 raise StoreError(f"store {self._path}: {exc}") from exc
 
     @contextmanager
-    def _transaction(self) -> Iterator[tuple[sqlite3.Connection, float]]:
+    def _transaction(self, *, synced: bool = True) -> Iterator[tuple[sqlite3.Connection, float]]:
         """The connection in a write transaction, and the time; expired rows purged if due.
         Under this instance's lock, SQLite errors become ``StoreError``, as ``_read`` (written
-        out, not nested: one generator fewer for every write)."""
+        out, not nested: one generator fewer for every write). ``synced=False`` commits it
+        without a sync (``Store.complete``); the connection syncs every commit again after."""
         with self._lock:
             conn = self._conn
             if conn is None:
                 raise StoreError(f"store {self._path} is closed")
             try:
-                with immediate(conn):
-                    now = self._clock()  # with the write lock held
-                    purge = now >= self._next_purge
-                    if purge:
-                        conn.execute("DELETE FROM claims WHERE expires_at <= ?", (now,))
-                        conn.execute("DELETE FROM locks WHERE expires_at <= ?", (now,))
-                    yield conn, now
+                if not synced:
+                    conn.execute("PRAGMA synchronous = NORMAL")  # in WAL mode: no sync at commit
+                try:
+                    with immediate(conn):
+                        now = self._clock()  # with the write lock held
+                        purge = now >= self._next_purge
+                        if purge:
+                            conn.execute("DELETE FROM claims WHERE expires_at <= ?", (now,))
+                            conn.execute("DELETE FROM locks WHERE expires_at <= ?", (now,))
+                        yield conn, now
+                finally:
+                    if not synced:
+                        conn.execute("PRAGMA synchronous = FULL")  # as ``connect`` left it
             except sqlite3.Error as exc:
                 raise StoreError(f"store {self._path}: {exc}") from exc
             if purge:
@@ -263,11 +270,11 @@ class SqliteStore:
             )
         return [Taken(key, json.loads(progress), attempt + 1) for key, attempt, progress in rows]
 
-    def complete(self, key: str, record: dict[str, Any], *, ttl_s: float) -> None:
+    def complete(self, key: str, record: dict[str, Any], *, ttl_s: float, synced: bool = True) -> None:
         check_key("key", key)
         check_ttl("ttl_s", ttl_s)
         text = json.dumps(record)
-        with self._transaction() as (conn, now):
+        with self._transaction(synced=synced) as (conn, now):
             updated = conn.execute(
                 "UPDATE claims SET done = 1, claim_until = NULL, expires_at = ?, progress = '{}',"
                 " record = ?, outbox_at = NULL, resume = 0 WHERE key = ? AND expires_at > ?",

@@ -92,6 +92,27 @@ def test_a_duplicate_of_a_refusal_gets_409_with_the_original_code(world: World) 
     assert len(world.results.messages) == 1  # one result event for the request, not one per delivery
 
 
+def test_only_an_accepted_key_is_completed_without_a_sync(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The completion of an accepted key is the one write that need not wait for the disk (a
+    power loss that rolls it back leaves what a crash after the publish leaves, which the relay
+    repairs); a refusal's completion is its only record, and is synced."""
+    completions: list[tuple[str, bool]] = []
+    complete = world.store.complete
+
+    def spy(key: str, record: dict[str, Any], *, ttl_s: float, synced: bool = True) -> None:
+        completions.append((record["outcome"], synced))
+        complete(key, record, ttl_s=ttl_s, synced=synced)
+
+    monkeypatch.setattr(world.store, "complete", spy)
+    assert build(world).detach(request()).status is DetachStatus.ACCEPTED
+    refusing = build(world, policy=SafetyPolicy(allowed_servers=[WEB1]))
+    assert refusing.detach(request(server_id=WEB2, volume_id=WEB2_DATA)).status is DetachStatus.REJECTED
+
+    assert completions == [("accepted", False), ("rejected", True)]
+
+
 def test_a_duplicate_of_an_already_detached_disk_is_200(world: World) -> None:
     fns = build(world)
     world.backend.detach_volume(PID, WEB1, WEB1_DATA)
@@ -421,7 +442,7 @@ def test_a_crash_after_the_job_event_went_out_still_ends_in_a_result(
 ) -> None:
     fns = build(world)
 
-    def crash(key: str, record: dict[str, Any]) -> None:
+    def crash(key: str, record: dict[str, Any], *, synced: bool = True) -> None:
         raise RuntimeError("the instance died before keeping the outcome")
 
     monkeypatch.setattr(fns.guard, "complete", crash)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from handler.store import ClaimState, SqliteStore, StoreError
+from handler.store import ClaimLost, ClaimState, SqliteStore, StoreError
 from handler.store import sqlite as store_module
 from handler.store.sqlite import APPLICATION_ID, PAGE_SIZE, SCHEMA_VERSION
 from tests.store.conftest import FakeClock
@@ -128,6 +129,54 @@ def test_expired_rows_are_purged_by_a_later_write(tmp_path: Path) -> None:
         assert store.holder("held") == "o"
     finally:
         store.close()
+
+
+def test_an_unsynced_completion_commits_without_a_sync_and_only_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``complete(..., synced=False)`` commits in WAL mode with ``synchronous = NORMAL`` (no
+    sync at its commit), then every later write is synced again, also after a completion
+    that fails; the completion itself is kept like any other."""
+    connections: list[sqlite3.Connection] = []
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        conn.set_trace_callback(statements.append)
+        connections.append(conn)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", traced)
+    store = SqliteStore(tmp_path / "store.db")
+    (conn,) = connections
+    try:
+        store.begin("k", "fp", in_progress_ttl_s=60)
+        statements.clear()
+        store.complete("k", {"outcome": "accepted"}, ttl_s=60, synced=False)
+        assert statements[0] == "PRAGMA synchronous = NORMAL"
+        assert statements[1] == "BEGIN IMMEDIATE"
+        assert statements[-2:] == ["COMMIT", "PRAGMA synchronous = FULL"]
+        assert conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+
+        statements.clear()
+        with pytest.raises(ClaimLost):
+            store.complete("unknown", {"outcome": "accepted"}, ttl_s=60, synced=False)
+        assert statements[-2:] == ["ROLLBACK", "PRAGMA synchronous = FULL"]
+
+        statements.clear()
+        store.begin("k2", "fp", in_progress_ttl_s=60)
+        store.complete("k2", {"outcome": "rejected"}, ttl_s=60)
+        assert not [s for s in statements if s.startswith("PRAGMA synchronous")]
+    finally:
+        store.close()
+    assert _pragma(tmp_path / "store.db", "user_version") == SCHEMA_VERSION
+    reopened = SqliteStore(tmp_path / "store.db")
+    try:
+        claim = reopened.begin("k", "fp", in_progress_ttl_s=60)
+        assert (claim.state, claim.record) == (ClaimState.DONE, {"outcome": "accepted"})
+    finally:
+        reopened.close()
 
 
 def test_repr_names_the_file(tmp_path: Path) -> None:
