@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import socketserver
+import threading
 
 import httpx
 import pytest
@@ -151,3 +153,40 @@ def test_query_parameters_that_need_encoding_go_out_signed(ecs: EcsClient) -> No
     # is built; the emulator checks the signature against the query it received.
     assert ecs.list_servers(name="web 1&x=~ü", status="ACTIVE") == []
     assert [s.id for s in ecs.list_servers(name="web-1", status="ACTIVE")] == [WEB1]
+
+
+class _HeaderRecorder(socketserver.StreamRequestHandler):
+    """Keeps the raw head of each request it reads; answers 404."""
+
+    heads: list[list[bytes]]
+
+    def handle(self) -> None:
+        head = [self.rfile.readline(65_537)]
+        while head[-1] not in (b"\r\n", b"\n", b""):
+            head.append(self.rfile.readline(65_537))
+        type(self).heads.append(head[1:-1])
+        body = b'{"error": {"code": "Ecs.0114", "message": "not here"}}'
+        self.wfile.write(b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n")
+        self.wfile.write(b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def test_a_call_sends_the_headers_it_means_and_signs_them() -> None:
+    """On the wire (a loopback server reads the raw request): no header that says nothing
+    (httpx's "Accept: */*", "Connection: keep-alive"), and every one the API reads is signed."""
+    heads: list[list[bytes]] = []
+    handler = type("Recorder", (_HeaderRecorder,), {"heads": heads})
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with EcsClient(url, DEMO_CREDENTIALS) as ecs, pytest.raises(ApiError):
+            ecs.show_server(WEB1)
+        server.shutdown()
+    (head,) = heads
+    headers = dict(line.decode().rstrip("\r\n").split(": ", 1) for line in head)
+    names = {name.lower() for name in headers}
+    assert names == {
+        *("host", "accept-encoding", "user-agent", "content-type"),
+        *("x-sdk-date", "x-project-id", "authorization"),
+    }
+    signed = headers["Authorization"].split("SignedHeaders=")[1].split(",")[0]
+    assert signed.split(";") == ["content-type", "host", "x-project-id", "x-sdk-date"]
