@@ -303,6 +303,37 @@ def test_an_early_turn_changes_nothing_and_comes_back_at_the_expiry(world: World
     assert ended(world) == []
 
 
+@pytest.mark.parametrize("where", ["a function without a desk", "a desk that never asked"])
+def test_a_turn_for_an_approval_nobody_here_knows_is_stale_and_touches_nothing(
+    world: World, where: str
+) -> None:
+    """An approval turn delivered where no desk knows its approval (a function built without
+    one, or one whose book never asked: another deployment's event): stale, no claim taken,
+    nothing detached, no result; the request still waits for its own approval."""
+    fns, approval_id = pending(world)
+    turn = json.loads(world.jobs.messages[0][1])
+    if where == "a desk that never asked":
+        other = "f" * 32
+        assert other != approval_id
+        turn["data"]["approval_id"] = other
+        elsewhere = fns
+    else:
+        elsewhere = build(world)  # the default policy: no desk
+        assert elsewhere.desk is None
+    step = elsewhere.jobs(json.dumps(turn))
+
+    assert step.what == "stale"
+    assert step.again is None
+    assert world.deletes() == []
+    assert ended(world) == []
+    claim = world.store.peek(turn["data"]["idempotency_key"])
+    assert claim is not None
+    assert claim.progress.get("approval") == approval_id  # still waiting, as it was
+    kept = desk(fns).get(approval_id)
+    assert kept is not None
+    assert kept.state is ApprovalState.PENDING
+
+
 def test_whoever_asked_may_not_approve_but_may_withdraw(world: World) -> None:
     fns, approval_id = pending(world)
     for asker in ("alerts", "ONCALL-BOT ", "Alerts"):
