@@ -720,14 +720,14 @@ class DetachFunction:
 
     def _queue(self, call: _Call, reason: str) -> DetachOutcome:
         """Wait for the running detach: an ``ecs-detach.queued`` event comes back to try again."""
+        from handler.core.followups import DetachQueued  # noqa: PLC0415 (the imports above)
+
         if call.turn is not None:
             return self._still_queued(call, self._queue_check_s, reason)
         now = self._clock()
         # As asked (by device: no volume), so that its turn's claim matches the key's fingerprint.
         asked = {"volume_id": None} if call.by_device else {}
         request = call.request.model_copy(update={"idempotency_key": call.key, **asked})
-        from handler.core.followups import DetachQueued  # noqa: PLC0415 (the imports above)
-
         queued = DetachQueued(
             **request_fields(request),
             queued_at=now,

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from handler.support.sqlite import MEMORY, connect, immediate
+from handler.support.sqlite import MEMORY, SYNCED, UNSYNCED, connect, immediate
 
 from ._base import (
     DEFAULT_KEEP_ABANDONED_S,
@@ -172,7 +172,7 @@ class SqliteStore:
                 raise StoreError(f"store {self._path} is closed")
             try:
                 if not synced:
-                    conn.execute("PRAGMA synchronous = NORMAL")  # in WAL mode: no sync at commit
+                    conn.execute(UNSYNCED)
                 try:
                     with immediate(conn):
                         now = self._clock()  # with the write lock held
@@ -183,7 +183,7 @@ class SqliteStore:
                         yield conn, now
                 finally:
                     if not synced:
-                        conn.execute("PRAGMA synchronous = FULL")  # as ``connect`` left it
+                        conn.execute(SYNCED)  # as ``connect`` left it
             except sqlite3.Error as exc:
                 raise StoreError(f"store {self._path}: {exc}") from exc
             if purge:

@@ -11,6 +11,10 @@ from types import TracebackType
 
 BUSY_TIMEOUT_S = 30.0  # how long a connection waits for another one's write lock (thread or process)
 MEMORY = ":memory:"  # the path of a database that lives in this connection only
+# How a connection syncs its commits: every one (``connect`` leaves each connection so), or, in
+# WAL mode, not the next ones until it is set back (the store's unsynced completion).
+SYNCED = "PRAGMA synchronous = FULL"
+UNSYNCED = "PRAGMA synchronous = NORMAL"
 
 
 def connect(
@@ -40,7 +44,7 @@ def connect(
             _switch_to_wal(conn)
         # FULL, not NORMAL: with WAL, NORMAL does not sync the log at each commit, so a power
         # loss could drop a message (or a claim) whose write had already returned.
-        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(SYNCED)
         prepare(conn, path)
     except sqlite3.Error as exc:
         conn.close()
