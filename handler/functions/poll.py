@@ -44,12 +44,17 @@ _RETRY_SOON_S = 5.0  # the results topic did not answer: the next look
 @dataclass(frozen=True)
 class PollOutcome:
     """Either ``result`` (finished, already published) or ``next`` due after ``delay_s``; neither
-    when the event was not trusted (``untrusted``: dropped, nothing changed)."""
+    when the event was not trusted (``untrusted``: dropped, nothing changed). ``contended``: the
+    job ended and another delivery is reporting it right now; ``delay_s`` is then when its claim
+    lapses, the latest a queue needs to look again, while a caller who waits at a terminal for
+    the result (the CLI's ``detach --wait``) looks again soon: the other delivery usually
+    reports within milliseconds."""
 
     result: DetachResult | None = None
     next: DetachAccepted | None = None
     delay_s: float = 0.0
     untrusted: str | None = None
+    contended: bool = False
 
 
 class PollFunction:
@@ -178,7 +183,7 @@ class PollFunction:
         claim = self._guard.claim_result(message.job_id)
         if claim.state is ClaimState.IN_PROGRESS:  # another delivery is reporting it right now
             wait = max(claim.expires_in_s or 1.0, 1.0)
-            return PollOutcome(next=message, delay_s=wait)
+            return PollOutcome(next=message, delay_s=wait, contended=True)
         if claim.state is ClaimState.DONE:  # reported before this delivery came back: once only
             log_event("poll.already_reported", job_id=message.job_id, idempotency_key=message.idempotency_key)
             self._unlock(message)

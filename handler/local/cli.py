@@ -36,6 +36,7 @@ EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
 DEMO_EVENT = EVENTS_DIR / "detach-request.json"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CLOUD, EXIT_UNAVAILABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 EXIT_RETRY = 75  # sysexits' EX_TEMPFAIL: nothing was done, the same command may work later
+_RECHECK_S = 0.5  # ``detach --wait``: how soon it looks again while another poll reports the job
 EXIT_CODES = f"""exit codes:
   {EXIT_OK}    done
   {EXIT_FAILED}    the command ran and did not succeed (a detach refused or failed, a job without
@@ -887,7 +888,10 @@ def _detach_now(runtime: Runtime, request: DetachRequest, *, wait: bool, console
             ok = step.result.outcome in (Outcome.SUCCEEDED, Outcome.ALREADY_DETACHED)
             return EXIT_OK if ok else EXIT_FAILED
         assert step.next is not None  # the function just accepted the job: the event is trusted
-        time.sleep(step.delay_s)  # a person is waiting at a terminal: sleeping is right here
+        # A person is waiting at a terminal: sleeping is right here. A poll worker (the local
+        # stack's, or a deployment's) may report the job at the same moment: then the wait is
+        # for its report, not for its claim to lapse.
+        time.sleep(min(step.delay_s, _RECHECK_S) if step.contended else step.delay_s)
         message = step.next
 
 

@@ -195,6 +195,7 @@ def test_a_result_being_reported_by_another_delivery_is_waited_for(world: World)
     assert step.next is not None
     assert step.next.job_id == message.job_id
     assert step.delay_s == 60.0  # until the other delivery's claim lapses
+    assert step.contended  # a caller at a terminal looks again sooner (the CLI's detach --wait)
     assert world.results.messages == []
 
 
@@ -208,6 +209,7 @@ def test_a_results_topic_that_is_down_reports_on_the_next_look(world: World) -> 
 
     assert step.next is not None
     assert step.delay_s == 5.0
+    assert not step.contended  # nobody else is reporting it: looking again sooner would not help
     world.results.down = False
     done = fns.poll(step.next)
     assert done.result is not None
