@@ -11,15 +11,15 @@ from __future__ import annotations
 import re
 
 from handler.cloud._errors import CloudError
-from handler.core.models import JOB_ID_PATTERN, PROJECT_ID_PATTERN, UUID_PATTERN
+from handler.core.models import JOB_ID, PROJECT_ID, UUID
 
-_UUID = (re.compile(UUID_PATTERN), "a UUID")
+_UUID = (UUID.regex, "a UUID")
 # Each kind of id, the form the cloud issues (fullmatch: no trailing newline slips through `$`).
 _FORMS: dict[str, tuple[re.Pattern[str], str]] = {
-    "project_id": (re.compile(PROJECT_ID_PATTERN), "a project ID (32 hex digits)"),
+    "project_id": (PROJECT_ID.regex, "a project ID (32 hex digits)"),
     "server_id": _UUID,
     "volume_id": _UUID,
-    "job_id": (re.compile(JOB_ID_PATTERN), "a job ID (32 hex digits or a UUID)"),
+    "job_id": (JOB_ID.regex, "a job ID (32 hex digits or a UUID)"),
     "topic_urn": (
         re.compile(r"urn:smn:[a-z0-9-]{1,64}:[0-9a-fA-F]{32}:[A-Za-z0-9_-]{1,255}"),
         "an SMN topic URN (urn:smn:{region}:{project_id}:{topic})",

@@ -9,17 +9,18 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from handler.core.models import (
-    PROJECT_ID_PATTERN,
-    UUID_PATTERN,
     AnyEvent,
     CloudEvent,
     DetachRequest,
+    Matching,
     Outcome,
+    ProjectIdStr,
+    UuidStr,
     result_event_type,
     utcnow,
 )
@@ -29,7 +30,7 @@ class DetachQueued(DetachRequest):
     """A request waiting for another detach on its server or volume to end
     (``ecs-detach.queued``, on the jobs topic): the detach function takes it up again when due."""
 
-    project_id: str = Field(pattern=PROJECT_ID_PATTERN)
+    project_id: ProjectIdStr
     idempotency_key: str = Field(min_length=1, max_length=256)
     queued_at: datetime
     attempt: int = Field(default=0, ge=0, description="Times its turn was tried so far")
@@ -41,10 +42,10 @@ class ApprovalTurn(DetachRequest):
     """A request kept for an approval, to take up again (``ecs-detach.approval_turn``, on the
     jobs topic): at once when it is decided, and at its expiry when nobody decided it."""
 
-    project_id: str = Field(pattern=PROJECT_ID_PATTERN)
-    volume_id: str = Field(pattern=UUID_PATTERN)
+    project_id: ProjectIdStr
+    volume_id: UuidStr
     idempotency_key: str = Field(min_length=1, max_length=256)
-    approval_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    approval_id: Annotated[str, Matching(r"^[0-9a-f]{32}$")]
     expires_at: datetime = Field(description="Undecided at this time: rejected (ApprovalExpired)")
     by_device: bool = Field(
         default=False, description="The request named its disk by device: its key's fingerprint has no volume"
