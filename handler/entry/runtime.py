@@ -19,7 +19,7 @@ from handler.errors import ConfigError
 from handler.functions.detach import DetachFunction
 from handler.guards.blast import BlastRadius
 from handler.guards.idempotency import Guard
-from handler.history import HistoryStore, check_url
+from handler.history import check_url
 from handler.history.recorder import HistoryRecorder, acquire_recorder, release_recorder
 from handler.settings import FunctionSettings
 from handler.store import Store, open_store
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from handler.functions.jobs import JobsFunction
     from handler.functions.notify import NotifyFunction
     from handler.functions.poll import PollFunction
+    from handler.history import HistoryStore
     from handler.settings import Settings
 
 

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from handler.errors import ConfigError
-from handler.history._base import HistoryError, HistoryRefused, HistoryStore
 from handler.history.models import OUTCOMES, SUMMARY_FIELDS, Step, Trail
 from handler.support.lazy import lazy_names
 from handler.support.log import redact_url
@@ -21,11 +20,16 @@ from handler.support.log import redact_url
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from handler.history._base import HistoryError, HistoryRefused, HistoryStore
     from handler.history.query import Query
 
 # Only the history's readers (the CLI, the console) list requests: a function's cold start
-# does not build ``Query``.
-__getattr__ = lazy_names(__name__, {"Query": "query"})
+# does not build ``Query``; its stores, and their base, are loaded by the writer's thread when
+# it opens one, after the first event (``recorder``).
+__getattr__ = lazy_names(
+    __name__,
+    {"Query": "query", "HistoryError": "_base", "HistoryRefused": "_base", "HistoryStore": "_base"},
+)
 
 __all__ = [
     "OFF",

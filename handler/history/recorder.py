@@ -25,12 +25,14 @@ import uuid
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from handler.core.models import utcnow
-from handler.history._base import HistoryRefused, HistoryStore
 from handler.history.models import ENDS_REQUEST, OPENS_REQUEST, OWN_TRAIL, Step, recorded, status_of
 from handler.support.log import add_recorder, log_event, redact_text, remove_recorder
+
+if TYPE_CHECKING:  # the stores are the writer's: a cold start's first event does not load them
+    from handler.history._base import HistoryRefused, HistoryStore
 
 DEFAULT_CAPACITY = 10_000  # steps held while the database is slow or down
 _BATCH = 200
@@ -200,6 +202,8 @@ class HistoryRecorder:
         not the database being down) is dropped, counted and reported, and the others written:
         one bad step never blocks the history. A database that is down raises, and what is not
         written yet stays in ``held``."""
+        from handler.history._base import HistoryRefused  # noqa: PLC0415 (loaded by the writer's store)
+
         try:
             store.append(held)
         except HistoryRefused:

@@ -59,6 +59,8 @@ leaks = [name for name in ("emulator", "starlette", "uvicorn", "flask", "functio
 assert not leaks, f"importable outside the package: {leaks}"
 import gc, index
 from handler.entry import functiongraph
+# The history's stores and their base: loaded by its writer's thread when it opens one.
+loaded_by_the_import = [name for name in ("handler.history._base", "handler.history.sqlite") if name in sys.modules]
 assert not gc.isenabled(), "index.py pauses the collector for the cold start"
 events = json.loads(sys.argv[1])
 replies = [index.handler(events[0], None)]
@@ -75,7 +77,7 @@ runtime.jobs.ack(deliveries[0])
 origins = sorted(name for name, module in list(sys.modules.items())
                  if "site-packages" in (getattr(module, "__file__", None) or ""))
 print(json.dumps({"replies": replies, "poll": poll, "site_packages_modules": origins,
-                  "loaded_by_the_first": loaded_by_the_first}))
+                  "loaded_by_the_first": loaded_by_the_first, "loaded_by_the_import": loaded_by_the_import}))
 """
 
 
@@ -182,6 +184,7 @@ def test_handler_runs_from_the_package_alone(package: PackageReport, tmp_path: P
     assert output["poll"]["status"] in ("continued", "finished"), output["poll"]
     assert output["site_packages_modules"] == []
     assert output["loaded_by_the_first"] == []
+    assert output["loaded_by_the_import"] == []
 
 
 def test_other_pythons_resolve_with_their_own_markers() -> None:
