@@ -60,13 +60,14 @@ assert not leaks, f"importable outside the package: {leaks}"
 import gc, index
 from handler.entry import functiongraph
 # The history's stores and their base: loaded by its writer's thread when it opens one.
-loaded_by_the_import = [name for name in ("handler.history._base", "handler.history.sqlite") if name in sys.modules]
+loaded_by_the_import = [name for name in ("handler.history._base", "handler.history.sqlite")
+                        if name in sys.modules]
 assert not gc.isenabled(), "index.py pauses the collector for the cold start"
 events = json.loads(sys.argv[1])
 replies = [index.handler(events[0], None)]
 unneeded = ("handler.settings._edges", "handler.security", "handler.functions.channel_config",
             "handler.sources._labels", "handler.entry.webhooks", "handler.core.followups",
-            "pydantic.type_adapter")
+            "pydantic.type_adapter", "encodings.idna")
 loaded_by_the_first = [name for name in unneeded if name in sys.modules]
 replies += [index.handler(event, None) for event in events[1:]]
 assert gc.isenabled() and gc.get_freeze_count() > 0, "the first invocation froze and resumed it"
