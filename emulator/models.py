@@ -102,6 +102,7 @@ class Volume:
     bootable: bool
     multiattach: bool
     status: str
+    volume_type: str = "SSD"
 
 
 @dataclass(frozen=True)
@@ -641,7 +642,7 @@ def _state_from_seed(seed: Seed, project_id: str) -> _State:
     state = _State()
     for sv in seed.volumes:
         state.volumes[sv.id] = Volume(
-            sv.id, project_id, sv.name, sv.size, sv.bootable, sv.multiattach, AVAILABLE
+            sv.id, project_id, sv.name, sv.size, sv.bootable, sv.multiattach, AVAILABLE, sv.volume_type
         )
     for ss in seed.servers:
         created = ss.created.timestamp()

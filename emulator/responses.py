@@ -227,6 +227,7 @@ def volume_view(detail: VolumeDetail) -> dict[str, Any]:
         "name": volume.name,
         "status": volume.status,
         "size": volume.size,
+        "volume_type": volume.volume_type,
         "bootable": "true" if volume.bootable else "false",
         "multiattach": volume.multiattach,
         "shareable": "true" if volume.multiattach else "false",

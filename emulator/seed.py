@@ -70,6 +70,7 @@ class SeedVolume(_SeedModel):
     size: int = Field(default=40, gt=0)
     bootable: bool = False
     multiattach: bool = False
+    volume_type: str = Field(default="SSD", description="EVS disk type: SATA, SAS, SSD, GPSSD, ESSD…")
 
 
 class SeedAttachment(_SeedModel):

@@ -95,6 +95,7 @@ def test_volume_shape(evs: httpx.Client) -> None:
         "name": "web-1-data",
         "status": "in-use",
         "size": 100,
+        "volume_type": "SSD",
         "bootable": "false",
         "multiattach": False,
         "shareable": "false",
