@@ -341,12 +341,16 @@ class DetachFunction:
                 return ApprovalStep("waiting", again=turn, delay_s=left)
             approval = desk.expire(approval)
         outcome = self._decided(call, approval)
-        if outcome.status is DetachStatus.RETRY:  # approved, not now: it waits its turn as queued
+        approved = approval.state is ApprovalState.APPROVED
+        if outcome.status is DetachStatus.RETRY and approved:  # not now: it waits its turn as queued
             if call.locks is not None:
                 self._guard.unlock(call.locks)
                 call.locks = None
             outcome = self._queue(call, outcome.reason)
-        if outcome.status is DetachStatus.RETRY:  # not even queued (a topic down): comes back
+        # Not even queued (a topic down), or a denial or an expiry whose result the results topic
+        # refused, which is never queued: its queued turn would ask again, or detach the disk once
+        # no rule matches any more. The turn comes back, to the same decision.
+        if outcome.status is DetachStatus.RETRY:
             self._guard.park(call.key, {})
             raise TopicError(f"approval {approval.id}: {outcome.reason}")
         self._settle(call, outcome)
