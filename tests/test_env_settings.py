@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsError
 
 from handler.entry.functiongraph import read_settings
 from handler.errors import ConfigError
-from handler.settings import CloudCredentials, Settings
+from handler.settings import CloudCredentials, FunctionSettings, Settings
 from handler.support.env_settings import EnvSettings, environ_lookup, environment_values
 
 MODELS: tuple[type[EnvSettings], ...] = (Settings, CloudCredentials)
@@ -136,6 +136,17 @@ def test_the_constructor_wins_over_the_environment_and_validation_hides_values()
     with _environment(environ), pytest.raises(ValidationError, match="max_records") as invalid:
         Settings()
     assert SECRET not in str(invalid.value)
+
+
+def test_an_approval_expiry_the_store_could_not_outlast_is_refused() -> None:
+    # The store keeps a waiting request's key 24 h: an approval decided after that would be told
+    # "the detach proceeds" and detach nothing, and an undecided one would end without a result.
+    with _environment({"ECS_DETACH_APPROVAL_EXPIRY_S": "90000"}), pytest.raises(ValidationError) as refused:
+        FunctionSettings()
+    (error,) = refused.value.errors()
+    assert (error["loc"], error["type"]) == (("approval_expiry_s",), "less_than_equal")
+    with _environment({"ECS_DETACH_APPROVAL_EXPIRY_S": "82800"}):
+        assert FunctionSettings().approval_expiry_s == 82800.0
 
 
 class _Context:

@@ -150,8 +150,13 @@ class FunctionSettings(EnvSettings):
         default=None, ge=1, description="Rule: more disks of one server than this within the window"
     )
     approval_window_s: float = Field(default=3600.0, gt=0, description="The window of the disk count rule")
+    # At most 23 h: the store keeps a waiting request's key 24 h (DEFAULT_KEEP_ABANDONED_S), and
+    # the approval's turns need it, the expiry's with an hour to spare for a late delivery.
     approval_expiry_s: float = Field(
-        default=3600.0, gt=0, description="Undecided for this long: rejected (ApprovalExpired)"
+        default=3600.0,
+        gt=0,
+        le=23 * 3600.0,
+        description="Undecided for this long: rejected (ApprovalExpired)",
     )
     approval_link_secret: SecretStr | None = Field(
         default=None, description="HMAC key of the signed approval links (at least 32 characters)"
