@@ -1,7 +1,5 @@
 """AK/SK credentials, permanent or temporary (agency) ones with a security token."""
 
-from __future__ import annotations
-
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 

@@ -4,8 +4,6 @@
 published test vectors; ``SignerAuth`` applies it to every httpx request.
 """
 
-from __future__ import annotations
-
 import hashlib
 import hmac
 import re

@@ -3,8 +3,6 @@ request waits for a person. Apart from the approvals themselves (``handler.core.
 only a deployment with approvals on ever loads: the settings read the policy on every cold start.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from typing import Final, Literal, NamedTuple
 

@@ -3,8 +3,6 @@
 Versioned by addition: fields are added, never change meaning; unknown fields are ignored.
 """
 
-from __future__ import annotations
-
 import re
 import uuid
 from datetime import datetime, timezone

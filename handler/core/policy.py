@@ -6,8 +6,6 @@ act on. The order is fixed: scope (project, server allowlists, required tag) bef
 own rules (system disk, shared disk, force), so the cheapest and broadest refusals come first.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from typing import NamedTuple
 

@@ -4,8 +4,6 @@ a job (§2) is in ``handler.core.jobs``, which only the poll function reads.
 Parsed leniently: unknown fields are ignored.
 """
 
-from __future__ import annotations
-
 from pydantic import BaseModel, ConfigDict, Field
 
 

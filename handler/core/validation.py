@@ -1,8 +1,6 @@
 """Turn pydantic validation errors into what a caller can act on: a field path and a reason;
 and load JSON from outside (``load_json``, ``load_object``) with an error, never a crash."""
 
-from __future__ import annotations
-
 import json
 from typing import Any, NamedTuple
 
@@ -30,7 +28,7 @@ class InvalidInput(EcsDetachError, ValueError):
         super().__init__(f"{summary}: {detail}" if detail else summary)
 
     @classmethod
-    def from_validation(cls, summary: str, error: ValidationError, *, prefix: str = "") -> InvalidInput:
+    def from_validation(cls, summary: str, error: ValidationError, *, prefix: str = "") -> "InvalidInput":
         return cls(summary, [FieldError(_path(prefix, err["loc"]), _reason(err)) for err in error.errors()])
 
 

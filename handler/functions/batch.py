@@ -5,8 +5,6 @@ One bad or refused record never stops the others; the report says what became of
 FunctionGraph return value, broker ack/requeue/dead-letter).
 """
 
-from __future__ import annotations
-
 import logging
 from collections.abc import Sequence
 from typing import NamedTuple

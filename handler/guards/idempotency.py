@@ -14,8 +14,6 @@ A key's record is also the poll function's reference: a job event is trusted onl
 record of its key names its job (``names_job``), so a forged or stale event changes nothing.
 """
 
-from __future__ import annotations
-
 import contextlib
 import hashlib
 import json
@@ -51,7 +49,7 @@ class Guard:
         self._lock_ttl_s = lock_ttl_s
 
     @classmethod
-    def in_memory(cls, *, ttl_s: float = 3600.0) -> Guard:
+    def in_memory(cls, *, ttl_s: float = 3600.0) -> "Guard":
         """A guard whose records live in this process only (SQLite in memory): for one-off
         tools and tests that truly want no shared store. Duplicates across processes are not
         recognised."""

@@ -20,8 +20,6 @@ How a step finds its trail (docs/history.md, "Trails"):
   always open a trail of their own: they are recorded, and never change a real request's trail.
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, NamedTuple

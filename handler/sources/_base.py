@@ -6,8 +6,6 @@ An event that is unusable as a whole (not JSON, not the source's envelope) raise
 ``InvalidInput`` instead.
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 from handler.core.models import DetachRequest
@@ -21,15 +19,15 @@ class Record(NamedTuple):
     ignored: str | None = None
 
     @classmethod
-    def ok(cls, ref: str, request: DetachRequest) -> Record:
+    def ok(cls, ref: str, request: DetachRequest) -> "Record":
         return cls(ref, request=request)
 
     @classmethod
-    def bad(cls, ref: str, error: InvalidInput) -> Record:
+    def bad(cls, ref: str, error: InvalidInput) -> "Record":
         return cls(ref, error=error)
 
     @classmethod
-    def skip(cls, ref: str, reason: str) -> Record:
+    def skip(cls, ref: str, reason: str) -> "Record":
         return cls(ref, ignored=reason)
 
 

@@ -8,8 +8,6 @@ unconfirmed; it is read like Kafka's. ``origin.source`` of a request from a mess
 trigger (``dms-kafka``, ``dms-rabbitmq``, ``timer``) unless the message set one.
 """
 
-from __future__ import annotations
-
 import base64
 import json
 from collections.abc import Mapping

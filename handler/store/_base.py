@@ -27,8 +27,6 @@ once its owner's claim has lapsed, and again only when the taker's own claim lap
 Locks are separate named leases with one owner each, freed by their owner or by their expiry.
 """
 
-from __future__ import annotations
-
 import enum
 import math
 from collections.abc import Iterable, Mapping, Sequence

@@ -19,8 +19,6 @@ official SDK's whole cold start, for an environment read that is this module
 variable, never its value (it may be a secret).
 """
 
-from __future__ import annotations
-
 import json
 import os
 import types

@@ -8,8 +8,6 @@ Terraform checks the package's manifest, and the FunctionGraph initializer (the 
 webhook routes) names the missing extra instead of a ModuleNotFoundError.
 """
 
-from __future__ import annotations
-
 import importlib.util
 from collections.abc import Iterable
 from typing import NamedTuple

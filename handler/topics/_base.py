@@ -10,8 +10,6 @@ Some backends can also be read without taking anything away from the topic's con
 (``Browsable``): ``ecs-detach results`` shows the results topic that way.
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from handler.errors import ConfigError, EcsDetachError

@@ -1,7 +1,5 @@
 """Reading topic URLs, and echoing them without their secrets (``redact_url``)."""
 
-from __future__ import annotations
-
 from typing import NamedTuple
 from urllib.parse import SplitResult, parse_qs, unquote
 
