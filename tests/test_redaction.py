@@ -4,6 +4,7 @@ topics, stores, push endpoints, SMN, proxies, the ``up`` banner and the log line
 from __future__ import annotations
 
 import io
+import json
 import logging
 import signal
 import socket
@@ -16,7 +17,7 @@ import redis
 
 from handler.cloud import EcsClient, TransportError
 from handler.store import StoreError, open_store
-from handler.support.log import LOGGER_NAME, JsonFormatter, log_event, redact_text, redact_url
+from handler.support.log import LOGGER_NAME, MASK, JsonFormatter, log_event, redact_text, redact_url
 from handler.topics import TopicError, open_topic
 from tests.conftest import DEMO_CREDENTIALS
 from tests.entry.test_cli import CLI, _env, _free_port
@@ -164,6 +165,38 @@ def test_a_log_line_never_shows_a_url_credential() -> None:
     line = stream.getvalue()
     assert "push to https://***@h/x?sig=*** failed" in line
     assert SECRET not in line
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "sk",
+        "SK",
+        "secret_key",
+        "SecretKey",
+        "security_token",
+        "X-Security-Token",
+        "password",
+        "authorization",
+        "signature",
+        "webhook_signature",
+        "PASSWORD",
+    ],
+)
+def test_a_field_whose_name_says_secret_is_masked_in_any_case(name: str) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.addHandler(handler)
+    try:
+        log_event("test.masked", level=logging.ERROR, **{name: SECRET, "skew_s": 3, "task": "kept"})
+    finally:
+        logger.removeHandler(handler)
+    line = json.loads(stream.getvalue())
+    assert line[name] == MASK
+    assert (line["skew_s"], line["task"]) == (3, "kept")  # "sk" and "ask" inside a name are not secret
+    assert SECRET not in stream.getvalue()
 
 
 @pytest.fixture
