@@ -19,7 +19,18 @@ from handler.topics import TopicError
 from tests.functions.conftest import CREDENTIALS, Functions, World, build
 from tests.functions.test_approvals import ALWAYS, REQUESTED, desk, ended, pending, request
 from tests.functions.test_detach_function import error_rule
-from tests.support import CLUSTER1, CLUSTER2, DB1_SHUTOFF, DB1_SYSTEM, PID, SHARED, WEB1, WEB1_DATA, WEB1_LOGS
+from tests.support import (
+    CLUSTER1,
+    CLUSTER2,
+    DB1_SHUTOFF,
+    DB1_SYSTEM,
+    PID,
+    SHARED,
+    WEB1,
+    WEB1_DATA,
+    WEB1_LOGS,
+    WEB2,
+)
 
 KEY = f"{PID}/{WEB1}/{WEB1_DATA}"
 TURN = "ecs-detach.approval_turn"
@@ -238,6 +249,26 @@ def test_an_approved_turn_the_cloud_is_busy_for_queues_without_holding_the_serve
     fns.drain(world)
     assert sorted(world.deletes()) == sorted([WEB1_LOGS, WEB1_DATA])
     assert sorted(r["outcome"] for r in ended(world)) == ["succeeded", "succeeded"]
+
+
+def test_an_approved_detach_counts_its_disk_in_the_servers_window(world: World) -> None:
+    # Every request asks; the window counts up to two disks a server (its slots).
+    rules = ApprovalRules(max_disks_per_server=2, window_s=600)
+    fns = build(world, approval=ApprovalPolicy(mode="always", rules=rules))
+    waiting = fns.detach(request())
+    assert waiting.approval_id is not None
+    assert desk(fns).recent_disks(PID, WEB1, "anyone") == 0  # asking counts nothing
+    desk(fns).decide(waiting.approval_id, approve=True, by="alice", comment=None)
+
+    step = fns.step(world)
+
+    assert step is not None
+    assert step.what == "accepted"
+    # The disk now counts against web-1's window (the next request of the server sees it), under
+    # this request's key (it never counts against itself), and against no other server.
+    assert desk(fns).recent_disks(PID, WEB1, "anyone") == 1
+    assert desk(fns).recent_disks(PID, WEB1, KEY) == 0
+    assert desk(fns).recent_disks(PID, WEB2, "anyone") == 0
 
 
 def test_an_approved_turn_that_cannot_even_queue_fails_and_loses_nothing(world: World) -> None:
