@@ -158,11 +158,16 @@ class SignedClient:
         url = self._base + path
         if params:
             url += "?" + encode_query(params.items())
+        # X-Project-Id names the project of the path (``/{version}/{project}/…``, ``_path``), as
+        # the API wants it with AK/SK, not the credentials' default: a request for another project
+        # of the account is scoped to that project (the signer adds it only when it is not set).
+        headers = self._http.headers.copy()
+        headers["X-Project-Id"] = path.split("/", 3)[2]
         request = httpx.Request(
             method,
             httpx.URL(url),
             content=content,
-            headers=self._http.headers,
+            headers=headers,
             extensions={"timeout": httpx.Timeout(timeout).as_dict()},
         )
         try:

@@ -190,3 +190,26 @@ def test_a_call_sends_the_headers_it_means_and_signs_them() -> None:
     }
     signed = headers["Authorization"].split("SignedHeaders=")[1].split(",")[0]
     assert signed.split(";") == ["content-type", "host", "x-project-id", "x-sdk-date"]
+
+
+def test_x_project_id_names_the_project_of_the_path_not_the_credentials_default() -> None:
+    """The API wants X-Project-Id equal to the project in the path (AK/SK requests): a call for
+    another project of the account says that project, signed; one for the default says it too."""
+    heads: list[list[bytes]] = []
+    handler = type("Recorder", (_HeaderRecorder,), {"heads": heads})
+    other = "f" * 32
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with EcsClient(url, DEMO_CREDENTIALS) as ecs:
+            with pytest.raises(ApiError):
+                ecs.show_server(WEB1, project_id=other)
+            with pytest.raises(ApiError):
+                ecs.show_server(WEB1)
+        server.shutdown()
+    sent = []
+    for head in heads:
+        headers = {k.lower(): v for k, v in (line.decode().rstrip("\r\n").split(": ", 1) for line in head)}
+        assert "x-project-id" in headers["authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+        sent.append(headers["x-project-id"])
+    assert sent == [other, DEMO_CREDENTIALS.project_id]
