@@ -11,6 +11,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -151,18 +152,22 @@ def test_a_proxy_with_credentials_stays_out_of_cloud_errors(monkeypatch: pytest.
     assert SECRET not in str(caught.value)
 
 
-def test_a_log_line_never_shows_a_url_credential() -> None:
+def _log_line(event: str, **fields: Any) -> str:
+    """The line the JSON formatter writes for ``event`` logged at ERROR with ``fields``."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
     logger = logging.getLogger(LOGGER_NAME)
     logger.addHandler(handler)
     try:
-        error = f"TopicError: push to https://u:{SECRET}@h/x?sig={SECRET} failed"
-        log_event("flush.failed", level=logging.ERROR, error=error)
+        log_event(event, level=logging.ERROR, **fields)
     finally:
         logger.removeHandler(handler)
-    line = stream.getvalue()
+    return stream.getvalue()
+
+
+def test_a_log_line_never_shows_a_url_credential() -> None:
+    line = _log_line("flush.failed", error=f"TopicError: push to https://u:{SECRET}@h/x?sig={SECRET} failed")
     assert "push to https://***@h/x?sig=*** failed" in line
     assert SECRET not in line
 
@@ -184,19 +189,11 @@ def test_a_log_line_never_shows_a_url_credential() -> None:
     ],
 )
 def test_a_field_whose_name_says_secret_is_masked_in_any_case(name: str) -> None:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger(LOGGER_NAME)
-    logger.addHandler(handler)
-    try:
-        log_event("test.masked", level=logging.ERROR, **{name: SECRET, "skew_s": 3, "task": "kept"})
-    finally:
-        logger.removeHandler(handler)
-    line = json.loads(stream.getvalue())
+    text = _log_line("test.masked", **{name: SECRET, "skew_s": 3, "task": "kept"})
+    line = json.loads(text)
     assert line[name] == MASK
     assert (line["skew_s"], line["task"]) == (3, "kept")  # "sk" and "ask" inside a name are not secret
-    assert SECRET not in stream.getvalue()
+    assert SECRET not in text
 
 
 @pytest.fixture
