@@ -48,7 +48,7 @@ from handler.core.models import (
 )
 from handler.functions.ports import Publisher
 from handler.functions.results import request_fields
-from handler.store import Store
+from handler.store import ClaimState, Store
 from handler.store.approvals import ApprovalBook
 from handler.support.log import log_event
 
@@ -284,7 +284,23 @@ class ApprovalDesk:
             self._turn(approval, delay_s=0.0)  # its expiry turn may be late: end it now
             detail = f"approval {approval_id} expired at {approval.expires_at.isoformat()}"
             return DecisionAnswer(Answer.EXPIRED, approval, detail)
+        waiting_for = self._waiting_for(approval.key)
+        if approval.state is ApprovalState.PENDING and waiting_for not in (None, approval.id):
+            # The sender's retry opened another approval for the same request: deciding this one
+            # would change nothing (its turn finds the request waiting for the other), so it ends
+            # now, as its turn would end it, and the approver is told which one counts.
+            self.supersede(approval)
+            detail = f"approval {approval_id} was replaced by approval {waiting_for} (its request came again)"
+            return DecisionAnswer(Answer.CONFLICT, self._book.get(approval_id) or approval, detail)
         return None
+
+    def _waiting_for(self, key: str) -> str | None:
+        """The approval the request of ``key`` waits for, as its record names it (None: none)."""
+        claim = self._store.peek(key)
+        if claim is None or claim.state is ClaimState.DONE:
+            return None
+        named = claim.progress.get("approval")
+        return str(named) if named else None
 
     def expire(self, approval: Approval) -> Approval:
         """Its expiry passed undecided: expired (unless a decision got there first)."""

@@ -65,6 +65,34 @@ def asked_unannounced(world: World, fns: Functions, **fields: Any) -> str:
     return approval.id
 
 
+# -- a decision on an approval its request's retry replaced (ApprovalDesk.decide) ------------------
+
+
+def test_an_approval_its_retry_replaced_cannot_be_decided_and_names_the_one_that_counts(
+    world: World,
+) -> None:
+    """Deciding the first of two approvals of one request would change nothing (its turn finds
+    the request waiting for the second): the approver is told so, with the second's id, and the
+    first ends superseded; the second is decided as usual."""
+    fns = build(world, approval=ALWAYS)
+    first = asked_unannounced(world, fns)
+    retried = fns.detach(request())
+    second = retried.approval_id
+    assert second is not None
+
+    late = desk(fns).decide(first, approve=True, by="alice", comment=None)
+
+    assert (late.answer, late.http_status) == (Answer.CONFLICT, 409)
+    assert late.detail == f"approval {first} was replaced by approval {second} (its request came again)"
+    replaced = desk(fns).get(first)
+    assert replaced is not None
+    assert (replaced.state, replaced.outcome) == (ApprovalState.SUPERSEDED, None)
+    assert desk(fns).decide(second, approve=True, by="alice", comment=None).answer is Answer.DECIDED
+    fns.drain(world)
+    assert world.deletes() == [WEB1_DATA]
+    assert [r["outcome"] for r in ended(world)] == ["succeeded"]
+
+
 # -- a turn whose key waits for something else (DetachFunction._hand_back) --------------------------
 
 
