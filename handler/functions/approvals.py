@@ -271,7 +271,7 @@ class ApprovalDesk:
         self, approval_id: str, approval: Approval | None, *, approve: bool, by: str
     ) -> DecisionAnswer | None:
         """Why this decision cannot be taken at all (nobody, no such approval, four eyes, too
-        late); None when it can."""
+        late, replaced by another approval of its request); None when it can."""
         if not by.strip():
             return DecisionAnswer(Answer.NO_IDENTITY, None, "a decision needs the approver's identity")
         if approval is None:
@@ -280,18 +280,23 @@ class ApprovalDesk:
             log_event("approval.self_approval_refused", level=logging.WARNING, approval_id=approval_id, by=by)
             detail = f"{by} asked for this detach and may not approve it (four eyes)"
             return DecisionAnswer(Answer.SELF_APPROVAL, approval, detail)
-        if approval.state is ApprovalState.PENDING and self._clock() >= approval.expires_at:
+        return self._too_late(approval) if approval.state is ApprovalState.PENDING else None
+
+    def _too_late(self, approval: Approval) -> DecisionAnswer | None:
+        """Why a pending approval can no longer be decided: its expiry passed, or its request
+        came again and waits for another approval; None when it can."""
+        if self._clock() >= approval.expires_at:
             self._turn(approval, delay_s=0.0)  # its expiry turn may be late: end it now
-            detail = f"approval {approval_id} expired at {approval.expires_at.isoformat()}"
+            detail = f"approval {approval.id} expired at {approval.expires_at.isoformat()}"
             return DecisionAnswer(Answer.EXPIRED, approval, detail)
         waiting_for = self._waiting_for(approval.key)
-        if approval.state is ApprovalState.PENDING and waiting_for not in (None, approval.id):
+        if waiting_for not in (None, approval.id):
             # The sender's retry opened another approval for the same request: deciding this one
             # would change nothing (its turn finds the request waiting for the other), so it ends
             # now, as its turn would end it, and the approver is told which one counts.
             self.supersede(approval)
-            detail = f"approval {approval_id} was replaced by approval {waiting_for} (its request came again)"
-            return DecisionAnswer(Answer.CONFLICT, self._book.get(approval_id) or approval, detail)
+            detail = f"approval {approval.id} was replaced by approval {waiting_for} (its request came again)"
+            return DecisionAnswer(Answer.CONFLICT, self._book.get(approval.id) or approval, detail)
         return None
 
     def _waiting_for(self, key: str) -> str | None:
