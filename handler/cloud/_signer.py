@@ -7,8 +7,10 @@ published test vectors; ``SignerAuth`` applies it to every httpx request.
 import hashlib
 import hmac
 import re
+import time
 from collections.abc import Callable, Generator, Iterable
-from datetime import datetime, timezone
+from datetime import datetime
+from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import parse_qsl, quote, unquote
 
@@ -55,14 +57,12 @@ def encode_query(pairs: Iterable[tuple[str, str]]) -> str:
     return "&".join(f"{quote(k, safe='~')}={quote(v, safe='~')}" for k, v in sorted(pairs))
 
 
+@lru_cache(maxsize=256)
 def canonical_query(raw_query: str) -> str:
-    """``raw_query`` in the canonical form (``encode_query``)."""
+    """``raw_query`` in the canonical form (``encode_query``). Remembered: a client sends the
+    same few queries over and over (``delete_flag=0``, a page of servers), and each is read twice
+    per request (once to rewrite the wire query, once to sign it), a tenth of the signing."""
     return encode_query(parse_qsl(raw_query, keep_blank_values=True))
-
-
-def _header_signed(name: str) -> bool:
-    lowered = name.lower()
-    return "_" not in lowered and (lowered in _ALWAYS_SIGNED or lowered.startswith("x-"))
 
 
 def sign(
@@ -78,8 +78,9 @@ def sign(
     """Sign one request. ``headers`` must already hold ``Host`` and ``X-Sdk-Date``."""
     signed: dict[str, str] = {}
     for name, value in headers:
-        if _header_signed(name):
-            signed[name.lower()] = value.strip()
+        lowered = name.lower()
+        if "_" not in lowered and (lowered in _ALWAYS_SIGNED or lowered.startswith("x-")):
+            signed[lowered] = value.strip()
     if "host" not in signed or DATE_HEADER.lower() not in signed:
         raise ValueError("the Host and X-Sdk-Date headers must be set before signing")
     names = sorted(signed)
@@ -108,8 +109,8 @@ def sign(
 
 
 def sdk_date(now: datetime | None = None) -> str:
-    """The ``X-Sdk-Date`` value for ``now`` (UTC)."""
-    return (now or datetime.now(timezone.utc)).strftime(DATE_FORMAT)
+    """The ``X-Sdk-Date`` value for ``now`` (an aware datetime; the system clock by default), in UTC."""
+    return time.strftime(DATE_FORMAT, now.utctimetuple() if now is not None else time.gmtime())
 
 
 class SignerAuth(httpx.Auth):
@@ -132,9 +133,11 @@ class SignerAuth(httpx.Auth):
     def sign_request(self, request: httpx.Request) -> None:
         creds = self._credentials
         headers = request.headers
-        headers.setdefault(DATE_HEADER, sdk_date(self._clock() if self._clock else None))
-        if creds.project_id:
-            headers.setdefault("X-Project-Id", creds.project_id)
+        # ``in``, not ``setdefault``: httpx's headers answer a missing key's lookup with KeyError.
+        if DATE_HEADER not in headers:  # a date set by the caller is kept
+            headers[DATE_HEADER] = sdk_date(self._clock() if self._clock else None)
+        if creds.project_id and "X-Project-Id" not in headers:
+            headers["X-Project-Id"] = creds.project_id
         if creds.security_token is not None:
             headers["X-Security-Token"] = creds.security_token.get_secret_value()
         raw_query = request.url.query.decode("ascii")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from urllib.parse import quote, unquote
 
 import httpx
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from handler.cloud import Credentials, SignerAuth
-from handler.cloud._signer import canonical_query, canonical_uri, sign
+from handler.cloud._signer import canonical_query, canonical_uri, sdk_date, sign
 
 AK = "TESTAK1234567890ABCD"
 SK = "TestSecretKey0123456789abcdefghijklmnopqr"
@@ -180,3 +181,22 @@ def test_canonical_query_is_order_independent_and_stable(pairs: list[tuple[str, 
 def test_canonical_uri_takes_the_short_way_only_when_it_gives_the_same(path: str) -> None:
     encoded = "/".join(quote(segment, safe="~") for segment in unquote(path).split("/"))
     assert canonical_uri(path) == (encoded if encoded.endswith("/") else encoded + "/")
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        datetime(2024, 1, 15, 8, 30, tzinfo=timezone.utc),
+        datetime(2024, 1, 15, 16, 30, tzinfo=timezone(timedelta(hours=8))),  # a clock in Beijing time
+        datetime(2024, 1, 14, 23, 30, tzinfo=timezone(timedelta(hours=-9))),  # the day before, locally
+    ],
+)
+def test_the_sdk_date_is_utc_whatever_zone_the_clock_gives(now: datetime) -> None:
+    # The gateway reads X-Sdk-Date as UTC: a local wall time would be refused as hours off.
+    assert sdk_date(now) == DATE
+
+
+def test_the_sdk_date_of_the_system_clock_is_now_in_utc() -> None:
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    stamp = datetime.strptime(sdk_date(), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    assert before <= stamp <= datetime.now(timezone.utc)
