@@ -54,6 +54,7 @@ class SignedClient:
     ) -> None:
         self._retry = retry
         self._timeout = timeout
+        self._timeouts = timeout.as_dict()  # the request extension of a call with no time budget
         self._clock = clock
         self._sleep = sleep
         self._auth = SignerAuth(credentials, clock=clock)
@@ -144,14 +145,14 @@ class SignedClient:
     ) -> httpx.Response:
         if not spend_call():
             raise CallBudgetSpent(f"{method} {path}: not sent, the request's budget of cloud calls is spent")
-        timeout: httpx.Timeout | float = self._timeout
+        timeouts = self._timeouts
         left = remaining()
         if left is not None:
             if left <= 0:
                 raise TransportError(
                     f"{method} {path}: the invocation's time budget is used up", timeout=True
                 )
-            timeout = min(left, self._timeout.read or left)
+            timeouts = httpx.Timeout(min(left, self._timeout.read or left)).as_dict()
         # The request is built here, not by Client.request: that parses the URL twice (the path,
         # then merged with the base URL), a tenth of a call's CPU; one absolute URL, its query
         # already in the canonical form the signer wants, parses once (params= would parse again).
@@ -168,7 +169,7 @@ class SignedClient:
             httpx.URL(url),
             content=content,
             headers=headers,
-            extensions={"timeout": httpx.Timeout(timeout).as_dict()},
+            extensions={"timeout": timeouts},
         )
         try:
             response = self._http.send(request)

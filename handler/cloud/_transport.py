@@ -187,8 +187,10 @@ class KeepAliveTransport(httpx.BaseTransport):
             self._checkin(origin, conn)
         return httpx.Response(
             response.status,
+            # raw_items, not getheaders: http.client decodes the header block as ISO-8859-1, so its
+            # values hold nothing for the email policy's per-header pass to change (a µs a header).
             headers=[
-                (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.getheaders()
+                (name.encode("latin-1"), value.encode("latin-1")) for name, value in response.msg.raw_items()
             ],
             stream=httpx.ByteStream(data),
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": response.reason.encode("latin-1")},
