@@ -11,7 +11,8 @@ The package carries bytecode: FunctionGraph's code folder is read-only, so a pac
 ``.pyc`` files compiles every module it imports on every cold start. The ``.pyc`` files are
 compiled by the target CPython itself (the running one, ``python3.X`` on ``PATH`` or a pyenv
 version), as unchecked-hash files: valid whatever timestamps the unpacked files get, never
-rewritten. Without that interpreter the package ships no bytecode, and the report says so.
+rewritten. They hold no docstrings (``_COMPILE``): a function instance never reads one, and they
+cost memory in every instance. Without that interpreter the package ships no bytecode, and the report says so.
 
 Versions come from ``package-constraints.txt`` beside this module (``CONSTRAINTS``): one set for
 every supported Python, so 3.10 and 3.12 builds get the same versions and a commit builds the
@@ -438,6 +439,47 @@ print(json.dumps([sys.implementation.cache_tag, detach, files()]))
 """
 
 
+# Run by the target interpreter in the staging folder on the listed files (paths relative to it):
+# each compiled as ``compileall`` compiles it (the name in its code objects relative, so the zip
+# does not depend on the staging folder), but without docstrings, and written as an
+# unchecked-hash ``.pyc`` (PEP 552: flags 0b01, the source's hash, never checked). The docstrings
+# go as ``python -OO`` drops them, the asserts stay (``-OO`` would drop those too), and every
+# line number is the source's, so tracebacks point where they did. Nothing in a function reads a
+# docstring (pydantic reads a model's only for its JSON Schema, which the package never makes);
+# they were about 0.7 MiB of a cold start's peak RSS (docs/performance.md).
+_COMPILE = """
+import ast, importlib.util, marshal, os, sys
+DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+def is_docstring(statement):
+    return isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant) and isinstance(
+        statement.value.value, str
+    )
+def undocumented(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, DOCUMENTED) and node.body and is_docstring(node.body[0]):
+            docstring = node.body.pop(0)
+            if not node.body:
+                node.body.append(ast.copy_location(ast.Pass(), docstring))
+    return tree
+failed = []
+for name in open(sys.argv[1]).read().splitlines():
+    with open(name, "rb") as file:
+        source = file.read()
+    try:
+        code = compile(undocumented(ast.parse(source, name)), name, "exec", dont_inherit=True, optimize=0)
+    except (SyntaxError, ValueError) as error:
+        failed.append(f"{name}: {error}")
+        continue
+    target = importlib.util.cache_from_source(name)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target, "wb") as file:
+        file.write(importlib.util.MAGIC_NUMBER + (0b01).to_bytes(4, "little"))
+        file.write(importlib.util.source_hash(source) + marshal.dumps(code))
+print("\\n".join(failed))
+raise SystemExit(1 if failed else 0)
+"""
+
+
 @dataclass(frozen=True)
 class Bytecode:
     """The ``.pyc`` files compiled into a staging folder: all the handlers import, and the
@@ -478,12 +520,10 @@ def compile_bytecode(interpreter: Path, staging: Path) -> Bytecode:
 
     on_path, files = sources(detach), sources(everything)
     listing = staging.parent / "bytecode.txt"
-    listing.write_text("".join(f"{name}\n" for name in sorted(files)))
+    listing.write_text("".join(f"{name.relative_to(root)}\n" for name in sorted(files)))
     result = subprocess.run(  # noqa: S603 - the target interpreter, fixed arguments
-        [
-            *(str(interpreter), "-I", "-m", "compileall", "-q", "-i", str(listing)),
-            *("--invalidation-mode", "unchecked-hash", "-s", str(root)),
-        ],
+        [str(interpreter), "-I", "-S", "-B", "-c", _COMPILE, str(listing)],
+        cwd=root,
         env={"PATH": os.defpath},
         capture_output=True,
         text=True,
@@ -554,7 +594,10 @@ def _bytecode(report: PackageReport) -> str:
             if report.bytecode_trimmed
             else "the handlers import"
         )
-        return f"unchecked-hash .pyc of the {report.compiled} modules {which}, compiled by {report.bytecode}"
+        return (
+            f"unchecked-hash .pyc of the {report.compiled} modules {which}, compiled by {report.bytecode} "
+            "without docstrings"
+        )
     return (
         f"none: no Python {report.python} interpreter on PATH (python{report.python}) or in pyenv; "
         f"every cold start will compile each module it imports (the code folder is read-only). "

@@ -202,6 +202,56 @@ def test_unsupported_python_is_refused(tmp_path: Path) -> None:
         build_package("3.9", tmp_path)
 
 
+# Run from the unpacked package alone: what its bytecode holds. The docstrings are gone (of our
+# modules, classes and functions, and of the libraries'), the asserts stay, and a traceback names
+# the line of the source that raised.
+BYTECODE_SCRIPT = """
+import json, sys, traceback
+import httpx, pydantic
+from handler.cloud import _ids, _transport
+from handler.core.models import DetachRequest
+documented = (_ids, _ids.checked, DetachRequest, pydantic.BaseModel, httpx.Client.send)
+docstrings = [obj.__doc__ for obj in documented]
+try:
+    _transport.KeepAliveTransport._exchange(type("Unconnected", (), {"sock": None})(), None, b"", {})
+    assert_kept = False
+except AssertionError:
+    assert_kept = True
+try:
+    _ids.checked("server_id", "not-an-id")
+except _ids.InvalidId as error:
+    frame = traceback.extract_tb(error.__traceback__)[-1]
+raised_at = [frame.lineno, frame.line]
+print(json.dumps({"docstrings": docstrings, "assert_kept": assert_kept, "raised_at": raised_at}))
+"""
+
+
+def test_the_bytecode_has_no_docstrings_but_every_assert_and_line(
+    package: PackageReport, tmp_path: Path
+) -> None:
+    """The package's bytecode is compiled without docstrings (memory in every function instance:
+    docs/performance.md), and only that differs from what its sources compile to."""
+    with zipfile.ZipFile(package.path) as archive:
+        archive.extractall(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", BYTECODE_SCRIPT],
+        cwd=tmp_path,
+        env={"PATH": os.defpath, "PYTHONPATH": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert output["docstrings"] == [None] * 5
+    assert output["assert_kept"] is True
+    source = (ROOT / "handler" / "cloud" / "_ids.py").read_text().splitlines()
+    statement = "raise InvalidId(kind, value, form)"
+    line = next(number for number, text in enumerate(source, 1) if statement in text)
+    assert output["raised_at"] == [line, statement]
+
+
 def test_package_adds_the_extras_its_urls_need_and_no_other(wheelhouse: Path, tmp_path: Path) -> None:
     """A Redis delay topic without --extra redis: the build adds the extra and says so; without
     --webhook-routes the webhooks extra stays out, and an API Gateway event names it. The
