@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from datetime import datetime, timedelta
@@ -69,9 +69,15 @@ class HistoryRecorder:
         self._prune_batch = prune_batch
         self._prune_batches = prune_batches
         self._clock = clock
-        self._queue: queue.Queue[Step] = queue.Queue(capacity)
+        # The buffer, guarded by one lock with two conditions: ``_cond`` wakes the callers waiting
+        # for their step's commit, ``_arrived`` the writer. A deque, not a ``queue.Queue``: that
+        # loads ``queue`` and ``heapq`` and two C extensions, about 0.1 MiB of a cold start.
+        self._buffer: deque[Step] = deque()
+        self._capacity = capacity
         self._open: ContextVar[_Open | None] = ContextVar(f"history-{id(self)}", default=None)
-        self._cond = threading.Condition()
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
+        self._arrived = threading.Condition(lock)
         self._taken = 0  # steps put in the buffer, in order
         self._written = 0  # of those, committed (or given up)
         self._behind = 0  # a wait for this step timed out: none waits until it is written
@@ -93,11 +99,11 @@ class HistoryRecorder:
             if self._stopping.is_set():
                 self._lost += 1
                 return
-            try:
-                self._queue.put_nowait(step)
-            except queue.Full:
+            if len(self._buffer) >= self._capacity:
                 self._lost += 1
                 return
+            self._buffer.append(step)
+            self._arrived.notify()
             self._taken += 1
             ticket = self._taken
             if self._wait_s > 0 and self._healthy and self._written >= self._behind:
@@ -170,7 +176,7 @@ class HistoryRecorder:
                 self._report_lost()
                 last_report = time.monotonic()
         with self._cond:
-            self._lost += len(held) + self._queue.qsize()
+            self._lost += len(held) + len(self._buffer)
             self._written = self._taken  # nobody waits for what will never be written
             self._cond.notify_all()
         self._report_lost()
@@ -184,17 +190,18 @@ class HistoryRecorder:
         meanwhile instead of waking for every step), unless a caller waits for its step
         (``wait_s``) or a whole batch is there already (a burst is written back to back).
         Stopping cuts the sleep short."""
-        try:
-            steps = [self._queue.get(timeout=_FLUSH_S)]
-        except queue.Empty:
-            return []
-        if self._wait_s <= 0 and self._queue.qsize() < _BATCH - 1:
+        with self._arrived:
+            if not self._buffer:
+                self._arrived.wait(_FLUSH_S)
+            if not self._buffer:
+                return []
+            steps = [self._buffer.popleft()]
+            gather = self._wait_s <= 0 and len(self._buffer) < _BATCH - 1
+        if gather:
             self._stopping.wait(_FLUSH_S)
-        while len(steps) < _BATCH:
-            try:
-                steps.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
+        with self._arrived:
+            while len(steps) < _BATCH and self._buffer:
+                steps.append(self._buffer.popleft())
         return steps
 
     def _write(self, store: HistoryStore, held: list[Step]) -> None:

@@ -14,6 +14,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -555,3 +556,49 @@ def test_steps_that_come_together_are_written_in_one_commit(tmp_path: Path) -> N
         assert counted.count() == 1005
     finally:
         recorder.close()
+
+
+def test_a_full_buffer_drops_the_step_that_finds_it_full_and_counts_it(tmp_path: Path) -> None:
+    """The database hangs: the buffer fills to its capacity, each further step is dropped at once
+    (the detach never waits for it) and counted; when the database answers again, the buffered
+    steps are written and nothing else is lost."""
+    counted = _CountedHistory(f"sqlite:///{tmp_path}/history.db")
+    writing, answering = threading.Event(), threading.Event()
+    append = counted.append
+
+    def hanging_append(steps: Any) -> None:
+        writing.set()
+        answering.wait(10)
+        append(steps)
+
+    counted.append = hanging_append  # type: ignore[method-assign]
+    recorder = HistoryRecorder(lambda: counted, retention_s=86400.0, capacity=3)  # type: ignore[arg-type, return-value]
+    try:
+        recorder("detach.requested", {"server_id": WEB1, "idempotency_key": "k0"})
+        assert writing.wait(5)  # the writer holds k0, stuck in the database
+        for index in range(1, 6):  # 3 fit in the buffer, 2 find it full
+            started = time.monotonic()
+            recorder("detach.requested", {"server_id": WEB1, "idempotency_key": f"k{index}"})
+            assert time.monotonic() - started < 0.5
+        assert recorder.stats()["lost"] == 2
+        answering.set()
+        assert recorder.flush(5.0)
+        assert recorder.stats()["lost"] == 2
+        assert sorted(trail.key for trail in counted.query(Query())) == ["k0", "k1", "k2", "k3"]
+    finally:
+        answering.set()
+        recorder.close()
+
+
+def test_closing_writes_what_is_buffered(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/history.db"
+    recorder = HistoryRecorder(lambda: open_history(url), retention_s=86400.0)
+    for index in range(50):
+        recorder("detach.requested", {"server_id": WEB1, "idempotency_key": f"k{index}"})
+    recorder.close()
+    assert recorder.stats()["lost"] == 0
+    store = open_history(url)
+    try:
+        assert store.count() == 50
+    finally:
+        store.close()
