@@ -40,8 +40,12 @@ class EnvSettings(BaseModel):
     is not given from ``{env_prefix}{FIELD}``."""
 
     # validate_default: defaults are checked like set values, as pydantic-settings does;
-    # hide_input_in_errors: an error names the setting, never its value (it may be a secret).
-    model_config = ConfigDict(extra="ignore", validate_default=True, hide_input_in_errors=True)
+    # hide_input_in_errors: an error names the setting, never its value (it may be a secret);
+    # defer_build: this base is never read itself, and a settings class is built when first read
+    # (building the base too cost every cold start about 0.4 ms).
+    model_config = ConfigDict(
+        extra="ignore", validate_default=True, hide_input_in_errors=True, defer_build=True
+    )
     env_prefix: ClassVar[str] = ""
 
     def __init__(self, **values: Any) -> None:
