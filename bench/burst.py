@@ -64,6 +64,9 @@ def _worker_env(url: str, tmp: Path, events: int) -> dict[str, str]:
         "HUAWEICLOUD_SDK_PROJECT_ID": DEMO_PROJECT,
         "ECS_DETACH_ECS_ENDPOINT": url,
         "ECS_DETACH_STORE": f"sqlite:///{tmp / 'store.db'}",
+        # The audit history (on by default) in the run's folder: by default it would go to the
+        # working folder's .ecs-detach/, the checkout's, and grow with every run.
+        "ECS_DETACH_HISTORY": f"sqlite:///{tmp / 'history.db'}",
         "ECS_DETACH_LOG_LEVEL": "WARNING",
         "ECS_DETACH_FIRST_POLL_S": str(TIMEOUT_S * 2),  # no job is polled during the run
         "ECS_DETACH_MAX_DETACHES_PER_WINDOW": str(events * 10),

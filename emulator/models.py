@@ -236,11 +236,38 @@ class Snapshot:
     faults: Mapping[str, VolumeFault]
 
 
+class _Attachments:
+    """The disks on the servers, found by server and by volume without a scan: with a scan, each
+    call cost the emulator time in proportion to the disks of the whole seed (about 1 ms a call
+    with 10,000 servers), which the real API does not."""
+
+    def __init__(self) -> None:
+        self._by_server: dict[str, dict[str, Attachment]] = {}
+        self._by_volume: dict[str, dict[str, Attachment]] = {}
+
+    def get(self, server_id: str, volume_id: str) -> Attachment | None:
+        return self._by_server.get(server_id, {}).get(volume_id)
+
+    def put(self, attachment: Attachment) -> None:
+        self._by_server.setdefault(attachment.server_id, {})[attachment.volume_id] = attachment
+        self._by_volume.setdefault(attachment.volume_id, {})[attachment.server_id] = attachment
+
+    def remove(self, server_id: str, volume_id: str) -> None:
+        del self._by_server[server_id][volume_id]
+        del self._by_volume[volume_id][server_id]
+
+    def of_server(self, server_id: str) -> list[Attachment]:
+        return list(self._by_server.get(server_id, {}).values())
+
+    def of_volume(self, volume_id: str) -> list[Attachment]:
+        return list(self._by_volume.get(volume_id, {}).values())
+
+
 @dataclass
 class _State:
     servers: dict[str, Server] = field(default_factory=dict)
     volumes: dict[str, Volume] = field(default_factory=dict)
-    attachments: dict[tuple[str, str], Attachment] = field(default_factory=dict)
+    attachments: _Attachments = field(default_factory=_Attachments)
     jobs: dict[str, Job] = field(default_factory=dict)
     faults: dict[str, VolumeFault] = field(default_factory=dict)
     settling: dict[str, Job] = field(default_factory=dict)
@@ -373,22 +400,24 @@ class EcsBackend:
             if job.settles_at > job.ends_at:
                 state.settling[job.id] = job
                 return
-            del state.attachments[(job.server_id, job.volume_id)]
+            state.attachments.remove(job.server_id, job.volume_id)
         else:
-            state.attachments[(job.server_id, job.volume_id)] = _attachment(
-                job.server_id, job.volume_id, job.device, -1, _bus(job.device), attached_at=job.ends_at
+            state.attachments.put(
+                _attachment(
+                    job.server_id, job.volume_id, job.device, -1, _bus(job.device), attached_at=job.ends_at
+                )
             )
             state.jobs[job.id] = replace(job, status=SUCCESS, end=job.ends_at)
         self._refresh_volume(job.volume_id)
 
     def _settle(self, job: Job) -> None:
         del self._state.settling[job.id]
-        del self._state.attachments[(job.server_id, job.volume_id)]
+        self._state.attachments.remove(job.server_id, job.volume_id)
         self._refresh_volume(job.volume_id)
 
     def _refresh_volume(self, volume_id: str) -> None:
         state = self._state
-        attached = any(vid == volume_id for _, vid in state.attachments)
+        attached = bool(state.attachments.of_volume(volume_id))
         state.volumes[volume_id] = replace(state.volumes[volume_id], status=IN_USE if attached else AVAILABLE)
 
     def _submit(self, now: float, job_type: str, server: Server, volume: Volume, device: str) -> Job:
@@ -446,11 +475,8 @@ class EcsBackend:
 
     def _detail(self, server: Server) -> ServerDetail:
         state = self._state
-        volumes = [
-            AttachedVolume(a, state.volumes[a.volume_id])
-            for (server_id, _), a in state.attachments.items()
-            if server_id == server.id
-        ]
+        attached = state.attachments.of_server(server.id)
+        volumes = [AttachedVolume(a, state.volumes[a.volume_id]) for a in attached]
         volumes.sort(key=lambda v: (v.attachment.boot_index != 0, v.attachment.device))
         return ServerDetail(server, tuple(volumes))
 
@@ -505,7 +531,7 @@ class EcsBackend:
             volume = self._state.volumes.get(volume_id)
             if volume is None or volume.project_id != project_id:
                 raise NovaError(404, "itemNotFound", f"Volume {volume_id} could not be found.")
-            attachments = [a for (_, vid), a in self._state.attachments.items() if vid == volume_id]
+            attachments = self._state.attachments.of_volume(volume_id)
             attachments.sort(key=lambda a: (a.attached_at, a.server_id))
             return VolumeDetail(volume, tuple(attachments))
 
@@ -532,7 +558,7 @@ class EcsBackend:
             server = self._server(project_id, server_id)
             volume = self._volume(project_id, volume_id)
             self._require_ready(server)
-            attachment = self._state.attachments.get((server_id, volume_id))
+            attachment = self._state.attachments.get(server_id, volume_id)
             if attachment is None:
                 raise EcsError(
                     400,
@@ -569,7 +595,7 @@ class EcsBackend:
             server = self._server(project_id, server_id)
             volume = self._volume(project_id, volume_id)
             self._require_ready(server)
-            holders = {sid for sid, vid in self._state.attachments if vid == volume_id}
+            holders = {a.server_id for a in self._state.attachments.of_volume(volume_id)}
             if server_id in holders or volume.status not in (IN_USE, AVAILABLE):
                 raise EcsError(
                     400,
@@ -582,7 +608,7 @@ class EcsBackend:
                     "Ecs.0102",
                     f"The disk {volume_id} is attached to another server and is not shared.",
                 )
-            used = {a.device for (sid, _), a in self._state.attachments.items() if sid == server_id}
+            used = {a.device for a in self._state.attachments.of_server(server_id)}
             device = device or _next_free_device(used)
             if device in used:
                 raise invalid_parameter(f"device {device} is already in use on the server")
@@ -662,9 +688,8 @@ def _state_from_seed(seed: Seed, project_id: str) -> _State:
             boot = sa.boot_index
             if boot is None:
                 boot = 0 if sa.device == ss.root_device_name else -1
-            state.attachments[(ss.id, sa.volume_id)] = _attachment(
-                ss.id, sa.volume_id, sa.device, boot, sa.bus, attached_at=created
-            )
+            attachment = _attachment(ss.id, sa.volume_id, sa.device, boot, sa.bus, attached_at=created)
+            state.attachments.put(attachment)
             state.volumes[sa.volume_id] = replace(state.volumes[sa.volume_id], status=IN_USE)
     return state
 
