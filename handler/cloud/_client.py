@@ -159,18 +159,17 @@ class SignedClient:
         url = self._base + path
         if params:
             url += "?" + encode_query(params.items())
-        # X-Project-Id names the project of the path (``/{version}/{project}/…``, ``_path``), as
-        # the API wants it with AK/SK, not the credentials' default: a request for another project
-        # of the account is scoped to that project (the signer adds it only when it is not set).
-        headers = self._http.headers.copy()
-        headers["X-Project-Id"] = path.split("/", 3)[2]
         request = httpx.Request(
             method,
             httpx.URL(url),
             content=content,
-            headers=headers,
+            headers=self._http.headers,  # copied into the request's own headers
             extensions={"timeout": timeouts},
         )
+        # X-Project-Id names the project of the path (``/{version}/{project}/…``, ``_path``), as
+        # the API wants it with AK/SK, not the credentials' default: a request for another project
+        # of the account is scoped to that project (the signer adds it only when it is not set).
+        request.headers["X-Project-Id"] = path.split("/", 3)[2]
         try:
             response = self._http.send(request)
         except httpx.TimeoutException as exc:
